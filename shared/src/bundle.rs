@@ -1,0 +1,367 @@
+//! The `*.lsb` bundle: one file a technician can copy, holding a manifest, the ONNX bytes
+//! and room for an ed25519 signature.
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! offset  size  field
+//! 0       8     magic  b"LSBUNDLE"
+//! 8       4     format version (u32)           -- read before anything else
+//! 12      4     manifest length M (u32)
+//! 16      8     model length N (u64)
+//! 24      M     manifest (postcard, see crate::manifest)
+//! 24+M    N     model (ONNX protobuf)
+//! ..      1     signature kind: 0 = unsigned, 1 = ed25519
+//! ..      96    only when kind = 1: public key (32) + signature (64) over
+//!               sha256(bytes 0 .. end of model)
+//! ..      32    sha256 of every byte before it (catches a flipped byte anywhere,
+//!               signed or not)
+//! ```
+//!
+//! Refusal rules, in the order they are checked: wrong magic, newer format version,
+//! truncation, file checksum, manifest decoding, model hash.
+
+use crate::manifest::Manifest;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// File magic, the first 8 bytes of every bundle.
+pub const MAGIC: &[u8; 8] = b"LSBUNDLE";
+/// The bundle format this build writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+const HEADER_LEN: usize = 24;
+const CHECKSUM_LEN: usize = 32;
+/// Hard upper bound on the manifest, so a corrupt length cannot ask for gigabytes.
+const MAX_MANIFEST_LEN: u32 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot read bundle `{path}`: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write bundle `{path}`: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("not a linesight bundle: the file starts with {found:02x?}, expected the magic `LSBUNDLE`; check that you picked the `.lsb` file and not the raw ONNX model")]
+    WrongMagic { found: Vec<u8> },
+    #[error("bundle format version {found} is newer than this runtime supports (up to {supported}); update linesight-edge before installing this bundle")]
+    NewerFormat { found: u32, supported: u32 },
+    #[error("bundle format version {found} is not a valid version (supported: 1..={supported})")]
+    InvalidFormat { found: u32, supported: u32 },
+    #[error("bundle is truncated: {what} needs {expected} bytes but the file has {got}; copy the file again")]
+    Truncated {
+        what: &'static str,
+        expected: u64,
+        got: u64,
+    },
+    #[error("bundle has {extra} unexpected bytes after its checksum; the file is damaged or not a linesight bundle")]
+    TrailingBytes { extra: u64 },
+    #[error("bundle checksum mismatch: the file is corrupt (expected sha256 {expected}, computed {computed}); copy the file again")]
+    ChecksumMismatch { expected: String, computed: String },
+    #[error("unknown signature kind {0} in bundle; it was written by a newer or broken trainer")]
+    UnknownSignatureKind(u8),
+    #[error("bundle manifest cannot be decoded: {0}")]
+    Manifest(#[source] postcard::Error),
+    #[error("model hash mismatch: the manifest expects sha256 {expected} but the model bytes hash to {computed}; the bundle was tampered with or built wrongly")]
+    ModelHashMismatch { expected: String, computed: String },
+}
+
+/// The optional ed25519 signature block (filled by `linesight-train export --sign`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    pub public_key: [u8; 32],
+    pub signature: [u8; 64],
+}
+
+/// A decoded, checksum- and hash-verified bundle. Signature verification against trusted
+/// keys is a separate step ([`Bundle::signed_digest`] gives the signed bytes' digest).
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub format_version: u32,
+    pub manifest: Manifest,
+    pub model: Vec<u8>,
+    pub signature: Option<Signature>,
+    signed_digest: [u8; 32],
+}
+
+impl Bundle {
+    /// A bundle ready to be written; `manifest.model_sha256` is set from `model`.
+    pub fn new(mut manifest: Manifest, model: Vec<u8>) -> Self {
+        manifest.model_sha256 = sha256(&model);
+        Bundle {
+            format_version: FORMAT_VERSION,
+            manifest,
+            model,
+            signature: None,
+            signed_digest: [0; 32],
+        }
+    }
+
+    /// sha256 over header, manifest and model: the message an ed25519 signature signs.
+    pub fn signed_digest(&self) -> [u8; 32] {
+        self.signed_digest
+    }
+
+    /// Serializes the bundle. The body digest is recomputed, so a signature set before must
+    /// have been made over [`Bundle::body_digest`] of the same manifest and model.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let manifest = postcard::to_stdvec(&self.manifest).expect("manifest serializes to memory");
+        let mut out = Vec::with_capacity(HEADER_LEN + manifest.len() + self.model.len() + 130);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.format_version.to_le_bytes());
+        out.extend_from_slice(&(manifest.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.model.len() as u64).to_le_bytes());
+        out.extend_from_slice(&manifest);
+        out.extend_from_slice(&self.model);
+        match &self.signature {
+            None => out.push(0),
+            Some(sig) => {
+                out.push(1);
+                out.extend_from_slice(&sig.public_key);
+                out.extend_from_slice(&sig.signature);
+            }
+        }
+        let checksum = sha256(&out);
+        out.extend_from_slice(&checksum);
+        out
+    }
+
+    /// The digest a signer signs for this manifest and model (header + manifest + model).
+    pub fn body_digest(&self) -> [u8; 32] {
+        let bytes = self.to_bytes();
+        let manifest_len = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
+        sha256(&bytes[..HEADER_LEN + manifest_len + self.model.len()])
+    }
+
+    /// Parses and verifies a bundle from memory. Fails on wrong magic, a newer format,
+    /// truncation, a checksum mismatch, an undecodable manifest or a model hash mismatch.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, BundleError> {
+        let got = bytes.len() as u64;
+        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(BundleError::WrongMagic {
+                found: bytes[..bytes.len().min(MAGIC.len())].to_vec(),
+            });
+        }
+        if bytes.len() < HEADER_LEN {
+            return Err(BundleError::Truncated {
+                what: "the header",
+                expected: HEADER_LEN as u64,
+                got,
+            });
+        }
+        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if version > FORMAT_VERSION {
+            return Err(BundleError::NewerFormat {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if version == 0 {
+            return Err(BundleError::InvalidFormat {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let manifest_len = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+        let model_len = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+        if manifest_len > MAX_MANIFEST_LEN {
+            return Err(BundleError::Truncated {
+                what: "the manifest (its length field is implausible)",
+                expected: manifest_len as u64,
+                got,
+            });
+        }
+        let body_end = (HEADER_LEN as u64)
+            .checked_add(manifest_len as u64)
+            .and_then(|v| v.checked_add(model_len))
+            .ok_or(BundleError::Truncated {
+                what: "the model (its length field is implausible)",
+                expected: u64::MAX,
+                got,
+            })?;
+        let min_total = body_end + 1 + CHECKSUM_LEN as u64;
+        if got < min_total {
+            return Err(BundleError::Truncated {
+                what: "manifest, model and checksum",
+                expected: min_total,
+                got,
+            });
+        }
+        let body_end = body_end as usize;
+        let kind = bytes[body_end];
+        let sig_len = match kind {
+            0 => 0,
+            1 => 96,
+            other => {
+                // Check the checksum first: a flipped kind byte is corruption, not a new kind.
+                verify_checksum(bytes)?;
+                return Err(BundleError::UnknownSignatureKind(other));
+            }
+        };
+        let total = body_end + 1 + sig_len + CHECKSUM_LEN;
+        if bytes.len() < total {
+            return Err(BundleError::Truncated {
+                what: "signature and checksum",
+                expected: total as u64,
+                got,
+            });
+        }
+        if bytes.len() > total {
+            return Err(BundleError::TrailingBytes {
+                extra: (bytes.len() - total) as u64,
+            });
+        }
+        verify_checksum(bytes)?;
+        let manifest_bytes = &bytes[HEADER_LEN..HEADER_LEN + manifest_len as usize];
+        let manifest: Manifest =
+            postcard::from_bytes(manifest_bytes).map_err(BundleError::Manifest)?;
+        let model = bytes[HEADER_LEN + manifest_len as usize..body_end].to_vec();
+        let computed = sha256(&model);
+        if computed != manifest.model_sha256 {
+            return Err(BundleError::ModelHashMismatch {
+                expected: hex::encode(manifest.model_sha256),
+                computed: hex::encode(computed),
+            });
+        }
+        let signature = (kind == 1).then(|| {
+            let s = &bytes[body_end + 1..body_end + 97];
+            Signature {
+                public_key: s[..32].try_into().expect("32 bytes"),
+                signature: s[32..].try_into().expect("64 bytes"),
+            }
+        });
+        Ok(Bundle {
+            format_version: version,
+            manifest,
+            model,
+            signature,
+            signed_digest: sha256(&bytes[..body_end]),
+        })
+    }
+
+    /// Reads and verifies a bundle file; errors name the file.
+    pub fn read(path: &Path) -> Result<Self, BundleError> {
+        let bytes = std::fs::read(path).map_err(|source| BundleError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// Writes the bundle crash-safely: to `PATH.tmp`, fsync, rename over `PATH`.
+    pub fn write(&self, path: &Path) -> Result<(), BundleError> {
+        let err = |source| BundleError::Write {
+            path: path.display().to_string(),
+            source,
+        };
+        let tmp = path.with_extension("lsb.tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(err)?;
+            f.write_all(&self.to_bytes()).map_err(err)?;
+            f.sync_all().map_err(err)?;
+        }
+        std::fs::rename(&tmp, path).map_err(err)?;
+        Ok(())
+    }
+}
+
+fn verify_checksum(bytes: &[u8]) -> Result<(), BundleError> {
+    let (body, tail) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+    let computed = sha256(body);
+    if computed.as_slice() != tail {
+        return Err(BundleError::ChecksumMismatch {
+            expected: hex::encode(tail),
+            computed: hex::encode(computed),
+        });
+    }
+    Ok(())
+}
+
+/// sha256 of a byte slice.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::*;
+
+    pub(crate) fn sample() -> Bundle {
+        let manifest = Manifest {
+            model_id: "test".into(),
+            model_version: "1".into(),
+            labels: vec!["a".into(), "b".into()],
+            preprocess: PreprocessSpec::imagenet(),
+            input: TensorSpec {
+                name: "image".into(),
+                shape: vec![1, 3, 224, 224],
+            },
+            output: TensorSpec {
+                name: "logits".into(),
+                shape: vec![1, 2],
+            },
+            precision: Precision::F32,
+            model_sha256: [0; 32],
+            decision: DecisionRule::default(),
+            self_test: vec![],
+            parity: Parity::default(),
+            provenance: Provenance::default(),
+            min_runtime_version: "0.1.0".into(),
+        };
+        Bundle::new(manifest, b"not really onnx".to_vec())
+    }
+
+    #[test]
+    fn round_trip() {
+        let b = sample();
+        let back = Bundle::from_bytes(&b.to_bytes()).unwrap();
+        assert_eq!(back.manifest, b.manifest);
+        assert_eq!(back.model, b.model);
+        assert_eq!(back.signature, None);
+        assert_eq!(back.signed_digest(), b.body_digest());
+    }
+
+    #[test]
+    fn every_flipped_byte_is_refused() {
+        let bytes = sample().to_bytes();
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x01;
+            assert!(Bundle::from_bytes(&bad).is_err(), "flip at byte {i} was accepted");
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_refused() {
+        let bytes = sample().to_bytes();
+        for len in 0..bytes.len() {
+            assert!(Bundle::from_bytes(&bytes[..len]).is_err(), "truncation to {len} accepted");
+        }
+    }
+
+    #[test]
+    fn newer_version_message() {
+        let mut bytes = sample().to_bytes();
+        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let err = Bundle::from_bytes(&bytes).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bundle format version 2 is newer than this runtime supports (up to 1); update linesight-edge before installing this bundle"
+        );
+    }
+
+    #[test]
+    fn model_hash_mismatch_with_valid_checksum() {
+        // A bundle rebuilt with a consistent checksum but another model: caught by the hash.
+        let mut b = sample();
+        b.model = b"other bytes".to_vec();
+        let err = Bundle::from_bytes(&b.to_bytes()).unwrap_err();
+        assert!(matches!(err, BundleError::ModelHashMismatch { .. }), "{err}");
+    }
+}

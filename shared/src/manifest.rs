@@ -1,0 +1,170 @@
+//! The bundle manifest: the wire types that travel inside every `*.lsb` file.
+//!
+//! This module is a serialization boundary. Everything here is encoded with postcard and
+//! read by runtimes that may be older or newer than the trainer that wrote it, so:
+//! - these types are never the trainer's in-memory types; the trainer converts into them;
+//! - a field is never reordered or removed within one format version (postcard is
+//!   positional); a change means a new [`crate::bundle::FORMAT_VERSION`];
+//! - the golden bundle under `shared/tests/fixtures/` must decode forever.
+
+use serde::{Deserialize, Serialize};
+
+/// Model settings that travel with the model. Deployment settings (threads, source, sink,
+/// ROI) never go here; they live in the edge's own config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Stable identifier of the model family, e.g. `cub26-mobilenet-v2`.
+    pub model_id: String,
+    /// Version of this model within its family, e.g. `2026-11-29.1`.
+    pub model_version: String,
+    /// Output index -> label name. The order is the order of the logits.
+    pub labels: Vec<String>,
+    /// How a camera frame or photo becomes the input tensor.
+    pub preprocess: PreprocessSpec,
+    /// The graph's input (NCHW f32) and output (logits, one row per image).
+    pub input: TensorSpec,
+    pub output: TensorSpec,
+    pub precision: Precision,
+    /// sha256 of the ONNX bytes stored in the bundle.
+    pub model_sha256: [u8; 32],
+    /// The reject rule and per-class thresholds applied to softmax scores.
+    pub decision: DecisionRule,
+    /// Inputs with their expected outputs, run by `install` before a model goes live.
+    pub self_test: Vec<SelfTestVector>,
+    /// Figures measured at export: exporter vs. tract, and int8 vs. f32 where quantised.
+    pub parity: Parity,
+    pub provenance: Provenance,
+    /// Oldest `linesight-edge` version that can run this bundle (semver, `major.minor.patch`).
+    pub min_runtime_version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum ResizeFilter {
+    /// Antialiased bilinear (PIL / torchvision `BILINEAR` on PIL images).
+    Bilinear,
+    /// Antialiased bicubic (PIL `BICUBIC`; what CLIP's own preprocessing uses).
+    Bicubic,
+}
+
+/// Preprocessing: RGB, resize the shorter side, center crop, scale to [0, 1], subtract
+/// mean, divide by std, NCHW. Implemented once, in [`crate::preprocess`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PreprocessSpec {
+    /// Length the shorter image side is resized to before cropping.
+    pub resize_shorter: u32,
+    /// Side of the square center crop; the model input is `crop` x `crop`.
+    pub crop: u32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub filter: ResizeFilter,
+}
+
+impl PreprocessSpec {
+    /// torchvision's ImageNet evaluation transform: Resize(256), CenterCrop(224),
+    /// ImageNet mean/std. MobileNetV2's weights were trained with it.
+    pub fn imagenet() -> Self {
+        Self {
+            resize_shorter: 256,
+            crop: 224,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+            filter: ResizeFilter::Bilinear,
+        }
+    }
+
+    /// OpenAI CLIP's transform: bicubic resize of the shorter side to `size`, center
+    /// crop `size`, CLIP's mean/std.
+    pub fn clip(size: u32) -> Self {
+        Self {
+            resize_shorter: size,
+            crop: size,
+            mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
+            std: [0.268_629_54, 0.261_302_58, 0.275_777_1],
+            filter: ResizeFilter::Bicubic,
+        }
+    }
+
+    /// The NCHW input shape for one image.
+    pub fn input_shape(&self) -> [usize; 4] {
+        [1, 3, self.crop as usize, self.crop as usize]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Precision {
+    F32,
+    Int8,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+        })
+    }
+}
+
+/// Turns logits into a decision: softmax, top-1, then the reject rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRule {
+    /// Reject when the top-1 softmax score is below this.
+    pub min_score: f32,
+    /// Reject when top-1 minus top-2 softmax score is below this.
+    pub min_margin: f32,
+    /// Per-class minimum score (same order as `labels`); empty means `min_score` for all.
+    pub per_class_min_score: Vec<f32>,
+}
+
+impl Default for DecisionRule {
+    fn default() -> Self {
+        Self {
+            min_score: 0.0,
+            min_margin: 0.0,
+            per_class_min_score: Vec::new(),
+        }
+    }
+}
+
+/// One self-test case: an RGB crop (already `crop` x `crop`, HWC, u8) and the logits the
+/// exporting trainer's tract run produced for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelfTestVector {
+    pub rgb: Vec<u8>,
+    pub expected_logits: Vec<f32>,
+    /// Largest accepted absolute difference per logit.
+    pub tolerance: f32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Parity {
+    /// Images compared at export (candle vs. tract, or f32 vs. int8).
+    pub images: u32,
+    /// Largest absolute logit difference between the trainer's framework and tract.
+    pub max_abs_logit_diff: f32,
+    /// Share of images whose top-1 agreed, in [0, 1].
+    pub top1_agreement: f32,
+    /// Mean cosine similarity of the logit vectors.
+    pub mean_logit_cosine: f32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub trainer_version: String,
+    pub backbone: String,
+    /// How the head was made: `prototypes`, `near`, `naive`, ...
+    pub method: String,
+    /// sha256 over the training inputs (image hashes and their targets).
+    pub data_sha256: String,
+    pub train_images: u32,
+    pub mllm_model: Option<String>,
+    pub prompt_sha256: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub created_unix: u64,
+}

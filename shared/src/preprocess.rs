@@ -1,0 +1,330 @@
+//! The one preprocessing implementation, used by the trainer (embeddings, calibration,
+//! parity checks) and by the edge runtime (every frame).
+//!
+//! RGB u8 image -> resize the shorter side to `resize_shorter` -> center crop `crop` ->
+//! `(x / 255 - mean) / std` -> NCHW f32.
+//!
+//! The resize and the crop are done in one step: the crop window is mapped back into the
+//! source image and only that window is resampled (PIL's `resize(box=...)`), which gives
+//! the same pixels as resizing the whole image and then cropping, with less work and a
+//! destination buffer of fixed size. [`Preprocessor`] owns that buffer and the resizer's
+//! scratch, so after the first frame it allocates nothing.
+
+use crate::manifest::{PreprocessSpec, ResizeFilter};
+use fast_image_resize::{
+    images::{Image, ImageRef},
+    FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
+};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreprocessError {
+    #[error("cannot read image `{path}`: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("image `{path}` is empty (0 bytes)")]
+    Empty { path: String },
+    #[error("cannot decode image `{path}`: {source}")]
+    Decode {
+        path: String,
+        source: image::ImageError,
+    },
+    #[error("image is {width}x{height}; both sides must be at least 1 pixel")]
+    Degenerate { width: u32, height: u32 },
+    #[error("rgb buffer holds {got} bytes but a {width}x{height} image needs {expected}")]
+    BufferSize {
+        width: u32,
+        height: u32,
+        expected: usize,
+        got: usize,
+    },
+    #[error("output tensor holds {got} floats but the spec needs {expected}")]
+    OutputSize { expected: usize, got: usize },
+    #[error("resize failed: {0}")]
+    Resize(String),
+}
+
+/// A decoded RGB image (HWC, u8).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RgbImage {
+    pub width: u32,
+    pub height: u32,
+    pub pixels: Vec<u8>,
+}
+
+impl RgbImage {
+    /// Decodes JPEG / PNG / BMP / WebP bytes; `name` only labels errors.
+    pub fn decode(bytes: &[u8], name: &str) -> Result<Self, PreprocessError> {
+        if bytes.is_empty() {
+            return Err(PreprocessError::Empty { path: name.into() });
+        }
+        let img = image::load_from_memory(bytes).map_err(|source| PreprocessError::Decode {
+            path: name.into(),
+            source,
+        })?;
+        let rgb = img.to_rgb8();
+        let (width, height) = rgb.dimensions();
+        if width == 0 || height == 0 {
+            return Err(PreprocessError::Degenerate { width, height });
+        }
+        Ok(RgbImage {
+            width,
+            height,
+            pixels: rgb.into_raw(),
+        })
+    }
+
+    /// Reads and decodes an image file; errors name the file.
+    pub fn open(path: &Path) -> Result<Self, PreprocessError> {
+        let bytes = std::fs::read(path).map_err(|source| PreprocessError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::decode(&bytes, &path.display().to_string())
+    }
+}
+
+/// Where the center crop of the resized image falls in the source image, as torchvision
+/// computes it: the long side is `floor(resize_shorter * long / short)`, the crop offset is
+/// `round((resized - crop) / 2)` with ties to even. Returns (left, top, width, height) in source pixels.
+pub fn crop_window(spec: &PreprocessSpec, width: u32, height: u32) -> (f64, f64, f64, f64) {
+    let (w, h) = (width as f64, height as f64);
+    let s = spec.resize_shorter as f64;
+    let (rw, rh) = if width <= height {
+        (s, (s * h / w).floor())
+    } else {
+        ((s * w / h).floor(), s)
+    };
+    let c = spec.crop as f64;
+    // Python's round() (ties to even), as torchvision's CenterCrop uses it.
+    let left = ((rw - c) / 2.0).round_ties_even();
+    let top = ((rh - c) / 2.0).round_ties_even();
+    let (sx, sy) = (w / rw, h / rh);
+    (left * sx, top * sy, c * sx, c * sy)
+}
+
+/// Turns RGB images into normalized NCHW tensors. Build once, call many times: the
+/// resizer's scratch and the crop buffer are reused.
+pub struct Preprocessor {
+    spec: PreprocessSpec,
+    resizer: Resizer,
+    crop: Vec<u8>,
+    scale: [f32; 3],
+    offset: [f32; 3],
+}
+
+impl Preprocessor {
+    pub fn new(spec: PreprocessSpec) -> Self {
+        let c = spec.crop as usize;
+        let scale = std::array::from_fn(|i| 1.0 / (255.0 * spec.std[i]));
+        let offset = std::array::from_fn(|i| -spec.mean[i] / spec.std[i]);
+        Preprocessor {
+            spec,
+            resizer: Resizer::new(),
+            crop: vec![0; c * c * 3],
+            scale,
+            offset,
+        }
+    }
+
+    pub fn spec(&self) -> &PreprocessSpec {
+        &self.spec
+    }
+
+    /// Number of f32 values in one image's tensor (3 * crop * crop).
+    pub fn tensor_len(&self) -> usize {
+        3 * self.spec.crop as usize * self.spec.crop as usize
+    }
+
+    /// Resizes and crops an RGB buffer (HWC, u8) into the internal crop buffer and returns
+    /// it (`crop` x `crop` x 3). This is the RGB form the self-test vectors store.
+    pub fn crop_rgb(&mut self, rgb: &[u8], width: u32, height: u32) -> Result<&[u8], PreprocessError> {
+        if width == 0 || height == 0 {
+            return Err(PreprocessError::Degenerate { width, height });
+        }
+        let expected = width as usize * height as usize * 3;
+        if rgb.len() != expected {
+            return Err(PreprocessError::BufferSize {
+                width,
+                height,
+                expected,
+                got: rgb.len(),
+            });
+        }
+        let src = ImageRef::new(width, height, rgb, PixelType::U8x3)
+            .map_err(|e| PreprocessError::Resize(e.to_string()))?;
+        let c = self.spec.crop;
+        let mut dst = Image::from_slice_u8(c, c, &mut self.crop, PixelType::U8x3)
+            .map_err(|e| PreprocessError::Resize(e.to_string()))?;
+        let (left, top, w, h) = crop_window(&self.spec, width, height);
+        let filter = match self.spec.filter {
+            ResizeFilter::Bilinear => FilterType::Bilinear,
+            ResizeFilter::Bicubic => FilterType::CatmullRom,
+        };
+        let options = ResizeOptions::new()
+            .resize_alg(ResizeAlg::Convolution(filter))
+            .crop(left, top, w, h);
+        self.resizer
+            .resize(&src, &mut dst, &options)
+            .map_err(|e| PreprocessError::Resize(e.to_string()))?;
+        Ok(&self.crop)
+    }
+
+    /// Writes the normalized NCHW tensor of an already cropped RGB buffer
+    /// (`crop` x `crop` x 3) into `out`.
+    pub fn normalize_crop(&self, crop: &[u8], out: &mut [f32]) -> Result<(), PreprocessError> {
+        let n = self.tensor_len();
+        if out.len() != n {
+            return Err(PreprocessError::OutputSize {
+                expected: n,
+                got: out.len(),
+            });
+        }
+        if crop.len() != n {
+            return Err(PreprocessError::BufferSize {
+                width: self.spec.crop,
+                height: self.spec.crop,
+                expected: n,
+                got: crop.len(),
+            });
+        }
+        let plane = n / 3;
+        let (r, rest) = out.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        for (i, px) in crop.chunks_exact(3).enumerate() {
+            r[i] = px[0] as f32 * self.scale[0] + self.offset[0];
+            g[i] = px[1] as f32 * self.scale[1] + self.offset[1];
+            b[i] = px[2] as f32 * self.scale[2] + self.offset[2];
+        }
+        Ok(())
+    }
+
+    /// The whole transform: RGB (HWC, u8) of any size -> NCHW f32 written into `out`.
+    /// Allocates nothing once the resizer has seen an image of this size.
+    pub fn run(&mut self, rgb: &[u8], width: u32, height: u32, out: &mut [f32]) -> Result<(), PreprocessError> {
+        self.crop_rgb(rgb, width, height)?;
+        let crop = std::mem::take(&mut self.crop);
+        let result = self.normalize_crop(&crop, out);
+        self.crop = crop;
+        result
+    }
+
+    /// Convenience for one decoded image: returns a fresh tensor.
+    pub fn tensor(&mut self, img: &RgbImage) -> Result<Vec<f32>, PreprocessError> {
+        let mut out = vec![0.0; self.tensor_len()];
+        self.run(&img.pixels, img.width, img.height, &mut out)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(w: u32, h: u32) -> Vec<u8> {
+        let mut v = Vec::with_capacity((w * h * 3) as usize);
+        for y in 0..h {
+            for x in 0..w {
+                v.extend_from_slice(&[(x * 255 / w) as u8, (y * 255 / h) as u8, ((x + y) % 256) as u8]);
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn crop_window_matches_torchvision_arithmetic() {
+        let spec = PreprocessSpec::imagenet();
+        // 227x227 (cub26): resized to 256x256, crop offset 16 -> 16 * 227/256 in source.
+        let (l, t, w, h) = crop_window(&spec, 227, 227);
+        assert!((l - 16.0 * 227.0 / 256.0).abs() < 1e-9);
+        assert!((t - l).abs() < 1e-9);
+        assert!((w - 224.0 * 227.0 / 256.0).abs() < 1e-9 && (h - w).abs() < 1e-9);
+        // 500x375 landscape: resized to floor(256*500/375)=341 x 256, crop left
+        // round(58.5)=58 (ties to even, as Python rounds); x scale is 500/341.
+        let (l, t, w, h) = crop_window(&spec, 500, 375);
+        assert!((l - 58.0 * 500.0 / 341.0).abs() < 1e-9, "{l}");
+        assert!((t - 16.0 * 375.0 / 256.0).abs() < 1e-9, "{t}");
+        assert!((w - 224.0 * 500.0 / 341.0).abs() < 1e-9);
+        assert!((h - 224.0 * 375.0 / 256.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn normalization_arithmetic() {
+        let spec = PreprocessSpec {
+            resize_shorter: 2,
+            crop: 2,
+            mean: [0.5, 0.25, 0.0],
+            std: [0.5, 0.25, 1.0],
+            filter: ResizeFilter::Bilinear,
+        };
+        let p = Preprocessor::new(spec);
+        let crop = [255u8, 0, 255, 0, 255, 0, 51, 51, 51, 0, 0, 0];
+        let mut out = vec![0.0; 12];
+        p.normalize_crop(&crop, &mut out).unwrap();
+        // R plane: (1 - .5)/.5 = 1, (0 - .5)/.5 = -1, (.2-.5)/.5 = -.6, -1
+        let expect_r = [1.0, -1.0, -0.6, -1.0];
+        let expect_g = [-1.0, 3.0, -0.2, -1.0];
+        let expect_b = [1.0, 0.0, 0.2, 0.0];
+        for i in 0..4 {
+            assert!((out[i] - expect_r[i]).abs() < 1e-5, "r{i} {}", out[i]);
+            assert!((out[4 + i] - expect_g[i]).abs() < 1e-5, "g{i} {}", out[4 + i]);
+            assert!((out[8 + i] - expect_b[i]).abs() < 1e-5, "b{i} {}", out[8 + i]);
+        }
+    }
+
+    #[test]
+    fn one_step_crop_equals_resize_then_crop() {
+        // Resizing the whole image and cropping must give the same pixels as resampling
+        // only the crop window (up to rounding of the u8 result).
+        let (w, h) = (300u32, 200u32);
+        let src = gradient(w, h);
+        let spec = PreprocessSpec::imagenet();
+        let mut p = Preprocessor::new(spec);
+        let one_step = p.crop_rgb(&src, w, h).unwrap().to_vec();
+
+        let rw = (256.0 * 300.0f64 / 200.0).floor() as u32; // 384
+        let mut full = vec![0u8; (rw * 256 * 3) as usize];
+        let srcimg = ImageRef::new(w, h, &src, PixelType::U8x3).unwrap();
+        let mut dst = Image::from_slice_u8(rw, 256, &mut full, PixelType::U8x3).unwrap();
+        Resizer::new()
+            .resize(
+                &srcimg,
+                &mut dst,
+                &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
+            )
+            .unwrap();
+        let left = ((rw - 224) as f64 / 2.0).round_ties_even() as usize;
+        let top = 16usize;
+        let mut max_diff = 0i32;
+        for y in 0..224 {
+            for x in 0..224 {
+                for c in 0..3 {
+                    let a = one_step[(y * 224 + x) * 3 + c] as i32;
+                    let b = full[((top + y) * rw as usize + left + x) * 3 + c] as i32;
+                    max_diff = max_diff.max((a - b).abs());
+                }
+            }
+        }
+        assert!(max_diff <= 1, "max pixel difference {max_diff}");
+    }
+
+    #[test]
+    fn bad_buffers_are_errors_not_panics() {
+        let mut p = Preprocessor::new(PreprocessSpec::imagenet());
+        let mut out = vec![0.0; p.tensor_len()];
+        assert!(matches!(p.run(&[0; 10], 4, 4, &mut out), Err(PreprocessError::BufferSize { .. })));
+        assert!(matches!(p.run(&[], 0, 4, &mut out), Err(PreprocessError::Degenerate { .. })));
+        let mut short = vec![0.0; 5];
+        assert!(matches!(
+            p.run(&gradient(8, 8), 8, 8, &mut short),
+            Err(PreprocessError::OutputSize { .. })
+        ));
+        assert!(matches!(RgbImage::decode(&[], "x.jpg"), Err(PreprocessError::Empty { .. })));
+        assert!(matches!(
+            RgbImage::decode(b"\xff\xd8\xff\xe0garbage", "x.jpg"),
+            Err(PreprocessError::Decode { .. })
+        ));
+    }
+}
