@@ -31,6 +31,8 @@ pub enum PreprocessError {
         path: String,
         source: image::ImageError,
     },
+    #[error("cannot decode image `{path}`: the JPEG data ends without its end-of-image marker; the file is truncated")]
+    TruncatedJpeg { path: String },
     #[error("image is {width}x{height}; both sides must be at least 1 pixel")]
     Degenerate { width: u32, height: u32 },
     #[error("rgb buffer holds {got} bytes but a {width}x{height} image needs {expected}")]
@@ -60,6 +62,9 @@ impl RgbImage {
         if bytes.is_empty() {
             return Err(PreprocessError::Empty { path: name.into() });
         }
+        if is_truncated_jpeg(bytes) {
+            return Err(PreprocessError::TruncatedJpeg { path: name.into() });
+        }
         let img = image::load_from_memory(bytes).map_err(|source| PreprocessError::Decode {
             path: name.into(),
             source,
@@ -84,6 +89,18 @@ impl RgbImage {
         })?;
         Self::decode(&bytes, &path.display().to_string())
     }
+}
+
+/// A JPEG (starts with SOI `FF D8`) whose last KiB holds no end-of-image marker `FF D9`.
+/// The JPEG decoder fills a cut-off scan with grey and reports success, so a file truncated
+/// by a failed copy would otherwise be classified as if it were a photo. The marker is
+/// looked for near the end, not exactly at it, because some writers append a few bytes.
+fn is_truncated_jpeg(bytes: &[u8]) -> bool {
+    if bytes.len() < 4 || bytes[0] != 0xFF || bytes[1] != 0xD8 {
+        return false;
+    }
+    let tail = &bytes[bytes.len().saturating_sub(1024)..];
+    !tail.windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 /// Where the center crop of the resized image falls in the source image, as torchvision
@@ -323,8 +340,22 @@ mod tests {
         ));
         assert!(matches!(RgbImage::decode(&[], "x.jpg"), Err(PreprocessError::Empty { .. })));
         assert!(matches!(
-            RgbImage::decode(b"\xff\xd8\xff\xe0garbage", "x.jpg"),
+            RgbImage::decode(b"\xff\xd8\xff\xe0garbage\xff\xd9", "x.jpg"),
             Err(PreprocessError::Decode { .. })
         ));
+    }
+
+    #[test]
+    fn truncated_jpeg_is_refused() {
+        let mut jpeg = Vec::new();
+        let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 128]));
+        image::DynamicImage::ImageRgb8(img)
+            .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
+        assert!(RgbImage::decode(&jpeg, "ok.jpg").is_ok());
+        let cut = &jpeg[..jpeg.len() * 2 / 3];
+        let err = RgbImage::decode(cut, "cut.jpg").unwrap_err();
+        assert!(matches!(err, PreprocessError::TruncatedJpeg { .. }), "{err}");
+        assert!(err.to_string().contains("`cut.jpg`"));
     }
 }

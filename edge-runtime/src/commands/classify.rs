@@ -1,0 +1,147 @@
+//! `linesight-edge classify`: run a bundle over image files and folders, one result line
+//! per image. A failing image is reported in its own line and counted; the run goes on.
+
+use crate::decide::{self, REJECT};
+use crate::engine::Engine;
+use crate::walk;
+use anyhow::{Context, Result};
+use linesight_shared::bundle::Bundle;
+use linesight_shared::preprocess::{Preprocessor, RgbImage};
+use serde::Serialize;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+pub struct ClassifySettings {
+    pub bundle: PathBuf,
+    pub paths: Vec<PathBuf>,
+    pub json: bool,
+    pub top_k: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TopK {
+    pub label: String,
+    pub score: f32,
+}
+
+/// One line of output.
+#[derive(Debug, Serialize)]
+pub struct ImageResult {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub margin: Option<f32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub topk: Vec<TopK>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ClassifyReport {
+    pub images: usize,
+    pub failed: usize,
+    pub rejected: usize,
+    pub model_id: String,
+}
+
+/// Classifies every image; writes one line per image to `out`. Fails only when the bundle
+/// cannot be used or no image path could be listed at all.
+pub fn run(s: &ClassifySettings, out: &mut dyn Write) -> Result<ClassifyReport> {
+    let bundle = Bundle::read(&s.bundle).with_context(|| format!("cannot use bundle `{}`", s.bundle.display()))?;
+    let mut engine = Engine::from_bundle(&bundle)
+        .with_context(|| format!("cannot load the model in `{}`", s.bundle.display()))?;
+    let m = &bundle.manifest;
+    tracing::info!(model = %m.model_id, version = %m.model_version, precision = %m.precision, classes = m.labels.len(), "bundle loaded");
+    let mut pre = Preprocessor::new(m.preprocess);
+    let mut input = vec![0.0; engine.input_len()];
+    let mut scores = vec![0.0; engine.output_len()];
+    let mut report = ClassifyReport {
+        model_id: m.model_id.clone(),
+        ..Default::default()
+    };
+    let (files, listing_errors) = walk::image_files(&s.paths);
+    for (path, err) in listing_errors {
+        report.failed += 1;
+        emit(out, s.json, &ImageResult::failed(&path, err))?;
+    }
+    for path in files {
+        report.images += 1;
+        let t0 = Instant::now();
+        let result = RgbImage::open(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|img| pre.run(&img.pixels, img.width, img.height, &mut input).map_err(|e| e.to_string()))
+            .and_then(|()| engine.infer(&input, &mut scores).map_err(|e| e.to_string()));
+        let line = match result {
+            Err(e) => {
+                report.failed += 1;
+                tracing::warn!(path = %path.display(), error = %e, "image skipped");
+                ImageResult::failed(&path, e)
+            }
+            Ok(()) => {
+                decide::softmax(&mut scores);
+                let d = decide::decide(&scores, &m.decision, s.top_k);
+                if d.class.is_none() {
+                    report.rejected += 1;
+                }
+                ImageResult {
+                    path: path.display().to_string(),
+                    label: Some(d.class.map(|c| m.labels[c].clone()).unwrap_or_else(|| REJECT.to_string())),
+                    score: Some(d.score),
+                    margin: Some(d.margin),
+                    topk: d
+                        .topk
+                        .iter()
+                        .map(|&(c, score)| TopK {
+                            label: m.labels[c].clone(),
+                            score,
+                        })
+                        .collect(),
+                    latency_ms: Some(t0.elapsed().as_secs_f64() * 1e3),
+                    error: None,
+                }
+            }
+        };
+        emit(out, s.json, &line)?;
+    }
+    Ok(report)
+}
+
+impl ImageResult {
+    fn failed(path: &std::path::Path, error: String) -> Self {
+        ImageResult {
+            path: path.display().to_string(),
+            label: None,
+            score: None,
+            margin: None,
+            topk: vec![],
+            latency_ms: None,
+            error: Some(error),
+        }
+    }
+}
+
+fn emit(out: &mut dyn Write, json: bool, r: &ImageResult) -> Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, r)?;
+        writeln!(out)?;
+    } else if let Some(e) = &r.error {
+        writeln!(out, "{}\tERROR\t{e}", r.path)?;
+    } else {
+        writeln!(
+            out,
+            "{}\t{}\t{:.3}\t{:.1} ms",
+            r.path,
+            r.label.as_deref().unwrap_or(REJECT),
+            r.score.unwrap_or(0.0),
+            r.latency_ms.unwrap_or(0.0)
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! One file per subcommand; each exposes a settings struct and a `run` function.
+
+pub mod classify;

@@ -1,0 +1,200 @@
+//! The inference engine: an ONNX model loaded, optimized and planned by tract once, then
+//! run many times.
+//!
+//! [`Engine::new`] does everything that can fail slowly (decode, optimize, plan, spawn the
+//! state, warm up); [`Engine::infer`] only copies the input in and the logits out. The
+//! trainer uses this same type for its export parity check and to compute the self-test
+//! vectors, so what the box runs is what was checked at export.
+
+use linesight_shared::bundle::Bundle;
+use linesight_shared::manifest::{Manifest, SelfTestVector};
+use linesight_shared::preprocess::Preprocessor;
+use std::sync::Arc;
+use tract_onnx::prelude::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot load the ONNX model: {0}")]
+    Load(String),
+    #[error("the model's output has {got} values but the manifest lists {expected} labels")]
+    LabelCount { expected: usize, got: usize },
+    #[error("input has {got} values, the model expects {expected}")]
+    InputSize { expected: usize, got: usize },
+    #[error("inference failed: {0}")]
+    Run(String),
+    #[error("self-test vector {index}: {problem}")]
+    SelfTest { index: usize, problem: String },
+}
+
+fn load_err(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Load(format!("{e:#}"))
+}
+
+fn run_err(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Run(format!("{e:#}"))
+}
+
+/// A planned, runnable model with its state.
+pub struct Engine {
+    plan: Arc<TypedRunnableModel>,
+    state: TypedSimpleState,
+    input_shape: Vec<usize>,
+    input_len: usize,
+    output_len: usize,
+}
+
+impl Engine {
+    /// Loads ONNX bytes for a fixed input shape (e.g. `[1, 3, 224, 224]`), optimizes and
+    /// plans it, and runs it once on zeros so the first real frame is not slower.
+    pub fn new(onnx: &[u8], input_shape: &[usize]) -> Result<Self, EngineError> {
+        let mut reader = std::io::Cursor::new(onnx);
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut reader)
+            .map_err(load_err)?
+            .with_input_fact(0, f32::fact(input_shape).into())
+            .map_err(load_err)?
+            .into_optimized()
+            .map_err(load_err)?;
+        let plan = model.into_runnable().map_err(load_err)?;
+        let state = plan.spawn().map_err(load_err)?;
+        let input_len = input_shape.iter().product();
+        let mut engine = Engine {
+            plan,
+            state,
+            input_shape: input_shape.to_vec(),
+            input_len,
+            output_len: 0,
+        };
+        let warm = engine.run_raw(&vec![0.0; input_len])?;
+        engine.output_len = warm.len();
+        Ok(engine)
+    }
+
+    /// Loads the model of a verified bundle and checks it against the manifest.
+    pub fn from_bundle(bundle: &Bundle) -> Result<Self, EngineError> {
+        let shape = bundle.manifest.preprocess.input_shape();
+        let engine = Self::new(&bundle.model, &shape)?;
+        if engine.output_len != bundle.manifest.labels.len() {
+            return Err(EngineError::LabelCount {
+                expected: bundle.manifest.labels.len(),
+                got: engine.output_len,
+            });
+        }
+        Ok(engine)
+    }
+
+    pub fn input_len(&self) -> usize {
+        self.input_len
+    }
+
+    pub fn output_len(&self) -> usize {
+        self.output_len
+    }
+
+    /// The optimized tract model (for inspection and plan checks).
+    pub fn model(&self) -> &TypedModel {
+        self.plan.model()
+    }
+
+    fn run_raw(&mut self, input: &[f32]) -> Result<Vec<f32>, EngineError> {
+        let mut out = Vec::new();
+        self.run_into(input, &mut out)?;
+        Ok(out)
+    }
+
+    fn run_into(&mut self, input: &[f32], out: &mut Vec<f32>) -> Result<(), EngineError> {
+        if input.len() != self.input_len {
+            return Err(EngineError::InputSize {
+                expected: self.input_len,
+                got: input.len(),
+            });
+        }
+        let t = Tensor::from_shape(&self.input_shape, input).map_err(run_err)?;
+        let result = self.state.run(tvec!(t.into_tvalue())).map_err(run_err)?;
+        let logits = result[0].try_as_plain_ram().and_then(|v| v.as_slice::<f32>()).map_err(run_err)?;
+        out.clear();
+        out.extend_from_slice(logits);
+        Ok(())
+    }
+
+    /// Runs one preprocessed NCHW input and writes the logits into `logits`
+    /// (length [`Engine::output_len`]).
+    pub fn infer(&mut self, input: &[f32], logits: &mut [f32]) -> Result<(), EngineError> {
+        if input.len() != self.input_len {
+            return Err(EngineError::InputSize {
+                expected: self.input_len,
+                got: input.len(),
+            });
+        }
+        let t = Tensor::from_shape(&self.input_shape, input).map_err(run_err)?;
+        let result = self.state.run(tvec!(t.into_tvalue())).map_err(run_err)?;
+        let out = result[0].try_as_plain_ram().and_then(|v| v.as_slice::<f32>()).map_err(run_err)?;
+        if out.len() != logits.len() {
+            return Err(EngineError::Run(format!(
+                "model returned {} logits, caller expected {}",
+                out.len(),
+                logits.len()
+            )));
+        }
+        logits.copy_from_slice(out);
+        Ok(())
+    }
+
+    /// Runs every self-test vector of a manifest and compares the logits.
+    /// Returns the largest absolute difference seen.
+    pub fn self_test(&mut self, manifest: &Manifest) -> Result<f32, EngineError> {
+        let mut pre = Preprocessor::new(manifest.preprocess);
+        let mut input = vec![0.0; self.input_len];
+        let mut logits = vec![0.0; self.output_len];
+        let mut worst = 0f32;
+        for (index, v) in manifest.self_test.iter().enumerate() {
+            check_vector(&mut pre, self, v, &mut input, &mut logits)
+                .map_err(|problem| EngineError::SelfTest { index, problem })?;
+            let d = max_abs_diff(&logits, &v.expected_logits);
+            if !(d <= v.tolerance) {
+                return Err(EngineError::SelfTest {
+                    index,
+                    problem: format!(
+                        "logits differ from the expected ones by {d:.3e} (tolerance {:.1e}); this model does not compute on this box what it computed at export",
+                        v.tolerance
+                    ),
+                });
+            }
+            worst = worst.max(d);
+        }
+        Ok(worst)
+    }
+}
+
+fn check_vector(
+    pre: &mut Preprocessor,
+    engine: &mut Engine,
+    v: &SelfTestVector,
+    input: &mut [f32],
+    logits: &mut [f32],
+) -> Result<(), String> {
+    if v.expected_logits.len() != logits.len() {
+        return Err(format!(
+            "expects {} logits, the model has {}",
+            v.expected_logits.len(),
+            logits.len()
+        ));
+    }
+    pre.normalize_crop(&v.rgb, input).map_err(|e| e.to_string())?;
+    engine.infer(input, logits).map_err(|e| e.to_string())
+}
+
+/// Largest absolute elementwise difference (NaN counts as infinitely different).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let d = (x - y).abs();
+            if d.is_nan() {
+                f32::INFINITY
+            } else {
+                d
+            }
+        })
+        .fold(0.0, f32::max)
+}

@@ -1,0 +1,3 @@
+//! The edge runtime's integration tests, one module per topic.
+
+mod deps;

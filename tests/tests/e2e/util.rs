@@ -1,0 +1,76 @@
+//! Shared helpers: locating binaries, weights and the repo; running commands.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+}
+
+/// A binary of the workspace, in the target dir beside this test executable. The first
+/// call runs `cargo build --bins` so that `cargo test -p linesight-e2e` alone never runs
+/// stale binaries (the test crate cannot depend on binaries directly).
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--bins", "-p", "linesight-trainer", "-p", "linesight-edge"])
+            .current_dir(repo())
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build --bins failed");
+    });
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "`{}` is not built; run the tests with `cargo test --workspace` so both binaries are built",
+        p.display()
+    );
+    p
+}
+
+pub fn weights_present(test: &str) -> bool {
+    let p = repo().join("models/weights/mobilenet_v2.safetensors");
+    if p.exists() {
+        return true;
+    }
+    if std::env::var("LINESIGHT_REQUIRE_WEIGHTS").as_deref() == Ok("1") {
+        panic!("{test}: `{}` missing and LINESIGHT_REQUIRE_WEIGHTS=1; run scripts/fetch-weights.sh", p.display());
+    }
+    eprintln!("SKIPPED {test}: `{}` not found; run scripts/fetch-weights.sh", p.display());
+    false
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.env("LINESIGHT_NO_PROGRESS", "1");
+    let out = cmd.output().unwrap();
+    eprintln!(
+        "$ {:?}\nexit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        cmd,
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Builds the demo prototype bundle from `models/demo` into `dir`; returns its path.
+pub fn demo_bundle(dir: &Path) -> PathBuf {
+    let out = dir.join("demo.lsb");
+    let o = run(Command::new(bin("linesight-train"))
+        .args(["--json", "prototypes", "--manifest"])
+        .arg(repo().join("models/demo/manifest.csv"))
+        .args(["--split", "train", "--model-id", "demo-birds", "--out"])
+        .arg(&out));
+    assert!(o.status.success());
+    out
+}
+
+pub fn stdout_lines(o: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}

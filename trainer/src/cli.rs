@@ -1,0 +1,290 @@
+//! Command-line arguments. These types stay here and in main.rs; commands take settings.
+
+use clap::{Parser, Subcommand};
+use linesight_trainer::backbone::BackboneKind;
+use std::path::PathBuf;
+
+/// linesight-train: label, refine, train, export and evaluate linesight models.
+///
+/// Exit codes: 0 success, 2 the command failed (the message says why).
+#[derive(Parser)]
+#[command(name = "linesight-train", version, about, long_about)]
+pub struct Cli {
+    /// Log filter, e.g. `info` or `linesight_trainer=debug` (also RUST_LOG).
+    #[arg(long, global = true, default_value = "info")]
+    pub log: String,
+    /// Print the command's report as one JSON object on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Build a bundle from labelled images: class prototypes on a backbone.
+    ///
+    /// Reads a manifest CSV with columns `path,label,split` (paths relative to the CSV),
+    /// embeds the images of one split, averages each class's L2-normalized embeddings into
+    /// a prototype and exports backbone + scaled-cosine head as a bundle. The export is
+    /// checked: tract must reproduce candle's logits on real images within 1e-4.
+    ///
+    /// Example: linesight-train prototypes --manifest data/manifest.csv --split train --out model.lsb
+    Prototypes {
+        /// Backbone to embed with.
+        #[arg(long, value_enum, default_value = "mobilenet-v2")]
+        backbone: BackboneKind,
+        /// Weights file; default: the backbone's file under `models/weights/`.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Labelled manifest CSV (`path,label,split`).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Which split's rows to use.
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// Output bundle file (`*.lsb`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Model id written into the manifest.
+        #[arg(long, default_value = "prototypes")]
+        model_id: String,
+        /// Logit scale of the cosine head.
+        #[arg(long, default_value_t = linesight_trainer::head::DEFAULT_SCALE)]
+        scale: f32,
+        /// Images per forward pass.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Training images compared between candle and tract at export.
+        #[arg(long, default_value_t = 4)]
+        check_images: usize,
+    },
+    /// Score a bundle on a labelled split (cACC, exact top-1), as the edge runs it.
+    ///
+    /// Example: linesight-train eval --bundle model.lsb --manifest data/manifest.csv --split test
+    Eval {
+        /// The bundle to score.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Labelled manifest CSV (`path,label,split`).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Which split's rows to score.
+        #[arg(long, default_value = "test")]
+        split: String,
+    },
+    /// Name every image once with a multimodal LLM (resumable; the log is the cache).
+    ///
+    /// Speaks the OpenAI-compatible `/chat/completions` protocol (vLLM, Ollama, llama.cpp
+    /// server, LM Studio, OpenAI, Gemini's compatible endpoint), one image inline per request.
+    /// Round 1 asks a few images for the category and the expert; round 2 asks each image
+    /// for its most specific name as JSON. Every answer is one fsync'd JSON line in `--out`;
+    /// a rerun asks only what is missing for the same model + prompt + parameters, so a
+    /// killed run resumes. Accounting is printed and written to `<out>.accounting.json`.
+    ///
+    /// Example: linesight-train label --images photos/ --endpoint http://127.0.0.1:8000/v1 --model qwen2.5-vl-7b --out labels.jsonl
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Label(Box<LabelArgs>),
+    /// Serve a SIMULATOR of a multimodal LLM (same protocol) for tests and demos.
+    ///
+    /// Not a model: it recognises each image by the sha256 of its bytes in the truth manifest
+    /// and answers from its true label through a noise model shaped like real MLLM errors:
+    /// the correct name with probability --accuracy, otherwise a confusable sibling class
+    /// (same group), a coarse name ("a small bird"), or a plausible name outside the data set,
+    /// in varied surface forms. Answers are stochastic across calls and reproducible per
+    /// --seed. --fault-rate injects 429 (with Retry-After), 500, slow and malformed replies.
+    /// Runs until Ctrl-C, then prints what it served.
+    ///
+    /// Example: linesight-train simulate-mllm --truth data/cub26/manifest.csv --listen 127.0.0.1:8089
+    SimulateMllm(Box<SimulateArgs>),
+}
+
+/// Arguments of `label`.
+#[derive(clap::Args)]
+pub struct LabelArgs {
+    #[command(subcommand)]
+    pub action: Option<LabelAction>,
+    /// Folder of images to label (searched recursively).
+    #[arg(long, required = true)]
+    pub images: Option<PathBuf>,
+    /// Base URL of the OpenAI-compatible API, e.g. `http://127.0.0.1:8000/v1`.
+    #[arg(long, required = true)]
+    pub endpoint: Option<String>,
+    /// Model name sent with every request.
+    #[arg(long, required = true)]
+    pub model: Option<String>,
+    /// The answer log (JSONL, appended; also the cache).
+    #[arg(long, required = true)]
+    pub out: Option<PathBuf>,
+    /// Environment variable holding the API key (the key itself never goes on the command line or in a log).
+    #[arg(long)]
+    pub api_key_env: Option<String>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Naming prompt file (default: the embedded prompts/v1/naming.txt).
+    #[arg(long)]
+    pub prompt: Option<PathBuf>,
+    /// Round-1 prompt file (default: the embedded prompts/v1/category.txt).
+    #[arg(long)]
+    pub category_prompt: Option<PathBuf>,
+    /// Skip round 1: the category the images show (needs --expert and --granularity too).
+    #[arg(long, requires_all = ["expert", "granularity"])]
+    pub category: Option<String>,
+    /// Skip round 1: the expert who names them, e.g. `ornithologist`.
+    #[arg(long, requires = "category")]
+    pub expert: Option<String>,
+    /// Skip round 1: what the expert names, e.g. `species`.
+    #[arg(long, requires = "category")]
+    pub granularity: Option<String>,
+    /// Images asked in round 1.
+    #[arg(long, default_value_t = 5)]
+    pub context_images: usize,
+    /// Label only the first N images (path order) and project the cost of all of them.
+    #[arg(long, value_name = "N")]
+    pub dry_run: Option<usize>,
+    /// Retries per request after the first attempt (429, 5xx, timeouts, resets).
+    #[arg(long, default_value_t = 6)]
+    pub max_retries: u32,
+    /// First retry backoff in milliseconds (doubles per retry, full jitter; Retry-After wins).
+    #[arg(long, default_value_t = 500)]
+    pub retry_base_ms: u64,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 120.0)]
+    pub timeout: f64,
+    /// Sampling temperature (part of the cache key).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Answer token limit (part of the cache key; reasoning models need more).
+    #[arg(long, default_value_t = 512)]
+    pub max_tokens: u32,
+    /// Price per million input tokens (any currency; enables money figures).
+    #[arg(long, requires = "price_out")]
+    pub price_in: Option<f64>,
+    /// Price per million output tokens.
+    #[arg(long, requires = "price_in")]
+    pub price_out: Option<f64>,
+    /// Project the direct-MLLM baseline (asking the model about every image) for N images.
+    #[arg(long, value_name = "N", conflicts_with = "baseline_manifest")]
+    pub baseline_images: Option<usize>,
+    /// Project the direct-MLLM baseline for the rows of --baseline-split of this manifest.
+    #[arg(long)]
+    pub baseline_manifest: Option<PathBuf>,
+    /// Split of --baseline-manifest to count.
+    #[arg(long, default_value = "test")]
+    pub baseline_split: String,
+    /// Accounting file (default: `<out>.accounting.json`).
+    #[arg(long)]
+    pub accounting: Option<PathBuf>,
+    /// Ask again for images whose logged answer is refused or malformed.
+    #[arg(long)]
+    pub retry_malformed: bool,
+}
+
+/// Subcommands of `label` that read logs.
+#[derive(Subcommand)]
+pub enum LabelAction {
+    /// Name drift between two answer logs (matched by image hash, per name).
+    ///
+    /// Example: linesight-train label diff old.jsonl new.jsonl
+    Diff {
+        /// Log A.
+        a: PathBuf,
+        /// Log B.
+        b: PathBuf,
+        /// Only A's answers from this model.
+        #[arg(long)]
+        a_model: Option<String>,
+        /// Only A's answers whose prompt sha256 starts with this.
+        #[arg(long)]
+        a_prompt: Option<String>,
+        /// Only B's answers from this model.
+        #[arg(long)]
+        b_model: Option<String>,
+        /// Only B's answers whose prompt sha256 starts with this.
+        #[arg(long)]
+        b_prompt: Option<String>,
+    },
+    /// Accuracy of a log's names against a labelled manifest (direct-MLLM baseline, simulator check).
+    ///
+    /// Example: linesight-train label score labels.jsonl --truth data/manifest.csv --split train
+    Score {
+        /// The answer log.
+        #[arg(value_name = "LOG")]
+        labels: PathBuf,
+        /// Labelled manifest CSV (`path,label,split`).
+        #[arg(long)]
+        truth: PathBuf,
+        /// Only this split's rows (default: all).
+        #[arg(long)]
+        split: Option<String>,
+        /// Only answers from this model.
+        #[arg(long)]
+        model: Option<String>,
+        /// Only answers whose prompt sha256 starts with this.
+        #[arg(long)]
+        prompt: Option<String>,
+    },
+}
+
+/// Arguments of `simulate-mllm`.
+#[derive(clap::Args)]
+pub struct SimulateArgs {
+    /// Ground-truth manifest CSV (`path,label,split`, paths relative to it).
+    #[arg(long)]
+    pub truth: PathBuf,
+    /// Address to listen on; port 0 picks a free one (printed).
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    pub listen: String,
+    /// Probability that a naming answer is correct.
+    #[arg(long, default_value_t = 0.7)]
+    pub accuracy: f64,
+    /// Share of wrong answers naming a confusable sibling class.
+    #[arg(long, default_value_t = 0.6)]
+    pub sibling_share: f64,
+    /// Share of wrong answers that are coarse ("a small bird").
+    #[arg(long, default_value_t = 0.2)]
+    pub coarse_share: f64,
+    /// Share of wrong answers naming something outside the data set.
+    #[arg(long, default_value_t = 0.2)]
+    pub outside_share: f64,
+    /// Seed of every random draw.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Groups of confusable classes, one per line: `group: Class A, Class B` (default: classes sharing their last word).
+    #[arg(long)]
+    pub groups: Option<PathBuf>,
+    /// Probability that a request gets an injected fault.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_rate: f64,
+    /// Faults drawn from, comma-separated: 429, 500, slow, malformed, garbled.
+    #[arg(long, value_delimiter = ',', default_value = "429,500,slow,malformed")]
+    pub faults: Vec<String>,
+    /// Retry-After seconds sent with an injected 429.
+    #[arg(long, default_value_t = 1)]
+    pub retry_after: u64,
+    /// Delay of an injected slow reply, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub slow_ms: u64,
+    /// Mean delay of every answer in milliseconds (imitates a model's time).
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Model name served (requests for another get 404); default: any name is accepted.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Require this environment variable's value as the bearer key (else 401).
+    #[arg(long)]
+    pub api_key_env: Option<String>,
+    /// Behave like a text-only model: refuse every image with 400.
+    #[arg(long)]
+    pub text_only: bool,
+    /// Round-1 answer: category.
+    #[arg(long, default_value = "bird")]
+    pub category: String,
+    /// Round-1 answer: expert.
+    #[arg(long, default_value = "ornithologist")]
+    pub expert: String,
+    /// Round-1 answer: granularity.
+    #[arg(long, default_value = "species")]
+    pub granularity: String,
+}

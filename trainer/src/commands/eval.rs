@@ -1,0 +1,106 @@
+//! `linesight-train eval`: score a bundle on a labelled split, running it exactly as the
+//! edge runs it (same preprocessing, same tract engine).
+
+use crate::dataset;
+use crate::embed::progress_bar;
+use crate::metrics::{canonical, cluster_accuracy};
+use anyhow::{bail, Context, Result};
+use linesight_edge::decide::softmax;
+use linesight_edge::engine::Engine;
+use linesight_shared::bundle::Bundle;
+use linesight_shared::preprocess::{Preprocessor, RgbImage};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub struct EvalSettings {
+    pub bundle: PathBuf,
+    pub manifest: PathBuf,
+    pub split: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EvalReport {
+    /// Clustering accuracy (Hungarian one-to-one matching of predicted names to classes).
+    pub cacc: f64,
+    /// Share of images whose canonical predicted name equals the canonical true name.
+    pub top1_exact: f64,
+    /// Images scored.
+    pub n: usize,
+    /// Distinct names predicted.
+    pub classes_predicted: usize,
+    /// Classes in the split.
+    pub classes_true: usize,
+    /// Images that could not be read (not scored).
+    pub skipped: usize,
+    /// Per true class: share predicted with its exact name.
+    pub per_class_top1: BTreeMap<String, f64>,
+    pub model_id: String,
+    pub precision: String,
+}
+
+pub fn run(s: &EvalSettings) -> Result<EvalReport> {
+    let bundle = Bundle::read(&s.bundle).with_context(|| format!("cannot use bundle `{}`", s.bundle.display()))?;
+    let mut engine = Engine::from_bundle(&bundle)?;
+    let m = &bundle.manifest;
+    let entries: Vec<_> = dataset::read_manifest(&s.manifest)?
+        .into_iter()
+        .filter(|e| e.split == s.split)
+        .collect();
+    if entries.is_empty() {
+        bail!("manifest `{}` has no rows with split `{}`", s.manifest.display(), s.split);
+    }
+    let true_labels = dataset::label_set(&entries);
+    let canon_labels: Vec<String> = m.labels.iter().map(|l| canonical(l)).collect();
+    let mut pre = Preprocessor::new(m.preprocess);
+    let mut input = vec![0.0; engine.input_len()];
+    let mut scores = vec![0.0; engine.output_len()];
+    let (mut pred, mut truth) = (Vec::new(), Vec::new());
+    let mut exact = 0usize;
+    let mut per_class: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut skipped = 0;
+    let pb = progress_bar(entries.len() as u64, "eval");
+    for e in &entries {
+        pb.inc(1);
+        let img = match RgbImage::open(&e.path) {
+            Ok(i) => i,
+            Err(err) => {
+                tracing::warn!(path = %e.path.display(), error = %err, "image skipped");
+                skipped += 1;
+                continue;
+            }
+        };
+        pre.run(&img.pixels, img.width, img.height, &mut input)?;
+        engine.infer(&input, &mut scores)?;
+        softmax(&mut scores);
+        let top = (0..scores.len()).fold(0, |b, i| if scores[i] > scores[b] { i } else { b });
+        let t = true_labels.binary_search(&e.label).expect("label from the same entries");
+        pred.push(top);
+        truth.push(t);
+        let hit = canon_labels[top] == canonical(&e.label);
+        exact += hit as usize;
+        let c = per_class.entry(e.label.clone()).or_default();
+        c.0 += hit as usize;
+        c.1 += 1;
+    }
+    pb.finish_and_clear();
+    let n = pred.len();
+    if n == 0 {
+        bail!("no image of split `{}` could be read", s.split);
+    }
+    let (cacc, _) = cluster_accuracy(&pred, &truth);
+    let mut predicted = pred.clone();
+    predicted.sort_unstable();
+    predicted.dedup();
+    Ok(EvalReport {
+        cacc,
+        top1_exact: exact as f64 / n as f64,
+        n,
+        classes_predicted: predicted.len(),
+        classes_true: true_labels.len(),
+        skipped,
+        per_class_top1: per_class.into_iter().map(|(k, (h, t))| (k, h as f64 / t as f64)).collect(),
+        model_id: m.model_id.clone(),
+        precision: m.precision.to_string(),
+    })
+}

@@ -1,0 +1,7 @@
+//! One file per `linesight-train` subcommand; each takes a settings struct and returns a
+//! report struct (printed as JSON with `--json`).
+
+pub mod eval;
+pub mod label;
+pub mod prototypes;
+pub mod simulate_mllm;

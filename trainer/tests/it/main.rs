@@ -1,0 +1,11 @@
+//! The trainer's integration tests, one module per topic.
+//!
+//! Tests that need real weights find them under `models/weights/` (fetched by
+//! `scripts/fetch-weights.sh`). Without them they print a loud SKIPPED line, unless
+//! `LINESIGHT_REQUIRE_WEIGHTS=1` (set by `.ci/run`), which turns a missing file into a failure.
+
+mod clip;
+mod clip_export;
+mod mllm;
+mod mobilenet;
+mod weights;
