@@ -40,4 +40,54 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Verify a bundle and make it this box's current model (keeping the previous one).
+    ///
+    /// Checks the file (checksum, model hash, format version), its signature against the
+    /// trusted keys (--trusted-key files and ROOT/trusted-keys/*.pub), compatibility
+    /// (required runtime version, input shape, loading in tract), runs its self-test
+    /// vectors and checks free disk space. Only then is it copied into a new numbered slot
+    /// (ROOT/slots/NNNN), fsynced, and `current` switched atomically; the old current
+    /// becomes `previous`. A refused or interrupted install leaves `current` as it was.
+    ///
+    /// Models root: --root, else $LINESIGHT_ROOT, else /var/lib/linesight.
+    ///
+    /// Example: linesight-edge install /media/usb/model.lsb --trusted-key /etc/linesight/signing.pub
+    Install {
+        /// The bundle file (`*.lsb`) to install.
+        file: PathBuf,
+        /// Models root (default: $LINESIGHT_ROOT or /var/lib/linesight).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// A trusted public key file (`signing.pub`); repeatable.
+        #[arg(long = "trusted-key", value_name = "PUB")]
+        trusted_keys: Vec<PathBuf>,
+        /// Accept a bundle without signature (desktop use only).
+        #[arg(long)]
+        allow_unsigned: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the previous model current again (after checking it still self-tests).
+    ///
+    /// Example: linesight-edge rollback --root /var/lib/linesight
+    Rollback {
+        /// Models root (default: $LINESIGHT_ROOT or /var/lib/linesight).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the installed models: slots, ids, versions, signers, install times, current/previous.
+    ///
+    /// Example: linesight-edge status --json
+    Status {
+        /// Models root (default: $LINESIGHT_ROOT or /var/lib/linesight).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }

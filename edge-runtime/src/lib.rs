@@ -3,6 +3,7 @@
 //! Main types:
 //! - [`engine::Engine`]: an ONNX model planned by tract once and run many times;
 //! - [`decide::decide`]: softmax scores to a decision with the manifest's reject rule;
+//! - [`slots`]: models on the box (numbered slots, `current` / `previous`, crash-safe switch);
 //! - [`commands`]: one module per `linesight-edge` subcommand.
 //!
 //! This crate links no candle and no HTTP client (checked by a test over `cargo tree`).
@@ -19,4 +20,5 @@
 pub mod commands;
 pub mod decide;
 pub mod engine;
+pub mod slots;
 pub mod walk;

@@ -4,7 +4,8 @@ mod cli;
 
 use clap::Parser;
 use cli::{Cli, Command};
-use linesight_edge::commands::classify;
+use linesight_edge::commands::{classify, install, rollback, status};
+use linesight_edge::slots;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -13,6 +14,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli.command) {
         Ok(code) => code,
@@ -35,6 +37,48 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 report.images, report.model_id, report.failed, report.rejected
             );
             Ok(if report.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Command::Install { file, root, trusted_keys, allow_unsigned, json } => {
+            let mut settings = install::InstallSettings::new(file, slots::resolve_root(root));
+            settings.trusted_keys = trusted_keys;
+            settings.allow_unsigned = allow_unsigned;
+            let r = install::run(&settings)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "installed {} {} into slot {} under `{}` (signature: {}, self-test: {} vectors, max diff {:.2e}); previous: {}",
+                    r.model_id,
+                    r.model_version,
+                    r.slot,
+                    r.root,
+                    r.signature,
+                    r.self_test_vectors,
+                    r.self_test_max_abs_diff,
+                    r.previous.as_deref().unwrap_or("none")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rollback { root, json } => {
+            let r = rollback::run(&rollback::RollbackSettings { root: slots::resolve_root(root) })?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("rolled back under `{}`: current is slot {} ({} {})", r.root, r.current, r.model_id, r.model_version);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { root, json } => {
+            let root = slots::resolve_root(root);
+            let r = status::run(&status::StatusSettings { root: root.clone() })
+                .map_err(|e| anyhow::anyhow!("cannot read the models root `{}`: {e}", root.display()))?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                print!("{}", r.render());
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -70,7 +70,8 @@ pub enum BundleError {
     ModelHashMismatch { expected: String, computed: String },
 }
 
-/// The optional ed25519 signature block (filled by `linesight-train export --sign`).
+/// The optional ed25519 signature block (filled by `linesight-train prototypes --sign`
+/// through [`crate::signature::SecretKey::sign_bundle`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
     pub public_key: [u8; 32],
@@ -104,6 +105,14 @@ impl Bundle {
     /// sha256 over header, manifest and model: the message an ed25519 signature signs.
     pub fn signed_digest(&self) -> [u8; 32] {
         self.signed_digest
+    }
+
+    /// Sets the signature block and the signed digest (used by
+    /// [`crate::signature::SecretKey::sign_bundle`], which signs [`Bundle::body_digest`]).
+    pub fn set_signature(&mut self, signature: Signature) {
+        self.signature = None;
+        self.signed_digest = self.body_digest();
+        self.signature = Some(signature);
     }
 
     /// Serializes the bundle. The body digest is recomputed, so a signature set before must
@@ -288,7 +297,7 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::manifest::*;
 

@@ -5,7 +5,8 @@
 //!   signature room, checksum) with typed refusal errors;
 //! - [`manifest::Manifest`]: the wire types inside it (labels, preprocessing, decision
 //!   rule, self-test vectors, parity, provenance);
-//! - [`preprocess::Preprocessor`]: the one preprocessing implementation.
+//! - [`preprocess::Preprocessor`]: the one preprocessing implementation;
+//! - [`signature`]: ed25519 key files, bundle signing and verification against trusted keys.
 //!
 //! This crate links neither candle nor tract nor any network crate.
 //!
@@ -21,3 +22,4 @@
 pub mod bundle;
 pub mod manifest;
 pub mod preprocess;
+pub mod signature;

@@ -58,6 +58,21 @@ pub enum Command {
         /// Training images compared between candle and tract at export.
         #[arg(long, default_value_t = 4)]
         check_images: usize,
+        /// Sign the bundle with this secret key file (`signing.key` from `keygen`).
+        #[arg(long, value_name = "KEY")]
+        sign: Option<PathBuf>,
+    },
+    /// Make an ed25519 key pair for signing bundles.
+    ///
+    /// Writes DIR/signing.key (secret, mode 0600; keep it off the boxes) and DIR/signing.pub
+    /// (trusted by boxes: ROOT/trusted-keys/ or `linesight-edge install --trusted-key`).
+    /// Refuses to overwrite an existing key.
+    ///
+    /// Example: linesight-train keygen --out keys/
+    Keygen {
+        /// Folder to write signing.key and signing.pub into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
     /// Score a bundle on a labelled split (cACC, exact top-1), as the edge runs it.
     ///
@@ -72,6 +87,10 @@ pub enum Command {
         /// Which split's rows to score.
         #[arg(long, default_value = "test")]
         split: String,
+        /// all-MiniLM-L6-v2 folder for sACC; default: `all-MiniLM-L6-v2` under the weights
+        /// folder. When it does not exist, sACC is skipped with a warning.
+        #[arg(long, value_name = "DIR")]
+        sentence_model: Option<PathBuf>,
     },
     /// Name every image once with a multimodal LLM (resumable; the log is the cache).
     ///

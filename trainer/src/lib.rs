@@ -23,3 +23,4 @@ pub mod export;
 pub mod head;
 pub mod metrics;
 pub mod mllm;
+pub mod sentence;

@@ -5,7 +5,7 @@ mod cli;
 use anyhow::Result;
 use clap::Parser;
 use cli::{Cli, Command};
-use linesight_trainer::commands::{eval, label, prototypes, simulate_mllm};
+use linesight_trainer::commands::{eval, keygen, label, prototypes, simulate_mllm};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli.command, cli.json) {
         Ok(()) => ExitCode::SUCCESS,
@@ -43,7 +44,7 @@ fn print_report<T: serde::Serialize + std::fmt::Debug>(json: bool, report: &T) -
 
 fn run(command: Command, json: bool) -> Result<()> {
     match command {
-        Command::Prototypes { backbone, weights, manifest, split, out, model_id, scale, batch, check_images } => {
+        Command::Prototypes { backbone, weights, manifest, split, out, model_id, scale, batch, check_images, sign } => {
             let settings = prototypes::PrototypesSettings {
                 backbone,
                 weights: weights.unwrap_or_else(|| backbone.default_weights(&weights_dir())),
@@ -54,12 +55,18 @@ fn run(command: Command, json: bool) -> Result<()> {
                 scale,
                 batch,
                 check_images,
+                sign,
             };
             let report = prototypes::run(&settings)?;
             print_report(json, &report)
         }
-        Command::Eval { bundle, manifest, split } => {
-            let report = eval::run(&eval::EvalSettings { bundle, manifest, split })?;
+        Command::Keygen { out } => {
+            let report = keygen::run(&keygen::KeygenSettings { out })?;
+            print_report(json, &report)
+        }
+        Command::Eval { bundle, manifest, split, sentence_model } => {
+            let sentence_model = Some(sentence_model.unwrap_or_else(|| weights_dir().join("all-MiniLM-L6-v2")));
+            let report = eval::run(&eval::EvalSettings { bundle, manifest, split, sentence_model })?;
             print_report(json, &report)
         }
         Command::Label(args) => match args.action {

@@ -5,7 +5,11 @@
 //!   share of images on matched pairs is the accuracy. It scores a model whose names
 //!   differ from the dataset's but whose grouping is right.
 //! - top-1 exact: the canonical predicted name equals the canonical true name.
+//! - sACC (semantic accuracy): the mean cosine between the sentence embeddings
+//!   (all-MiniLM-L6-v2, [`crate::sentence`]) of each predicted name and its true name. It
+//!   gives partial credit to near misses ("cardinal" for "Northern Cardinal").
 
+use crate::sentence::{cosine, SentenceEncoder};
 use pathfinding::kuhn_munkres::kuhn_munkres;
 use pathfinding::matrix::Matrix;
 
@@ -51,6 +55,48 @@ pub fn canonical(name: &str) -> String {
     out
 }
 
+/// sACC: the mean over pairs of the cosine between the sentence embeddings of
+/// `predicted[i]` and `truth[i]`. Each distinct name is embedded once. 0 for no pairs.
+///
+/// Fails when the two lists differ in length or the encoder fails.
+pub fn semantic_accuracy(encoder: &SentenceEncoder, predicted: &[String], truth: &[String]) -> anyhow::Result<f64> {
+    mean_pair_cosine(|names| encoder.encode(names), predicted, truth)
+}
+
+/// [`semantic_accuracy`] over any embedding function (one vector per name, in order).
+fn mean_pair_cosine(
+    embed: impl FnOnce(&[&str]) -> anyhow::Result<Vec<Vec<f32>>>,
+    predicted: &[String],
+    truth: &[String],
+) -> anyhow::Result<f64> {
+    anyhow::ensure!(
+        predicted.len() == truth.len(),
+        "sACC needs one prediction per truth ({} predictions, {} truths)",
+        predicted.len(),
+        truth.len()
+    );
+    if predicted.is_empty() {
+        return Ok(0.0);
+    }
+    let mut index = std::collections::BTreeMap::<&str, usize>::new();
+    for name in predicted.iter().chain(truth) {
+        let next = index.len();
+        index.entry(name.as_str()).or_insert(next);
+    }
+    let mut names = vec![""; index.len()];
+    for (&name, &i) in &index {
+        names[i] = name;
+    }
+    let vectors = embed(&names)?;
+    anyhow::ensure!(vectors.len() == names.len(), "the encoder returned {} vectors for {} names", vectors.len(), names.len());
+    let sum: f64 = predicted
+        .iter()
+        .zip(truth)
+        .map(|(p, t)| cosine(&vectors[index[p.as_str()]], &vectors[index[t.as_str()]]) as f64)
+        .sum();
+    Ok(sum / predicted.len() as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +130,31 @@ mod tests {
         assert_eq!(canonical("Anna's  Hummingbird."), "annas hummingbird");
         assert_eq!(canonical("Pied-billed Grebe"), "pied billed grebe");
         assert_eq!(canonical("  WESTERN grebe "), "western grebe");
+    }
+
+    #[test]
+    fn sacc_embeds_each_name_once_and_averages() {
+        // a fake encoder: names -> fixed 2-d vectors
+        let table = |n: &str| match n {
+            "a" => vec![1.0, 0.0],
+            "b" => vec![0.0, 1.0],
+            _ => vec![1.0, 1.0],
+        };
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let mut calls = 0;
+        let mut embed = |names: &[&str]| -> anyhow::Result<Vec<Vec<f32>>> {
+            calls += 1;
+            let mut sorted = names.to_vec();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), names.len(), "a name was embedded twice");
+            Ok(names.iter().map(|n| table(n)).collect())
+        };
+        let acc = mean_pair_cosine(&mut embed, &s(&["a", "a", "b", "c"]), &s(&["a", "b", "b", "a"])).unwrap();
+        // pairs (a,a) (a,b) (b,b) (c,a): cosines 1, 0, 1, 1/sqrt(2)
+        assert!((acc - (2.0 + 0.5f64.sqrt()) / 4.0).abs() < 1e-6, "{acc}");
+        assert_eq!(calls, 1);
+        assert_eq!(mean_pair_cosine(|_| unreachable!(), &[], &[]).unwrap(), 0.0);
+        assert!(mean_pair_cosine(|_| unreachable!(), &s(&["a"]), &[]).is_err());
     }
 }

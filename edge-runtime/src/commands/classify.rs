@@ -81,7 +81,7 @@ pub fn run(s: &ClassifySettings, out: &mut dyn Write) -> Result<ClassifyReport> 
         let line = match result {
             Err(e) => {
                 report.failed += 1;
-                tracing::warn!(path = %path.display(), error = %e, "image skipped");
+                tracing::debug!(path = %path.display(), error = %e, "image skipped (reported on its line)");
                 ImageResult::failed(&path, e)
             }
             Ok(()) => {

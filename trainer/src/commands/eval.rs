@@ -3,7 +3,8 @@
 
 use crate::dataset;
 use crate::embed::progress_bar;
-use crate::metrics::{canonical, cluster_accuracy};
+use crate::metrics::{canonical, cluster_accuracy, semantic_accuracy};
+use crate::sentence::SentenceEncoder;
 use anyhow::{bail, Context, Result};
 use linesight_edge::decide::softmax;
 use linesight_edge::engine::Engine;
@@ -17,6 +18,9 @@ pub struct EvalSettings {
     pub bundle: PathBuf,
     pub manifest: PathBuf,
     pub split: String,
+    /// all-MiniLM-L6-v2 folder for sACC; when it does not exist, sACC is skipped with a
+    /// warning.
+    pub sentence_model: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -25,6 +29,9 @@ pub struct EvalReport {
     pub cacc: f64,
     /// Share of images whose canonical predicted name equals the canonical true name.
     pub top1_exact: f64,
+    /// Semantic accuracy: mean cosine of the sentence embeddings of predicted and true
+    /// names; None when the sentence model is not available.
+    pub sacc: Option<f64>,
     /// Images scored.
     pub n: usize,
     /// Distinct names predicted.
@@ -56,6 +63,7 @@ pub fn run(s: &EvalSettings) -> Result<EvalReport> {
     let mut input = vec![0.0; engine.input_len()];
     let mut scores = vec![0.0; engine.output_len()];
     let (mut pred, mut truth) = (Vec::new(), Vec::new());
+    let (mut pred_names, mut true_names) = (Vec::new(), Vec::new());
     let mut exact = 0usize;
     let mut per_class: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut skipped = 0;
@@ -77,6 +85,8 @@ pub fn run(s: &EvalSettings) -> Result<EvalReport> {
         let t = true_labels.binary_search(&e.label).expect("label from the same entries");
         pred.push(top);
         truth.push(t);
+        pred_names.push(m.labels[top].clone());
+        true_names.push(e.label.clone());
         let hit = canon_labels[top] == canonical(&e.label);
         exact += hit as usize;
         let c = per_class.entry(e.label.clone()).or_default();
@@ -89,12 +99,24 @@ pub fn run(s: &EvalSettings) -> Result<EvalReport> {
         bail!("no image of split `{}` could be read", s.split);
     }
     let (cacc, _) = cluster_accuracy(&pred, &truth);
+    let sacc = match &s.sentence_model {
+        Some(dir) if dir.is_dir() => {
+            let encoder = SentenceEncoder::load(dir, &candle_core::Device::Cpu)?;
+            Some(semantic_accuracy(&encoder, &pred_names, &true_names).context("computing sACC")?)
+        }
+        Some(dir) => {
+            tracing::warn!(dir = %dir.display(), "sentence model not found, sACC skipped; run scripts/fetch-weights.sh");
+            None
+        }
+        None => None,
+    };
     let mut predicted = pred.clone();
     predicted.sort_unstable();
     predicted.dedup();
     Ok(EvalReport {
         cacc,
         top1_exact: exact as f64 / n as f64,
+        sacc,
         n,
         classes_predicted: predicted.len(),
         classes_true: true_labels.len(),

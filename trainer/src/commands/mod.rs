@@ -2,6 +2,7 @@
 //! report struct (printed as JSON with `--json`).
 
 pub mod eval;
+pub mod keygen;
 pub mod label;
 pub mod prototypes;
 pub mod simulate_mllm;

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use linesight_shared::manifest::Provenance;
 use linesight_shared::preprocess::RgbImage;
+use linesight_shared::signature::SecretKey;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -28,6 +29,8 @@ pub struct PrototypesSettings {
     pub batch: usize,
     /// Training images re-run through candle and tract at export.
     pub check_images: usize,
+    /// Secret key file (`signing.key`) to sign the bundle with; unsigned when None.
+    pub sign: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -39,11 +42,15 @@ pub struct PrototypesReport {
     pub embed_seconds: f64,
     pub images_per_second: f64,
     pub bundle_bytes: usize,
+    /// Fingerprint of the signing key, or `unsigned`.
+    pub signature: String,
     pub export: ExportReport,
 }
 
 pub fn run(s: &PrototypesSettings) -> Result<PrototypesReport> {
     let device = Device::Cpu;
+    // Read the key first: a bad key path should not cost an embedding run.
+    let key = s.sign.as_deref().map(SecretKey::read).transpose()?;
     let entries: Vec<_> = dataset::read_manifest(&s.manifest)?
         .into_iter()
         .filter(|e| e.split == s.split)
@@ -88,7 +95,10 @@ pub fn run(s: &PrototypesSettings) -> Result<PrototypesReport> {
         .take(s.check_images.max(1))
         .filter_map(|&i| RgbImage::open(&entries[i].path).ok())
         .collect();
-    let (bundle, export) = export::export_f32(encoder.as_ref(), &Head::Cosine(&head), &check, &opts, &device)?;
+    let (mut bundle, export) = export::export_f32(encoder.as_ref(), &Head::Cosine(&head), &check, &opts, &device)?;
+    if let Some(key) = &key {
+        key.sign_bundle(&mut bundle);
+    }
     bundle.write(&s.out)?;
     let bundle_bytes = std::fs::metadata(&s.out).map(|m| m.len() as usize).unwrap_or(0);
     Ok(PrototypesReport {
@@ -99,6 +109,7 @@ pub fn run(s: &PrototypesSettings) -> Result<PrototypesReport> {
         embed_seconds,
         images_per_second: emb.rows.len() as f64 / embed_seconds.max(1e-9),
         bundle_bytes,
+        signature: key.map_or_else(|| "unsigned".to_string(), |k| k.public().fingerprint()),
         export,
     })
 }

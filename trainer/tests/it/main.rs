@@ -8,4 +8,5 @@ mod clip;
 mod clip_export;
 mod mllm;
 mod mobilenet;
+mod sentence;
 mod weights;

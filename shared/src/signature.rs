@@ -1,0 +1,300 @@
+//! ed25519 signatures over bundles: key files, signing, and verification against trusted
+//! keys.
+//!
+//! A signature signs [`Bundle::body_digest`] (sha256 over header, manifest and model); the
+//! bundle stores the signer's public key beside it, and a box accepts the bundle only when
+//! that key is one of its trusted keys and the signature verifies.
+//!
+//! Key files are two lines of text, a header naming what the file is and the 32 key bytes
+//! in hex:
+//!
+//! ```text
+//! linesight ed25519 secret key v1        (signing.key, file mode 0600)
+//! 9f2c...                                (64 hex digits: the secret seed)
+//! ```
+//!
+//! ```text
+//! linesight ed25519 public key v1        (signing.pub)
+//! 3b6a...                                (64 hex digits)
+//! ```
+//!
+//! A key is named by its fingerprint: the first 16 hex digits of sha256 of the public key
+//! bytes, e.g. `ed25519:3b6a27bcceb6a42d`.
+
+use crate::bundle::{self, Bundle, Signature};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use std::path::{Path, PathBuf};
+
+/// First line of a secret key file.
+pub const SECRET_HEADER: &str = "linesight ed25519 secret key v1";
+/// First line of a public key file.
+pub const PUBLIC_HEADER: &str = "linesight ed25519 public key v1";
+/// File names written by `linesight-train keygen`.
+pub const SECRET_FILE: &str = "signing.key";
+pub const PUBLIC_FILE: &str = "signing.pub";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignatureError {
+    #[error("bundle signature does not verify against its key `{fingerprint}`: the bundle was changed after it was signed; get a freshly signed copy from whoever built it")]
+    BadSignature { fingerprint: String },
+    #[error("bundle is signed by key `{fingerprint}`, which is not trusted on this box (trusted: {trusted}); pass that key's `signing.pub` with --trusted-key or ask for a bundle signed with a trusted key")]
+    UntrustedKey { fingerprint: String, trusted: String },
+    #[error("bundle is unsigned and this box installs only signed bundles; sign it with `linesight-train prototypes --sign signing.key`, or pass --allow-unsigned for desktop use")]
+    Unsigned,
+    #[error("malformed key file `{path}`: {problem}")]
+    MalformedKey { path: String, problem: String },
+    #[error("cannot read key file `{path}`: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write key file `{path}`: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("key file `{path}` already exists; refusing to overwrite a signing key (pick another --out folder or move the old key away)")]
+    KeyExists { path: String },
+}
+
+/// An ed25519 secret key. Debug prints only its fingerprint.
+pub struct SecretKey(SigningKey);
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretKey({} [redacted])", self.public().fingerprint())
+    }
+}
+
+/// An ed25519 public key (32 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl PublicKey {
+    /// `ed25519:` + the first 16 hex digits of sha256 of the key bytes.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.0)
+    }
+}
+
+/// The fingerprint of raw public key bytes (see [`PublicKey::fingerprint`]).
+pub fn fingerprint(public_key: &[u8; 32]) -> String {
+    format!("ed25519:{}", &hex::encode(bundle::sha256(public_key))[..16])
+}
+
+impl SecretKey {
+    /// A key from 32 secret bytes; the caller draws them from the OS's randomness.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        SecretKey(SigningKey::from_bytes(&seed))
+    }
+
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key().to_bytes())
+    }
+
+    /// Signs `bundle` in place: fills its signature block.
+    pub fn sign_bundle(&self, bundle: &mut Bundle) {
+        // Sign with the block already marked as signed, so the digest is final.
+        bundle.signature = None;
+        let digest = bundle.body_digest();
+        let sig = self.0.sign(&digest);
+        bundle.set_signature(Signature {
+            public_key: self.public().0,
+            signature: sig.to_bytes(),
+        });
+    }
+
+    /// Reads a secret key file.
+    pub fn read(path: &Path) -> Result<Self, SignatureError> {
+        read_key_file(path, SECRET_HEADER).map(Self::from_seed)
+    }
+
+    /// Writes `DIR/signing.key` (mode 0600) and `DIR/signing.pub`, creating `dir`; refuses
+    /// to overwrite an existing key. Returns both paths.
+    pub fn write_pair(&self, dir: &Path) -> Result<(PathBuf, PathBuf), SignatureError> {
+        let secret = dir.join(SECRET_FILE);
+        let public = dir.join(PUBLIC_FILE);
+        for p in [&secret, &public] {
+            if p.exists() {
+                return Err(SignatureError::KeyExists { path: p.display().to_string() });
+            }
+        }
+        let werr = |p: &Path| {
+            let path = p.display().to_string();
+            move |source| SignatureError::Write { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(werr(dir))?;
+        let text = format!("{SECRET_HEADER}\n{}\n", hex::encode(self.0.to_bytes()));
+        write_new(&secret, text.as_bytes(), 0o600).map_err(werr(&secret))?;
+        let text = format!("{PUBLIC_HEADER}\n{}\n", hex::encode(self.public().0));
+        write_new(&public, text.as_bytes(), 0o644).map_err(werr(&public))?;
+        Ok((secret, public))
+    }
+}
+
+impl PublicKey {
+    /// Reads a public key file.
+    pub fn read(path: &Path) -> Result<Self, SignatureError> {
+        let bytes = read_key_file(path, PUBLIC_HEADER)?;
+        if VerifyingKey::from_bytes(&bytes).is_err() {
+            return Err(SignatureError::MalformedKey {
+                path: path.display().to_string(),
+                problem: "the 32 bytes are not a valid ed25519 public key".into(),
+            });
+        }
+        Ok(PublicKey(bytes))
+    }
+}
+
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+fn read_key_file(path: &Path, header: &str) -> Result<[u8; 32], SignatureError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SignatureError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let bad = |problem: String| SignatureError::MalformedKey {
+        path: path.display().to_string(),
+        problem,
+    };
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("");
+    if first != header {
+        let other = if header == SECRET_HEADER { PUBLIC_HEADER } else { SECRET_HEADER };
+        return Err(bad(if first == other {
+            format!("expected a `{header}` file but this is a `{other}` file")
+        } else {
+            format!("the first line must be `{header}`")
+        }));
+    }
+    let hex_line = lines.next().ok_or_else(|| bad("the key line (64 hex digits) is missing".into()))?;
+    if lines.next().is_some() {
+        return Err(bad("unexpected lines after the key".into()));
+    }
+    let bytes = hex::decode(hex_line).map_err(|e| bad(format!("the key line is not hex: {e}")))?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| bad(format!("the key has {} bytes, expected 32 (64 hex digits)", b.len())))
+}
+
+/// How a bundle passed [`verify_bundle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verified {
+    /// Signed by this trusted key (its fingerprint).
+    Signed(String),
+    /// Unsigned, accepted because the caller allowed unsigned bundles.
+    Unsigned,
+}
+
+impl Verified {
+    /// The signer's fingerprint, or `unsigned`.
+    pub fn describe(&self) -> &str {
+        match self {
+            Verified::Signed(f) => f,
+            Verified::Unsigned => "unsigned",
+        }
+    }
+}
+
+/// Checks a bundle's signature: the signing key must be one of `trusted` and the signature
+/// must verify over the bytes read ([`Bundle::signed_digest`]). An unsigned bundle passes
+/// only with `allow_unsigned`; a signed bundle is always checked.
+pub fn verify_bundle(bundle: &Bundle, trusted: &[PublicKey], allow_unsigned: bool) -> Result<Verified, SignatureError> {
+    let Some(sig) = &bundle.signature else {
+        return if allow_unsigned { Ok(Verified::Unsigned) } else { Err(SignatureError::Unsigned) };
+    };
+    let fp = fingerprint(&sig.public_key);
+    if !trusted.iter().any(|k| k.0 == sig.public_key) {
+        let list = if trusted.is_empty() {
+            "none".to_string()
+        } else {
+            trusted.iter().map(|k| format!("`{}`", k.fingerprint())).collect::<Vec<_>>().join(", ")
+        };
+        return Err(SignatureError::UntrustedKey { fingerprint: fp, trusted: list });
+    }
+    let bad = || SignatureError::BadSignature { fingerprint: fp.clone() };
+    let key = VerifyingKey::from_bytes(&sig.public_key).map_err(|_| bad())?;
+    let s = ed25519_dalek::Signature::from_bytes(&sig.signature);
+    key.verify_strict(&bundle.signed_digest(), &s).map_err(|_| bad())?;
+    Ok(Verified::Signed(fp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> SecretKey {
+        SecretKey::from_seed([n; 32])
+    }
+
+    fn signed(k: &SecretKey) -> Vec<u8> {
+        let mut b = crate::bundle::tests::sample();
+        k.sign_bundle(&mut b);
+        b.to_bytes()
+    }
+
+    #[test]
+    fn signed_bundle_round_trips_and_verifies() {
+        let k = key(1);
+        let b = Bundle::from_bytes(&signed(&k)).unwrap();
+        let v = verify_bundle(&b, &[k.public()], false).unwrap();
+        assert_eq!(v, Verified::Signed(k.public().fingerprint()));
+        // A bundle signed in memory verifies too.
+        let mut m = crate::bundle::tests::sample();
+        k.sign_bundle(&mut m);
+        assert!(verify_bundle(&m, &[k.public()], false).is_ok());
+    }
+
+    #[test]
+    fn refusals_have_their_messages() {
+        let k = key(1);
+        let other = key(2);
+        let b = Bundle::from_bytes(&signed(&k)).unwrap();
+        let e = verify_bundle(&b, &[other.public()], false).unwrap_err();
+        assert!(matches!(e, SignatureError::UntrustedKey { .. }));
+        assert!(e.to_string().contains(&k.public().fingerprint()), "{e}");
+        let u = Bundle::from_bytes(&crate::bundle::tests::sample().to_bytes()).unwrap();
+        assert!(matches!(verify_bundle(&u, &[k.public()], false), Err(SignatureError::Unsigned)));
+        assert_eq!(verify_bundle(&u, &[], true).unwrap(), Verified::Unsigned);
+        // Manifest changed after signing, checksum recomputed: the signature fails.
+        let mut t = b.clone();
+        t.manifest.model_version = "2".into();
+        let e = verify_bundle(&Bundle::from_bytes(&t.to_bytes()).unwrap(), &[k.public()], false).unwrap_err();
+        assert!(matches!(e, SignatureError::BadSignature { .. }), "{e}");
+    }
+
+    #[test]
+    fn key_files_round_trip_and_malformed_ones_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key(7);
+        let (sk, pk) = k.write_pair(dir.path()).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&sk).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert_eq!(SecretKey::read(&sk).unwrap().public(), k.public());
+        assert_eq!(PublicKey::read(&pk).unwrap(), k.public());
+        assert!(matches!(k.write_pair(dir.path()), Err(SignatureError::KeyExists { .. })));
+        let e = PublicKey::read(&sk).unwrap_err();
+        assert!(e.to_string().contains("signing.key") && e.to_string().contains("secret key"), "{e}");
+        let bad = dir.path().join("bad.pub");
+        std::fs::write(&bad, format!("{PUBLIC_HEADER}\nabcd\n")).unwrap();
+        let e = PublicKey::read(&bad).unwrap_err();
+        assert_eq!(e.to_string(), format!("malformed key file `{}`: the key has 2 bytes, expected 32 (64 hex digits)", bad.display()));
+    }
+}
