@@ -67,7 +67,11 @@ pub fn decide(scores: &[f32], rule: &DecisionRule, k: usize) -> Decision {
         0.0
     };
     let margin = score - second;
-    let threshold = rule.per_class_min_score.get(top1).copied().unwrap_or(rule.min_score);
+    let threshold = rule
+        .per_class_min_score
+        .get(top1)
+        .copied()
+        .unwrap_or(rule.min_score);
     let accepted = score >= threshold && margin >= rule.min_margin && score.is_finite();
     Decision {
         class: accepted.then_some(top1),
@@ -83,7 +87,11 @@ mod tests {
     use super::*;
 
     fn rule(min_score: f32, min_margin: f32, per: Vec<f32>) -> DecisionRule {
-        DecisionRule { min_score, min_margin, per_class_min_score: per }
+        DecisionRule {
+            min_score,
+            min_margin,
+            per_class_min_score: per,
+        }
     }
 
     #[test]
@@ -102,8 +110,18 @@ mod tests {
             (vec![0.1, 0.7, 0.2], rule(0.8, 0.0, vec![]), None, 1),
             (vec![0.45, 0.55, 0.0], rule(0.0, 0.2, vec![]), None, 1),
             (vec![0.45, 0.55, 0.0], rule(0.0, 0.1, vec![]), Some(1), 1),
-            (vec![0.1, 0.7, 0.2], rule(0.0, 0.0, vec![0.0, 0.9, 0.0]), None, 1),
-            (vec![0.8, 0.1, 0.1], rule(0.99, 0.0, vec![0.5, 0.9, 0.9]), Some(0), 0),
+            (
+                vec![0.1, 0.7, 0.2],
+                rule(0.0, 0.0, vec![0.0, 0.9, 0.0]),
+                None,
+                1,
+            ),
+            (
+                vec![0.8, 0.1, 0.1],
+                rule(0.99, 0.0, vec![0.5, 0.9, 0.9]),
+                Some(0),
+                0,
+            ),
             (vec![1.0], rule(0.5, 0.5, vec![]), Some(0), 0),
         ];
         for (i, (scores, r, class, top1)) in cases.into_iter().enumerate() {

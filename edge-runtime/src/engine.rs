@@ -111,7 +111,10 @@ impl Engine {
         }
         let t = Tensor::from_shape(&self.input_shape, input).map_err(run_err)?;
         let result = self.state.run(tvec!(t.into_tvalue())).map_err(run_err)?;
-        let logits = result[0].try_as_plain_ram().and_then(|v| v.as_slice::<f32>()).map_err(run_err)?;
+        let logits = result[0]
+            .try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>())
+            .map_err(run_err)?;
         out.clear();
         out.extend_from_slice(logits);
         Ok(())
@@ -128,7 +131,10 @@ impl Engine {
         }
         let t = Tensor::from_shape(&self.input_shape, input).map_err(run_err)?;
         let result = self.state.run(tvec!(t.into_tvalue())).map_err(run_err)?;
-        let out = result[0].try_as_plain_ram().and_then(|v| v.as_slice::<f32>()).map_err(run_err)?;
+        let out = result[0]
+            .try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>())
+            .map_err(run_err)?;
         if out.len() != logits.len() {
             return Err(EngineError::Run(format!(
                 "model returned {} logits, caller expected {}",
@@ -180,7 +186,8 @@ fn check_vector(
             logits.len()
         ));
     }
-    pre.normalize_crop(&v.rgb, input).map_err(|e| e.to_string())?;
+    pre.normalize_crop(&v.rgb, input)
+        .map_err(|e| e.to_string())?;
     engine.infer(input, logits).map_err(|e| e.to_string())
 }
 

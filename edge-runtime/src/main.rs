@@ -27,8 +27,18 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Classify { bundle, json, top_k, paths } => {
-            let settings = classify::ClassifySettings { bundle, paths, json, top_k };
+        Command::Classify {
+            bundle,
+            json,
+            top_k,
+            paths,
+        } => {
+            let settings = classify::ClassifySettings {
+                bundle,
+                paths,
+                json,
+                top_k,
+            };
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
             let report = classify::run(&settings, &mut out)?;
@@ -36,9 +46,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 "linesight-edge: classified {} images with `{}`: {} failed, {} rejected",
                 report.images, report.model_id, report.failed, report.rejected
             );
-            Ok(if report.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if report.failed > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
-        Command::Install { file, root, trusted_keys, allow_unsigned, json } => {
+        Command::Install {
+            file,
+            root,
+            trusted_keys,
+            allow_unsigned,
+            json,
+        } => {
             let mut settings = install::InstallSettings::new(file, slots::resolve_root(root));
             settings.trusted_keys = trusted_keys;
             settings.allow_unsigned = allow_unsigned;
@@ -61,18 +81,24 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Rollback { root, json } => {
-            let r = rollback::run(&rollback::RollbackSettings { root: slots::resolve_root(root) })?;
+            let r = rollback::run(&rollback::RollbackSettings {
+                root: slots::resolve_root(root),
+            })?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
-                println!("rolled back under `{}`: current is slot {} ({} {})", r.root, r.current, r.model_id, r.model_version);
+                println!(
+                    "rolled back under `{}`: current is slot {} ({} {})",
+                    r.root, r.current, r.model_id, r.model_version
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { root, json } => {
             let root = slots::resolve_root(root);
-            let r = status::run(&status::StatusSettings { root: root.clone() })
-                .map_err(|e| anyhow::anyhow!("cannot read the models root `{}`: {e}", root.display()))?;
+            let r = status::run(&status::StatusSettings { root: root.clone() }).map_err(|e| {
+                anyhow::anyhow!("cannot read the models root `{}`: {e}", root.display())
+            })?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

@@ -32,8 +32,12 @@ pub const TRUSTED_KEYS_DIR: &str = "trusted-keys";
 
 /// `--root` > `LINESIGHT_ROOT` > `/var/lib/linesight`.
 pub fn resolve_root(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| std::env::var_os(ROOT_ENV).filter(|v| !v.is_empty()).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))
+    flag.or_else(|| {
+        std::env::var_os(ROOT_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+    .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))
 }
 
 /// What `install` records beside each slot's bundle.
@@ -90,7 +94,9 @@ pub fn list(root: &Path) -> std::io::Result<Vec<String>> {
 
 /// `0007` -> 7; anything else (partial folders, stray files) -> None.
 pub fn slot_number(name: &str) -> Option<u32> {
-    (name.len() == 4 && name.bytes().all(|b| b.is_ascii_digit())).then(|| name.parse().ok()).flatten()
+    (name.len() == 4 && name.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| name.parse().ok())
+        .flatten()
 }
 
 /// The name of the slot after every existing (or partial) one.
@@ -123,7 +129,8 @@ pub fn read_pointer(root: &Path, which: &str) -> std::io::Result<Option<String>>
 /// Reads a slot's `install.json`.
 pub fn read_info(root: &Path, name: &str) -> Result<SlotInfo, String> {
     let path = slot_dir(root, name).join(INFO_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("cannot parse `{}`: {e}", path.display()))
 }
 
@@ -173,19 +180,27 @@ pub(crate) fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> WriteError + 
 
 /// fsyncs a folder so a rename or a new entry in it survives a power cut.
 pub fn fsync_dir(dir: &Path) -> Result<(), WriteError> {
-    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io_at(dir))
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io_at(dir))
 }
 
 /// Points `which` (`current` / `previous`) at slot `name`: write `which.tmp`, fsync,
 /// rename over `which`, fsync the root. Fault steps are `{which}:{step}`.
-pub fn write_pointer(root: &Path, which: &str, name: &str, fault_at: FaultAt) -> Result<(), WriteError> {
+pub fn write_pointer(
+    root: &Path,
+    which: &str,
+    name: &str,
+    fault_at: FaultAt,
+) -> Result<(), WriteError> {
     let dst = root.join(which);
     let tmp = root.join(format!("{which}.tmp"));
     let step = |s: &str| fault_point(fault_at, &format!("{which}:{s}"));
     {
         let mut f = std::fs::File::create(&tmp).map_err(io_at(&tmp))?;
         step("write")?;
-        f.write_all(format!("{name}\n").as_bytes()).map_err(io_at(&tmp))?;
+        f.write_all(format!("{name}\n").as_bytes())
+            .map_err(io_at(&tmp))?;
         step("fsync")?;
         f.sync_all().map_err(io_at(&tmp))?;
     }
@@ -198,8 +213,9 @@ pub fn write_pointer(root: &Path, which: &str, name: &str, fault_at: FaultAt) ->
 /// Free bytes available to this user on the file system holding `path`.
 pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains a NUL byte")
+    })?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
@@ -223,9 +239,18 @@ mod tests {
         assert_eq!(next_name(d.path()).unwrap(), "0005");
         assert_eq!(read_pointer(d.path(), CURRENT).unwrap(), None);
         write_pointer(d.path(), CURRENT, "0003", None).unwrap();
-        assert_eq!(read_pointer(d.path(), CURRENT).unwrap().as_deref(), Some("0003"));
-        assert!(matches!(write_pointer(d.path(), CURRENT, "0004", Some("current:rename")), Err(WriteError::Fault(_))));
-        assert_eq!(read_pointer(d.path(), CURRENT).unwrap().as_deref(), Some("0003"));
+        assert_eq!(
+            read_pointer(d.path(), CURRENT).unwrap().as_deref(),
+            Some("0003")
+        );
+        assert!(matches!(
+            write_pointer(d.path(), CURRENT, "0004", Some("current:rename")),
+            Err(WriteError::Fault(_))
+        ));
+        assert_eq!(
+            read_pointer(d.path(), CURRENT).unwrap().as_deref(),
+            Some("0003")
+        );
         assert!(free_bytes(d.path()).unwrap() > 0);
     }
 }

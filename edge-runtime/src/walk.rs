@@ -34,7 +34,10 @@ fn walk_dir(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, Str
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            errors.push((dir.to_path_buf(), format!("cannot list folder `{}`: {e}", dir.display())));
+            errors.push((
+                dir.to_path_buf(),
+                format!("cannot list folder `{}`: {e}", dir.display()),
+            ));
             return;
         }
     };

@@ -342,7 +342,10 @@ pub(crate) mod tests {
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x01;
-            assert!(Bundle::from_bytes(&bad).is_err(), "flip at byte {i} was accepted");
+            assert!(
+                Bundle::from_bytes(&bad).is_err(),
+                "flip at byte {i} was accepted"
+            );
         }
     }
 
@@ -350,7 +353,10 @@ pub(crate) mod tests {
     fn every_truncation_is_refused() {
         let bytes = sample().to_bytes();
         for len in 0..bytes.len() {
-            assert!(Bundle::from_bytes(&bytes[..len]).is_err(), "truncation to {len} accepted");
+            assert!(
+                Bundle::from_bytes(&bytes[..len]).is_err(),
+                "truncation to {len} accepted"
+            );
         }
     }
 
@@ -371,6 +377,9 @@ pub(crate) mod tests {
         let mut b = sample();
         b.model = b"other bytes".to_vec();
         let err = Bundle::from_bytes(&b.to_bytes()).unwrap_err();
-        assert!(matches!(err, BundleError::ModelHashMismatch { .. }), "{err}");
+        assert!(
+            matches!(err, BundleError::ModelHashMismatch { .. }),
+            "{err}"
+        );
     }
 }

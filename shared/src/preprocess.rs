@@ -157,7 +157,12 @@ impl Preprocessor {
 
     /// Resizes and crops an RGB buffer (HWC, u8) into the internal crop buffer and returns
     /// it (`crop` x `crop` x 3). This is the RGB form the self-test vectors store.
-    pub fn crop_rgb(&mut self, rgb: &[u8], width: u32, height: u32) -> Result<&[u8], PreprocessError> {
+    pub fn crop_rgb(
+        &mut self,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+    ) -> Result<&[u8], PreprocessError> {
         if width == 0 || height == 0 {
             return Err(PreprocessError::Degenerate { width, height });
         }
@@ -220,7 +225,13 @@ impl Preprocessor {
 
     /// The whole transform: RGB (HWC, u8) of any size -> NCHW f32 written into `out`.
     /// Allocates nothing once the resizer has seen an image of this size.
-    pub fn run(&mut self, rgb: &[u8], width: u32, height: u32, out: &mut [f32]) -> Result<(), PreprocessError> {
+    pub fn run(
+        &mut self,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+        out: &mut [f32],
+    ) -> Result<(), PreprocessError> {
         self.crop_rgb(rgb, width, height)?;
         let crop = std::mem::take(&mut self.crop);
         let result = self.normalize_crop(&crop, out);
@@ -244,7 +255,11 @@ mod tests {
         let mut v = Vec::with_capacity((w * h * 3) as usize);
         for y in 0..h {
             for x in 0..w {
-                v.extend_from_slice(&[(x * 255 / w) as u8, (y * 255 / h) as u8, ((x + y) % 256) as u8]);
+                v.extend_from_slice(&[
+                    (x * 255 / w) as u8,
+                    (y * 255 / h) as u8,
+                    ((x + y) % 256) as u8,
+                ]);
             }
         }
         v
@@ -286,8 +301,16 @@ mod tests {
         let expect_b = [1.0, 0.0, 0.2, 0.0];
         for i in 0..4 {
             assert!((out[i] - expect_r[i]).abs() < 1e-5, "r{i} {}", out[i]);
-            assert!((out[4 + i] - expect_g[i]).abs() < 1e-5, "g{i} {}", out[4 + i]);
-            assert!((out[8 + i] - expect_b[i]).abs() < 1e-5, "b{i} {}", out[8 + i]);
+            assert!(
+                (out[4 + i] - expect_g[i]).abs() < 1e-5,
+                "g{i} {}",
+                out[4 + i]
+            );
+            assert!(
+                (out[8 + i] - expect_b[i]).abs() < 1e-5,
+                "b{i} {}",
+                out[8 + i]
+            );
         }
     }
 
@@ -331,14 +354,23 @@ mod tests {
     fn bad_buffers_are_errors_not_panics() {
         let mut p = Preprocessor::new(PreprocessSpec::imagenet());
         let mut out = vec![0.0; p.tensor_len()];
-        assert!(matches!(p.run(&[0; 10], 4, 4, &mut out), Err(PreprocessError::BufferSize { .. })));
-        assert!(matches!(p.run(&[], 0, 4, &mut out), Err(PreprocessError::Degenerate { .. })));
+        assert!(matches!(
+            p.run(&[0; 10], 4, 4, &mut out),
+            Err(PreprocessError::BufferSize { .. })
+        ));
+        assert!(matches!(
+            p.run(&[], 0, 4, &mut out),
+            Err(PreprocessError::Degenerate { .. })
+        ));
         let mut short = vec![0.0; 5];
         assert!(matches!(
             p.run(&gradient(8, 8), 8, 8, &mut short),
             Err(PreprocessError::OutputSize { .. })
         ));
-        assert!(matches!(RgbImage::decode(&[], "x.jpg"), Err(PreprocessError::Empty { .. })));
+        assert!(matches!(
+            RgbImage::decode(&[], "x.jpg"),
+            Err(PreprocessError::Empty { .. })
+        ));
         assert!(matches!(
             RgbImage::decode(b"\xff\xd8\xff\xe0garbage\xff\xd9", "x.jpg"),
             Err(PreprocessError::Decode { .. })
@@ -348,14 +380,21 @@ mod tests {
     #[test]
     fn truncated_jpeg_is_refused() {
         let mut jpeg = Vec::new();
-        let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 128]));
+        let img =
+            image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 128]));
         image::DynamicImage::ImageRgb8(img)
-            .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .write_to(
+                &mut std::io::Cursor::new(&mut jpeg),
+                image::ImageFormat::Jpeg,
+            )
             .unwrap();
         assert!(RgbImage::decode(&jpeg, "ok.jpg").is_ok());
         let cut = &jpeg[..jpeg.len() * 2 / 3];
         let err = RgbImage::decode(cut, "cut.jpg").unwrap_err();
-        assert!(matches!(err, PreprocessError::TruncatedJpeg { .. }), "{err}");
+        assert!(
+            matches!(err, PreprocessError::TruncatedJpeg { .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("`cut.jpg`"));
     }
 }

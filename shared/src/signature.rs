@@ -38,7 +38,10 @@ pub enum SignatureError {
     #[error("bundle signature does not verify against its key `{fingerprint}`: the bundle was changed after it was signed; get a freshly signed copy from whoever built it")]
     BadSignature { fingerprint: String },
     #[error("bundle is signed by key `{fingerprint}`, which is not trusted on this box (trusted: {trusted}); pass that key's `signing.pub` with --trusted-key or ask for a bundle signed with a trusted key")]
-    UntrustedKey { fingerprint: String, trusted: String },
+    UntrustedKey {
+        fingerprint: String,
+        trusted: String,
+    },
     #[error("bundle is unsigned and this box installs only signed bundles; sign it with `linesight-train prototypes --sign signing.key`, or pass --allow-unsigned for desktop use")]
     Unsigned,
     #[error("malformed key file `{path}`: {problem}")]
@@ -116,7 +119,9 @@ impl SecretKey {
         let public = dir.join(PUBLIC_FILE);
         for p in [&secret, &public] {
             if p.exists() {
-                return Err(SignatureError::KeyExists { path: p.display().to_string() });
+                return Err(SignatureError::KeyExists {
+                    path: p.display().to_string(),
+                });
             }
         }
         let werr = |p: &Path| {
@@ -174,21 +179,30 @@ fn read_key_file(path: &Path, header: &str) -> Result<[u8; 32], SignatureError> 
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or("");
     if first != header {
-        let other = if header == SECRET_HEADER { PUBLIC_HEADER } else { SECRET_HEADER };
+        let other = if header == SECRET_HEADER {
+            PUBLIC_HEADER
+        } else {
+            SECRET_HEADER
+        };
         return Err(bad(if first == other {
             format!("expected a `{header}` file but this is a `{other}` file")
         } else {
             format!("the first line must be `{header}`")
         }));
     }
-    let hex_line = lines.next().ok_or_else(|| bad("the key line (64 hex digits) is missing".into()))?;
+    let hex_line = lines
+        .next()
+        .ok_or_else(|| bad("the key line (64 hex digits) is missing".into()))?;
     if lines.next().is_some() {
         return Err(bad("unexpected lines after the key".into()));
     }
     let bytes = hex::decode(hex_line).map_err(|e| bad(format!("the key line is not hex: {e}")))?;
-    bytes
-        .try_into()
-        .map_err(|b: Vec<u8>| bad(format!("the key has {} bytes, expected 32 (64 hex digits)", b.len())))
+    bytes.try_into().map_err(|b: Vec<u8>| {
+        bad(format!(
+            "the key has {} bytes, expected 32 (64 hex digits)",
+            b.len()
+        ))
+    })
 }
 
 /// How a bundle passed [`verify_bundle`].
@@ -213,23 +227,41 @@ impl Verified {
 /// Checks a bundle's signature: the signing key must be one of `trusted` and the signature
 /// must verify over the bytes read ([`Bundle::signed_digest`]). An unsigned bundle passes
 /// only with `allow_unsigned`; a signed bundle is always checked.
-pub fn verify_bundle(bundle: &Bundle, trusted: &[PublicKey], allow_unsigned: bool) -> Result<Verified, SignatureError> {
+pub fn verify_bundle(
+    bundle: &Bundle,
+    trusted: &[PublicKey],
+    allow_unsigned: bool,
+) -> Result<Verified, SignatureError> {
     let Some(sig) = &bundle.signature else {
-        return if allow_unsigned { Ok(Verified::Unsigned) } else { Err(SignatureError::Unsigned) };
+        return if allow_unsigned {
+            Ok(Verified::Unsigned)
+        } else {
+            Err(SignatureError::Unsigned)
+        };
     };
     let fp = fingerprint(&sig.public_key);
     if !trusted.iter().any(|k| k.0 == sig.public_key) {
         let list = if trusted.is_empty() {
             "none".to_string()
         } else {
-            trusted.iter().map(|k| format!("`{}`", k.fingerprint())).collect::<Vec<_>>().join(", ")
+            trusted
+                .iter()
+                .map(|k| format!("`{}`", k.fingerprint()))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
-        return Err(SignatureError::UntrustedKey { fingerprint: fp, trusted: list });
+        return Err(SignatureError::UntrustedKey {
+            fingerprint: fp,
+            trusted: list,
+        });
     }
-    let bad = || SignatureError::BadSignature { fingerprint: fp.clone() };
+    let bad = || SignatureError::BadSignature {
+        fingerprint: fp.clone(),
+    };
     let key = VerifyingKey::from_bytes(&sig.public_key).map_err(|_| bad())?;
     let s = ed25519_dalek::Signature::from_bytes(&sig.signature);
-    key.verify_strict(&bundle.signed_digest(), &s).map_err(|_| bad())?;
+    key.verify_strict(&bundle.signed_digest(), &s)
+        .map_err(|_| bad())?;
     Ok(Verified::Signed(fp))
 }
 
@@ -268,12 +300,20 @@ mod tests {
         assert!(matches!(e, SignatureError::UntrustedKey { .. }));
         assert!(e.to_string().contains(&k.public().fingerprint()), "{e}");
         let u = Bundle::from_bytes(&crate::bundle::tests::sample().to_bytes()).unwrap();
-        assert!(matches!(verify_bundle(&u, &[k.public()], false), Err(SignatureError::Unsigned)));
+        assert!(matches!(
+            verify_bundle(&u, &[k.public()], false),
+            Err(SignatureError::Unsigned)
+        ));
         assert_eq!(verify_bundle(&u, &[], true).unwrap(), Verified::Unsigned);
         // Manifest changed after signing, checksum recomputed: the signature fails.
         let mut t = b.clone();
         t.manifest.model_version = "2".into();
-        let e = verify_bundle(&Bundle::from_bytes(&t.to_bytes()).unwrap(), &[k.public()], false).unwrap_err();
+        let e = verify_bundle(
+            &Bundle::from_bytes(&t.to_bytes()).unwrap(),
+            &[k.public()],
+            false,
+        )
+        .unwrap_err();
         assert!(matches!(e, SignatureError::BadSignature { .. }), "{e}");
     }
 
@@ -285,16 +325,31 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&sk).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&sk).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         assert_eq!(SecretKey::read(&sk).unwrap().public(), k.public());
         assert_eq!(PublicKey::read(&pk).unwrap(), k.public());
-        assert!(matches!(k.write_pair(dir.path()), Err(SignatureError::KeyExists { .. })));
+        assert!(matches!(
+            k.write_pair(dir.path()),
+            Err(SignatureError::KeyExists { .. })
+        ));
         let e = PublicKey::read(&sk).unwrap_err();
-        assert!(e.to_string().contains("signing.key") && e.to_string().contains("secret key"), "{e}");
+        assert!(
+            e.to_string().contains("signing.key") && e.to_string().contains("secret key"),
+            "{e}"
+        );
         let bad = dir.path().join("bad.pub");
         std::fs::write(&bad, format!("{PUBLIC_HEADER}\nabcd\n")).unwrap();
         let e = PublicKey::read(&bad).unwrap_err();
-        assert_eq!(e.to_string(), format!("malformed key file `{}`: the key has 2 bytes, expected 32 (64 hex digits)", bad.display()));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "malformed key file `{}`: the key has 2 bytes, expected 32 (64 hex digits)",
+                bad.display()
+            )
+        );
     }
 }

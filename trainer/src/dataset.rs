@@ -17,21 +17,34 @@ pub fn read_manifest(csv_path: &Path) -> Result<Vec<Entry>> {
     let base = csv_path.parent().unwrap_or(Path::new("."));
     let mut reader = csv::Reader::from_path(csv_path)
         .with_context(|| format!("cannot read manifest `{}`", csv_path.display()))?;
-    let headers = reader.headers().with_context(|| format!("manifest `{}` has no header", csv_path.display()))?.clone();
+    let headers = reader
+        .headers()
+        .with_context(|| format!("manifest `{}` has no header", csv_path.display()))?
+        .clone();
     let col = |name: &str| {
         headers
             .iter()
             .position(|h| h.trim() == name)
-            .with_context(|| format!("manifest `{}` has no `{name}` column (expected `path,label,split`)", csv_path.display()))
+            .with_context(|| {
+                format!(
+                    "manifest `{}` has no `{name}` column (expected `path,label,split`)",
+                    csv_path.display()
+                )
+            })
     };
     let (pc, lc, sc) = (col("path")?, col("label")?, col("split")?);
     let mut out = Vec::new();
     for (i, rec) in reader.records().enumerate() {
-        let rec = rec.with_context(|| format!("manifest `{}` line {}", csv_path.display(), i + 2))?;
+        let rec =
+            rec.with_context(|| format!("manifest `{}` line {}", csv_path.display(), i + 2))?;
         let field = |c: usize| rec.get(c).map(str::trim).unwrap_or("").to_string();
         let (p, label, split) = (field(pc), field(lc), field(sc));
         if p.is_empty() || label.is_empty() {
-            bail!("manifest `{}` line {}: empty path or label", csv_path.display(), i + 2);
+            bail!(
+                "manifest `{}` line {}: empty path or label",
+                csv_path.display(),
+                i + 2
+            );
         }
         out.push(Entry {
             path: base.join(p),

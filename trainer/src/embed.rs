@@ -35,7 +35,12 @@ pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
 
 /// Embeds `paths` in batches of `batch`. Unreadable or undecodable files are skipped,
 /// logged and returned in `skipped`; an error is returned only if the backbone fails.
-pub fn embed_paths(encoder: &dyn ImageEncoder, paths: &[PathBuf], batch: usize, device: &Device) -> Result<Embedded> {
+pub fn embed_paths(
+    encoder: &dyn ImageEncoder,
+    paths: &[PathBuf],
+    batch: usize,
+    device: &Device,
+) -> Result<Embedded> {
     let mut pre = Preprocessor::new(encoder.preprocess());
     let n_in = pre.tensor_len();
     let shape = encoder.preprocess().input_shape();
@@ -59,7 +64,9 @@ pub fn embed_paths(encoder: &dyn ImageEncoder, paths: &[PathBuf], batch: usize, 
     let mut tensor = vec![0.0; n_in];
     for (i, p) in paths.iter().enumerate() {
         pb.inc(1);
-        match RgbImage::open(p).and_then(|img| pre.run(&img.pixels, img.width, img.height, &mut tensor)) {
+        match RgbImage::open(p)
+            .and_then(|img| pre.run(&img.pixels, img.width, img.height, &mut tensor))
+        {
             Ok(()) => {
                 buf.extend_from_slice(&tensor);
                 in_buf += 1;

@@ -31,7 +31,12 @@ pub fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
 impl CosineHead {
     /// Class prototypes: the mean of each class's L2-normalized embeddings, normalized.
     /// `embeddings` is `[N, D]`; `targets[i]` is the class of row i, in `0..classes`.
-    pub fn prototypes(embeddings: &Tensor, targets: &[usize], classes: usize, scale: f32) -> Result<Self> {
+    pub fn prototypes(
+        embeddings: &Tensor,
+        targets: &[usize],
+        classes: usize,
+        scale: f32,
+    ) -> Result<Self> {
         let (n, d) = embeddings.dims2()?;
         if n != targets.len() {
             bail!("{n} embeddings but {} targets", targets.len());
@@ -73,7 +78,9 @@ impl CosineHead {
     /// Appends `L2 norm -> MatMul(scale * W^T)` to the graph; returns the logits' name.
     /// The scale is folded into the weight initializer.
     pub fn export_onnx(&self, g: &mut GraphBuilder, embedding: &str) -> Result<String> {
-        let w = (l2_normalize(&self.weight)? * self.scale as f64)?.t()?.contiguous()?;
+        let w = (l2_normalize(&self.weight)? * self.scale as f64)?
+            .t()?
+            .contiguous()?;
         let norm = g.node(
             "ReduceL2",
             &[embedding],
@@ -88,7 +95,13 @@ impl CosineHead {
 }
 
 /// A plain linear head (`x W^T + b`), used for the ImageNet check of MobileNetV2.
-pub fn export_linear(g: &mut GraphBuilder, x: &str, weight: &Tensor, bias: &Tensor, name: &str) -> Result<String> {
+pub fn export_linear(
+    g: &mut GraphBuilder,
+    x: &str,
+    weight: &Tensor,
+    bias: &Tensor,
+    name: &str,
+) -> Result<String> {
     let wt = g.init_tensor(&format!("{name}.weight_t"), &weight.t()?.contiguous()?)?;
     let b = g.init_tensor(&format!("{name}.bias"), bias)?;
     let y = g.node("MatMul", &[x, &wt], vec![]);

@@ -44,7 +44,18 @@ fn print_report<T: serde::Serialize + std::fmt::Debug>(json: bool, report: &T) -
 
 fn run(command: Command, json: bool) -> Result<()> {
     match command {
-        Command::Prototypes { backbone, weights, manifest, split, out, model_id, scale, batch, check_images, sign } => {
+        Command::Prototypes {
+            backbone,
+            weights,
+            manifest,
+            split,
+            out,
+            model_id,
+            scale,
+            batch,
+            check_images,
+            sign,
+        } => {
             let settings = prototypes::PrototypesSettings {
                 backbone,
                 weights: weights.unwrap_or_else(|| backbone.default_weights(&weights_dir())),
@@ -64,19 +75,56 @@ fn run(command: Command, json: bool) -> Result<()> {
             let report = keygen::run(&keygen::KeygenSettings { out })?;
             print_report(json, &report)
         }
-        Command::Eval { bundle, manifest, split, sentence_model } => {
-            let sentence_model = Some(sentence_model.unwrap_or_else(|| weights_dir().join("all-MiniLM-L6-v2")));
-            let report = eval::run(&eval::EvalSettings { bundle, manifest, split, sentence_model })?;
+        Command::Eval {
+            bundle,
+            manifest,
+            split,
+            sentence_model,
+        } => {
+            let sentence_model =
+                Some(sentence_model.unwrap_or_else(|| weights_dir().join("all-MiniLM-L6-v2")));
+            let report = eval::run(&eval::EvalSettings {
+                bundle,
+                manifest,
+                split,
+                sentence_model,
+            })?;
             print_report(json, &report)
         }
         Command::Label(args) => match args.action {
-            Some(cli::LabelAction::Diff { a, b, a_model, a_prompt, b_model, b_prompt }) => {
-                let side = |log, model, prompt| linesight_trainer::mllm::drift::Side { log, model, prompt };
-                let settings = label::DiffSettings { a: side(a, a_model, a_prompt), b: side(b, b_model, b_prompt) };
+            Some(cli::LabelAction::Diff {
+                a,
+                b,
+                a_model,
+                a_prompt,
+                b_model,
+                b_prompt,
+            }) => {
+                let side = |log, model, prompt| linesight_trainer::mllm::drift::Side {
+                    log,
+                    model,
+                    prompt,
+                };
+                let settings = label::DiffSettings {
+                    a: side(a, a_model, a_prompt),
+                    b: side(b, b_model, b_prompt),
+                };
                 print_report(json, &label::diff(&settings)?)
             }
-            Some(cli::LabelAction::Score { labels, truth, split, model, prompt }) => {
-                let settings = linesight_trainer::mllm::score::ScoreSettings { log: labels, truth, split, model, prompt };
+            Some(cli::LabelAction::Score {
+                labels,
+                truth,
+                split,
+                model,
+                prompt,
+            }) => {
+                let settings = linesight_trainer::mllm::score::ScoreSettings {
+                    log: labels,
+                    truth,
+                    split,
+                    model,
+                    prompt,
+                };
                 print_report(json, &label::score(&settings)?)
             }
             None => {
@@ -99,7 +147,9 @@ fn run(command: Command, json: bool) -> Result<()> {
 /// `label`'s flags -> settings (the API key is read from the named variable here).
 fn label_settings(a: cli::LabelArgs) -> Result<label::LabelSettings> {
     use anyhow::Context;
-    use linesight_trainer::mllm::{accounting::Prices, cache::Params, client::ApiKey, prompt::Context1};
+    use linesight_trainer::mllm::{
+        accounting::Prices, cache::Params, client::ApiKey, prompt::Context1,
+    };
     let missing = |what: &str| anyhow::anyhow!("label needs --{what}");
     let mut s = label::LabelSettings::new(
         a.images.ok_or_else(|| missing("images"))?,
@@ -112,19 +162,35 @@ fn label_settings(a: cli::LabelArgs) -> Result<label::LabelSettings> {
     s.concurrency = a.concurrency;
     s.prompt = a.prompt;
     s.category_prompt = a.category_prompt;
-    if let (Some(category), Some(expert), Some(granularity)) = (a.category, a.expert, a.granularity) {
-        s.context = Some(Context1 { category, expert, granularity });
+    if let (Some(category), Some(expert), Some(granularity)) = (a.category, a.expert, a.granularity)
+    {
+        s.context = Some(Context1 {
+            category,
+            expert,
+            granularity,
+        });
     }
     s.context_images = a.context_images;
-    s.params = Params { temperature: a.temperature, max_tokens: a.max_tokens, top_p: None };
+    s.params = Params {
+        temperature: a.temperature,
+        max_tokens: a.max_tokens,
+        top_p: None,
+    };
     s.dry_run = a.dry_run;
     s.max_retries = a.max_retries;
     s.retry_base = std::time::Duration::from_millis(a.retry_base_ms);
-    s.timeout = std::time::Duration::try_from_secs_f64(a.timeout).context("--timeout must be a positive number of seconds")?;
-    s.prices = a.price_in.zip(a.price_out).map(|(i, o)| Prices { input_per_mtok: i, output_per_mtok: o });
+    s.timeout = std::time::Duration::try_from_secs_f64(a.timeout)
+        .context("--timeout must be a positive number of seconds")?;
+    s.prices = a.price_in.zip(a.price_out).map(|(i, o)| Prices {
+        input_per_mtok: i,
+        output_per_mtok: o,
+    });
     s.baseline = match (a.baseline_images, a.baseline_manifest) {
         (Some(n), _) => Some(label::Baseline::Images(n)),
-        (None, Some(path)) => Some(label::Baseline::Manifest { path, split: a.baseline_split }),
+        (None, Some(path)) => Some(label::Baseline::Manifest {
+            path,
+            split: a.baseline_split,
+        }),
         (None, None) => None,
     };
     s.accounting = a.accounting;
@@ -137,17 +203,33 @@ fn simulate_settings(a: cli::SimulateArgs) -> Result<simulate_mllm::SimulateSett
     use linesight_trainer::mllm::{client::ApiKey, prompt::Context1, simulator};
     let mut c = simulator::SimulatorConfig::new(a.truth);
     c.accuracy = a.accuracy;
-    c.mix = simulator::noise::Mix { sibling: a.sibling_share, coarse: a.coarse_share, outside: a.outside_share };
+    c.mix = simulator::noise::Mix {
+        sibling: a.sibling_share,
+        coarse: a.coarse_share,
+        outside: a.outside_share,
+    };
     c.seed = a.seed;
     c.groups = a.groups;
     c.fault_rate = a.fault_rate;
-    c.faults = a.faults.iter().filter(|f| !f.trim().is_empty()).map(|f| simulator::Fault::parse(f)).collect::<Result<_>>()?;
+    c.faults = a
+        .faults
+        .iter()
+        .filter(|f| !f.trim().is_empty())
+        .map(|f| simulator::Fault::parse(f))
+        .collect::<Result<_>>()?;
     c.retry_after_s = a.retry_after;
     c.slow = std::time::Duration::from_millis(a.slow_ms);
     c.latency = std::time::Duration::from_millis(a.latency_ms);
     c.model = a.model;
     c.api_key = a.api_key_env.as_deref().map(ApiKey::from_env).transpose()?;
     c.text_only = a.text_only;
-    c.context = Context1 { category: a.category, expert: a.expert, granularity: a.granularity };
-    Ok(simulate_mllm::SimulateSettings { config: c, listen: a.listen })
+    c.context = Context1 {
+        category: a.category,
+        expert: a.expert,
+        granularity: a.granularity,
+    };
+    Ok(simulate_mllm::SimulateSettings {
+        config: c,
+        listen: a.listen,
+    })
 }

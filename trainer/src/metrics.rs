@@ -29,7 +29,9 @@ pub fn cluster_accuracy(pred: &[usize], truth: &[usize]) -> (f64, Vec<Option<usi
         m[(p, t)] += 1;
     }
     let (total, assign) = kuhn_munkres(&m);
-    let mapping = (0..n_pred).map(|p| (assign[p] < n_true).then_some(assign[p])).collect();
+    let mapping = (0..n_pred)
+        .map(|p| (assign[p] < n_true).then_some(assign[p]))
+        .collect();
     (total as f64 / pred.len() as f64, mapping)
 }
 
@@ -59,7 +61,11 @@ pub fn canonical(name: &str) -> String {
 /// `predicted[i]` and `truth[i]`. Each distinct name is embedded once. 0 for no pairs.
 ///
 /// Fails when the two lists differ in length or the encoder fails.
-pub fn semantic_accuracy(encoder: &SentenceEncoder, predicted: &[String], truth: &[String]) -> anyhow::Result<f64> {
+pub fn semantic_accuracy(
+    encoder: &SentenceEncoder,
+    predicted: &[String],
+    truth: &[String],
+) -> anyhow::Result<f64> {
     mean_pair_cosine(|names| encoder.encode(names), predicted, truth)
 }
 
@@ -88,7 +94,12 @@ fn mean_pair_cosine(
         names[i] = name;
     }
     let vectors = embed(&names)?;
-    anyhow::ensure!(vectors.len() == names.len(), "the encoder returned {} vectors for {} names", vectors.len(), names.len());
+    anyhow::ensure!(
+        vectors.len() == names.len(),
+        "the encoder returned {} vectors for {} names",
+        vectors.len(),
+        names.len()
+    );
     let sum: f64 = predicted
         .iter()
         .zip(truth)
@@ -150,7 +161,12 @@ mod tests {
             assert_eq!(sorted.len(), names.len(), "a name was embedded twice");
             Ok(names.iter().map(|n| table(n)).collect())
         };
-        let acc = mean_pair_cosine(&mut embed, &s(&["a", "a", "b", "c"]), &s(&["a", "b", "b", "a"])).unwrap();
+        let acc = mean_pair_cosine(
+            &mut embed,
+            &s(&["a", "a", "b", "c"]),
+            &s(&["a", "b", "b", "a"]),
+        )
+        .unwrap();
         // pairs (a,a) (a,b) (b,b) (c,a): cosines 1, 0, 1, 1/sqrt(2)
         assert!((acc - (2.0 + 0.5f64.sqrt()) / 4.0).abs() < 1e-6, "{acc}");
         assert_eq!(calls, 1);

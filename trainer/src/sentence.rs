@@ -48,26 +48,40 @@ impl SentenceEncoder {
         let file = |name: &str| -> Result<std::path::PathBuf> {
             let p = dir.join(name);
             if !p.is_file() {
-                bail!("sentence model file `{}` is missing; run scripts/fetch-weights.sh", p.display());
+                bail!(
+                    "sentence model file `{}` is missing; run scripts/fetch-weights.sh",
+                    p.display()
+                );
             }
             Ok(p)
         };
-        let (weights, tok_path, cfg_path) = (file("model.safetensors")?, file("tokenizer.json")?, file("config.json")?);
+        let (weights, tok_path, cfg_path) = (
+            file("model.safetensors")?,
+            file("tokenizer.json")?,
+            file("config.json")?,
+        );
 
         let config: Config = serde_json::from_str(
-            &fs_err::read_to_string(&cfg_path).with_context(|| format!("reading `{}`", cfg_path.display()))?,
+            &fs_err::read_to_string(&cfg_path)
+                .with_context(|| format!("reading `{}`", cfg_path.display()))?,
         )
         .with_context(|| format!("parsing BERT config `{}`", cfg_path.display()))?;
 
-        let mut tokenizer =
-            Tokenizer::from_file(&tok_path).map_err(|e| anyhow!("loading tokenizer `{}`: {e}", tok_path.display()))?;
+        let mut tokenizer = Tokenizer::from_file(&tok_path)
+            .map_err(|e| anyhow!("loading tokenizer `{}`: {e}", tok_path.display()))?;
         tokenizer.with_padding(None);
         tokenizer
-            .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..Default::default() }))
+            .with_truncation(Some(TruncationParams {
+                max_length: MAX_TOKENS,
+                ..Default::default()
+            }))
             .map_err(|e| anyhow!("setting truncation on `{}`: {e}", tok_path.display()))?;
 
         let tensors = candle_core::safetensors::load(&weights, device).with_context(|| {
-            format!("cannot load sentence model weights `{}`; run scripts/fetch-weights.sh", weights.display())
+            format!(
+                "cannot load sentence model weights `{}`; run scripts/fetch-weights.sh",
+                weights.display()
+            )
         })?;
         // Accept both layouts: `embeddings.…` (sentence-transformers' export) and
         // `bert.embeddings.…` (a `BertForXxx` checkpoint).
@@ -76,9 +90,18 @@ impl SentenceEncoder {
             .map(|(k, v)| (k.strip_prefix("bert.").map(str::to_owned).unwrap_or(k), v))
             .collect();
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-        let model = BertModel::load(vb, &config)
-            .with_context(|| format!("building BERT from `{}` (a tensor is missing or has another shape)", weights.display()))?;
-        Ok(Self { tokenizer, model, device: device.clone(), dim: config.hidden_size })
+        let model = BertModel::load(vb, &config).with_context(|| {
+            format!(
+                "building BERT from `{}` (a tensor is missing or has another shape)",
+                weights.display()
+            )
+        })?;
+        Ok(Self {
+            tokenizer,
+            model,
+            device: device.clone(),
+            dim: config.hidden_size,
+        })
     }
 
     /// Embedding width (384 for all-MiniLM-L6-v2).
@@ -115,7 +138,9 @@ impl SentenceEncoder {
         let input_ids = Tensor::from_vec(flat, (n, len), &self.device)?;
         let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
         let token_type_ids = input_ids.zeros_like()?;
-        let hidden = self.model.forward(&input_ids, &token_type_ids, Some(&mask))?;
+        let hidden = self
+            .model
+            .forward(&input_ids, &token_type_ids, Some(&mask))?;
         let pooled = l2_normalize(&mean_pool(&hidden, &mask)?)?;
         Ok(pooled.to_dtype(DType::F32)?.to_vec2::<f32>()?)
     }
@@ -140,7 +165,7 @@ pub fn pad_batch(batch: &[&[u32]]) -> (Vec<u32>, Vec<u32>, usize) {
 pub fn mean_pool(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let m = mask.to_dtype(hidden.dtype())?.unsqueeze(D::Minus1)?; // [n, len, 1]
     let sum = hidden.broadcast_mul(&m)?.sum(1)?; // [n, d]
-    // sentence-transformers clamps the count at 1e-9; a row always has [CLS] and [SEP].
+                                                 // sentence-transformers clamps the count at 1e-9; a row always has [CLS] and [SEP].
     let count = m.sum(1)?.maximum(1e-9)?; // [n, 1]
     Ok(sum.broadcast_div(&count)?)
 }
@@ -183,7 +208,10 @@ mod tests {
     fn mean_pool_ignores_padding() -> Result<()> {
         // two rows, three positions, d = 2; row 0 has one padding position holding garbage
         let hidden = Tensor::new(
-            &[[[1f32, 2.], [3., 4.], [1000., -1000.]], [[2., 0.], [4., 2.], [6., 4.]]],
+            &[
+                [[1f32, 2.], [3., 4.], [1000., -1000.]],
+                [[2., 0.], [4., 2.], [6., 4.]],
+            ],
             &Device::Cpu,
         )?;
         let mask = Tensor::new(&[[1u32, 1, 0], [1, 1, 1]], &Device::Cpu)?;
@@ -211,7 +239,13 @@ mod tests {
     #[test]
     fn load_names_the_missing_file() {
         let dir = std::env::temp_dir().join("linesight-sentence-missing");
-        let err = SentenceEncoder::load(&dir, &Device::Cpu).err().expect("no files there").to_string();
-        assert!(err.contains("model.safetensors") && err.contains("scripts/fetch-weights.sh"), "{err}");
+        let err = SentenceEncoder::load(&dir, &Device::Cpu)
+            .err()
+            .expect("no files there")
+            .to_string();
+        assert!(
+            err.contains("model.safetensors") && err.contains("scripts/fetch-weights.sh"),
+            "{err}"
+        );
     }
 }

@@ -54,7 +54,8 @@ pub struct ClassifyReport {
 /// Classifies every image; writes one line per image to `out`. Fails only when the bundle
 /// cannot be used or no image path could be listed at all.
 pub fn run(s: &ClassifySettings, out: &mut dyn Write) -> Result<ClassifyReport> {
-    let bundle = Bundle::read(&s.bundle).with_context(|| format!("cannot use bundle `{}`", s.bundle.display()))?;
+    let bundle = Bundle::read(&s.bundle)
+        .with_context(|| format!("cannot use bundle `{}`", s.bundle.display()))?;
     let mut engine = Engine::from_bundle(&bundle)
         .with_context(|| format!("cannot load the model in `{}`", s.bundle.display()))?;
     let m = &bundle.manifest;
@@ -76,7 +77,10 @@ pub fn run(s: &ClassifySettings, out: &mut dyn Write) -> Result<ClassifyReport> 
         let t0 = Instant::now();
         let result = RgbImage::open(&path)
             .map_err(|e| e.to_string())
-            .and_then(|img| pre.run(&img.pixels, img.width, img.height, &mut input).map_err(|e| e.to_string()))
+            .and_then(|img| {
+                pre.run(&img.pixels, img.width, img.height, &mut input)
+                    .map_err(|e| e.to_string())
+            })
             .and_then(|()| engine.infer(&input, &mut scores).map_err(|e| e.to_string()));
         let line = match result {
             Err(e) => {
@@ -92,7 +96,11 @@ pub fn run(s: &ClassifySettings, out: &mut dyn Write) -> Result<ClassifyReport> 
                 }
                 ImageResult {
                     path: path.display().to_string(),
-                    label: Some(d.class.map(|c| m.labels[c].clone()).unwrap_or_else(|| REJECT.to_string())),
+                    label: Some(
+                        d.class
+                            .map(|c| m.labels[c].clone())
+                            .unwrap_or_else(|| REJECT.to_string()),
+                    ),
                     score: Some(d.score),
                     margin: Some(d.margin),
                     topk: d

@@ -76,7 +76,10 @@ pub enum InstallError {
     #[error("refusing `{path}`: {source}")]
     Bundle { path: String, source: BundleError },
     #[error("refusing `{path}`: {source}")]
-    Signature { path: String, source: SignatureError },
+    Signature {
+        path: String,
+        source: SignatureError,
+    },
     #[error("cannot use trusted key: {0}")]
     TrustedKey(SignatureError),
     #[error("refusing `{path}`: {problem}")]
@@ -140,7 +143,10 @@ pub fn trusted_keys(root: &Path, extra: &[PathBuf]) -> Result<Vec<PublicKey>, In
         pinned.sort();
         files.extend(pinned);
     }
-    files.iter().map(|p| PublicKey::read(p).map_err(InstallError::TrustedKey)).collect()
+    files
+        .iter()
+        .map(|p| PublicKey::read(p).map_err(InstallError::TrustedKey))
+        .collect()
 }
 
 /// `major.minor.patch` (a `-pre` suffix is ignored) -> comparable triple.
@@ -155,8 +161,12 @@ fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
 pub fn check_compatible(bundle: &Bundle) -> Result<(), String> {
     let m = &bundle.manifest;
     let ours = env!("CARGO_PKG_VERSION");
-    let need = parse_version(&m.min_runtime_version)
-        .ok_or_else(|| format!("its min_runtime_version `{}` is not a `major.minor.patch` version", m.min_runtime_version))?;
+    let need = parse_version(&m.min_runtime_version).ok_or_else(|| {
+        format!(
+            "its min_runtime_version `{}` is not a `major.minor.patch` version",
+            m.min_runtime_version
+        )
+    })?;
     if need > parse_version(ours).expect("our own version parses") {
         return Err(format!(
             "it needs linesight-edge {} or newer, this is {ours}; update the runtime first",
@@ -192,16 +202,36 @@ pub fn run(s: &InstallSettings) -> Result<InstallReport, InstallError> {
     let trusted = trusted_keys(&s.root, &s.trusted_keys)?;
     let bytes = std::fs::read(&s.bundle).map_err(|source| InstallError::Bundle {
         path: path.clone(),
-        source: BundleError::Read { path: path.clone(), source },
+        source: BundleError::Read {
+            path: path.clone(),
+            source,
+        },
     })?;
-    let bundle = Bundle::from_bytes(&bytes).map_err(|source| InstallError::Bundle { path: path.clone(), source })?;
-    let verified = signature::verify_bundle(&bundle, &trusted, s.allow_unsigned)
-        .map_err(|source| InstallError::Signature { path: path.clone(), source })?;
-    check_compatible(&bundle).map_err(|problem| InstallError::Incompatible { path: path.clone(), problem })?;
-    let mut engine = Engine::from_bundle(&bundle).map_err(|source| InstallError::Load { path: path.clone(), source })?;
+    let bundle = Bundle::from_bytes(&bytes).map_err(|source| InstallError::Bundle {
+        path: path.clone(),
+        source,
+    })?;
+    let verified =
+        signature::verify_bundle(&bundle, &trusted, s.allow_unsigned).map_err(|source| {
+            InstallError::Signature {
+                path: path.clone(),
+                source,
+            }
+        })?;
+    check_compatible(&bundle).map_err(|problem| InstallError::Incompatible {
+        path: path.clone(),
+        problem,
+    })?;
+    let mut engine = Engine::from_bundle(&bundle).map_err(|source| InstallError::Load {
+        path: path.clone(),
+        source,
+    })?;
     let worst = engine
         .self_test(&bundle.manifest)
-        .map_err(|source| InstallError::SelfTest { path: path.clone(), source })?;
+        .map_err(|source| InstallError::SelfTest {
+            path: path.clone(),
+            source,
+        })?;
     drop(engine);
 
     std::fs::create_dir_all(slots::slots_dir(&s.root)).map_err(io(&s.root))?;
@@ -220,7 +250,10 @@ pub fn run(s: &InstallSettings) -> Result<InstallReport, InstallError> {
             .unwrap_or(0),
         bundle_sha256: hex::encode(sha256(&bytes)),
         bundle_bytes: bytes.len() as u64,
-        source: std::path::absolute(&s.bundle).unwrap_or_else(|_| s.bundle.clone()).display().to_string(),
+        source: std::path::absolute(&s.bundle)
+            .unwrap_or_else(|_| s.bundle.clone())
+            .display()
+            .to_string(),
     };
     let fault = s.fault_at.as_deref();
     write_slot(&s.root, &name, &bytes, &info, fault)?;
@@ -269,7 +302,9 @@ fn check_space(s: &InstallSettings, bundle_bytes: u64) -> Result<(), InstallErro
         .filter(|n| Some(n) != current.as_ref() && Some(n) != previous.as_ref())
         .map(|n| {
             let dir = slots::slot_dir(&s.root, &n);
-            let size = std::fs::metadata(dir.join(slots::MODEL_FILE)).map(|m| m.len()).unwrap_or(0);
+            let size = std::fs::metadata(dir.join(slots::MODEL_FILE))
+                .map(|m| m.len())
+                .unwrap_or(0);
             format!("`{}` ({size} bytes)", dir.display())
         })
         .collect();
@@ -308,7 +343,13 @@ fn remove_partials(root: &Path) -> Result<(), InstallError> {
 
 /// Writes slot `name` crash-safely: into `slots/.NAME.partial/`, fsync files and folder,
 /// rename to `slots/NAME`, fsync `slots/`.
-fn write_slot(root: &Path, name: &str, bytes: &[u8], info: &SlotInfo, fault: FaultAt) -> Result<(), WriteError> {
+fn write_slot(
+    root: &Path,
+    name: &str,
+    bytes: &[u8],
+    info: &SlotInfo,
+    fault: FaultAt,
+) -> Result<(), WriteError> {
     let slots_dir = slots::slots_dir(root);
     let partial = slots_dir.join(format!(".{name}.partial"));
     std::fs::create_dir_all(&partial).map_err(io_at(&partial))?;
@@ -349,7 +390,11 @@ mod tests {
     fn versions() {
         assert_eq!(parse_version("0.1.0"), Some((0, 1, 0)));
         assert_eq!(parse_version("1.2.3-rc.1"), Some((1, 2, 3)));
-        assert!(parse_version("1.2").is_none() && parse_version("1.2.3.4").is_none() && parse_version("x").is_none());
+        assert!(
+            parse_version("1.2").is_none()
+                && parse_version("1.2.3.4").is_none()
+                && parse_version("x").is_none()
+        );
         assert!(parse_version("0.10.0") > parse_version("0.9.9"));
     }
 }

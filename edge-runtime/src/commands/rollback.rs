@@ -41,15 +41,26 @@ pub struct RollbackReport {
 }
 
 pub fn run(s: &RollbackSettings) -> Result<RollbackReport, RollbackError> {
-    let io = |source| RollbackError::Io { root: s.root.display().to_string(), source };
+    let io = |source| RollbackError::Io {
+        root: s.root.display().to_string(),
+        source,
+    };
     let current = slots::read_pointer(&s.root, slots::CURRENT).map_err(io)?;
     let previous = slots::read_pointer(&s.root, slots::PREVIOUS).map_err(io)?;
     let cur_name = current.clone().unwrap_or_else(|| "none".into());
     let Some(prev) = previous.filter(|p| Some(p) != current.as_ref()) else {
-        return Err(RollbackError::NoPrevious { root: s.root.display().to_string(), current: cur_name });
+        return Err(RollbackError::NoPrevious {
+            root: s.root.display().to_string(),
+            current: cur_name,
+        });
     };
-    let broken = |problem: String| RollbackError::Broken { slot: prev.clone(), current: cur_name.clone(), problem };
-    let bundle = Bundle::read(&slots::slot_model(&s.root, &prev)).map_err(|e: BundleError| broken(e.to_string()))?;
+    let broken = |problem: String| RollbackError::Broken {
+        slot: prev.clone(),
+        current: cur_name.clone(),
+        problem,
+    };
+    let bundle = Bundle::read(&slots::slot_model(&s.root, &prev))
+        .map_err(|e: BundleError| broken(e.to_string()))?;
     Engine::from_bundle(&bundle)
         .and_then(|mut e| e.self_test(&bundle.manifest))
         .map_err(|e: EngineError| broken(e.to_string()))?;

@@ -31,7 +31,10 @@ pub struct StatusReport {
 impl StatusReport {
     /// The current slot's recorded info, if any.
     pub fn current_info(&self) -> Option<&SlotInfo> {
-        self.slots.iter().find(|s| s.current).and_then(|s| s.info.as_ref())
+        self.slots
+            .iter()
+            .find(|s| s.current)
+            .and_then(|s| s.info.as_ref())
     }
 
     /// A human-readable table.
@@ -41,13 +44,28 @@ impl StatusReport {
             out.push_str("no model installed\n");
         }
         for s in &self.slots {
-            let mark = if s.current { "current " } else if s.previous { "previous" } else { "        " };
+            let mark = if s.current {
+                "current "
+            } else if s.previous {
+                "previous"
+            } else {
+                "        "
+            };
             match (&s.info, &s.error) {
                 (Some(i), _) => out.push_str(&format!(
                     "{mark} {} {} {} signed-by={} installed_unix={} bytes={}\n",
-                    s.slot, i.model_id, i.model_version, i.signature, i.installed_unix, i.bundle_bytes
+                    s.slot,
+                    i.model_id,
+                    i.model_version,
+                    i.signature,
+                    i.installed_unix,
+                    i.bundle_bytes
                 )),
-                (None, e) => out.push_str(&format!("{mark} {} (unreadable: {})\n", s.slot, e.as_deref().unwrap_or("?"))),
+                (None, e) => out.push_str(&format!(
+                    "{mark} {} (unreadable: {})\n",
+                    s.slot,
+                    e.as_deref().unwrap_or("?")
+                )),
             }
         }
         out
@@ -73,5 +91,10 @@ pub fn run(s: &StatusSettings) -> std::io::Result<StatusReport> {
             }
         })
         .collect();
-    Ok(StatusReport { root: s.root.display().to_string(), current, previous, slots })
+    Ok(StatusReport {
+        root: s.root.display().to_string(),
+        current,
+        previous,
+        slots,
+    })
 }

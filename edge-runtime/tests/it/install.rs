@@ -17,8 +17,9 @@ use linesight_shared::signature::SecretKey;
 use prost::Message;
 use std::path::{Path, PathBuf};
 use tract_onnx::pb::{
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto,
-    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 const LABELS: usize = 3;
@@ -58,11 +59,21 @@ fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>)
 
 /// The tiny ONNX model; `scale` makes models of different versions compute differently.
 fn onnx(scale: f32) -> Vec<u8> {
-    let w: Vec<f32> = (0..3 * LABELS).map(|i| scale * (i as f32 - 4.0) * 0.5).collect();
-    let axis = AttributeProto { name: "axis".into(), r#type: AttributeType::Int as i32, i: 1, ..Default::default() };
+    let w: Vec<f32> = (0..3 * LABELS)
+        .map(|i| scale * (i as f32 - 4.0) * 0.5)
+        .collect();
+    let axis = AttributeProto {
+        name: "axis".into(),
+        r#type: AttributeType::Int as i32,
+        i: 1,
+        ..Default::default()
+    };
     let model = ModelProto {
         ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
         producer_name: "linesight-edge tests".into(),
         graph: Some(GraphProto {
             name: "tiny".into(),
@@ -101,20 +112,32 @@ fn bundle(version: &str, scale: f32) -> Bundle {
     let pre = Preprocessor::new(spec);
     let mut self_test = Vec::new();
     for v in 0..2u32 {
-        let rgb: Vec<u8> = (0..8 * 8 * 3u32).map(|i| ((i * 37 + v * 101) % 256) as u8).collect();
+        let rgb: Vec<u8> = (0..8 * 8 * 3u32)
+            .map(|i| ((i * 37 + v * 101) % 256) as u8)
+            .collect();
         let mut input = vec![0.0; engine.input_len()];
         pre.normalize_crop(&rgb, &mut input).unwrap();
         let mut logits = vec![0.0; LABELS];
         engine.infer(&input, &mut logits).unwrap();
-        self_test.push(SelfTestVector { rgb, expected_logits: logits, tolerance: 1e-4 });
+        self_test.push(SelfTestVector {
+            rgb,
+            expected_logits: logits,
+            tolerance: 1e-4,
+        });
     }
     let manifest = Manifest {
         model_id: "tiny".into(),
         model_version: version.into(),
         labels: (0..LABELS).map(|i| format!("class{i}")).collect(),
         preprocess: spec,
-        input: TensorSpec { name: "image".into(), shape: vec![1, 3, 8, 8] },
-        output: TensorSpec { name: "logits".into(), shape: vec![1, LABELS as u64] },
+        input: TensorSpec {
+            name: "image".into(),
+            shape: vec![1, 3, 8, 8],
+        },
+        output: TensorSpec {
+            name: "logits".into(),
+            shape: vec![1, LABELS as u64],
+        },
         precision: Precision::F32,
         model_sha256: [0; 32],
         decision: DecisionRule::default(),
@@ -153,8 +176,16 @@ impl Fixture {
         let dir = tmp.path().to_path_buf();
         let key = SecretKey::from_seed([42; 32]);
         let (_, public) = key.write_pair(&dir.join("keys")).unwrap();
-        let f = Fixture { root: dir.join("root"), dir, _dir: tmp, key, public };
-        let r = f.install(&signed(bundle("1", 1.0), &f.key), |_| {}).expect("first install");
+        let f = Fixture {
+            root: dir.join("root"),
+            dir,
+            _dir: tmp,
+            key,
+            public,
+        };
+        let r = f
+            .install(&signed(bundle("1", 1.0), &f.key), |_| {})
+            .expect("first install");
         assert_eq!(r.slot, "0001");
         f.assert_current("0001", "1");
         f
@@ -181,61 +212,107 @@ impl Fixture {
     /// `status` shows `slot` (model version `version`) as current, and it loads and passes
     /// its self-test.
     fn assert_current(&self, slot: &str, version: &str) {
-        let st = status::run(&status::StatusSettings { root: self.root.clone() }).unwrap();
+        let st = status::run(&status::StatusSettings {
+            root: self.root.clone(),
+        })
+        .unwrap();
         assert_eq!(st.current.as_deref(), Some(slot), "{}", st.render());
-        let info = st.current_info().expect("current slot has its install.json");
+        let info = st
+            .current_info()
+            .expect("current slot has its install.json");
         assert_eq!(info.model_version, version);
         assert_current_loads(&self.root);
     }
 
     /// Install refused with a message containing every `needles`; nothing changed.
-    fn assert_refused(&self, bytes: &[u8], tweak: impl FnOnce(&mut install::InstallSettings), needles: &[&str]) -> String {
-        let err = self.install(bytes, tweak).expect_err("install must be refused");
+    fn assert_refused(
+        &self,
+        bytes: &[u8],
+        tweak: impl FnOnce(&mut install::InstallSettings),
+        needles: &[&str],
+    ) -> String {
+        let err = self
+            .install(bytes, tweak)
+            .expect_err("install must be refused");
         let msg = err.to_string();
         for n in needles {
             assert!(msg.contains(n), "message lacks `{n}`:\n{msg}");
         }
         self.assert_current("0001", "1");
-        assert_eq!(slots::list(&self.root).unwrap(), vec!["0001"], "a refused install left a slot");
+        assert_eq!(
+            slots::list(&self.root).unwrap(),
+            vec!["0001"],
+            "a refused install left a slot"
+        );
         msg
     }
 }
 
 /// The box's `current` bundle loads in tract and passes its self-test.
 fn assert_current_loads(root: &Path) {
-    let cur = slots::read_pointer(root, slots::CURRENT).unwrap().expect("a current pointer");
+    let cur = slots::read_pointer(root, slots::CURRENT)
+        .unwrap()
+        .expect("a current pointer");
     let b = Bundle::read(&slots::slot_model(root, &cur)).expect("current bundle verifies");
     let mut e = Engine::from_bundle(&b).expect("current loads");
-    e.self_test(&b.manifest).expect("current passes its self-test");
+    e.self_test(&b.manifest)
+        .expect("current passes its self-test");
 }
 
 #[test]
 fn install_status_rollback() {
     let f = Fixture::new();
-    let r = f.install(&signed(bundle("2", 2.0), &f.key), |_| {}).unwrap();
-    assert_eq!((r.slot.as_str(), r.previous.as_deref()), ("0002", Some("0001")));
+    let r = f
+        .install(&signed(bundle("2", 2.0), &f.key), |_| {})
+        .unwrap();
+    assert_eq!(
+        (r.slot.as_str(), r.previous.as_deref()),
+        ("0002", Some("0001"))
+    );
     assert_eq!(r.signature, f.key.public().fingerprint());
     f.assert_current("0002", "2");
-    let st = status::run(&status::StatusSettings { root: f.root.clone() }).unwrap();
+    let st = status::run(&status::StatusSettings {
+        root: f.root.clone(),
+    })
+    .unwrap();
     assert_eq!(st.previous.as_deref(), Some("0001"));
     assert_eq!(st.slots.len(), 2);
-    assert!(st.slots.iter().all(|s| s.info.as_ref().unwrap().signature == f.key.public().fingerprint()));
+    assert!(st
+        .slots
+        .iter()
+        .all(|s| s.info.as_ref().unwrap().signature == f.key.public().fingerprint()));
     let json = serde_json::to_value(&st).unwrap();
     assert_eq!(json["slots"][1]["model_version"], "2");
 
-    let rb = rollback::run(&rollback::RollbackSettings { root: f.root.clone() }).unwrap();
-    assert_eq!((rb.current.as_str(), rb.previous.as_deref()), ("0001", Some("0002")));
+    let rb = rollback::run(&rollback::RollbackSettings {
+        root: f.root.clone(),
+    })
+    .unwrap();
+    assert_eq!(
+        (rb.current.as_str(), rb.previous.as_deref()),
+        ("0001", Some("0002"))
+    );
     f.assert_current("0001", "1");
 
     // A key pinned under ROOT/trusted-keys/ is trusted without --trusted-key.
     std::fs::create_dir_all(f.root.join(slots::TRUSTED_KEYS_DIR)).unwrap();
-    std::fs::copy(&f.public, f.root.join(slots::TRUSTED_KEYS_DIR).join("line3.pub")).unwrap();
-    let r = f.install(&signed(bundle("3", 3.0), &f.key), |s| s.trusted_keys.clear()).unwrap();
+    std::fs::copy(
+        &f.public,
+        f.root.join(slots::TRUSTED_KEYS_DIR).join("line3.pub"),
+    )
+    .unwrap();
+    let r = f
+        .install(&signed(bundle("3", 3.0), &f.key), |s| {
+            s.trusted_keys.clear()
+        })
+        .unwrap();
     assert_eq!(r.slot, "0003");
     f.assert_current("0003", "3");
 
     // Unsigned: only with --allow-unsigned.
-    let r = f.install(&bundle("4", 4.0).to_bytes(), |s| s.allow_unsigned = true).unwrap();
+    let r = f
+        .install(&bundle("4", 4.0).to_bytes(), |s| s.allow_unsigned = true)
+        .unwrap();
     assert_eq!(r.signature, "unsigned");
     f.assert_current("0004", "4");
 }
@@ -255,7 +332,14 @@ fn one_flipped_byte_is_refused() {
     for pos in [30, n / 2, n - 32 - 96 + 5, n - 32 - 10, n - 1] {
         let mut bad = good.clone();
         bad[pos] ^= 0x40;
-        let msg = f.assert_refused(&bad, |_| {}, &["bundle checksum mismatch: the file is corrupt", "copy the file again"]);
+        let msg = f.assert_refused(
+            &bad,
+            |_| {},
+            &[
+                "bundle checksum mismatch: the file is corrupt",
+                "copy the file again",
+            ],
+        );
         eprintln!("flip at {pos}: {msg}");
     }
 }
@@ -278,7 +362,12 @@ fn wrong_key_is_refused() {
     let msg = f.assert_refused(
         &signed(bundle("2", 2.0), &other),
         |_| {},
-        &["is not trusted on this box", &other.public().fingerprint(), &f.key.public().fingerprint(), "--trusted-key"],
+        &[
+            "is not trusted on this box",
+            &other.public().fingerprint(),
+            &f.key.public().fingerprint(),
+            "--trusted-key",
+        ],
     );
     eprintln!("{msg}");
 }
@@ -288,14 +377,25 @@ fn tampered_after_signing_is_refused() {
     let f = Fixture::new();
     let mut b = Bundle::from_bytes(&signed(bundle("2", 2.0), &f.key)).unwrap();
     b.manifest.labels[0] = "evil".into();
-    let msg = f.assert_refused(&b.to_bytes(), |_| {}, &["bundle signature does not verify", &f.key.public().fingerprint()]);
+    let msg = f.assert_refused(
+        &b.to_bytes(),
+        |_| {},
+        &[
+            "bundle signature does not verify",
+            &f.key.public().fingerprint(),
+        ],
+    );
     eprintln!("{msg}");
 }
 
 #[test]
 fn unsigned_is_refused_without_allow_unsigned() {
     let f = Fixture::new();
-    let msg = f.assert_refused(&bundle("2", 2.0).to_bytes(), |_| {}, &["bundle is unsigned", "--allow-unsigned"]);
+    let msg = f.assert_refused(
+        &bundle("2", 2.0).to_bytes(),
+        |_| {},
+        &["bundle is unsigned", "--allow-unsigned"],
+    );
     eprintln!("{msg}");
 }
 
@@ -318,7 +418,11 @@ fn newer_runtime_requirement_is_refused() {
     let f = Fixture::new();
     let mut b = bundle("2", 2.0);
     b.manifest.min_runtime_version = "99.0.0".into();
-    let msg = f.assert_refused(&signed(b, &f.key), |_| {}, &["it needs linesight-edge 99.0.0 or newer, this is"]);
+    let msg = f.assert_refused(
+        &signed(b, &f.key),
+        |_| {},
+        &["it needs linesight-edge 99.0.0 or newer, this is"],
+    );
     eprintln!("{msg}");
 }
 
@@ -327,7 +431,11 @@ fn self_test_mismatch_is_refused() {
     let f = Fixture::new();
     let mut b = bundle("2", 2.0);
     b.manifest.self_test[1].expected_logits[2] += 0.5;
-    let msg = f.assert_refused(&signed(b, &f.key), |_| {}, &["self-test failed: self-test vector 1: logits differ"]);
+    let msg = f.assert_refused(
+        &signed(b, &f.key),
+        |_| {},
+        &["self-test failed: self-test vector 1: logits differ"],
+    );
     eprintln!("{msg}");
 }
 
@@ -335,7 +443,15 @@ fn self_test_mismatch_is_refused() {
 fn not_enough_disk_is_refused() {
     let f = Fixture::new();
     let bytes = signed(bundle("2", 2.0), &f.key);
-    let msg = f.assert_refused(&bytes, |s| s.free_bytes_override = Some(4096), &["not enough disk space under `", "4096 are free", "free at least"]);
+    let msg = f.assert_refused(
+        &bytes,
+        |s| s.free_bytes_override = Some(4096),
+        &[
+            "not enough disk space under `",
+            "4096 are free",
+            "free at least",
+        ],
+    );
     eprintln!("{msg}");
 }
 
@@ -344,9 +460,14 @@ fn a_crash_at_every_step_leaves_a_working_current() {
     for (i, step) in install::FAULT_STEPS.iter().enumerate() {
         let f = Fixture::new();
         let err = f
-            .install(&signed(bundle("2", 2.0), &f.key), |s| s.fault_at = Some(step.to_string()))
+            .install(&signed(bundle("2", 2.0), &f.key), |s| {
+                s.fault_at = Some(step.to_string())
+            })
             .expect_err("the fault point must be reached");
-        assert!(err.to_string().contains(&format!("fault point `{step}`")), "{step}: {err}");
+        assert!(
+            err.to_string().contains(&format!("fault point `{step}`")),
+            "{step}: {err}"
+        );
         // Only the last step comes after the switch of `current`.
         let switched = i + 1 == install::FAULT_STEPS.len();
         if switched {
@@ -355,13 +476,18 @@ fn a_crash_at_every_step_leaves_a_working_current() {
             f.assert_current("0001", "1");
         }
         // The next install after the "power cut" recovers and succeeds.
-        let r = f.install(&signed(bundle("3", 3.0), &f.key), |_| {}).unwrap();
+        let r = f
+            .install(&signed(bundle("3", 3.0), &f.key), |_| {})
+            .unwrap();
         f.assert_current(&r.slot, "3");
         let partials: Vec<_> = std::fs::read_dir(slots::slots_dir(&f.root))
             .unwrap()
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
             .collect();
-        assert!(partials.is_empty(), "{step}: partial slot left after recovery");
+        assert!(
+            partials.is_empty(),
+            "{step}: partial slot left after recovery"
+        );
     }
 }

@@ -6,7 +6,10 @@ use crate::util::*;
 use std::process::Command;
 
 fn classify(bundle: &std::path::Path, paths: &[std::path::PathBuf]) -> std::process::Output {
-    run(Command::new(bin("linesight-edge")).args(["classify", "--json", "--bundle"]).arg(bundle).args(paths))
+    run(Command::new(bin("linesight-edge"))
+        .args(["classify", "--json", "--bundle"])
+        .arg(bundle)
+        .args(paths))
 }
 
 #[test]
@@ -23,15 +26,28 @@ fn corrupt_images_are_reported_and_counted() {
     let empty = tmp.path().join("empty.jpg");
     std::fs::write(&empty, b"").unwrap();
     let missing = tmp.path().join("missing.jpg");
-    let o = classify(&bundle, &[corrupt.clone(), good.clone(), empty.clone(), missing]);
+    let o = classify(
+        &bundle,
+        &[corrupt.clone(), good.clone(), empty.clone(), missing],
+    );
     assert_eq!(o.status.code(), Some(1), "some failed -> exit 1");
     let lines = stdout_lines(&o);
     assert_eq!(lines.len(), 4);
     let by_path = |p: &std::path::Path| {
-        lines.iter().find(|l| l["path"] == p.display().to_string()).unwrap().clone()
+        lines
+            .iter()
+            .find(|l| l["path"] == p.display().to_string())
+            .unwrap()
+            .clone()
     };
-    assert!(by_path(&corrupt)["error"].as_str().unwrap().contains("cannot decode image"));
-    assert!(by_path(&empty)["error"].as_str().unwrap().contains("is empty"));
+    assert!(by_path(&corrupt)["error"]
+        .as_str()
+        .unwrap()
+        .contains("cannot decode image"));
+    assert!(by_path(&empty)["error"]
+        .as_str()
+        .unwrap()
+        .contains("is empty"));
     assert!(by_path(&good)["label"].is_string());
     assert!(String::from_utf8_lossy(&o.stderr).contains("3 failed"));
 }
@@ -54,9 +70,17 @@ fn damaged_bundles_are_refused_with_their_own_message() {
     let mut not_a_bundle = bytes.clone();
     not_a_bundle[..8].copy_from_slice(b"\x08\x07\x12\x04onnx");
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("truncated.lsb", bytes[..bytes.len() / 2].to_vec(), "bundle is truncated"),
+        (
+            "truncated.lsb",
+            bytes[..bytes.len() / 2].to_vec(),
+            "bundle is truncated",
+        ),
         ("flipped.lsb", flipped_model, "bundle checksum mismatch"),
-        ("future.lsb", future, "bundle format version 2 is newer than this runtime supports (up to 1)"),
+        (
+            "future.lsb",
+            future,
+            "bundle format version 2 is newer than this runtime supports (up to 1)",
+        ),
         ("wrong-magic.lsb", not_a_bundle, "not a linesight bundle"),
         ("empty.lsb", vec![], "not a linesight bundle"),
     ];
@@ -66,8 +90,14 @@ fn damaged_bundles_are_refused_with_their_own_message() {
         let o = classify(&p, std::slice::from_ref(&img));
         assert_eq!(o.status.code(), Some(2), "{name}");
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains(message), "{name}: expected `{message}` in: {err}");
-        assert!(err.contains(name), "{name}: the message names the file: {err}");
+        assert!(
+            err.contains(message),
+            "{name}: expected `{message}` in: {err}"
+        );
+        assert!(
+            err.contains(name),
+            "{name}: the message names the file: {err}"
+        );
         assert!(o.stdout.is_empty(), "{name}: nothing classified");
     }
 }

@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// A binary of the workspace, in the target dir beside this test executable. The first
@@ -14,7 +17,15 @@ pub fn bin(name: &str) -> PathBuf {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--bins", "-p", "linesight-trainer", "-p", "linesight-edge"])
+            .args([
+                "build",
+                "--quiet",
+                "--bins",
+                "-p",
+                "linesight-trainer",
+                "-p",
+                "linesight-edge",
+            ])
             .current_dir(repo())
             .status()
             .unwrap();
@@ -37,9 +48,15 @@ pub fn weights_present(test: &str) -> bool {
         return true;
     }
     if std::env::var("LINESIGHT_REQUIRE_WEIGHTS").as_deref() == Ok("1") {
-        panic!("{test}: `{}` missing and LINESIGHT_REQUIRE_WEIGHTS=1; run scripts/fetch-weights.sh", p.display());
+        panic!(
+            "{test}: `{}` missing and LINESIGHT_REQUIRE_WEIGHTS=1; run scripts/fetch-weights.sh",
+            p.display()
+        );
     }
-    eprintln!("SKIPPED {test}: `{}` not found; run scripts/fetch-weights.sh", p.display());
+    eprintln!(
+        "SKIPPED {test}: `{}` not found; run scripts/fetch-weights.sh",
+        p.display()
+    );
     false
 }
 

@@ -22,13 +22,17 @@ fn out_size(i: usize, stride: usize) -> usize {
 pub fn depthwise3x3(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor> {
     let (_, c, _, _) = x.dims4()?;
     if w.dims() != [c, 1, K, K] {
-        candle_core::bail!("depthwise: expected a [{c}, 1, 3, 3] kernel, got {:?}", w.dims());
+        candle_core::bail!(
+            "depthwise: expected a [{c}, 1, 3, 3] kernel, got {:?}",
+            w.dims()
+        );
     }
     if stride != 1 && stride != 2 {
         candle_core::bail!("depthwise: stride {stride} is not supported (1 or 2)");
     }
     if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-        x.contiguous()?.apply_op2(&w.contiguous()?, Forward { stride })
+        x.contiguous()?
+            .apply_op2(&w.contiguous()?, Forward { stride })
     } else {
         shifted(x, w, stride)
     }
@@ -43,7 +47,9 @@ pub fn shifted(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor> {
     let mut acc: Option<Tensor> = None;
     for ky in 0..K {
         for kx in 0..K {
-            let mut v = xp.narrow(2, ky, (ho - 1) * stride + 1)?.narrow(3, kx, (wo - 1) * stride + 1)?;
+            let mut v =
+                xp.narrow(2, ky, (ho - 1) * stride + 1)?
+                    .narrow(3, kx, (wo - 1) * stride + 1)?;
             if stride == 2 {
                 v = v
                     .pad_with_zeros(2, 0, 1)?
@@ -80,14 +86,25 @@ fn valid_cols(w: usize, wo: usize, stride: usize, kx: usize) -> (usize, usize) {
     // ix = ox * stride + kx - 1 >= 0  <=>  ox >= (1 - kx) / stride (rounded up)
     let lo = if kx == 0 { 1usize.div_ceil(stride) } else { 0 };
     // ix <= w - 1  <=>  ox <= (w - kx) / stride
-    let hi = if w + 1 > kx { ((w - kx) / stride + 1).min(wo) } else { 0 };
+    let hi = if w + 1 > kx {
+        ((w - kx) / stride + 1).min(wo)
+    } else {
+        0
+    };
     (lo, hi.max(lo))
 }
 
 /// Calls `f(input_row_start, output_row_start, lo, hi, kx)` for every kernel tap (ky, kx)
 /// and output row whose input row is inside the image; `lo..hi` are the valid columns.
 #[inline(always)]
-fn rows(h: usize, w: usize, ho: usize, wo: usize, stride: usize, mut f: impl FnMut(usize, usize, usize, usize, usize, usize)) {
+fn rows(
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    stride: usize,
+    mut f: impl FnMut(usize, usize, usize, usize, usize, usize),
+) {
     for ky in 0..K {
         for oy in 0..ho {
             let iy = (oy * stride + ky) as isize - 1;
@@ -111,39 +128,65 @@ impl CustomOp2 for Forward {
         "depthwise3x3"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l1.shape().dims4()?;
         let (x, k) = (f32_slice(s1, l1, "input")?, f32_slice(s2, l2, "kernel")?);
         let (ho, wo) = (out_size(h, self.stride), out_size(w, self.stride));
         let mut y = vec![0f32; n * c * ho * wo];
         let s = self.stride;
-        y.par_chunks_mut(ho * wo).enumerate().for_each(|(plane, out)| {
-            let ch = plane % c;
-            let inp = &x[plane * h * w..(plane + 1) * h * w];
-            let kk = &k[ch * K * K..(ch + 1) * K * K];
-            rows(h, w, ho, wo, s, |ky, kx, ri, ro, lo, hi| {
-                let wk = kk[ky * K + kx];
-                let o = &mut out[ro + lo..ro + hi];
-                let start = ri + lo * s + kx - 1;
-                if s == 1 {
-                    for (o, i) in o.iter_mut().zip(&inp[start..start + (hi - lo)]) {
-                        *o += i * wk;
+        y.par_chunks_mut(ho * wo)
+            .enumerate()
+            .for_each(|(plane, out)| {
+                let ch = plane % c;
+                let inp = &x[plane * h * w..(plane + 1) * h * w];
+                let kk = &k[ch * K * K..(ch + 1) * K * K];
+                rows(h, w, ho, wo, s, |ky, kx, ri, ro, lo, hi| {
+                    let wk = kk[ky * K + kx];
+                    let o = &mut out[ro + lo..ro + hi];
+                    let start = ri + lo * s + kx - 1;
+                    if s == 1 {
+                        for (o, i) in o.iter_mut().zip(&inp[start..start + (hi - lo)]) {
+                            *o += i * wk;
+                        }
+                    } else {
+                        for (o, i) in o.iter_mut().zip(inp[start..].iter().step_by(s)) {
+                            *o += i * wk;
+                        }
                     }
-                } else {
-                    for (o, i) in o.iter_mut().zip(inp[start..].iter().step_by(s)) {
-                        *o += i * wk;
-                    }
-                }
+                });
             });
-        });
         Ok((CpuStorage::F32(y), Shape::from((n, c, ho, wo))))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let (_, _, h, wd) = x.dims4()?;
-        let gx = grad.apply_op2_no_bwd(w, &GradInput { stride: self.stride, h, w: wd })?;
-        let gw = x.apply_op2_no_bwd(&grad, &GradWeight { stride: self.stride })?;
+        let gx = grad.apply_op2_no_bwd(
+            w,
+            &GradInput {
+                stride: self.stride,
+                h,
+                w: wd,
+            },
+        )?;
+        let gw = x.apply_op2_no_bwd(
+            &grad,
+            &GradWeight {
+                stride: self.stride,
+            },
+        )?;
         Ok((Some(gx), Some(gw)))
     }
 }
@@ -160,24 +203,32 @@ impl CustomOp2 for GradInput {
         "depthwise3x3-grad-input"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (n, c, ho, wo) = l1.shape().dims4()?;
         let (g, k) = (f32_slice(s1, l1, "gradient")?, f32_slice(s2, l2, "kernel")?);
         let (h, w) = (self.h, self.w);
         let mut gx = vec![0f32; n * c * h * w];
         let s = self.stride;
-        gx.par_chunks_mut(h * w).enumerate().for_each(|(plane, out)| {
-            let ch = plane % c;
-            let gp = &g[plane * ho * wo..(plane + 1) * ho * wo];
-            let kk = &k[ch * K * K..(ch + 1) * K * K];
-            rows(h, w, ho, wo, s, |ky, kx, ri, ro, lo, hi| {
-                let wk = kk[ky * K + kx];
-                let start = ri + lo * s + kx - 1;
-                for (j, go) in gp[ro + lo..ro + hi].iter().enumerate() {
-                    out[start + j * s] += go * wk;
-                }
+        gx.par_chunks_mut(h * w)
+            .enumerate()
+            .for_each(|(plane, out)| {
+                let ch = plane % c;
+                let gp = &g[plane * ho * wo..(plane + 1) * ho * wo];
+                let kk = &k[ch * K * K..(ch + 1) * K * K];
+                rows(h, w, ho, wo, s, |ky, kx, ri, ro, lo, hi| {
+                    let wk = kk[ky * K + kx];
+                    let start = ri + lo * s + kx - 1;
+                    for (j, go) in gp[ro + lo..ro + hi].iter().enumerate() {
+                        out[start + j * s] += go * wk;
+                    }
+                });
             });
-        });
         Ok((CpuStorage::F32(gx), Shape::from((n, c, h, w))))
     }
 }
@@ -192,7 +243,13 @@ impl CustomOp2 for GradWeight {
         "depthwise3x3-grad-weight"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l1.shape().dims4()?;
         let (_, _, ho, wo) = l2.shape().dims4()?;
         let (x, g) = (f32_slice(s1, l1, "input")?, f32_slice(s2, l2, "gradient")?);
@@ -252,7 +309,14 @@ mod tests {
     use candle_core::{Device, Var};
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     #[test]
@@ -267,7 +331,10 @@ mod tests {
                 let c = shifted(&x, &k, stride).unwrap();
                 assert_eq!(a.dims(), b.dims(), "stride {stride} {h}x{w}");
                 assert!(max_diff(&a, &b) < 1e-5, "stride {stride} {h}x{w} vs conv2d");
-                assert!(max_diff(&a, &c) < 1e-5, "stride {stride} {h}x{w} vs shifted");
+                assert!(
+                    max_diff(&a, &c) < 1e-5,
+                    "stride {stride} {h}x{w} vs shifted"
+                );
             }
         }
     }
@@ -280,7 +347,10 @@ mod tests {
         assert_eq!(y.to_vec1::<f32>().unwrap(), [0.0, 0.5, 3.0, 6.0, 6.0]);
         let g = y.sum_all().unwrap().backward().unwrap();
         // d/dx clamp(x, 0, 6) = 1 inside (0, 6), else 0
-        assert_eq!(g.get(&x).unwrap().to_vec1::<f32>().unwrap(), [0.0, 1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(
+            g.get(&x).unwrap().to_vec1::<f32>().unwrap(),
+            [0.0, 1.0, 1.0, 0.0, 0.0]
+        );
     }
 
     #[test]
@@ -289,13 +359,24 @@ mod tests {
         for stride in [1, 2] {
             let x = Var::randn(0f32, 1., (2, 4, 7, 6), &dev).unwrap();
             let k = Var::randn(0f32, 1., (4, 1, 3, 3), &dev).unwrap();
-            let probe = Tensor::randn(0f32, 1., depthwise3x3(&x, &k, stride).unwrap().dims(), &dev).unwrap();
-            let loss_a = (depthwise3x3(&x, &k, stride).unwrap() * &probe).unwrap().sum_all().unwrap();
-            let loss_b = (shifted(&x, &k, stride).unwrap() * &probe).unwrap().sum_all().unwrap();
+            let probe = Tensor::randn(0f32, 1., depthwise3x3(&x, &k, stride).unwrap().dims(), &dev)
+                .unwrap();
+            let loss_a = (depthwise3x3(&x, &k, stride).unwrap() * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let loss_b = (shifted(&x, &k, stride).unwrap() * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap();
             let (ga, gb) = (loss_a.backward().unwrap(), loss_b.backward().unwrap());
             for v in [&x, &k] {
                 let (a, b) = (ga.get(v).unwrap(), gb.get(v).unwrap());
-                assert!(max_diff(a, b) < 1e-4, "stride {stride}: gradient of {:?}", v.dims());
+                assert!(
+                    max_diff(a, b) < 1e-4,
+                    "stride {stride}: gradient of {:?}",
+                    v.dims()
+                );
             }
         }
     }

@@ -127,8 +127,12 @@ impl Checkpoint {
 impl MobileNetV2 {
     /// Loads torchvision weights from a safetensors file (see `scripts/fetch-weights.sh`).
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let tensors = candle_core::safetensors::load(path, device)
-            .with_context(|| format!("cannot load MobileNetV2 weights from `{}`; run scripts/fetch-weights.sh", path.display()))?;
+        let tensors = candle_core::safetensors::load(path, device).with_context(|| {
+            format!(
+                "cannot load MobileNetV2 weights from `{}`; run scripts/fetch-weights.sh",
+                path.display()
+            )
+        })?;
         let ck = Checkpoint {
             tensors,
             path: path.display().to_string(),
@@ -149,12 +153,52 @@ impl MobileNetV2 {
                 let p = format!("features.{idx}.conv");
                 let mut units = Vec::new();
                 if t == 1 {
-                    units.push(fold(ck, &varmap, &format!("{p}.0.0"), &format!("{p}.0.1"), stride, hidden, true)?);
-                    units.push(fold(ck, &varmap, &format!("{p}.1"), &format!("{p}.2"), 1, 1, false)?);
+                    units.push(fold(
+                        ck,
+                        &varmap,
+                        &format!("{p}.0.0"),
+                        &format!("{p}.0.1"),
+                        stride,
+                        hidden,
+                        true,
+                    )?);
+                    units.push(fold(
+                        ck,
+                        &varmap,
+                        &format!("{p}.1"),
+                        &format!("{p}.2"),
+                        1,
+                        1,
+                        false,
+                    )?);
                 } else {
-                    units.push(fold(ck, &varmap, &format!("{p}.0.0"), &format!("{p}.0.1"), 1, 1, true)?);
-                    units.push(fold(ck, &varmap, &format!("{p}.1.0"), &format!("{p}.1.1"), stride, hidden, true)?);
-                    units.push(fold(ck, &varmap, &format!("{p}.2"), &format!("{p}.3"), 1, 1, false)?);
+                    units.push(fold(
+                        ck,
+                        &varmap,
+                        &format!("{p}.0.0"),
+                        &format!("{p}.0.1"),
+                        1,
+                        1,
+                        true,
+                    )?);
+                    units.push(fold(
+                        ck,
+                        &varmap,
+                        &format!("{p}.1.0"),
+                        &format!("{p}.1.1"),
+                        stride,
+                        hidden,
+                        true,
+                    )?);
+                    units.push(fold(
+                        ck,
+                        &varmap,
+                        &format!("{p}.2"),
+                        &format!("{p}.3"),
+                        1,
+                        1,
+                        false,
+                    )?);
                 }
                 blocks.push(Block {
                     units,
@@ -165,7 +209,10 @@ impl MobileNetV2 {
             }
         }
         let last = fold(ck, &varmap, "features.18.0", "features.18.1", 1, 1, true)?;
-        let classifier = match (ck.tensors.get("classifier.1.weight"), ck.tensors.get("classifier.1.bias")) {
+        let classifier = match (
+            ck.tensors.get("classifier.1.weight"),
+            ck.tensors.get("classifier.1.bias"),
+        ) {
             (Some(w), Some(b)) => Some((w.clone(), b.clone())),
             _ => None,
         };
@@ -212,7 +259,11 @@ impl MobileNetV2 {
             for u in &b.units {
                 y = u.export(g, &y, bounds)?;
             }
-            x = if b.residual { g.node("Add", &[&x, &y], vec![]) } else { y };
+            x = if b.residual {
+                g.node("Add", &[&x, &y], vec![])
+            } else {
+                y
+            };
         }
         let x = self.last.export(g, &x, bounds)?;
         let pooled = g.node("GlobalAveragePool", &[&x], vec![]);
@@ -252,12 +303,23 @@ fn fold(
     let w = ck.get(&format!("{conv}.weight"))?.to_dtype(DType::F32)?;
     let gamma = ck.get(&format!("{bn}.weight"))?.to_dtype(DType::F32)?;
     let beta = ck.get(&format!("{bn}.bias"))?.to_dtype(DType::F32)?;
-    let mean = ck.get(&format!("{bn}.running_mean"))?.to_dtype(DType::F32)?;
+    let mean = ck
+        .get(&format!("{bn}.running_mean"))?
+        .to_dtype(DType::F32)?;
     let var = ck.get(&format!("{bn}.running_var"))?.to_dtype(DType::F32)?;
     let c_out = w.dims()[0];
-    for (what, t) in [("weight", &gamma), ("bias", &beta), ("running_mean", &mean), ("running_var", &var)] {
+    for (what, t) in [
+        ("weight", &gamma),
+        ("bias", &beta),
+        ("running_mean", &mean),
+        ("running_var", &var),
+    ] {
         if t.dims() != [c_out] {
-            bail!("`{bn}.{what}` has shape {:?}, expected [{c_out}] to match `{conv}.weight` in `{}`", t.dims(), ck.path);
+            bail!(
+                "`{bn}.{what}` has shape {:?}, expected [{c_out}] to match `{conv}.weight` in `{}`",
+                t.dims(),
+                ck.path
+            );
         }
     }
     let inv_std = (var + BN_EPS)?.sqrt()?.recip()?;
@@ -267,7 +329,10 @@ fn fold(
     let weight = Var::from_tensor(&w)?;
     let bias = Var::from_tensor(&b)?;
     {
-        let mut data = varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap lock poisoned"))?;
+        let mut data = varmap
+            .data()
+            .lock()
+            .map_err(|_| anyhow::anyhow!("varmap lock poisoned"))?;
         data.insert(format!("{conv}.weight"), weight.clone());
         data.insert(format!("{conv}.bias"), bias.clone());
     }

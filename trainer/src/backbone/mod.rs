@@ -15,7 +15,9 @@ use linesight_shared::manifest::PreprocessSpec;
 use std::path::{Path, PathBuf};
 
 /// The backbones a user can name on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackboneKind {
     /// MobileNetV2, torchvision ImageNet weights (`models/weights/mobilenet_v2.safetensors`).
@@ -48,7 +50,9 @@ impl BackboneKind {
             BackboneKind::MobilenetV2 => weights_dir.join("mobilenet_v2.safetensors"),
             BackboneKind::ClipVitB16 => weights_dir.join("clip-vit-base-patch16/model.safetensors"),
             BackboneKind::ClipVitB32 => weights_dir.join("clip-vit-base-patch32/model.safetensors"),
-            BackboneKind::ClipVitL14 => weights_dir.join("clip-vit-large-patch14/model.safetensors"),
+            BackboneKind::ClipVitL14 => {
+                weights_dir.join("clip-vit-large-patch14/model.safetensors")
+            }
         }
     }
 }
@@ -88,7 +92,9 @@ impl ImageEncoder for mobilenet_v2::MobileNetV2 {
 /// Loads a backbone's real weights.
 pub fn load(kind: BackboneKind, weights: &Path, device: &Device) -> Result<Box<dyn ImageEncoder>> {
     match kind {
-        BackboneKind::MobilenetV2 => Ok(Box::new(mobilenet_v2::MobileNetV2::load(weights, device)?)),
+        BackboneKind::MobilenetV2 => {
+            Ok(Box::new(mobilenet_v2::MobileNetV2::load(weights, device)?))
+        }
         BackboneKind::ClipVitB16 | BackboneKind::ClipVitB32 | BackboneKind::ClipVitL14 => {
             use anyhow::Context as _;
             let cfg = match kind {
@@ -97,7 +103,9 @@ pub fn load(kind: BackboneKind, weights: &Path, device: &Device) -> Result<Box<d
                 _ => clip::ClipConfig::vit_b16(),
             };
             let encoder = clip::ClipImageEncoder::load(weights, cfg, kind.name(), device)
-                .with_context(|| format!("cannot load {} from `{}`", kind.name(), weights.display()))?;
+                .with_context(|| {
+                    format!("cannot load {} from `{}`", kind.name(), weights.display())
+                })?;
             Ok(Box::new(encoder))
         }
     }

@@ -47,7 +47,8 @@ pub struct EvalReport {
 }
 
 pub fn run(s: &EvalSettings) -> Result<EvalReport> {
-    let bundle = Bundle::read(&s.bundle).with_context(|| format!("cannot use bundle `{}`", s.bundle.display()))?;
+    let bundle = Bundle::read(&s.bundle)
+        .with_context(|| format!("cannot use bundle `{}`", s.bundle.display()))?;
     let mut engine = Engine::from_bundle(&bundle)?;
     let m = &bundle.manifest;
     let entries: Vec<_> = dataset::read_manifest(&s.manifest)?
@@ -55,7 +56,11 @@ pub fn run(s: &EvalSettings) -> Result<EvalReport> {
         .filter(|e| e.split == s.split)
         .collect();
     if entries.is_empty() {
-        bail!("manifest `{}` has no rows with split `{}`", s.manifest.display(), s.split);
+        bail!(
+            "manifest `{}` has no rows with split `{}`",
+            s.manifest.display(),
+            s.split
+        );
     }
     let true_labels = dataset::label_set(&entries);
     let canon_labels: Vec<String> = m.labels.iter().map(|l| canonical(l)).collect();
@@ -82,7 +87,9 @@ pub fn run(s: &EvalSettings) -> Result<EvalReport> {
         engine.infer(&input, &mut scores)?;
         softmax(&mut scores);
         let top = (0..scores.len()).fold(0, |b, i| if scores[i] > scores[b] { i } else { b });
-        let t = true_labels.binary_search(&e.label).expect("label from the same entries");
+        let t = true_labels
+            .binary_search(&e.label)
+            .expect("label from the same entries");
         pred.push(top);
         truth.push(t);
         pred_names.push(m.labels[top].clone());
@@ -121,7 +128,10 @@ pub fn run(s: &EvalSettings) -> Result<EvalReport> {
         classes_predicted: predicted.len(),
         classes_true: true_labels.len(),
         skipped,
-        per_class_top1: per_class.into_iter().map(|(k, (h, t))| (k, h as f64 / t as f64)).collect(),
+        per_class_top1: per_class
+            .into_iter()
+            .map(|(k, (h, t))| (k, h as f64 / t as f64))
+            .collect(),
         model_id: m.model_id.clone(),
         precision: m.precision.to_string(),
     })

@@ -235,11 +235,18 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
                     unique.push((f.clone(), h));
                 }
             }
-            Err(reason) => failures.push(Failure { path: f.rel.clone(), reason }),
+            Err(reason) => failures.push(Failure {
+                path: f.rel.clone(),
+                reason,
+            }),
         }
     }
     if unique.is_empty() {
-        bail!("none of the {} image files under `{}` could be read", files.len(), s.images.display());
+        bail!(
+            "none of the {} image files under `{}` could be read",
+            files.len(),
+            s.images.display()
+        );
     }
 
     let client = Arc::new(Client::new(ClientConfig {
@@ -248,7 +255,11 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
         api_key: s.api_key.clone(),
         api_key_env: s.api_key_env.clone(),
         timeout: s.timeout,
-        retry: RetryPolicy { max_retries: s.max_retries, base: s.retry_base, ..RetryPolicy::default() },
+        retry: RetryPolicy {
+            max_retries: s.max_retries,
+            base: s.retry_base,
+            ..RetryPolicy::default()
+        },
         pool: s.concurrency,
     })?);
     let labeler = Labeler {
@@ -266,8 +277,16 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
         Some(c) => (c.clone(), "given"),
         None => {
             let k = s.context_images.clamp(1, unique.len());
-            let picks: Vec<&(ImageFile, String)> = (0..k).map(|i| &unique[i * unique.len() / k]).collect();
-            let (questions, mut answers) = pending(&log, &picks, Round::Category, &category_prompt, s, &mut round1);
+            let picks: Vec<&(ImageFile, String)> =
+                (0..k).map(|i| &unique[i * unique.len() / k]).collect();
+            let (questions, mut answers) = pending(
+                &log,
+                &picks,
+                Round::Category,
+                &category_prompt,
+                s,
+                &mut round1,
+            );
             let pb = progress_bar(questions.len() as u64, "round 1");
             let asked = labeler.ask_all(questions, &mut log, &pb).await?;
             pb.finish_and_clear();
@@ -276,7 +295,8 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
             answers.extend(asked.records.iter().cloned());
             new_records.extend(asked.records);
             failures.extend(asked.failures);
-            let contexts: Vec<Context1> = answers.iter().filter_map(|r| r.context.clone()).collect();
+            let contexts: Vec<Context1> =
+                answers.iter().filter_map(|r| r.context.clone()).collect();
             let Some(ctx) = prompt::vote(&contexts) else {
                 bail!(
                     "round 1 got no usable category from {} answers (see the `category` lines in `{}`); \
@@ -308,15 +328,20 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
     failures.extend(asked.failures);
 
     // 4. Accounting.
-    let final_answers: Vec<&Record> =
-        scope.iter().filter_map(|(_, sha)| log.get(&key(Round::Name, sha, &naming_prompt, s))).collect();
+    let final_answers: Vec<&Record> = scope
+        .iter()
+        .filter_map(|(_, sha)| log.get(&key(Round::Name, sha, &naming_prompt, s)))
+        .collect();
     let mut answers = BTreeMap::new();
     for r in &final_answers {
         *answers.entry(r.status).or_default() += 1;
     }
     let per_answer = PerAnswer::of(final_answers.iter().copied(), s.prices);
-    let answers_per_s =
-        if naming_wall > 0.0 && !new_naming.is_empty() { new_naming.len() as f64 / naming_wall } else { 0.0 };
+    let answers_per_s = if naming_wall > 0.0 && !new_naming.is_empty() {
+        new_naming.len() as f64 / naming_wall
+    } else {
+        0.0
+    };
     let throughput = if answers_per_s > 0.0 {
         answers_per_s
     } else if per_answer.latency_ms > 0.0 {
@@ -330,9 +355,15 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
             let n = match b {
                 Baseline::Images(n) => *n,
                 Baseline::Manifest { path, split } => {
-                    let rows = crate::dataset::read_manifest(path)?.into_iter().filter(|e| &e.split == split).count();
+                    let rows = crate::dataset::read_manifest(path)?
+                        .into_iter()
+                        .filter(|e| &e.split == split)
+                        .count();
                     if rows == 0 {
-                        bail!("baseline manifest `{}` has no rows with split `{split}`", path.display());
+                        bail!(
+                            "baseline manifest `{}` has no rows with split `{split}`",
+                            path.display()
+                        );
                     }
                     rows
                 }
@@ -341,7 +372,8 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
                 .records()
                 .iter()
                 .filter(|r| {
-                    r.model == s.model && (r.round == Round::Category || r.prompt_sha256 == naming_prompt.sha256)
+                    r.model == s.model
+                        && (r.round == Round::Category || r.prompt_sha256 == naming_prompt.sha256)
                 })
                 .count();
             Some(BaselineReport {
@@ -353,7 +385,11 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
     };
     let (retries, retry_kinds) = client.retries();
     let cpu_s = process_cpu_seconds() - cpu0;
-    let latencies: Vec<f64> = new_records.iter().filter(|r| r.attempts > 0).map(|r| r.latency_ms).collect();
+    let latencies: Vec<f64> = new_records
+        .iter()
+        .filter(|r| r.attempts > 0)
+        .map(|r| r.latency_ms)
+        .collect();
     let accounting_file = s.accounting.clone().unwrap_or_else(|| {
         let mut p = s.out.clone().into_os_string();
         p.push(".accounting.json");
@@ -395,8 +431,14 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
         answers_per_s,
         latency_ms: Latency::of(&latencies),
         cpu_s,
-        cpu_ms_per_answer: if new_naming.is_empty() { 0.0 } else { cpu_s * 1e3 / new_naming.len() as f64 },
-        full_run: s.dry_run.map(|_| Projection::new(unique.len(), 1, &per_answer, throughput)),
+        cpu_ms_per_answer: if new_naming.is_empty() {
+            0.0
+        } else {
+            cpu_s * 1e3 / new_naming.len() as f64
+        },
+        full_run: s
+            .dry_run
+            .map(|_| Projection::new(unique.len(), 1, &per_answer, throughput)),
         per_answer,
         baseline,
         log_repair: repair,
@@ -407,8 +449,15 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
 }
 
 fn key(round: Round, image_sha256: &str, prompt: &Rendered, s: &LabelSettings) -> String {
-    CacheKey { round, image_sha256, model: &s.model, prompt_sha256: &prompt.sha256, params: &s.params, sample: 0 }
-        .digest()
+    CacheKey {
+        round,
+        image_sha256,
+        model: &s.model,
+        prompt_sha256: &prompt.sha256,
+        params: &s.params,
+        sample: 0,
+    }
+    .digest()
 }
 
 /// Splits images into questions to ask and answers already logged.

@@ -56,11 +56,20 @@ pub fn run(s: &PrototypesSettings) -> Result<PrototypesReport> {
         .filter(|e| e.split == s.split)
         .collect();
     if entries.is_empty() {
-        bail!("manifest `{}` has no rows with split `{}`", s.manifest.display(), s.split);
+        bail!(
+            "manifest `{}` has no rows with split `{}`",
+            s.manifest.display(),
+            s.split
+        );
     }
     let labels = dataset::label_set(&entries);
     let encoder = backbone::load(s.backbone, &s.weights, &device)?;
-    tracing::info!(backbone = encoder.name(), images = entries.len(), classes = labels.len(), "embedding");
+    tracing::info!(
+        backbone = encoder.name(),
+        images = entries.len(),
+        classes = labels.len(),
+        "embedding"
+    );
     let paths: Vec<PathBuf> = entries.iter().map(|e| e.path.clone()).collect();
     let t0 = Instant::now();
     let emb = embed::embed_paths(encoder.as_ref(), &paths, s.batch, &device)?;
@@ -68,7 +77,11 @@ pub fn run(s: &PrototypesSettings) -> Result<PrototypesReport> {
     let targets: Vec<usize> = emb
         .rows
         .iter()
-        .map(|&i| labels.binary_search(&entries[i].label).expect("label from the same entries"))
+        .map(|&i| {
+            labels
+                .binary_search(&entries[i].label)
+                .expect("label from the same entries")
+        })
         .collect();
     let head = CosineHead::prototypes(&emb.embeddings, &targets, labels.len(), s.scale)
         .context("cannot build class prototypes")?;
@@ -95,17 +108,29 @@ pub fn run(s: &PrototypesSettings) -> Result<PrototypesReport> {
         .take(s.check_images.max(1))
         .filter_map(|&i| RgbImage::open(&entries[i].path).ok())
         .collect();
-    let (mut bundle, export) = export::export_f32(encoder.as_ref(), &Head::Cosine(&head), &check, &opts, &device)?;
+    let (mut bundle, export) = export::export_f32(
+        encoder.as_ref(),
+        &Head::Cosine(&head),
+        &check,
+        &opts,
+        &device,
+    )?;
     if let Some(key) = &key {
         key.sign_bundle(&mut bundle);
     }
     bundle.write(&s.out)?;
-    let bundle_bytes = std::fs::metadata(&s.out).map(|m| m.len() as usize).unwrap_or(0);
+    let bundle_bytes = std::fs::metadata(&s.out)
+        .map(|m| m.len() as usize)
+        .unwrap_or(0);
     Ok(PrototypesReport {
         out: s.out.display().to_string(),
         classes: labels.len(),
         images: emb.rows.len(),
-        skipped: emb.skipped.iter().map(|k| format!("{}: {}", k.path.display(), k.reason)).collect(),
+        skipped: emb
+            .skipped
+            .iter()
+            .map(|k| format!("{}: {}", k.path.display(), k.reason))
+            .collect(),
         embed_seconds,
         images_per_second: emb.rows.len() as f64 / embed_seconds.max(1e-9),
         bundle_bytes,

@@ -31,8 +31,10 @@ pub struct SimulateReport {
 
 /// Serves until interrupted. Fails when the truth cannot be loaded or the address bound.
 pub fn run(s: &SimulateSettings) -> Result<SimulateReport> {
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     rt.block_on(async {
         let sim = Arc::new(Simulator::load(s.config.clone())?);
         let (images, classes) = sim.size();

@@ -27,7 +27,10 @@ pub enum Head<'a> {
     /// Scaled cosine against class rows (prototypes or trained).
     Cosine(&'a CosineHead),
     /// A plain linear layer (MobileNetV2's ImageNet classifier, for checks).
-    Linear { weight: &'a Tensor, bias: &'a Tensor },
+    Linear {
+        weight: &'a Tensor,
+        bias: &'a Tensor,
+    },
 }
 
 pub struct ExportOptions {
@@ -70,7 +73,11 @@ pub struct ExportReport {
 }
 
 /// Writes the ONNX graph for backbone + head; returns the bytes and the node count.
-pub fn onnx_graph(encoder: &dyn ImageEncoder, head: &Head, classes: usize) -> Result<(Vec<u8>, usize)> {
+pub fn onnx_graph(
+    encoder: &dyn ImageEncoder,
+    head: &Head,
+    classes: usize,
+) -> Result<(Vec<u8>, usize)> {
     let spec = encoder.preprocess();
     let shape: Vec<i64> = spec.input_shape().iter().map(|&d| d as i64).collect();
     let mut g = onnx::GraphBuilder::new();
@@ -78,16 +85,30 @@ pub fn onnx_graph(encoder: &dyn ImageEncoder, head: &Head, classes: usize) -> Re
     let emb = encoder.export_onnx(&mut g, &input)?;
     let logits = match head {
         Head::Cosine(h) => h.export_onnx(&mut g, &emb)?,
-        Head::Linear { weight, bias } => crate::head::export_linear(&mut g, &emb, weight, bias, "classifier")?,
+        Head::Linear { weight, bias } => {
+            crate::head::export_linear(&mut g, &emb, weight, bias, "classifier")?
+        }
     };
     g.node_named("Identity", &[&logits], vec![], OUTPUT_NAME);
     g.output(OUTPUT_NAME, &[1, classes as i64]);
     let nodes = g.len();
-    Ok((g.finish(&format!("linesight {} backbone, {} classes", encoder.name(), classes))?, nodes))
+    Ok((
+        g.finish(&format!(
+            "linesight {} backbone, {} classes",
+            encoder.name(),
+            classes
+        ))?,
+        nodes,
+    ))
 }
 
 /// candle logits of backbone + head for one normalized NCHW input.
-pub fn candle_logits(encoder: &dyn ImageEncoder, head: &Head, input: &[f32], device: &Device) -> Result<Vec<f32>> {
+pub fn candle_logits(
+    encoder: &dyn ImageEncoder,
+    head: &Head,
+    input: &[f32],
+    device: &Device,
+) -> Result<Vec<f32>> {
     let spec = encoder.preprocess();
     let x = Tensor::from_slice(input, spec.input_shape().to_vec(), device)?;
     let e = encoder.embed(&x)?;
@@ -101,7 +122,13 @@ pub fn candle_logits(encoder: &dyn ImageEncoder, head: &Head, input: &[f32], dev
 fn argmax(v: &[f32]) -> usize {
     v.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) })
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| {
+            if x > bv {
+                (i, x)
+            } else {
+                (bi, bv)
+            }
+        })
         .0
 }
 
@@ -120,9 +147,14 @@ pub fn export_f32(
     let classes = opts.labels.len();
     let spec = encoder.preprocess();
     let (onnx_bytes, onnx_nodes) = onnx_graph(encoder, head, classes)?;
-    let mut engine = Engine::new(&onnx_bytes, &spec.input_shape()).context("tract cannot load the exported ONNX")?;
+    let mut engine = Engine::new(&onnx_bytes, &spec.input_shape())
+        .context("tract cannot load the exported ONNX")?;
     if engine.output_len() != classes {
-        bail!("exported model gives {} logits for {} labels", engine.output_len(), classes);
+        bail!(
+            "exported model gives {} logits for {} labels",
+            engine.output_len(),
+            classes
+        );
     }
     let mut pre = Preprocessor::new(spec);
     let mut input = vec![0.0; pre.tensor_len()];
@@ -197,7 +229,12 @@ pub fn default_version() -> String {
     let days = (secs / 86_400) as i64;
     let (y, m, d) = civil_from_days(days);
     let s = secs % 86_400;
-    format!("{y:04}{m:02}{d:02}.{:02}{:02}{:02}", s / 3600, (s / 60) % 60, s % 60)
+    format!(
+        "{y:04}{m:02}{d:02}.{:02}{:02}{:02}",
+        s / 3600,
+        (s / 60) % 60,
+        s % 60
+    )
 }
 
 pub fn unix_now() -> u64 {

@@ -8,9 +8,9 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
 use prost::Message;
 use tract_onnx::pb::{
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto,
-    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 pub const OPSET: i64 = 13;
@@ -77,9 +77,14 @@ impl GraphBuilder {
 
     /// Adds an initializer from a candle tensor (converted to f32 on the CPU).
     pub fn init_tensor(&mut self, name: &str, t: &Tensor) -> Result<String> {
-        let t = t.to_dtype(DType::F32)?.to_device(&candle_core::Device::Cpu)?;
+        let t = t
+            .to_dtype(DType::F32)?
+            .to_device(&candle_core::Device::Cpu)?;
         let dims = t.dims().to_vec();
-        let data = t.flatten_all()?.to_vec1::<f32>().with_context(|| format!("initializer `{name}`"))?;
+        let data = t
+            .flatten_all()?
+            .to_vec1::<f32>()
+            .with_context(|| format!("initializer `{name}`"))?;
         Ok(self.init_f32(name, &dims, &data))
     }
 
@@ -97,7 +102,13 @@ impl GraphBuilder {
     }
 
     /// Appends a node whose single output gets the given name.
-    pub fn node_named(&mut self, op: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>, output: &str) {
+    pub fn node_named(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<(&str, Attr)>,
+        output: &str,
+    ) {
         let attribute = attrs
             .into_iter()
             .map(|(name, a)| {

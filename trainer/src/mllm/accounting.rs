@@ -74,7 +74,11 @@ impl PerAnswer {
         for r in records {
             n += 1;
             lat += r.latency_ms;
-            if let Some(Usage { prompt_tokens, completion_tokens }) = r.usage {
+            if let Some(Usage {
+                prompt_tokens,
+                completion_tokens,
+            }) = r.usage
+            {
                 with_usage += 1;
                 tin += prompt_tokens;
                 tout += completion_tokens;
@@ -118,7 +122,11 @@ impl Projection {
             calls,
             tokens_in: per.tokens_in * calls as f64,
             tokens_out: per.tokens_out * calls as f64,
-            wall_s: if answers_per_s > 0.0 { calls as f64 / answers_per_s } else { 0.0 },
+            wall_s: if answers_per_s > 0.0 {
+                calls as f64 / answers_per_s
+            } else {
+                0.0
+            },
             money: per.money.map(|m| m * calls as f64),
         }
     }
@@ -185,7 +193,10 @@ mod tests {
 
     #[test]
     fn money_per_million_tokens() {
-        let p = Prices { input_per_mtok: 2.5, output_per_mtok: 10.0 };
+        let p = Prices {
+            input_per_mtok: 2.5,
+            output_per_mtok: 10.0,
+        };
         assert!((p.cost(1_000_000.0, 100_000.0) - 3.5).abs() < 1e-12);
     }
 

@@ -68,14 +68,20 @@ pub struct Interpretation {
 
 impl Interpretation {
     fn bad(status: Status, problem: impl Into<String>) -> Self {
-        Interpretation { status, name: None, context: None, problem: Some(problem.into()) }
+        Interpretation {
+            status,
+            name: None,
+            context: None,
+            problem: Some(problem.into()),
+        }
     }
 }
 
 /// Parses a response body. `Err` carries why the body is not a chat completion (not JSON,
 /// no `choices`, an `error` object): the caller treats that as a transport problem.
 pub fn parse_completion(body: &[u8]) -> Result<Reply, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("response body is not JSON ({e})"))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("response body is not JSON ({e})"))?;
     if let Some(err) = v.get("error") {
         return Err(format!("response carries an error: {}", error_message(err)));
     }
@@ -84,7 +90,9 @@ pub fn parse_completion(body: &[u8]) -> Result<Reply, String> {
         .and_then(Value::as_array)
         .and_then(|c| c.first())
         .ok_or_else(|| "response has no `choices`".to_string())?;
-    let message = choice.get("message").ok_or_else(|| "response choice has no `message`".to_string())?;
+    let message = choice
+        .get("message")
+        .ok_or_else(|| "response choice has no `message`".to_string())?;
     let mut content = match message.get("content") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
@@ -101,17 +109,27 @@ pub fn parse_completion(body: &[u8]) -> Result<Reply, String> {
         content = answer;
         reasoning.push(think);
     }
-    let refusal = message.get("refusal").and_then(Value::as_str).filter(|s| !s.trim().is_empty()).map(str::to_string);
+    let refusal = message
+        .get("refusal")
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .map(str::to_string);
     let usage = v.get("usage").and_then(|u| {
         let p = u.get("prompt_tokens").and_then(Value::as_u64);
         let c = u.get("completion_tokens").and_then(Value::as_u64);
-        (p.is_some() || c.is_some()).then(|| Usage { prompt_tokens: p.unwrap_or(0), completion_tokens: c.unwrap_or(0) })
+        (p.is_some() || c.is_some()).then(|| Usage {
+            prompt_tokens: p.unwrap_or(0),
+            completion_tokens: c.unwrap_or(0),
+        })
     });
     Ok(Reply {
         content,
         reasoning: (!reasoning.is_empty()).then(|| reasoning.join("\n")),
         refusal,
-        finish_reason: choice.get("finish_reason").and_then(Value::as_str).map(str::to_string),
+        finish_reason: choice
+            .get("finish_reason")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         usage,
         model: v.get("model").and_then(Value::as_str).map(str::to_string),
     })
@@ -121,9 +139,11 @@ pub fn parse_completion(body: &[u8]) -> Result<Reply, String> {
 pub fn error_message(err: &Value) -> String {
     match err {
         Value::String(s) => s.clone(),
-        Value::Object(o) => {
-            o.get("message").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| err.to_string())
-        }
+        Value::Object(o) => o
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| err.to_string()),
         other => other.to_string(),
     }
 }
@@ -155,15 +175,24 @@ fn join_parts(parts: &[Value]) -> String {
 fn split_think(content: &str) -> Option<(String, String)> {
     let lower = content.to_ascii_lowercase();
     if let Some(end) = lower.rfind("</think>") {
-        let start = lower[..end].find("<think>").map(|s| s + "<think>".len()).unwrap_or(0);
-        let before = lower[..end].find("<think>").map(|s| &content[..s]).unwrap_or("");
+        let start = lower[..end]
+            .find("<think>")
+            .map(|s| s + "<think>".len())
+            .unwrap_or(0);
+        let before = lower[..end]
+            .find("<think>")
+            .map(|s| &content[..s])
+            .unwrap_or("");
         let think = content[start..end].trim().to_string();
         let answer = format!("{}{}", before, &content[end + "</think>".len()..]);
         return Some((answer.trim().to_string(), think));
     }
     if let Some(s) = lower.find("<think>") {
         // Thinking never finished (often `finish_reason: length`): no answer.
-        return Some((content[..s].trim().to_string(), content[s + "<think>".len()..].trim().to_string()));
+        return Some((
+            content[..s].trim().to_string(),
+            content[s + "<think>".len()..].trim().to_string(),
+        ));
     }
     None
 }
@@ -183,19 +212,32 @@ pub fn interpret_name(reply: &Reply) -> Interpretation {
     }
     match find_json_object(text) {
         JsonFound::Object(obj) => match name_in(&obj) {
-            Some(name) => Interpretation { status: Status::Json, name: Some(name), context: None, problem: None },
+            Some(name) => Interpretation {
+                status: Status::Json,
+                name: Some(name),
+                context: None,
+                problem: None,
+            },
             None => Interpretation::bad(Status::Malformed, "JSON answer without a `name`"),
         },
         JsonFound::Broken => Interpretation::bad(Status::Malformed, "truncated or invalid JSON"),
         JsonFound::None => {
             if looks_like_refusal(text) {
-                return Interpretation::bad(Status::Refused, format!("refusal text: {}", clip(text, 200)));
+                return Interpretation::bad(
+                    Status::Refused,
+                    format!("refusal text: {}", clip(text, 200)),
+                );
             }
             let name = strip_wrapping(text);
             if name.is_empty() || name.chars().count() > 120 || name.lines().count() > 2 {
                 return Interpretation::bad(Status::Malformed, "prose without a JSON answer");
             }
-            Interpretation { status: Status::Text, name: Some(name), context: None, problem: None }
+            Interpretation {
+                status: Status::Text,
+                name: Some(name),
+                context: None,
+                problem: None,
+            }
         }
     }
 }
@@ -216,7 +258,8 @@ pub fn interpret_context(reply: &Reply) -> Interpretation {
                     context: Some(Context1 {
                         category,
                         expert: get(&["expert", "expert_role", "role"]).unwrap_or_default(),
-                        granularity: get(&["granularity", "attribute", "level"]).unwrap_or_default(),
+                        granularity: get(&["granularity", "attribute", "level"])
+                            .unwrap_or_default(),
                     }),
                     problem: None,
                 },
@@ -224,9 +267,10 @@ pub fn interpret_context(reply: &Reply) -> Interpretation {
             }
         }
         JsonFound::Broken => Interpretation::bad(Status::Malformed, "truncated or invalid JSON"),
-        JsonFound::None if looks_like_refusal(text) => {
-            Interpretation::bad(Status::Refused, format!("refusal text: {}", clip(text, 200)))
-        }
+        JsonFound::None if looks_like_refusal(text) => Interpretation::bad(
+            Status::Refused,
+            format!("refusal text: {}", clip(text, 200)),
+        ),
         JsonFound::None => Interpretation::bad(Status::Malformed, "no JSON answer"),
     }
 }
@@ -252,7 +296,9 @@ fn find_json_object(text: &str) -> JsonFound {
             saw_brace = true;
             let start = from + off;
             if let Some(end) = balanced_end(&candidate[start..]) {
-                if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(&candidate[start..start + end]) {
+                if let Ok(Value::Object(o)) =
+                    serde_json::from_str::<Value>(&candidate[start..start + end])
+                {
                     return JsonFound::Object(o);
                 }
             }
@@ -274,7 +320,11 @@ fn fenced_blocks(text: &str) -> Vec<&str> {
         let after = &rest[s + 3..];
         let body_start = after.find('\n').map(|n| n + 1).unwrap_or(0);
         let tag = &after[..body_start];
-        let body_start = if tag.trim().chars().all(|c| c.is_ascii_alphanumeric()) { body_start } else { 0 };
+        let body_start = if tag.trim().chars().all(|c| c.is_ascii_alphanumeric()) {
+            body_start
+        } else {
+            0
+        };
         let body = &after[body_start..];
         match body.find("```") {
             Some(e) => {
@@ -331,12 +381,25 @@ fn string_field(obj: &serde_json::Map<String, Value>, key: &str) -> Option<Strin
 /// The name in a JSON answer: the `name` key or a common alias; failing those, the only
 /// string value of the object.
 fn name_in(obj: &serde_json::Map<String, Value>) -> Option<String> {
-    const KEYS: [&str; 9] =
-        ["name", "most_specific_name", "species", "answer", "label", "class", "type", "model", "prediction"];
+    const KEYS: [&str; 9] = [
+        "name",
+        "most_specific_name",
+        "species",
+        "answer",
+        "label",
+        "class",
+        "type",
+        "model",
+        "prediction",
+    ];
     if let Some(n) = KEYS.iter().find_map(|k| string_field(obj, k)) {
         return Some(n);
     }
-    let strings: Vec<&str> = obj.values().filter_map(Value::as_str).filter(|s| !s.trim().is_empty()).collect();
+    let strings: Vec<&str> = obj
+        .values()
+        .filter_map(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .collect();
     match strings.as_slice() {
         [only] => Some(only.trim().to_string()),
         _ => None,
@@ -357,13 +420,21 @@ fn looks_like_refusal(text: &str) -> bool {
         "i won't",
         "as an ai",
     ];
-    OPENERS.iter().any(|o| t.starts_with(o)) || t.contains("i can't help with") || t.contains("cannot assist with")
+    OPENERS.iter().any(|o| t.starts_with(o))
+        || t.contains("i can't help with")
+        || t.contains("cannot assist with")
 }
 
 /// Removes common wrapping around a plain-text name: quotes, backticks, bold marks, a
 /// trailing period, and lead-ins such as "The bird in the image is a".
 fn strip_wrapping(text: &str) -> String {
-    let mut t = text.trim().lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+    let mut t = text
+        .trim()
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string();
     let lower = t.to_ascii_lowercase();
     const LEADS: [&str; 10] = [
         " is most likely an ",
@@ -388,7 +459,9 @@ fn strip_wrapping(text: &str) -> String {
             t = t[prefix.len()..].to_string();
         }
     }
-    let trimmed = t.trim().trim_matches(|c: char| matches!(c, '"' | '\'' | '`' | '*' | '.' | '!' | ' '));
+    let trimmed = t
+        .trim()
+        .trim_matches(|c: char| matches!(c, '"' | '\'' | '`' | '*' | '.' | '!' | ' '));
     trimmed.to_string()
 }
 
@@ -480,20 +553,36 @@ mod tests {
 
     #[test]
     fn refusals_are_recorded_as_refused() {
-        check(serde_json::json!({"content": null, "refusal": "I can't help with that."}), Status::Refused, None);
-        check(serde_json::json!({"content": "I'm sorry, but I can't identify this image."}), Status::Refused, None);
+        check(
+            serde_json::json!({"content": null, "refusal": "I can't help with that."}),
+            Status::Refused,
+            None,
+        );
+        check(
+            serde_json::json!({"content": "I'm sorry, but I can't identify this image."}),
+            Status::Refused,
+            None,
+        );
     }
 
     #[test]
     fn malformed_answers_are_kept_as_malformed() {
-        check(serde_json::json!({"content": "{\"name\": \"Horned Gr"}), Status::Malformed, None);
+        check(
+            serde_json::json!({"content": "{\"name\": \"Horned Gr"}),
+            Status::Malformed,
+            None,
+        );
         check(serde_json::json!({"content": ""}), Status::Malformed, None);
         check(
             serde_json::json!({"content": "{\"confidence\": 0.3, \"note\": \"unclear\", \"x\": \"y\"}"}),
             Status::Malformed,
             None,
         );
-        check(serde_json::json!({"content": "<think>still thinking about the"}), Status::Malformed, None);
+        check(
+            serde_json::json!({"content": "<think>still thinking about the"}),
+            Status::Malformed,
+            None,
+        );
     }
 
     #[test]
@@ -503,21 +592,39 @@ mod tests {
             Status::Text,
             Some("Horned Grebe"),
         );
-        check(serde_json::json!({"content": "**Eared Grebe**"}), Status::Text, Some("Eared Grebe"));
-        check(serde_json::json!({"content": "Answer: indigo bunting"}), Status::Text, Some("indigo bunting"));
+        check(
+            serde_json::json!({"content": "**Eared Grebe**"}),
+            Status::Text,
+            Some("Eared Grebe"),
+        );
+        check(
+            serde_json::json!({"content": "Answer: indigo bunting"}),
+            Status::Text,
+            Some("indigo bunting"),
+        );
     }
 
     #[test]
     fn envelope_problems_are_errors() {
         assert!(parse_completion(b"<html>bad gateway</html>").is_err());
-        assert!(parse_completion(b"{\"error\": {\"message\": \"overloaded\"}}").unwrap_err().contains("overloaded"));
+        assert!(
+            parse_completion(b"{\"error\": {\"message\": \"overloaded\"}}")
+                .unwrap_err()
+                .contains("overloaded")
+        );
         assert!(parse_completion(b"{\"choices\": []}").is_err());
     }
 
     #[test]
     fn usage_and_model_are_read() {
         let r = parse_completion(&body(serde_json::json!({"content": "x"}))).unwrap();
-        assert_eq!(r.usage, Some(Usage { prompt_tokens: 300, completion_tokens: 12 }));
+        assert_eq!(
+            r.usage,
+            Some(Usage {
+                prompt_tokens: 300,
+                completion_tokens: 12
+            })
+        );
         assert_eq!(r.model.as_deref(), Some("m"));
     }
 

@@ -57,7 +57,11 @@ pub struct Params {
 
 impl Default for Params {
     fn default() -> Self {
-        Params { temperature: 0.0, max_tokens: 512, top_p: None }
+        Params {
+            temperature: 0.0,
+            max_tokens: 512,
+            top_p: None,
+        }
     }
 }
 
@@ -187,8 +191,11 @@ fn parse(bytes: &[u8], path: &Path) -> (Vec<Record>, Repair, KeepTail) {
             Some(n) => (&bytes[pos..pos + n], pos + n + 1, true),
             None => (&bytes[pos..], bytes.len(), false),
         };
-        let parsed =
-            std::str::from_utf8(line).ok().map(str::trim).filter(|l| !l.is_empty()).map(serde_json::from_str::<Record>);
+        let parsed = std::str::from_utf8(line)
+            .ok()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(serde_json::from_str::<Record>);
         if !complete {
             repair.torn_last_line = true;
             match parsed {
@@ -240,7 +247,10 @@ pub struct Log {
 
 impl std::fmt::Debug for Log {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Log").field("path", &self.path).field("records", &self.records.len()).finish()
+        f.debug_struct("Log")
+            .field("path", &self.path)
+            .field("records", &self.records.len())
+            .finish()
     }
 }
 
@@ -261,10 +271,14 @@ impl Log {
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                bail!("another run is writing the answer log `{}`; wait for it or use another --out", path.display())
+                bail!(
+                    "another run is writing the answer log `{}`; wait for it or use another --out",
+                    path.display()
+                )
             }
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock the answer log `{}`", path.display()))
+                return Err(e)
+                    .with_context(|| format!("cannot lock the answer log `{}`", path.display()))
             }
         }
         if !existed {
@@ -272,7 +286,8 @@ impl Log {
         }
         let mut bytes = Vec::new();
         file.seek(SeekFrom::Start(0))?;
-        file.read_to_end(&mut bytes).with_context(|| format!("cannot read the answer log `{}`", path.display()))?;
+        file.read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read the answer log `{}`", path.display()))?;
         let (records, repair, tail) = parse(&bytes, path);
         match tail {
             KeepTail::Whole => {}
@@ -282,8 +297,9 @@ impl Log {
                 tracing::warn!(log = %path.display(), "the last line had no newline (a run was killed while writing); it is complete and kept");
             }
             KeepTail::CutAt(at) => {
-                file.set_len(at as u64)
-                    .with_context(|| format!("cannot cut the torn last line of `{}`", path.display()))?;
+                file.set_len(at as u64).with_context(|| {
+                    format!("cannot cut the torn last line of `{}`", path.display())
+                })?;
                 file.sync_data()?;
                 tracing::warn!(
                     log = %path.display(),
@@ -296,7 +312,13 @@ impl Log {
         for (i, r) in records.iter().enumerate() {
             index.insert(r.cache_key(), i);
         }
-        Ok(Log { path: path.to_path_buf(), file, records, index, repair })
+        Ok(Log {
+            path: path.to_path_buf(),
+            file,
+            records,
+            index,
+            repair,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -329,10 +351,12 @@ impl Log {
             serde_json::to_writer(&mut buf, r).context("cannot serialize an answer record")?;
             buf.push(b'\n');
         }
+        self.file.write_all(&buf).with_context(|| {
+            format!("cannot append to the answer log `{}`", self.path.display())
+        })?;
         self.file
-            .write_all(&buf)
-            .with_context(|| format!("cannot append to the answer log `{}`", self.path.display()))?;
-        self.file.sync_data().with_context(|| format!("cannot fsync the answer log `{}`", self.path.display()))?;
+            .sync_data()
+            .with_context(|| format!("cannot fsync the answer log `{}`", self.path.display()))?;
         for r in records {
             self.index.insert(r.key.clone(), self.records.len());
             self.records.push(r);
@@ -343,7 +367,10 @@ impl Log {
 
 /// Makes a newly created file's directory entry durable (best effort).
 fn sync_parent(path: &Path) {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
@@ -389,23 +416,56 @@ mod tests {
     #[test]
     fn rfc3339_known_dates() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_millis(951_782_400_250)), "2000-02-29T00:00:00.250Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_767_225_599)), "2025-12-31T23:59:59.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_millis(951_782_400_250)),
+            "2000-02-29T00:00:00.250Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_767_225_599)),
+            "2025-12-31T23:59:59.000Z"
+        );
     }
 
     #[test]
     fn keys_differ_by_every_field() {
         let p = Params::default();
-        let base =
-            CacheKey { round: Round::Name, image_sha256: "a", model: "m", prompt_sha256: "p", params: &p, sample: 0 };
-        let hot = Params { temperature: 0.7, ..Params::default() };
+        let base = CacheKey {
+            round: Round::Name,
+            image_sha256: "a",
+            model: "m",
+            prompt_sha256: "p",
+            params: &p,
+            sample: 0,
+        };
+        let hot = Params {
+            temperature: 0.7,
+            ..Params::default()
+        };
         let variants = [
-            CacheKey { round: Round::Category, ..base.clone() },
-            CacheKey { image_sha256: "b", ..base.clone() },
-            CacheKey { model: "n", ..base.clone() },
-            CacheKey { prompt_sha256: "q", ..base.clone() },
-            CacheKey { params: &hot, ..base.clone() },
-            CacheKey { sample: 1, ..base.clone() },
+            CacheKey {
+                round: Round::Category,
+                ..base.clone()
+            },
+            CacheKey {
+                image_sha256: "b",
+                ..base.clone()
+            },
+            CacheKey {
+                model: "n",
+                ..base.clone()
+            },
+            CacheKey {
+                prompt_sha256: "q",
+                ..base.clone()
+            },
+            CacheKey {
+                params: &hot,
+                ..base.clone()
+            },
+            CacheKey {
+                sample: 1,
+                ..base.clone()
+            },
         ];
         for v in variants {
             assert_ne!(v.digest(), base.digest());

@@ -41,8 +41,12 @@ impl ApiKey {
     pub fn from_env(var: &str) -> Result<Self> {
         match std::env::var(var) {
             Ok(k) if !k.trim().is_empty() => Ok(ApiKey(k.trim().to_string())),
-            Ok(_) => anyhow::bail!("environment variable `{var}` (named by --api-key-env) is empty"),
-            Err(_) => anyhow::bail!("environment variable `{var}` (named by --api-key-env) is not set"),
+            Ok(_) => {
+                anyhow::bail!("environment variable `{var}` (named by --api-key-env) is empty")
+            }
+            Err(_) => {
+                anyhow::bail!("environment variable `{var}` (named by --api-key-env) is not set")
+            }
         }
     }
 
@@ -73,18 +77,36 @@ impl std::fmt::Display for ApiKey {
 #[derive(Debug, Error)]
 pub enum FatalError {
     #[error("`{url}` refused the credentials ({status}): {message}; {hint}")]
-    Credentials { url: String, status: u16, message: String, hint: String },
+    Credentials {
+        url: String,
+        status: u16,
+        message: String,
+        hint: String,
+    },
     #[error(
         "`{url}` answered 404 Not Found: {message}; check that --endpoint is the base URL \
          (e.g. `http://127.0.0.1:8000/v1`) and that the model `{model}` is served there"
     )]
-    NotFound { url: String, model: String, message: String },
+    NotFound {
+        url: String,
+        model: String,
+        message: String,
+    },
     #[error(
         "model `{model}` at `{url}` does not accept images ({status}): {message}; use a multimodal (vision) model"
     )]
-    NotMultimodal { url: String, model: String, status: u16, message: String },
+    NotMultimodal {
+        url: String,
+        model: String,
+        status: u16,
+        message: String,
+    },
     #[error("`{url}` rejected the request ({status}): {message}")]
-    BadRequest { url: String, status: u16, message: String },
+    BadRequest {
+        url: String,
+        status: u16,
+        message: String,
+    },
 }
 
 /// Why one request failed.
@@ -121,7 +143,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_retries: 6, base: Duration::from_millis(500), cap: Duration::from_secs(30) }
+        RetryPolicy {
+            max_retries: 6,
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(30),
+        }
     }
 }
 
@@ -136,7 +162,10 @@ impl RetryPolicy {
                 ra + ra.mul_f64(rng.random_range(0.0..0.1))
             }
             None => {
-                let exp = self.base.saturating_mul(1u32 << retry.min(20)).min(self.cap);
+                let exp = self
+                    .base
+                    .saturating_mul(1u32 << retry.min(20))
+                    .min(self.cap);
                 exp.mul_f64(rng.random_range(0.0..=1.0))
             }
         }
@@ -244,12 +273,22 @@ impl Client {
 
     /// Retries made so far, and how many per kind (`429`, `500`, `timeout`, ...).
     pub fn retries(&self) -> (u64, BTreeMap<String, u64>) {
-        let kinds = self.counters.retry_kinds.lock().map(|k| k.clone()).unwrap_or_default();
+        let kinds = self
+            .counters
+            .retry_kinds
+            .lock()
+            .map(|k| k.clone())
+            .unwrap_or_default();
         (self.counters.retries.load(Ordering::Relaxed), kinds)
     }
 
     /// The JSON request for one question about one image.
-    pub fn request_body(&self, prompt: &str, image_data_url: &str, params: &super::cache::Params) -> Vec<u8> {
+    pub fn request_body(
+        &self,
+        prompt: &str,
+        image_data_url: &str,
+        params: &super::cache::Params,
+    ) -> Vec<u8> {
         let mut body = json!({
             "model": self.config.model,
             "messages": [{
@@ -277,17 +316,36 @@ impl Client {
             attempts += 1;
             let started = Instant::now();
             match self.call(body).await {
-                Ok(reply) => return Ok(Answered { reply, latency: started.elapsed(), attempts }),
+                Ok(reply) => {
+                    return Ok(Answered {
+                        reply,
+                        latency: started.elapsed(),
+                        attempts,
+                    })
+                }
                 Err(CallError::Fatal(f)) => return Err(AskError::Fatal(f)),
-                Err(CallError::Rejected(reason)) => return Err(AskError::Failed { reason, attempts }),
-                Err(CallError::Retryable { kind, reason, retry_after, garbled }) => {
+                Err(CallError::Rejected(reason)) => {
+                    return Err(AskError::Failed { reason, attempts })
+                }
+                Err(CallError::Retryable {
+                    kind,
+                    reason,
+                    retry_after,
+                    garbled,
+                }) => {
                     let retry = attempts - 1;
                     if retry >= self.config.retry.max_retries {
                         return Err(match garbled {
-                            Some(body) => AskError::Garbled { body, reason, attempts, latency: started.elapsed() },
-                            None => {
-                                AskError::Failed { reason: format!("{reason} (after {attempts} attempts)"), attempts }
-                            }
+                            Some(body) => AskError::Garbled {
+                                body,
+                                reason,
+                                attempts,
+                                latency: started.elapsed(),
+                            },
+                            None => AskError::Failed {
+                                reason: format!("{reason} (after {attempts} attempts)"),
+                                attempts,
+                            },
                         });
                     }
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -334,7 +392,11 @@ impl Client {
     /// One HTTP request.
     pub async fn call(&self, body: &[u8]) -> Result<Reply, CallError> {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let mut req = self.http.post(&self.url).header(CONTENT_TYPE, "application/json").body(body.to_vec());
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_vec());
         if let Some(k) = &self.config.api_key {
             req = req.bearer_auth(k.expose());
         }
@@ -354,7 +416,12 @@ impl Client {
     }
 
     /// Maps a non-2xx answer to retryable / rejected / fatal.
-    fn classify(&self, status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> CallError {
+    fn classify(
+        &self,
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        body: &[u8],
+    ) -> CallError {
         let message = server_message(body);
         let url = self.url.clone();
         let code = status.as_u16();
@@ -365,15 +432,28 @@ impl Client {
                 message,
                 hint: match &self.config.api_key_env {
                     Some(var) => format!("check the API key in environment variable `{var}`"),
-                    None => "pass --api-key-env VAR with the variable that holds the API key".into(),
+                    None => {
+                        "pass --api-key-env VAR with the variable that holds the API key".into()
+                    }
                 },
             }
             .into(),
-            404 => FatalError::NotFound { url, model: self.config.model.clone(), message }.into(),
-            400 if says_not_multimodal(&message) => {
-                FatalError::NotMultimodal { url, model: self.config.model.clone(), status: code, message }.into()
+            404 => FatalError::NotFound {
+                url,
+                model: self.config.model.clone(),
+                message,
             }
-            400 if message.to_lowercase().contains("image") => CallError::Rejected(format!("{code}: {message}")),
+            .into(),
+            400 if says_not_multimodal(&message) => FatalError::NotMultimodal {
+                url,
+                model: self.config.model.clone(),
+                status: code,
+                message,
+            }
+            .into(),
+            400 if message.to_lowercase().contains("image") => {
+                CallError::Rejected(format!("{code}: {message}"))
+            }
             413 | 422 => CallError::Rejected(format!("{code}: {message}")),
             408 | 409 | 425 | 429 | 500..=599 => CallError::Retryable {
                 kind: code.to_string(),
@@ -381,7 +461,12 @@ impl Client {
                 retry_after,
                 garbled: None,
             },
-            _ => FatalError::BadRequest { url, status: code, message }.into(),
+            _ => FatalError::BadRequest {
+                url,
+                status: code,
+                message,
+            }
+            .into(),
         }
     }
 }
@@ -401,7 +486,12 @@ fn transport_error(e: reqwest::Error) -> CallError {
         reason.push_str(&s.to_string());
         src = s.source();
     }
-    CallError::Retryable { kind: kind.into(), reason, retry_after: None, garbled: None }
+    CallError::Retryable {
+        kind: kind.into(),
+        reason,
+        retry_after: None,
+        garbled: None,
+    }
 }
 
 /// `Retry-After` as seconds (integer or decimal) or an HTTP date.
@@ -411,7 +501,10 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return (s.is_finite() && s >= 0.0).then(|| Duration::from_secs_f64(s.min(1e6)));
     }
     let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// The message of an error body (OpenAI's `{"error": {"message": ...}}`, `{"detail": ...}`,
@@ -421,12 +514,26 @@ fn server_message(body: &[u8]) -> String {
         Ok(v) => v
             .get("error")
             .map(answer::error_message)
-            .or_else(|| v.get("detail").map(|d| d.as_str().map(str::to_string).unwrap_or_else(|| d.to_string())))
-            .or_else(|| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+            .or_else(|| {
+                v.get("detail").map(|d| {
+                    d.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| d.to_string())
+                })
+            })
+            .or_else(|| {
+                v.get("message")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| v.to_string()),
         Err(_) => String::from_utf8_lossy(body).trim().to_string(),
     };
-    let text = if text.is_empty() { "(empty body)".to_string() } else { text };
+    let text = if text.is_empty() {
+        "(empty body)".to_string()
+    } else {
+        text
+    };
     text.chars().take(500).collect()
 }
 
@@ -484,16 +591,25 @@ mod tests {
         let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
         h.insert(RETRY_AFTER, HeaderValue::from_str(&later).unwrap());
         let d = retry_after(&h).unwrap();
-        assert!(d > Duration::from_secs(27) && d <= Duration::from_secs(30), "{d:?}");
+        assert!(
+            d > Duration::from_secs(27) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
     }
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy { max_retries: 10, base: Duration::from_millis(100), cap: Duration::from_secs(1) };
+        let p = RetryPolicy {
+            max_retries: 10,
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+        };
         for retry in 0..12 {
-            let bound = Duration::from_millis(100).saturating_mul(1 << retry).min(Duration::from_secs(1));
+            let bound = Duration::from_millis(100)
+                .saturating_mul(1 << retry)
+                .min(Duration::from_secs(1));
             assert!(p.delay(retry, None) <= bound);
         }
         let d = p.delay(0, Some(Duration::from_secs(2)));
@@ -503,8 +619,12 @@ mod tests {
     #[test]
     fn not_multimodal_phrasings() {
         assert!(says_not_multimodal("Qwen2-7B is not a multimodal model"));
-        assert!(says_not_multimodal("image input is not supported - hint: you may need to provide the mmproj"));
-        assert!(says_not_multimodal("Invalid content type. image_url is only supported by certain models."));
+        assert!(says_not_multimodal(
+            "image input is not supported - hint: you may need to provide the mmproj"
+        ));
+        assert!(says_not_multimodal(
+            "Invalid content type. image_url is only supported by certain models."
+        ));
         assert!(!says_not_multimodal("max_tokens is too large"));
     }
 }

@@ -104,13 +104,19 @@ fn select(side: &Side) -> Result<(HashMap<String, Record>, SideSummary)> {
         let wanted = r.round == Round::Name
             && r.sample == 0
             && side.model.as_deref().is_none_or(|m| r.model == m)
-            && side.prompt.as_deref().is_none_or(|p| r.prompt_sha256.starts_with(p));
+            && side
+                .prompt
+                .as_deref()
+                .is_none_or(|p| r.prompt_sha256.starts_with(p));
         if wanted {
             latest.insert(r.image_sha256.clone(), r);
         }
     }
     if latest.is_empty() {
-        bail!("no naming answers in `{}` (with the given --model / --prompt filters)", side.log.display());
+        bail!(
+            "no naming answers in `{}` (with the given --model / --prompt filters)",
+            side.log.display()
+        );
     }
     let mut s = SideSummary {
         log: side.log.clone(),
@@ -154,8 +160,10 @@ pub fn diff(a: &Side, b: &Side) -> Result<DriftReport> {
     let mut per_name: Vec<NameDrift> = names
         .into_iter()
         .map(|n| {
-            let mut to: Vec<(String, usize)> =
-                became.get(n).map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect()).unwrap_or_default();
+            let mut to: Vec<(String, usize)> = became
+                .get(n)
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                .unwrap_or_default();
             to.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
             to.truncate(5);
             NameDrift {
@@ -177,7 +185,11 @@ pub fn diff(a: &Side, b: &Side) -> Result<DriftReport> {
         only_in_b: lb.len() - compared,
         unchanged: compared - changed,
         changed,
-        changed_share: if compared == 0 { 0.0 } else { changed as f64 / compared as f64 },
+        changed_share: if compared == 0 {
+            0.0
+        } else {
+            changed as f64 / compared as f64
+        },
         per_name,
         a: sa,
         b: sb,
@@ -190,7 +202,10 @@ mod tests {
 
     #[test]
     fn comparable_names_ignore_typography() {
-        assert_eq!(comparable("The Horned Grebe (Podiceps auritus)."), "horned grebe");
+        assert_eq!(
+            comparable("The Horned Grebe (Podiceps auritus)."),
+            "horned grebe"
+        );
         assert_eq!(comparable("ANNA'S HUMMINGBIRD"), "annas hummingbird");
         assert_eq!(comparable("a small bird"), "small bird");
     }

@@ -6,7 +6,9 @@ use base64::Engine as _;
 use std::path::{Path, PathBuf};
 
 /// File extensions taken as images (case-insensitive).
-pub const EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "jfif"];
+pub const EXTENSIONS: [&str; 9] = [
+    "jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "jfif",
+];
 
 /// One image file.
 #[derive(Debug, Clone)]
@@ -22,7 +24,11 @@ pub fn list(dir: &Path) -> Result<Vec<ImageFile>> {
     let mut out = Vec::new();
     walk(dir, dir, &mut out)?;
     if out.is_empty() {
-        bail!("no image files ({}) under `{}`", EXTENSIONS.join(", "), dir.display());
+        bail!(
+            "no image files ({}) under `{}`",
+            EXTENSIONS.join(", "),
+            dir.display()
+        );
     }
     out.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(out)
@@ -43,7 +49,11 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ImageFile>) -> Result<()> {
             walk(root, &path, out)?;
         } else if has_image_extension(&path) {
             let rel = path.strip_prefix(root).unwrap_or(&path);
-            let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            let rel = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
             out.push(ImageFile { rel, abs: path });
         }
     }
@@ -51,7 +61,9 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ImageFile>) -> Result<()> {
 }
 
 fn has_image_extension(p: &Path) -> bool {
-    p.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
 /// The media type of image bytes, from their magic number, among the types that
@@ -80,14 +92,24 @@ pub fn data_url(bytes: &[u8]) -> Result<String> {
     }
     let img = image::load_from_memory(bytes).context("not a decodable image")?;
     let mut png = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut png, image::ImageFormat::Png).context("cannot re-encode the image as PNG")?;
-    Ok(format!("data:image/png;base64,{}", b64.encode(png.into_inner())))
+    img.write_to(&mut png, image::ImageFormat::Png)
+        .context("cannot re-encode the image as PNG")?;
+    Ok(format!(
+        "data:image/png;base64,{}",
+        b64.encode(png.into_inner())
+    ))
 }
 
 /// The sha256 (hex) of each file's bytes, read on all cores; `Err` carries why a file could
 /// not be read. `progress` advances per file.
-pub fn hash_files(paths: &[PathBuf], progress: &indicatif::ProgressBar) -> Vec<Result<String, String>> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+pub fn hash_files(
+    paths: &[PathBuf],
+    progress: &indicatif::ProgressBar,
+) -> Vec<Result<String, String>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
     let mut out: Vec<Result<String, String>> = vec![Err(String::new()); paths.len()];
     std::thread::scope(|scope| {
         let chunk = paths.len().div_ceil(threads).max(1);
@@ -112,7 +134,9 @@ pub fn decode_data_url(url: &str) -> Option<Vec<u8>> {
     if !meta.ends_with(";base64") {
         return None;
     }
-    base64::engine::general_purpose::STANDARD.decode(data.trim()).ok()
+    base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .ok()
 }
 
 #[cfg(test)]
@@ -121,9 +145,15 @@ mod tests {
 
     #[test]
     fn media_types_by_magic() {
-        assert_eq!(sendable_media_type(&[0xFF, 0xD8, 0xFF, 0xE0]), Some("image/jpeg"));
+        assert_eq!(
+            sendable_media_type(&[0xFF, 0xD8, 0xFF, 0xE0]),
+            Some("image/jpeg")
+        );
         assert_eq!(sendable_media_type(b"\x89PNG\r\n"), Some("image/png"));
-        assert_eq!(sendable_media_type(b"RIFF\0\0\0\0WEBPVP8 "), Some("image/webp"));
+        assert_eq!(
+            sendable_media_type(b"RIFF\0\0\0\0WEBPVP8 "),
+            Some("image/webp")
+        );
         assert_eq!(sendable_media_type(b"BM...."), None);
     }
 

@@ -64,7 +64,12 @@ impl Labeler {
     /// advanced per finished question. Fails on a fatal client error, on too many failures
     /// in a row, and when the log cannot be written; the answers received before that are
     /// in the log either way.
-    pub async fn ask_all(&self, questions: Vec<Question>, log: &mut Log, progress: &ProgressBar) -> Result<Asked> {
+    pub async fn ask_all(
+        &self,
+        questions: Vec<Question>,
+        log: &mut Log,
+        progress: &ProgressBar,
+    ) -> Result<Asked> {
         let mut out = Asked::default();
         let mut queue = questions.into_iter();
         let mut set: JoinSet<Done> = JoinSet::new();
@@ -76,7 +81,9 @@ impl Labeler {
                 let params = self.params.clone();
                 set.spawn(async move { ask_one(&client, &params, q).await });
             }
-            let Some(first) = set.join_next().await else { break };
+            let Some(first) = set.join_next().await else {
+                break;
+            };
             let mut finished = vec![first];
             while let Some(more) = set.try_join_next() {
                 finished.push(more);
@@ -117,7 +124,12 @@ impl Labeler {
 
 /// Reads the image, asks, and turns the outcome into a record or a failure.
 async fn ask_one(client: &Client, params: &Params, q: Question) -> Done {
-    let fail = |reason: String| Done::Failed(Failure { path: q.image.rel.clone(), reason });
+    let fail = |reason: String| {
+        Done::Failed(Failure {
+            path: q.image.rel.clone(),
+            reason,
+        })
+    };
     let bytes = match tokio::fs::read(&q.image.abs).await {
         Ok(b) => b,
         Err(e) => return fail(format!("cannot read `{}`: {e}", q.image.abs.display())),
@@ -155,7 +167,12 @@ async fn ask_one(client: &Client, params: &Params, q: Question) -> Done {
     };
     match client.ask(&body).await {
         Ok(a) => {
-            let Interpretation { status, name, context, problem } = match q.round {
+            let Interpretation {
+                status,
+                name,
+                context,
+                problem,
+            } = match q.round {
                 Round::Name => answer::interpret_name(&a.reply),
                 Round::Category => answer::interpret_context(&a.reply),
             };
@@ -171,7 +188,12 @@ async fn ask_one(client: &Client, params: &Params, q: Question) -> Done {
             r.usage = a.reply.usage;
             Done::Answer(Box::new(r))
         }
-        Err(AskError::Garbled { body, reason, attempts, latency }) => {
+        Err(AskError::Garbled {
+            body,
+            reason,
+            attempts,
+            latency,
+        }) => {
             let mut r = base(Status::Malformed, body);
             r.problem = Some(reason);
             r.attempts = attempts;

@@ -25,12 +25,18 @@ pub struct Template {
 impl Template {
     /// The embedded round-1 question (category, expert, granularity).
     pub fn embedded_category() -> Self {
-        Template { source: format!("embedded:{EMBEDDED_VERSION}/category.txt"), text: V1_CATEGORY.to_string() }
+        Template {
+            source: format!("embedded:{EMBEDDED_VERSION}/category.txt"),
+            text: V1_CATEGORY.to_string(),
+        }
     }
 
     /// The embedded round-2 naming question.
     pub fn embedded_naming() -> Self {
-        Template { source: format!("embedded:{EMBEDDED_VERSION}/naming.txt"), text: V1_NAMING.to_string() }
+        Template {
+            source: format!("embedded:{EMBEDDED_VERSION}/naming.txt"),
+            text: V1_NAMING.to_string(),
+        }
     }
 
     /// Reads a template file. Fails when the file cannot be read or is empty.
@@ -39,7 +45,10 @@ impl Template {
         if text.trim().is_empty() {
             anyhow::bail!("prompt file `{}` is empty", path.display());
         }
-        Ok(Template { source: path.display().to_string(), text })
+        Ok(Template {
+            source: path.display().to_string(),
+            text,
+        })
     }
 
     /// `path` if given, else the embedded default made by `default`.
@@ -101,10 +110,28 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// the answers that gave the winning category. `None` when no answer had a category.
 pub fn vote(answers: &[Context1]) -> Option<Context1> {
     let canon = crate::metrics::canonical;
-    let winner = majority(answers.iter().map(|a| canon(&a.category)).filter(|c| !c.is_empty()))?;
-    let agreeing: Vec<&Context1> = answers.iter().filter(|a| canon(&a.category) == winner).collect();
-    let expert = majority(agreeing.iter().map(|a| canon(&a.expert)).filter(|c| !c.is_empty()));
-    let granularity = majority(agreeing.iter().map(|a| canon(&a.granularity)).filter(|c| !c.is_empty()));
+    let winner = majority(
+        answers
+            .iter()
+            .map(|a| canon(&a.category))
+            .filter(|c| !c.is_empty()),
+    )?;
+    let agreeing: Vec<&Context1> = answers
+        .iter()
+        .filter(|a| canon(&a.category) == winner)
+        .collect();
+    let expert = majority(
+        agreeing
+            .iter()
+            .map(|a| canon(&a.expert))
+            .filter(|c| !c.is_empty()),
+    );
+    let granularity = majority(
+        agreeing
+            .iter()
+            .map(|a| canon(&a.granularity))
+            .filter(|c| !c.is_empty()),
+    );
     Some(Context1 {
         category: winner,
         expert: expert.unwrap_or_else(|| "expert".to_string()),
@@ -130,7 +157,11 @@ mod tests {
     use super::*;
 
     fn c(cat: &str, ex: &str, gr: &str) -> Context1 {
-        Context1 { category: cat.into(), expert: ex.into(), granularity: gr.into() }
+        Context1 {
+            category: cat.into(),
+            expert: ex.into(),
+            granularity: gr.into(),
+        }
     }
 
     #[test]

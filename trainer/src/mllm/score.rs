@@ -68,11 +68,15 @@ pub struct ScoreReport {
 /// leaving out those contained in a longer mentioned one.
 fn mentioned(answer: &str, classes: &[String]) -> Vec<usize> {
     let padded = format!(" {answer} ");
-    let hits: Vec<usize> = (0..classes.len()).filter(|&i| padded.contains(&format!(" {} ", classes[i]))).collect();
+    let hits: Vec<usize> = (0..classes.len())
+        .filter(|&i| padded.contains(&format!(" {} ", classes[i])))
+        .collect();
     hits.iter()
         .copied()
         .filter(|&i| {
-            !hits.iter().any(|&j| j != i && classes[j].len() > classes[i].len() && classes[j].contains(&classes[i]))
+            !hits.iter().any(|&j| {
+                j != i && classes[j].len() > classes[i].len() && classes[j].contains(&classes[i])
+            })
         })
         .collect()
 }
@@ -87,7 +91,10 @@ pub fn score(s: &ScoreSettings) -> Result<ScoreReport> {
         bail!(
             "manifest `{}` has no rows{}",
             s.truth.display(),
-            s.split.as_deref().map(|x| format!(" with split `{x}`")).unwrap_or_default()
+            s.split
+                .as_deref()
+                .map(|x| format!(" with split `{x}`"))
+                .unwrap_or_default()
         );
     }
     let labels = dataset::label_set(&entries);
@@ -97,7 +104,9 @@ pub fn score(s: &ScoreSettings) -> Result<ScoreReport> {
     let mut truth: HashMap<String, usize> = HashMap::new();
     for (e, h) in entries.iter().zip(hashes) {
         if let Ok(h) = h {
-            truth.entry(h).or_insert_with(|| labels.binary_search(&e.label).unwrap_or(0));
+            truth
+                .entry(h)
+                .or_insert_with(|| labels.binary_search(&e.label).unwrap_or(0));
         }
     }
     let (records, _) = cache::read(&s.log)?;
@@ -123,11 +132,15 @@ pub fn score(s: &ScoreSettings) -> Result<ScoreReport> {
     for rec in &records {
         if rec.round != Round::Name
             || s.model.as_deref().is_some_and(|m| rec.model != m)
-            || s.prompt.as_deref().is_some_and(|p| !rec.prompt_sha256.starts_with(p))
+            || s.prompt
+                .as_deref()
+                .is_some_and(|p| !rec.prompt_sha256.starts_with(p))
         {
             continue;
         }
-        let Some(&t) = truth.get(&rec.image_sha256) else { continue };
+        let Some(&t) = truth.get(&rec.image_sha256) else {
+            continue;
+        };
         *answered.entry(rec.image_sha256.as_str()).or_default() += 1;
         r.answers += 1;
         let class = r.per_class.entry(labels[t].clone()).or_default();
@@ -150,14 +163,20 @@ pub fn score(s: &ScoreSettings) -> Result<ScoreReport> {
         }
     }
     if r.answers == 0 {
-        bail!("no naming answer in `{}` is about an image of `{}`", s.log.display(), s.truth.display());
+        bail!(
+            "no naming answer in `{}` is about an image of `{}`",
+            s.log.display(),
+            s.truth.display()
+        );
     }
     r.images_answered = answered.len();
     r.images_missing = truth.len().saturating_sub(answered.len());
     r.accuracy = r.correct as f64 / r.answers as f64;
     r.ci95 = wilson(r.correct, r.answers);
-    let mut conf: Vec<(String, String, usize)> =
-        confusions.into_iter().map(|((t, o), n)| (labels[t].clone(), labels[o].clone(), n)).collect();
+    let mut conf: Vec<(String, String, usize)> = confusions
+        .into_iter()
+        .map(|((t, o), n)| (labels[t].clone(), labels[o].clone(), n))
+        .collect();
     conf.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
     conf.truncate(20);
     r.confusions = conf;
@@ -182,10 +201,23 @@ mod tests {
 
     #[test]
     fn mentions_are_whole_words_and_longest() {
-        let classes: Vec<String> =
-            ["horned grebe", "grebe", "pied kingfisher", "pied billed grebe"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(mentioned(&canonical("The Horned Grebe (Podiceps auritus)."), &classes), vec![0]);
-        assert_eq!(mentioned(&canonical("Pied-billed Grebe"), &classes), vec![3]);
+        let classes: Vec<String> = [
+            "horned grebe",
+            "grebe",
+            "pied kingfisher",
+            "pied billed grebe",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            mentioned(&canonical("The Horned Grebe (Podiceps auritus)."), &classes),
+            vec![0]
+        );
+        assert_eq!(
+            mentioned(&canonical("Pied-billed Grebe"), &classes),
+            vec![3]
+        );
         assert_eq!(mentioned(&canonical("a grebe"), &classes), vec![1]);
         assert!(mentioned(&canonical("Western Tanager"), &classes).is_empty());
     }
@@ -193,6 +225,9 @@ mod tests {
     #[test]
     fn wilson_interval() {
         let [lo, hi] = wilson(70, 100);
-        assert!((lo - 0.604).abs() < 0.002 && (hi - 0.781).abs() < 0.002, "{lo} {hi}");
+        assert!(
+            (lo - 0.604).abs() < 0.002 && (hi - 0.781).abs() < 0.002,
+            "{lo} {hi}"
+        );
     }
 }

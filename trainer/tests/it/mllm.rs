@@ -4,7 +4,9 @@
 //!
 //! Images are small generated PNGs with a generated truth manifest: no external data.
 
-use linesight_trainer::commands::label::{self, Baseline, DiffSettings, LabelReport, LabelSettings};
+use linesight_trainer::commands::label::{
+    self, Baseline, DiffSettings, LabelReport, LabelSettings,
+};
 use linesight_trainer::mllm::accounting::Prices;
 use linesight_trainer::mllm::answer::Status;
 use linesight_trainer::mllm::cache::{self, Record, Round};
@@ -18,8 +20,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const CLASSES: [&str; 6] =
-    ["Eared Grebe", "Horned Grebe", "Western Grebe", "Cedar Waxwing", "Bohemian Waxwing", "Belted Kingfisher"];
+const CLASSES: [&str; 6] = [
+    "Eared Grebe",
+    "Horned Grebe",
+    "Western Grebe",
+    "Cedar Waxwing",
+    "Bohemian Waxwing",
+    "Belted Kingfisher",
+];
 
 /// Generated images and their truth manifest in a temp folder.
 struct Fixture {
@@ -64,7 +72,12 @@ impl Fixture {
     }
 
     fn settings(&self, sim: &RunningSimulator, out: &str) -> LabelSettings {
-        let mut s = LabelSettings::new(self.images.clone(), sim.base_url(), "sim-vision".into(), self.out(out));
+        let mut s = LabelSettings::new(
+            self.images.clone(),
+            sim.base_url(),
+            "sim-vision".into(),
+            self.out(out),
+        );
         s.concurrency = 4;
         s.context_images = 3;
         s.retry_base = Duration::from_millis(20);
@@ -75,11 +88,20 @@ impl Fixture {
 }
 
 fn given_context() -> Option<Context1> {
-    Some(Context1 { category: "bird".into(), expert: "ornithologist".into(), granularity: "species".into() })
+    Some(Context1 {
+        category: "bird".into(),
+        expert: "ornithologist".into(),
+        granularity: "species".into(),
+    })
 }
 
 fn naming_lines(log: &Path) -> Vec<Record> {
-    cache::read(log).unwrap().0.into_iter().filter(|r| r.round == Round::Name).collect()
+    cache::read(log)
+        .unwrap()
+        .0
+        .into_iter()
+        .filter(|r| r.round == Round::Name)
+        .collect()
 }
 
 /// Every image has exactly one naming line.
@@ -89,7 +111,10 @@ fn assert_each_image_once(log: &Path, n: usize) {
         *per_image.entry(r.image_sha256).or_default() += 1;
     }
     assert_eq!(per_image.len(), n, "images answered");
-    assert!(per_image.values().all(|&c| c == 1), "an image answered twice: {per_image:?}");
+    assert!(
+        per_image.values().all(|&c| c == 1),
+        "an image answered twice: {per_image:?}"
+    );
 }
 
 fn run(s: &LabelSettings) -> LabelReport {
@@ -104,11 +129,22 @@ fn labels_each_image_once_and_a_rerun_makes_no_call() {
     let first = run(&s);
     assert_eq!(first.context_source, "inferred");
     assert_eq!(first.context.category, "bird");
-    assert_eq!((first.round1.asked, first.naming.asked, first.naming.answered), (3, 12, 12));
+    assert_eq!(
+        (
+            first.round1.asked,
+            first.naming.asked,
+            first.naming.answered
+        ),
+        (3, 12, 12)
+    );
     assert_eq!(first.calls, 15);
     assert_each_image_once(&s.out, 12);
     let lines = cache::read(&s.out).unwrap().0;
-    assert_eq!(lines.iter().filter(|r| r.round == Round::Category).count(), 3, "round 1 is logged too");
+    assert_eq!(
+        lines.iter().filter(|r| r.round == Round::Category).count(),
+        3,
+        "round 1 is logged too"
+    );
     for r in &lines {
         assert_eq!(r.endpoint, sim.base_url());
         assert_eq!(r.prompt_sha256.len(), 64);
@@ -122,7 +158,8 @@ fn labels_each_image_once_and_a_rerun_makes_no_call() {
     assert_eq!(sim.stats().requests, served, "the simulator saw no request");
     assert_eq!(second.answers.values().sum::<usize>(), 12);
     assert_each_image_once(&s.out, 12);
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&second.accounting_file).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&second.accounting_file).unwrap()).unwrap();
     assert_eq!(report["cache_hits"], 15);
 }
 
@@ -143,11 +180,22 @@ fn a_changed_prompt_labels_again_and_diff_reports_the_drift() {
     .unwrap();
     s.prompt = Some(prompt);
     let v2 = run(&s);
-    assert_eq!((v2.naming.asked, v2.naming.cache_hits), (12, 0), "a new prompt asks again");
-    assert_ne!(v1.prompt.naming_prompt_sha256, v2.prompt.naming_prompt_sha256);
+    assert_eq!(
+        (v2.naming.asked, v2.naming.cache_hits),
+        (12, 0),
+        "a new prompt asks again"
+    );
+    assert_ne!(
+        v1.prompt.naming_prompt_sha256,
+        v2.prompt.naming_prompt_sha256
+    );
     assert_eq!(naming_lines(&s.out).len(), 24);
 
-    let side = |p: &str| Side { log: s.out.clone(), model: None, prompt: Some(p[..12].to_string()) };
+    let side = |p: &str| Side {
+        log: s.out.clone(),
+        model: None,
+        prompt: Some(p[..12].to_string()),
+    };
     let d = label::diff(&DiffSettings {
         a: side(&v1.prompt.naming_prompt_sha256),
         b: side(&v2.prompt.naming_prompt_sha256),
@@ -169,17 +217,36 @@ fn diff_counts_every_changed_name() {
     run(&s);
     let wrong = fx.sim(|c| {
         c.accuracy = 0.0;
-        c.mix = Mix { sibling: 1.0, coarse: 0.0, outside: 0.0 };
+        c.mix = Mix {
+            sibling: 1.0,
+            coarse: 0.0,
+            outside: 0.0,
+        };
     });
     let mut w = fx.settings(&wrong, "wrong.jsonl");
     w.context = given_context();
     run(&w);
-    let side = |log: &PathBuf| Side { log: log.clone(), model: None, prompt: None };
-    let d = label::diff(&DiffSettings { a: side(&s.out), b: side(&w.out) }).unwrap();
+    let side = |log: &PathBuf| Side {
+        log: log.clone(),
+        model: None,
+        prompt: None,
+    };
+    let d = label::diff(&DiffSettings {
+        a: side(&s.out),
+        b: side(&w.out),
+    })
+    .unwrap();
     assert_eq!((d.images_compared, d.changed), (12, 12));
-    let grebe = d.per_name.iter().find(|n| n.name == "eared grebe").expect("eared grebe in A");
+    let grebe = d
+        .per_name
+        .iter()
+        .find(|n| n.name == "eared grebe")
+        .expect("eared grebe in A");
     assert_eq!((grebe.in_a, grebe.kept), (2, 0));
-    assert!(grebe.became.iter().all(|(to, _)| to.contains("grebe")), "siblings of a grebe are grebes: {grebe:?}");
+    assert!(
+        grebe.became.iter().all(|(to, _)| to.contains("grebe")),
+        "siblings of a grebe are grebes: {grebe:?}"
+    );
 }
 
 #[test]
@@ -200,7 +267,10 @@ fn every_surface_form_parses_to_the_right_name() {
     .unwrap();
     assert_eq!((score.answers, score.correct), (60, 60), "{score:?}");
     let statuses: BTreeMap<Status, usize> = r.answers.clone();
-    assert!(statuses.contains_key(&Status::Json) && statuses.contains_key(&Status::Text), "{statuses:?}");
+    assert!(
+        statuses.contains_key(&Status::Json) && statuses.contains_key(&Status::Text),
+        "{statuses:?}"
+    );
 }
 
 #[test]
@@ -222,7 +292,11 @@ fn answers_are_seeded_and_stochastic() {
         m
     };
     let a = names(1, "a.jsonl");
-    assert_eq!(a, names(1, "b.jsonl"), "same seed, same answers, whatever the arrival order");
+    assert_eq!(
+        a,
+        names(1, "b.jsonl"),
+        "same seed, same answers, whatever the arrival order"
+    );
     assert_ne!(a, names(2, "c.jsonl"), "another seed, other answers");
 }
 
@@ -255,8 +329,15 @@ fn rate_limits_are_retried_after_retry_after() {
     let (r, sim, _fx) = with_fault(Fault::RateLimit, 0.3, |c| c.retry_after_s = 1, |_| {});
     let stats = sim.stats();
     assert!(stats.fault_429 > 0, "the seeded draw injects some 429s");
-    assert_eq!(r.retry_kinds.get("429").copied(), Some(stats.fault_429), "every 429 retried");
-    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After: 1 honoured");
+    assert_eq!(
+        r.retry_kinds.get("429").copied(),
+        Some(stats.fault_429),
+        "every 429 retried"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 honoured"
+    );
     assert_eq!(r.calls, 8 + stats.fault_429);
 }
 
@@ -264,7 +345,10 @@ fn rate_limits_are_retried_after_retry_after() {
 fn server_errors_are_retried_with_backoff() {
     let (r, sim, _fx) = with_fault(Fault::ServerError, 0.4, |_| {}, |_| {});
     assert!(sim.stats().fault_500 > 0);
-    assert_eq!(r.retry_kinds.get("500").copied(), Some(sim.stats().fault_500));
+    assert_eq!(
+        r.retry_kinds.get("500").copied(),
+        Some(sim.stats().fault_500)
+    );
 }
 
 #[test]
@@ -276,7 +360,11 @@ fn slow_replies_time_out_and_are_retried() {
         |s| s.timeout = Duration::from_millis(400),
     );
     assert!(sim.stats().fault_slow > 0);
-    assert!(r.retry_kinds.get("timeout").copied().unwrap_or(0) > 0, "{:?}", r.retry_kinds);
+    assert!(
+        r.retry_kinds.get("timeout").copied().unwrap_or(0) > 0,
+        "{:?}",
+        r.retry_kinds
+    );
 }
 
 #[test]
@@ -284,10 +372,17 @@ fn malformed_answers_are_recorded_and_counted() {
     let (r, sim, fx) = with_fault(Fault::Malformed, 0.5, |_| {}, |_| {});
     let injected = sim.stats().fault_malformed as usize;
     assert!(injected > 0);
-    let bad =
-        r.answers.get(&Status::Malformed).copied().unwrap_or(0) + r.answers.get(&Status::Refused).copied().unwrap_or(0);
-    assert_eq!(bad, injected, "each malformed reply is one recorded answer: {:?}", r.answers);
-    for rec in naming_lines(&fx.out("labels.jsonl")).iter().filter(|x| !x.status.is_usable()) {
+    let bad = r.answers.get(&Status::Malformed).copied().unwrap_or(0)
+        + r.answers.get(&Status::Refused).copied().unwrap_or(0);
+    assert_eq!(
+        bad, injected,
+        "each malformed reply is one recorded answer: {:?}",
+        r.answers
+    );
+    for rec in naming_lines(&fx.out("labels.jsonl"))
+        .iter()
+        .filter(|x| !x.status.is_usable())
+    {
         assert!(rec.problem.is_some() && rec.name.is_none(), "{rec:?}");
     }
     // --retry-malformed asks those again (and only those).
@@ -302,13 +397,19 @@ fn malformed_answers_are_recorded_and_counted() {
 fn garbled_bodies_are_retried() {
     let (r, sim, _fx) = with_fault(Fault::Garbled, 0.4, |_| {}, |_| {});
     assert!(sim.stats().fault_garbled > 0);
-    assert_eq!(r.retry_kinds.get("body").copied(), Some(sim.stats().fault_garbled));
+    assert_eq!(
+        r.retry_kinds.get("body").copied(),
+        Some(sim.stats().fault_garbled)
+    );
 }
 
 fn label_err(fx: &Fixture, s: &LabelSettings) -> String {
     let e = label::run(s).expect_err("the run must stop");
     let msg = format!("{e:#}");
-    assert!(msg.contains(&s.endpoint) || msg.contains("in a row"), "{msg}");
+    assert!(
+        msg.contains(&s.endpoint) || msg.contains("in a row"),
+        "{msg}"
+    );
     let _ = fx;
     msg
 }
@@ -321,7 +422,10 @@ fn wrong_api_key_is_fatal_and_the_key_never_reaches_the_log() {
     s.api_key = Some(ApiKey::new("sk-wrong-key-456".into()));
     s.api_key_env = Some("LINESIGHT_TEST_KEY".into());
     let msg = label_err(&fx, &s);
-    assert!(msg.contains("401") && msg.contains("LINESIGHT_TEST_KEY"), "{msg}");
+    assert!(
+        msg.contains("401") && msg.contains("LINESIGHT_TEST_KEY"),
+        "{msg}"
+    );
     assert!(!msg.contains("sk-"), "{msg}");
     assert_eq!(sim.stats().requests, sim.stats().unauthorized);
 
@@ -330,7 +434,11 @@ fn wrong_api_key_is_fatal_and_the_key_never_reaches_the_log() {
     assert_eq!(r.naming.answered, 4);
     let log = std::fs::read_to_string(&s.out).unwrap();
     let acct = std::fs::read_to_string(&r.accounting_file).unwrap();
-    assert!(!log.contains("sk-right") && !acct.contains("sk-right") && !format!("{s:?}").contains("sk-right"));
+    assert!(
+        !log.contains("sk-right")
+            && !acct.contains("sk-right")
+            && !format!("{s:?}").contains("sk-right")
+    );
 }
 
 #[test]
@@ -340,7 +448,10 @@ fn unknown_model_is_fatal() {
     let mut s = fx.settings(&sim, "labels.jsonl");
     s.model = "no-such-model".into();
     let msg = label_err(&fx, &s);
-    assert!(msg.contains("404") && msg.contains("no-such-model"), "{msg}");
+    assert!(
+        msg.contains("404") && msg.contains("no-such-model"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -355,30 +466,47 @@ fn a_text_only_model_is_fatal() {
 #[test]
 fn an_unreachable_endpoint_stops_the_run() {
     let fx = Fixture::new(14);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut s =
-        LabelSettings::new(fx.images.clone(), format!("http://127.0.0.1:{port}/v1"), "m".into(), fx.out("l.jsonl"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut s = LabelSettings::new(
+        fx.images.clone(),
+        format!("http://127.0.0.1:{port}/v1"),
+        "m".into(),
+        fx.out("l.jsonl"),
+    );
     s.max_retries = 1;
     s.retry_base = Duration::from_millis(10);
     s.concurrency = 1;
     s.context = given_context();
     let e = label::run(&s).expect_err("nothing listens there");
     let msg = format!("{e:#}");
-    assert!(msg.contains("10 images in a row") && msg.to_lowercase().contains("connect"), "{msg}");
+    assert!(
+        msg.contains("10 images in a row") && msg.to_lowercase().contains("connect"),
+        "{msg}"
+    );
     assert!(naming_lines(&s.out).is_empty());
 }
 
 #[test]
 fn an_image_unknown_to_the_endpoint_fails_alone() {
     let fx = Fixture::new(5);
-    image::RgbImage::from_pixel(9, 9, image::Rgb([1, 2, 3])).save(fx.images.join("stranger.png")).unwrap();
+    image::RgbImage::from_pixel(9, 9, image::Rgb([1, 2, 3]))
+        .save(fx.images.join("stranger.png"))
+        .unwrap();
     let sim = fx.sim(|_| {});
     let mut s = fx.settings(&sim, "labels.jsonl");
     s.context = given_context();
     let r = run(&s);
     assert_eq!((r.naming.answered, r.failed), (5, 1));
     assert_eq!(r.failures[0].path, "stranger.png");
-    assert!(r.failures[0].reason.contains("not in the truth manifest"), "{:?}", r.failures);
+    assert!(
+        r.failures[0].reason.contains("not in the truth manifest"),
+        "{:?}",
+        r.failures
+    );
 }
 
 #[test]
@@ -387,8 +515,14 @@ fn dry_run_projects_the_full_run_and_the_direct_baseline() {
     let sim = fx.sim(|_| {});
     let mut s = fx.settings(&sim, "labels.jsonl");
     s.dry_run = Some(4);
-    s.prices = Some(Prices { input_per_mtok: 2.5, output_per_mtok: 10.0 });
-    s.baseline = Some(Baseline::Manifest { path: fx.truth.clone(), split: "test".into() });
+    s.prices = Some(Prices {
+        input_per_mtok: 2.5,
+        output_per_mtok: 10.0,
+    });
+    s.baseline = Some(Baseline::Manifest {
+        path: fx.truth.clone(),
+        split: "test".into(),
+    });
     let r = run(&s);
     assert_eq!((r.images_in_scope, r.naming.answered), (4, 4));
     let full = r.full_run.as_ref().expect("dry run projects");
@@ -412,10 +546,18 @@ fn a_torn_last_line_is_cut_reported_and_asked_again() {
     let bytes = std::fs::read(&s.out).unwrap();
     std::fs::write(&s.out, &bytes[..bytes.len() - 40]).unwrap();
     let r = run(&s);
-    assert!(r.log_repair.torn_last_line && r.log_repair.torn_bytes_dropped > 0, "{:?}", r.log_repair);
+    assert!(
+        r.log_repair.torn_last_line && r.log_repair.torn_bytes_dropped > 0,
+        "{:?}",
+        r.log_repair
+    );
     assert_eq!((r.naming.cache_hits, r.naming.asked), (5, 1));
     assert_each_image_once(&s.out, 6);
-    assert_eq!(cache::read(&s.out).unwrap().1, cache::Repair::default(), "the log is whole again");
+    assert_eq!(
+        cache::read(&s.out).unwrap().1,
+        cache::Repair::default(),
+        "the log is whole again"
+    );
 }
 
 #[test]
@@ -426,8 +568,23 @@ fn a_killed_label_process_resumes_without_loss_or_duplicates() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_linesight-train"))
         .args(["label", "--images"])
         .arg(&fx.images)
-        .args(["--endpoint", &sim.base_url(), "--model", "sim-vision", "--concurrency", "2"])
-        .args(["--category", "bird", "--expert", "ornithologist", "--granularity", "species", "--out"])
+        .args([
+            "--endpoint",
+            &sim.base_url(),
+            "--model",
+            "sim-vision",
+            "--concurrency",
+            "2",
+        ])
+        .args([
+            "--category",
+            "bird",
+            "--expert",
+            "ornithologist",
+            "--granularity",
+            "species",
+            "--out",
+        ])
         .arg(&out)
         .env("LINESIGHT_NO_PROGRESS", "1")
         .stdout(std::process::Stdio::null())
@@ -436,24 +593,35 @@ fn a_killed_label_process_resumes_without_loss_or_duplicates() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let lines = std::fs::read(&out).map(|b| b.iter().filter(|&&c| c == b'\n').count()).unwrap_or(0);
+        let lines = std::fs::read(&out)
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+            .unwrap_or(0);
         if lines >= 8 {
             break;
         }
         assert!(Instant::now() < deadline, "the child wrote no answers");
-        assert!(child.try_wait().unwrap().is_none(), "the child ended before it was killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the child ended before it was killed"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let before = naming_lines(&out).len();
-    assert!((8..40).contains(&before), "killed mid-run: {before} answers");
+    assert!(
+        (8..40).contains(&before),
+        "killed mid-run: {before} answers"
+    );
 
     let mut s = fx.settings(&sim, "labels.jsonl");
     s.context = given_context();
     s.concurrency = 8;
     let r = run(&s);
-    assert_eq!(r.naming.cache_hits, before, "every finished answer survived the kill");
+    assert_eq!(
+        r.naming.cache_hits, before,
+        "every finished answer survived the kill"
+    );
     assert_eq!(r.naming.asked, 40 - before);
     assert_each_image_once(&out, 40);
 }

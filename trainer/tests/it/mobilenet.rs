@@ -27,18 +27,35 @@ fn argmax(v: &[f32]) -> usize {
 
 #[test]
 fn imagenet_top1_in_candle_and_tract() {
-    let Some(w) = weights("mobilenet_v2.safetensors", "imagenet_top1_in_candle_and_tract") else { return };
+    let Some(w) = weights(
+        "mobilenet_v2.safetensors",
+        "imagenet_top1_in_candle_and_tract",
+    ) else {
+        return;
+    };
     let dev = Device::Cpu;
     let net = MobileNetV2::load(&w, &dev).unwrap();
-    let images: Vec<RgbImage> = PHOTOS.iter().map(|(p, _)| RgbImage::open(&fixture(p)).unwrap()).collect();
+    let images: Vec<RgbImage> = PHOTOS
+        .iter()
+        .map(|(p, _)| RgbImage::open(&fixture(p)).unwrap())
+        .collect();
     let mut pre = Preprocessor::new(net.preprocess());
 
     // candle
     for (img, (name, class)) in images.iter().zip(PHOTOS) {
         let x = Tensor::from_vec(pre.tensor(img).unwrap(), (1, 3, 224, 224), &dev).unwrap();
-        let logits = net.imagenet_logits(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let logits = net
+            .imagenet_logits(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let top = argmax(&logits);
-        eprintln!("candle {name}: top-1 {top} (expected {class}), logit {:.2}", logits[top]);
+        eprintln!(
+            "candle {name}: top-1 {top} (expected {class}), logit {:.2}",
+            logits[top]
+        );
         assert_eq!(top, class, "{name}");
     }
 
@@ -47,8 +64,17 @@ fn imagenet_top1_in_candle_and_tract() {
     let labels: Vec<String> = (0..1000).map(|i| format!("imagenet-{i}")).collect();
     let mut opts = ExportOptions::new("imagenet-check", labels, Provenance::default());
     opts.max_abs_logit_diff = 1e-3; // raw ImageNet logits reach ~20; the cosine heads use 1e-4
-    let (bundle, report) =
-        export::export_f32(&net, &Head::Linear { weight: wt, bias: b }, &images, &opts, &dev).unwrap();
+    let (bundle, report) = export::export_f32(
+        &net,
+        &Head::Linear {
+            weight: wt,
+            bias: b,
+        },
+        &images,
+        &opts,
+        &dev,
+    )
+    .unwrap();
     eprintln!("export: {report:?}");
     let bundle = Bundle::from_bytes(&bundle.to_bytes()).unwrap();
     let mut engine = Engine::from_bundle(&bundle).unwrap();
@@ -64,25 +90,44 @@ fn imagenet_top1_in_candle_and_tract() {
 
 #[test]
 fn prototype_bundle_parity_on_real_photos() {
-    let Some(w) = weights("mobilenet_v2.safetensors", "prototype_bundle_parity_on_real_photos") else { return };
+    let Some(w) = weights(
+        "mobilenet_v2.safetensors",
+        "prototype_bundle_parity_on_real_photos",
+    ) else {
+        return;
+    };
     let dev = Device::Cpu;
     let net = MobileNetV2::load(&w, &dev).unwrap();
-    let images: Vec<RgbImage> = PHOTOS.iter().map(|(p, _)| RgbImage::open(&fixture(p)).unwrap()).collect();
+    let images: Vec<RgbImage> = PHOTOS
+        .iter()
+        .map(|(p, _)| RgbImage::open(&fixture(p)).unwrap())
+        .collect();
     let mut pre = Preprocessor::new(net.preprocess());
     let xs: Vec<f32> = images.iter().flat_map(|i| pre.tensor(i).unwrap()).collect();
-    let emb = net.embed(&Tensor::from_vec(xs, (2, 3, 224, 224), &dev).unwrap()).unwrap();
+    let emb = net
+        .embed(&Tensor::from_vec(xs, (2, 3, 224, 224), &dev).unwrap())
+        .unwrap();
     let head = linesight_trainer::head::CosineHead::prototypes(&emb, &[0, 1], 2, 30.0).unwrap();
-    let opts = ExportOptions::new("proto-check", vec!["cat".into(), "coffee".into()], Provenance::default());
-    let (bundle, report) = export::export_f32(&net, &Head::Cosine(&head), &images, &opts, &dev).unwrap();
+    let opts = ExportOptions::new(
+        "proto-check",
+        vec!["cat".into(), "coffee".into()],
+        Provenance::default(),
+    );
+    let (bundle, report) =
+        export::export_f32(&net, &Head::Cosine(&head), &images, &opts, &dev).unwrap();
     eprintln!("prototype export: {report:?}");
     assert!(report.max_abs_logit_diff <= 1e-4);
     assert_eq!(report.top1_agreement, 1.0);
     let mut engine = Engine::from_bundle(&bundle).unwrap();
     let mut logits = vec![0.0; 2];
     for (i, img) in images.iter().enumerate() {
-        engine.infer(&pre.tensor(img).unwrap(), &mut logits).unwrap();
+        engine
+            .infer(&pre.tensor(img).unwrap(), &mut logits)
+            .unwrap();
         assert_eq!(argmax(&logits), i);
-        let reference = export::candle_logits(&net, &Head::Cosine(&head), &pre.tensor(img).unwrap(), &dev).unwrap();
+        let reference =
+            export::candle_logits(&net, &Head::Cosine(&head), &pre.tensor(img).unwrap(), &dev)
+                .unwrap();
         assert!(max_abs_diff(&reference, &logits) <= 1e-4);
     }
 }

@@ -7,14 +7,22 @@ use linesight_trainer::sentence::{cosine, SentenceEncoder, DIM};
 
 fn encoder(test: &str) -> Option<SentenceEncoder> {
     let file = weights("all-MiniLM-L6-v2/model.safetensors", test)?;
-    Some(SentenceEncoder::load(file.parent().unwrap(), &Device::Cpu).expect("load all-MiniLM-L6-v2"))
+    Some(
+        SentenceEncoder::load(file.parent().unwrap(), &Device::Cpu).expect("load all-MiniLM-L6-v2"),
+    )
 }
 
 #[test]
 fn embeddings_are_unit_norm_and_384_wide() {
-    let Some(enc) = encoder("embeddings_are_unit_norm_and_384_wide") else { return };
+    let Some(enc) = encoder("embeddings_are_unit_norm_and_384_wide") else {
+        return;
+    };
     assert_eq!(enc.dim(), DIM);
-    let texts = ["Northern Cardinal", "", "a small brown bird with a long curved bill"];
+    let texts = [
+        "Northern Cardinal",
+        "",
+        "a small brown bird with a long curved bill",
+    ];
     let v = enc.encode(&texts).unwrap();
     assert_eq!(v.len(), texts.len());
     for (t, e) in texts.iter().zip(&v) {
@@ -27,27 +35,51 @@ fn embeddings_are_unit_norm_and_384_wide() {
 
 #[test]
 fn embedding_does_not_depend_on_the_batch() {
-    let Some(enc) = encoder("embedding_does_not_depend_on_the_batch") else { return };
+    let Some(enc) = encoder("embedding_does_not_depend_on_the_batch") else {
+        return;
+    };
     let long = "a medium sized songbird with bright red plumage, a pointed crest, a black mask \
                 around a thick orange conical bill, commonly seen at feeders across the eastern \
                 and central United States in every season of the year";
     let alone = enc.encode(&["Western Grebe"]).unwrap();
     let batched = enc.encode(&[long, "Western Grebe", "cardinal"]).unwrap();
-    let diff = alone[0].iter().zip(&batched[1]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let diff = alone[0]
+        .iter()
+        .zip(&batched[1])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     assert!(diff < 1e-5, "max abs diff {diff}");
     // and beyond one internal batch of 64 texts
-    let many: Vec<String> = (0..150).map(|i| format!("bird number {i} {}", "with a long name ".repeat(i % 7))).collect();
+    let many: Vec<String> = (0..150)
+        .map(|i| format!("bird number {i} {}", "with a long name ".repeat(i % 7)))
+        .collect();
     let mut refs: Vec<&str> = many.iter().map(String::as_str).collect();
     refs.insert(97, "Western Grebe");
     let big = enc.encode(&refs).unwrap();
-    let diff = alone[0].iter().zip(&big[97]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    assert!(diff < 1e-5, "max abs diff {diff} in a batch of {}", refs.len());
+    let diff = alone[0]
+        .iter()
+        .zip(&big[97])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        diff < 1e-5,
+        "max abs diff {diff} in a batch of {}",
+        refs.len()
+    );
 }
 
 #[test]
 fn bird_name_similarities_are_sensible() {
-    let Some(enc) = encoder("bird_name_similarities_are_sensible") else { return };
-    let names = ["Northern Cardinal", "cardinal", "Western Grebe", "Anna's Hummingbird", "Annas hummingbird"];
+    let Some(enc) = encoder("bird_name_similarities_are_sensible") else {
+        return;
+    };
+    let names = [
+        "Northern Cardinal",
+        "cardinal",
+        "Western Grebe",
+        "Anna's Hummingbird",
+        "Annas hummingbird",
+    ];
     let v = enc.encode(&names).unwrap();
     let (cardinal, short, grebe, anna, annas) = (&v[0], &v[1], &v[2], &v[3], &v[4]);
     let near = cosine(cardinal, short);
@@ -60,12 +92,19 @@ fn bird_name_similarities_are_sensible() {
 
 #[test]
 fn sacc_gives_full_credit_to_exact_names_and_partial_to_near_misses() {
-    let Some(enc) = encoder("sacc_gives_full_credit_to_exact_names_and_partial_to_near_misses") else { return };
+    let Some(enc) = encoder("sacc_gives_full_credit_to_exact_names_and_partial_to_near_misses")
+    else {
+        return;
+    };
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let truth = s(&["Northern Cardinal", "Western Grebe"]);
     let exact = semantic_accuracy(&enc, &truth, &truth).unwrap();
     assert!((exact - 1.0).abs() < 1e-5, "{exact}");
     let near = semantic_accuracy(&enc, &s(&["cardinal", "Western Grebe"]), &truth).unwrap();
-    let swapped = semantic_accuracy(&enc, &s(&["Western Grebe", "Northern Cardinal"]), &truth).unwrap();
-    assert!(near < exact && near > swapped, "exact {exact}, near {near}, swapped {swapped}");
+    let swapped =
+        semantic_accuracy(&enc, &s(&["Western Grebe", "Northern Cardinal"]), &truth).unwrap();
+    assert!(
+        near < exact && near > swapped,
+        "exact {exact}, near {near}, swapped {swapped}"
+    );
 }

@@ -7,7 +7,9 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
 }
 
 /// The path of a weights file, or `None` (with a loud note) when it is absent and weights
@@ -21,8 +23,14 @@ pub fn weights(rel: &str, test: &str) -> Option<PathBuf> {
         return Some(p);
     }
     if std::env::var("LINESIGHT_REQUIRE_WEIGHTS").as_deref() == Ok("1") {
-        panic!("{test}: `{}` is missing and LINESIGHT_REQUIRE_WEIGHTS=1; run scripts/fetch-weights.sh", p.display());
+        panic!(
+            "{test}: `{}` is missing and LINESIGHT_REQUIRE_WEIGHTS=1; run scripts/fetch-weights.sh",
+            p.display()
+        );
     }
-    eprintln!("SKIPPED {test}: `{}` not found; run scripts/fetch-weights.sh", p.display());
+    eprintln!(
+        "SKIPPED {test}: `{}` not found; run scripts/fetch-weights.sh",
+        p.display()
+    );
     None
 }

@@ -61,7 +61,12 @@ pub enum Fault {
 
 impl Fault {
     /// The faults `--fault-rate` draws from by default.
-    pub const DEFAULT: [Fault; 4] = [Fault::RateLimit, Fault::ServerError, Fault::Slow, Fault::Malformed];
+    pub const DEFAULT: [Fault; 4] = [
+        Fault::RateLimit,
+        Fault::ServerError,
+        Fault::Slow,
+        Fault::Malformed,
+    ];
 
     /// Parses `429`, `500`, `slow`, `malformed`, `garbled`.
     pub fn parse(s: &str) -> Result<Self> {
@@ -71,7 +76,9 @@ impl Fault {
             "slow" => Fault::Slow,
             "malformed" => Fault::Malformed,
             "garbled" => Fault::Garbled,
-            other => bail!("unknown fault `{other}` (expected 429, 500, slow, malformed or garbled)"),
+            other => {
+                bail!("unknown fault `{other}` (expected 429, 500, slow, malformed or garbled)")
+            }
         })
     }
 }
@@ -209,7 +216,11 @@ impl Counters {
             wrong_model: g(&self.wrong_model),
             not_multimodal: g(&self.not_multimodal),
             bad_request: g(&self.bad_request),
-            served_accuracy: if named == 0 { 0.0 } else { g(&self.correct) as f64 / named as f64 },
+            served_accuracy: if named == 0 {
+                0.0
+            } else {
+                g(&self.correct) as f64 / named as f64
+            },
         }
     }
 }
@@ -266,7 +277,12 @@ impl Simulator {
         if unreadable > 0 {
             tracing::warn!(unreadable, truth = %config.truth.display(), "truth images that could not be read are unknown to the simulator");
         }
-        let noise = Noise::uniform(taxonomy, config.accuracy, config.mix, config.context.clone());
+        let noise = Noise::uniform(
+            taxonomy,
+            config.accuracy,
+            config.mix,
+            config.context.clone(),
+        );
         let fault_rng = Mutex::new(StdRng::seed_from_u64(noise::splitmix(config.seed ^ 0xFA17)));
         Ok(Simulator {
             config,
@@ -299,25 +315,36 @@ impl Simulator {
     }
 
     fn model_name(&self) -> &str {
-        self.config.model.as_deref().unwrap_or("linesight-simulated-mllm")
+        self.config
+            .model
+            .as_deref()
+            .unwrap_or("linesight-simulated-mllm")
     }
 
     /// The RNG for one call about one image: (seed, image, round, n-th time asked).
     fn call_rng(&self, image_sha: &str, category_round: bool) -> StdRng {
         let n = {
             let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
-            let c = asked.entry((image_sha.to_string(), category_round)).or_insert(0);
+            let c = asked
+                .entry((image_sha.to_string(), category_round))
+                .or_insert(0);
             *c += 1;
             *c - 1
         };
         let h = u64::from_str_radix(&image_sha[..16.min(image_sha.len())], 16).unwrap_or(0);
         let round = if category_round { 0xC47 } else { 0x4A3E };
-        StdRng::seed_from_u64(noise::splitmix(noise::splitmix(self.config.seed ^ h) ^ n.wrapping_mul(0x9E37) ^ round))
+        StdRng::seed_from_u64(noise::splitmix(
+            noise::splitmix(self.config.seed ^ h) ^ n.wrapping_mul(0x9E37) ^ round,
+        ))
     }
 
     /// The image's fixed confusion preference (same for every call).
     fn image_pref(&self, image_sha: &str) -> u64 {
-        let h = u64::from_str_radix(&image_sha[16.min(image_sha.len())..32.min(image_sha.len())], 16).unwrap_or(0);
+        let h = u64::from_str_radix(
+            &image_sha[16.min(image_sha.len())..32.min(image_sha.len())],
+            16,
+        )
+        .unwrap_or(0);
         noise::splitmix(self.config.seed.wrapping_add(0x5EED) ^ h)
     }
 
@@ -332,7 +359,11 @@ impl Simulator {
 }
 
 fn error(status: StatusCode, message: &str, kind: &str, code: &str) -> Response {
-    (status, Json(json!({"error": {"message": message, "type": kind, "code": code}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"message": message, "type": kind, "code": code}})),
+    )
+        .into_response()
 }
 
 async fn models(State(sim): State<Arc<Simulator>>) -> Response {
@@ -348,7 +379,12 @@ async fn stats(State(sim): State<Arc<Simulator>>) -> Response {
 fn request_parts(v: &Value) -> (String, Vec<String>) {
     let mut text = String::new();
     let mut urls = Vec::new();
-    for m in v.get("messages").and_then(Value::as_array).into_iter().flatten() {
+    for m in v
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         match m.get("content") {
             Some(Value::String(s)) => {
                 text.push_str(s);
@@ -360,8 +396,9 @@ fn request_parts(v: &Value) -> (String, Vec<String>) {
                         text.push_str(t);
                         text.push('\n');
                     }
-                    let url =
-                        p.get("image_url").and_then(|u| u.get("url").and_then(Value::as_str).or_else(|| u.as_str()));
+                    let url = p
+                        .get("image_url")
+                        .and_then(|u| u.get("url").and_then(Value::as_str).or_else(|| u.as_str()));
                     if let Some(u) = url {
                         urls.push(u.to_string());
                     }
@@ -377,8 +414,10 @@ async fn chat(State(sim): State<Arc<Simulator>>, headers: HeaderMap, body: Bytes
     let c = &sim.counters;
     c.requests.fetch_add(1, Ordering::Relaxed);
     if let Some(key) = &sim.config.api_key {
-        let sent =
-            headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "));
+        let sent = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "));
         if !key.matches(sent.unwrap_or("")) {
             c.unauthorized.fetch_add(1, Ordering::Relaxed);
             return error(
@@ -398,12 +437,23 @@ async fn chat(State(sim): State<Arc<Simulator>>, headers: HeaderMap, body: Bytes
             "invalid_json",
         );
     };
-    let model = req.get("model").and_then(Value::as_str).unwrap_or("").to_string();
+    let model = req
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if sim.config.model.as_deref().is_some_and(|m| m != model) {
         c.wrong_model.fetch_add(1, Ordering::Relaxed);
-        let msg =
-            format!("simulator: the model `{model}` does not exist (this simulator serves `{}`)", sim.model_name());
-        return error(StatusCode::NOT_FOUND, &msg, "invalid_request_error", "model_not_found");
+        let msg = format!(
+            "simulator: the model `{model}` does not exist (this simulator serves `{}`)",
+            sim.model_name()
+        );
+        return error(
+            StatusCode::NOT_FOUND,
+            &msg,
+            "invalid_request_error",
+            "model_not_found",
+        );
     }
     let (text, urls) = request_parts(&req);
     let Some(url) = urls.first() else {
@@ -417,8 +467,16 @@ async fn chat(State(sim): State<Arc<Simulator>>, headers: HeaderMap, body: Bytes
     };
     if sim.config.text_only {
         c.not_multimodal.fetch_add(1, Ordering::Relaxed);
-        let msg = format!("simulator: model `{}` is text-only and does not support image input", sim.model_name());
-        return error(StatusCode::BAD_REQUEST, &msg, "invalid_request_error", "image_input_not_supported");
+        let msg = format!(
+            "simulator: model `{}` is text-only and does not support image input",
+            sim.model_name()
+        );
+        return error(
+            StatusCode::BAD_REQUEST,
+            &msg,
+            "invalid_request_error",
+            "image_input_not_supported",
+        );
     }
     let fault = sim.draw_fault();
     match fault {
@@ -468,12 +526,23 @@ async fn chat(State(sim): State<Arc<Simulator>>, headers: HeaderMap, body: Bytes
     let sha = sha256_hex(&bytes);
     let Some(&class) = sim.by_hash.get(&sha) else {
         c.unknown_image.fetch_add(1, Ordering::Relaxed);
-        let msg =
-            format!("simulator: image sha256 {sha} is not in the truth manifest `{}`", sim.config.truth.display());
-        return error(StatusCode::UNPROCESSABLE_ENTITY, &msg, "invalid_request_error", "unknown_image");
+        let msg = format!(
+            "simulator: image sha256 {sha} is not in the truth manifest `{}`",
+            sim.config.truth.display()
+        );
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &msg,
+            "invalid_request_error",
+            "unknown_image",
+        );
     };
     if !sim.config.latency.is_zero() {
-        let f = sim.fault_rng.lock().map(|mut r| r.random_range(0.5..1.5)).unwrap_or(1.0);
+        let f = sim
+            .fault_rng
+            .lock()
+            .map(|mut r| r.random_range(0.5..1.5))
+            .unwrap_or(1.0);
         tokio::time::sleep(sim.config.latency.mul_f64(f)).await;
     }
     let category_round = text.contains("\"expert\"");
@@ -529,7 +598,10 @@ async fn chat(State(sim): State<Arc<Simulator>>, headers: HeaderMap, body: Bytes
     if let (Some(r), Some(obj)) = (refusal, message.as_object_mut()) {
         obj.insert("refusal".into(), json!(r));
     }
-    let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     Json(json!({
         "id": format!("chatcmpl-sim-{}", c.requests.load(Ordering::Relaxed)),
         "object": "chat.completion",
@@ -555,25 +627,35 @@ impl RunningSimulator {
     /// Fails when loading fails or the address cannot be bound.
     pub fn start(config: SimulatorConfig, listen: &str) -> Result<Self> {
         let sim = Arc::new(Simulator::load(config)?);
-        let std_listener =
-            std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on `{listen}`"))?;
+        let std_listener = std::net::TcpListener::bind(listen)
+            .with_context(|| format!("cannot listen on `{listen}`"))?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = Arc::clone(&sim).router();
-        let thread = std::thread::Builder::new().name("simulate-mllm".into()).spawn(move || -> Result<()> {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener)?;
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.await;
-                    })
-                    .await?;
-                Ok(())
-            })
-        })?;
-        Ok(RunningSimulator { addr, sim, shutdown: Some(tx), thread: Some(thread) })
+        let thread = std::thread::Builder::new()
+            .name("simulate-mllm".into())
+            .spawn(move || -> Result<()> {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(std_listener)?;
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async move {
+                            let _ = rx.await;
+                        })
+                        .await?;
+                    Ok(())
+                })
+            })?;
+        Ok(RunningSimulator {
+            addr,
+            sim,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// The base URL to give the labeller, e.g. `http://127.0.0.1:40123/v1`.

@@ -5,7 +5,16 @@
 /// Plausible names outside a data set, keyed by a group's canonical last word. Names that
 /// are classes of the data set being simulated are filtered out at load.
 pub const OUTSIDE: &[(&str, &[&str])] = &[
-    ("grebe", &["Red-necked Grebe", "Clark's Grebe", "Least Grebe", "Little Grebe", "Great Crested Grebe"]),
+    (
+        "grebe",
+        &[
+            "Red-necked Grebe",
+            "Clark's Grebe",
+            "Least Grebe",
+            "Little Grebe",
+            "Great Crested Grebe",
+        ],
+    ),
     (
         "hummingbird",
         &[
@@ -18,25 +27,94 @@ pub const OUTSIDE: &[(&str, &[&str])] = &[
     ),
     (
         "kingfisher",
-        &["Ringed Kingfisher", "Common Kingfisher", "Amazon Kingfisher", "Collared Kingfisher", "Sacred Kingfisher"],
+        &[
+            "Ringed Kingfisher",
+            "Common Kingfisher",
+            "Amazon Kingfisher",
+            "Collared Kingfisher",
+            "Sacred Kingfisher",
+        ],
     ),
     (
         "oriole",
-        &["Bullock's Oriole", "Audubon's Oriole", "Altamira Oriole", "Spot-breasted Oriole", "Streak-backed Oriole"],
+        &[
+            "Bullock's Oriole",
+            "Audubon's Oriole",
+            "Altamira Oriole",
+            "Spot-breasted Oriole",
+            "Streak-backed Oriole",
+        ],
     ),
-    ("grosbeak", &["Black-headed Grosbeak", "Yellow Grosbeak", "Crimson-collared Grosbeak", "Hawfinch"]),
-    ("bunting", &["Varied Bunting", "Snow Bunting", "Lark Bunting", "Reed Bunting", "Yellowhammer"]),
-    ("tanager", &["Western Tanager", "Hepatic Tanager", "Flame-colored Tanager", "Northern Cardinal"]),
-    ("waxwing", &["Japanese Waxwing", "Gray Silky-flycatcher", "Phainopepla"]),
-    ("sparrow", &["Song Sparrow", "Savannah Sparrow", "Lincoln's Sparrow", "White-crowned Sparrow"]),
-    ("warbler", &["Yellow Warbler", "Magnolia Warbler", "Palm Warbler", "Townsend's Warbler"]),
-    ("gull", &["Herring Gull", "Ring-billed Gull", "California Gull", "Glaucous-winged Gull"]),
-    ("wren", &["House Wren", "Carolina Wren", "Bewick's Wren", "Marsh Wren"]),
+    (
+        "grosbeak",
+        &[
+            "Black-headed Grosbeak",
+            "Yellow Grosbeak",
+            "Crimson-collared Grosbeak",
+            "Hawfinch",
+        ],
+    ),
+    (
+        "bunting",
+        &[
+            "Varied Bunting",
+            "Snow Bunting",
+            "Lark Bunting",
+            "Reed Bunting",
+            "Yellowhammer",
+        ],
+    ),
+    (
+        "tanager",
+        &[
+            "Western Tanager",
+            "Hepatic Tanager",
+            "Flame-colored Tanager",
+            "Northern Cardinal",
+        ],
+    ),
+    (
+        "waxwing",
+        &["Japanese Waxwing", "Gray Silky-flycatcher", "Phainopepla"],
+    ),
+    (
+        "sparrow",
+        &[
+            "Song Sparrow",
+            "Savannah Sparrow",
+            "Lincoln's Sparrow",
+            "White-crowned Sparrow",
+        ],
+    ),
+    (
+        "warbler",
+        &[
+            "Yellow Warbler",
+            "Magnolia Warbler",
+            "Palm Warbler",
+            "Townsend's Warbler",
+        ],
+    ),
+    (
+        "gull",
+        &[
+            "Herring Gull",
+            "Ring-billed Gull",
+            "California Gull",
+            "Glaucous-winged Gull",
+        ],
+    ),
+    (
+        "wren",
+        &["House Wren", "Carolina Wren", "Bewick's Wren", "Marsh Wren"],
+    ),
 ];
 
 /// Adjectives for generic outside names ("Lesser Grebe") of groups without a list.
-pub const ADJECTIVES: &[&str] =
-    &["Common", "Lesser", "Greater", "Northern", "Southern", "Eastern", "Western", "Spotted", "Little"];
+pub const ADJECTIVES: &[&str] = &[
+    "Common", "Lesser", "Greater", "Northern", "Southern", "Eastern", "Western", "Spotted",
+    "Little",
+];
 
 /// Scientific names for the classes whose answers may carry one, by canonical common name.
 pub const SCIENTIFIC: &[(&str, &str)] = &[
@@ -73,5 +151,11 @@ pub const SCIENTIFIC: &[(&str, &str)] = &[
 ];
 
 /// Coarse answers that name only the category or the group.
-pub const COARSE: &[&str] =
-    &["a small {category}", "{category}", "a {group}", "{group}", "some kind of {group}", "a {group} of some sort"];
+pub const COARSE: &[&str] = &[
+    "a small {category}",
+    "{category}",
+    "a {group}",
+    "{group}",
+    "some kind of {group}",
+    "a {group} of some sort",
+];

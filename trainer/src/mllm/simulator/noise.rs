@@ -32,7 +32,11 @@ pub struct Mix {
 impl Default for Mix {
     /// 60% sibling, 20% coarse, 20% outside: the mix of DESIGN.md's reference experiment.
     fn default() -> Self {
-        Mix { sibling: 0.6, coarse: 0.2, outside: 0.2 }
+        Mix {
+            sibling: 0.6,
+            coarse: 0.2,
+            outside: 0.2,
+        }
     }
 }
 
@@ -63,8 +67,10 @@ pub struct Taxonomy {
 impl Taxonomy {
     /// Groups `classes` by their last word.
     pub fn by_last_word(classes: Vec<String>) -> Self {
-        let words: Vec<String> =
-            classes.iter().map(|c| canonical(c).rsplit(' ').next().unwrap_or("").to_string()).collect();
+        let words: Vec<String> = classes
+            .iter()
+            .map(|c| canonical(c).rsplit(' ').next().unwrap_or("").to_string())
+            .collect();
         Self::from_assignment(classes, words)
     }
 
@@ -80,7 +86,11 @@ impl Taxonomy {
                 continue;
             }
             let Some((group, members)) = line.split_once(':') else {
-                bail!("groups file `{}` line {}: expected `group: Class A, Class B`", path.display(), i + 1);
+                bail!(
+                    "groups file `{}` line {}: expected `group: Class A, Class B`",
+                    path.display(),
+                    i + 1
+                );
             };
             for m in members.split(',').map(str::trim).filter(|m| !m.is_empty()) {
                 let Some(ci) = classes.iter().position(|c| canonical(c) == canonical(m)) else {
@@ -96,7 +106,9 @@ impl Taxonomy {
         let words = classes
             .iter()
             .zip(words)
-            .map(|(c, w)| w.unwrap_or_else(|| canonical(c).rsplit(' ').next().unwrap_or("").to_string()))
+            .map(|(c, w)| {
+                w.unwrap_or_else(|| canonical(c).rsplit(' ').next().unwrap_or("").to_string())
+            })
             .collect();
         Ok(Self::from_assignment(classes, words))
     }
@@ -119,20 +131,39 @@ impl Taxonomy {
         let outside = group_words
             .iter()
             .map(|w| {
-                let listed = names::OUTSIDE.iter().find(|(k, _)| *k == w.as_str()).map(|(_, v)| *v);
+                let listed = names::OUTSIDE
+                    .iter()
+                    .find(|(k, _)| *k == w.as_str())
+                    .map(|(_, v)| *v);
                 let candidates: Vec<String> = match listed {
                     Some(list) => list.iter().map(|s| s.to_string()).collect(),
-                    None => names::ADJECTIVES.iter().map(|a| format!("{a} {}", title(w))).collect(),
+                    None => names::ADJECTIVES
+                        .iter()
+                        .map(|a| format!("{a} {}", title(w)))
+                        .collect(),
                 };
-                candidates.into_iter().filter(|n| !known.contains(&canonical(n))).collect()
+                candidates
+                    .into_iter()
+                    .filter(|n| !known.contains(&canonical(n)))
+                    .collect()
             })
             .collect();
-        Taxonomy { classes, group_of, group_words, members, outside }
+        Taxonomy {
+            classes,
+            group_of,
+            group_words,
+            members,
+            outside,
+        }
     }
 
     /// The other classes of `class`'s group; all other classes when it is alone.
     pub fn siblings(&self, class: usize) -> Vec<usize> {
-        let own: Vec<usize> = self.members[self.group_of[class]].iter().copied().filter(|&c| c != class).collect();
+        let own: Vec<usize> = self.members[self.group_of[class]]
+            .iter()
+            .copied()
+            .filter(|&c| c != class)
+            .collect();
         if own.is_empty() {
             (0..self.classes.len()).filter(|&c| c != class).collect()
         } else {
@@ -156,7 +187,12 @@ impl Noise {
     /// The same accuracy for every class.
     pub fn uniform(taxonomy: Taxonomy, accuracy: f64, mix: Mix, context: Context1) -> Self {
         let accuracy = vec![accuracy.clamp(0.0, 1.0); taxonomy.classes.len()];
-        Noise { taxonomy, accuracy, mix, context }
+        Noise {
+            taxonomy,
+            accuracy,
+            mix,
+            context,
+        }
     }
 
     /// Draws the name one answer about an image of `class` carries. `image_pref` is the
@@ -188,18 +224,26 @@ impl Noise {
                 }
                 x -= w;
             }
-            return (Kind::Sibling, t.classes[*sibs.last().unwrap_or(&class)].clone());
+            return (
+                Kind::Sibling,
+                t.classes[*sibs.last().unwrap_or(&class)].clone(),
+            );
         }
         if u < m.sibling + m.coarse {
             return (Kind::Coarse, self.coarse(class, rng));
         }
-        (Kind::Outside, outside[rng.random_range(0..outside.len())].clone())
+        (
+            Kind::Outside,
+            outside[rng.random_range(0..outside.len())].clone(),
+        )
     }
 
     fn coarse(&self, class: usize, rng: &mut StdRng) -> String {
         let group = &self.taxonomy.group_words[self.taxonomy.group_of[class]];
         let pattern = names::COARSE[rng.random_range(0..names::COARSE.len())];
-        pattern.replace("{category}", &self.context.category).replace("{group}", group)
+        pattern
+            .replace("{category}", &self.context.category)
+            .replace("{group}", group)
     }
 }
 
@@ -217,7 +261,10 @@ pub struct Surface {
 /// scientific names, JSON with or without fences, prose around it, plain text; sometimes
 /// with a reasoning field (which may mention another name) or as content parts.
 pub fn surface(name: &str, distractor: &str, category: &str, rng: &mut StdRng) -> Surface {
-    let sci = names::SCIENTIFIC.iter().find(|(c, _)| *c == canonical(name)).map(|(_, s)| *s);
+    let sci = names::SCIENTIFIC
+        .iter()
+        .find(|(c, _)| *c == canonical(name))
+        .map(|(_, s)| *s);
     let form = match rng.random_range(0..100) {
         0..45 => name.to_string(),
         45..60 => name.to_lowercase(),
@@ -234,15 +281,25 @@ pub fn surface(name: &str, distractor: &str, category: &str, rng: &mut StdRng) -
     let content = match rng.random_range(0..100) {
         0..35 => format!("{{\"name\": {json_name}}}"),
         35..55 => format!("Here is my answer:\n```json\n{{\"name\": {json_name}}}\n```"),
-        55..65 => format!("{{\"name\": {json_name}, \"confidence\": {:.2}}}", rng.random_range(0.3..0.99)),
-        65..80 => format!("The {category} in this image is most likely a {}.", form.trim_end_matches('.')),
+        55..65 => format!(
+            "{{\"name\": {json_name}, \"confidence\": {:.2}}}",
+            rng.random_range(0.3..0.99)
+        ),
+        65..80 => format!(
+            "The {category} in this image is most likely a {}.",
+            form.trim_end_matches('.')
+        ),
         80..90 => form.clone(),
         _ => format!("Based on the plumage and the bill, my answer is {{\"name\": {json_name}}}."),
     };
     let reasoning = (rng.random_range(0..100) < 15).then(|| {
         format!("The image shows a {category}. It could be a {distractor}, but the markings fit better with {name}.")
     });
-    Surface { content, as_parts: rng.random_range(0..100) < 20, reasoning }
+    Surface {
+        content,
+        as_parts: rng.random_range(0..100) < 20,
+        reasoning,
+    }
 }
 
 /// The round-1 answer: category, expert and granularity in JSON, sometimes fenced.
@@ -267,13 +324,28 @@ pub fn malformed(name: &str, rng: &mut StdRng) -> (Option<String>, Option<String
         0 => {
             let full = format!("{{\"name\": \"{name}\"}}");
             let cut = full.len() / 2;
-            let cut = (0..=cut).rev().find(|&i| full.is_char_boundary(i)).unwrap_or(0);
+            let cut = (0..=cut)
+                .rev()
+                .find(|&i| full.is_char_boundary(i))
+                .unwrap_or(0);
             (Some(full[..cut].to_string()), None, "length")
         }
         1 => (Some(String::new()), None, "stop"),
-        2 => (Some("I'm sorry, but I can't help with identifying this image.".into()), None, "stop"),
-        3 => (None, Some("I can't assist with that request.".into()), "stop"),
-        4 => (Some("{\"confidence\": 0.2, \"note\": \"unclear\", \"view\": \"blurry\"}".into()), None, "stop"),
+        2 => (
+            Some("I'm sorry, but I can't help with identifying this image.".into()),
+            None,
+            "stop",
+        ),
+        3 => (
+            None,
+            Some("I can't assist with that request.".into()),
+            "stop",
+        ),
+        4 => (
+            Some("{\"confidence\": 0.2, \"note\": \"unclear\", \"view\": \"blurry\"}".into()),
+            None,
+            "stop",
+        ),
         _ => (Some("<think>The wing bars suggest".into()), None, "length"),
     }
 }
@@ -327,15 +399,25 @@ mod tests {
     }
 
     fn ctx() -> Context1 {
-        Context1 { category: "bird".into(), expert: "ornithologist".into(), granularity: "species".into() }
+        Context1 {
+            category: "bird".into(),
+            expert: "ornithologist".into(),
+            granularity: "species".into(),
+        }
     }
 
     #[test]
     fn groups_by_last_word_and_outside_names_avoid_classes() {
         let t = cub_like();
         assert_eq!(t.siblings(0), vec![1, 2, 3]);
-        assert_eq!(t.siblings(6).len(), 6, "a lone class is confused with any other");
-        assert!(t.outside[t.group_of[0]].iter().all(|n| !n.contains("Eared")));
+        assert_eq!(
+            t.siblings(6).len(),
+            6,
+            "a lone class is confused with any other"
+        );
+        assert!(t.outside[t.group_of[0]]
+            .iter()
+            .all(|n| !n.contains("Eared")));
         assert!(t.outside[t.group_of[6]].contains(&"Ringed Kingfisher".to_string()));
     }
 
@@ -359,7 +441,16 @@ mod tests {
 
     #[test]
     fn sibling_confusion_depends_on_the_image() {
-        let noise = Noise::uniform(cub_like(), 0.0, Mix { sibling: 1.0, coarse: 0.0, outside: 0.0 }, ctx());
+        let noise = Noise::uniform(
+            cub_like(),
+            0.0,
+            Mix {
+                sibling: 1.0,
+                coarse: 0.0,
+                outside: 0.0,
+            },
+            ctx(),
+        );
         let favourite = |pref: u64| {
             let mut rng = StdRng::seed_from_u64(pref);
             let mut c: BTreeMap<String, usize> = BTreeMap::new();
@@ -369,9 +460,15 @@ mod tests {
             c.into_iter().max_by_key(|(_, n)| *n).unwrap()
         };
         let favs: Vec<(String, usize)> = (0..12u64).map(|i| favourite(splitmix(i))).collect();
-        assert!(favs.iter().all(|(_, n)| *n > 400 / 3), "each image prefers one sibling: {favs:?}");
+        assert!(
+            favs.iter().all(|(_, n)| *n > 400 / 3),
+            "each image prefers one sibling: {favs:?}"
+        );
         let distinct: std::collections::BTreeSet<&String> = favs.iter().map(|(k, _)| k).collect();
-        assert!(distinct.len() > 1, "different images prefer different siblings: {favs:?}");
+        assert!(
+            distinct.len() > 1,
+            "different images prefer different siblings: {favs:?}"
+        );
     }
 
     #[test]
