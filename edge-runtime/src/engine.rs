@@ -65,8 +65,7 @@ impl Engine {
             input_len,
             output_len: 0,
         };
-        let warm = engine.run_raw(&vec![0.0; input_len])?;
-        engine.output_len = warm.len();
+        engine.output_len = engine.run_with(&vec![0.0; input_len], |l| Ok(l.len()))?;
         Ok(engine)
     }
 
@@ -96,13 +95,13 @@ impl Engine {
         self.plan.model()
     }
 
-    fn run_raw(&mut self, input: &[f32]) -> Result<Vec<f32>, EngineError> {
-        let mut out = Vec::new();
-        self.run_into(input, &mut out)?;
-        Ok(out)
-    }
-
-    fn run_into(&mut self, input: &[f32], out: &mut Vec<f32>) -> Result<(), EngineError> {
+    /// Runs one input and hands the output logits to `f` (the one place that talks to
+    /// tract's state).
+    fn run_with<R>(
+        &mut self,
+        input: &[f32],
+        f: impl FnOnce(&[f32]) -> Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
         if input.len() != self.input_len {
             return Err(EngineError::InputSize {
                 expected: self.input_len,
@@ -115,35 +114,23 @@ impl Engine {
             .try_as_plain_ram()
             .and_then(|v| v.as_slice::<f32>())
             .map_err(run_err)?;
-        out.clear();
-        out.extend_from_slice(logits);
-        Ok(())
+        f(logits)
     }
 
     /// Runs one preprocessed NCHW input and writes the logits into `logits`
     /// (length [`Engine::output_len`]).
     pub fn infer(&mut self, input: &[f32], logits: &mut [f32]) -> Result<(), EngineError> {
-        if input.len() != self.input_len {
-            return Err(EngineError::InputSize {
-                expected: self.input_len,
-                got: input.len(),
-            });
-        }
-        let t = Tensor::from_shape(&self.input_shape, input).map_err(run_err)?;
-        let result = self.state.run(tvec!(t.into_tvalue())).map_err(run_err)?;
-        let out = result[0]
-            .try_as_plain_ram()
-            .and_then(|v| v.as_slice::<f32>())
-            .map_err(run_err)?;
-        if out.len() != logits.len() {
-            return Err(EngineError::Run(format!(
-                "model returned {} logits, caller expected {}",
-                out.len(),
-                logits.len()
-            )));
-        }
-        logits.copy_from_slice(out);
-        Ok(())
+        self.run_with(input, |out| {
+            if out.len() != logits.len() {
+                return Err(EngineError::Run(format!(
+                    "model returned {} logits, caller expected {}",
+                    out.len(),
+                    logits.len()
+                )));
+            }
+            logits.copy_from_slice(out);
+            Ok(())
+        })
     }
 
     /// Runs every self-test vector of a manifest and compares the logits.

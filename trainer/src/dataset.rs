@@ -55,6 +55,21 @@ pub fn read_manifest(csv_path: &Path) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
+/// The rows of one split; fails when the manifest has none.
+pub fn read_split(csv_path: &Path, split: &str) -> Result<Vec<Entry>> {
+    let entries: Vec<Entry> = read_manifest(csv_path)?
+        .into_iter()
+        .filter(|e| e.split == split)
+        .collect();
+    if entries.is_empty() {
+        bail!(
+            "manifest `{}` has no rows with split `{split}`",
+            csv_path.display()
+        );
+    }
+    Ok(entries)
+}
+
 /// The sorted distinct labels of some entries.
 pub fn label_set(entries: &[Entry]) -> Vec<String> {
     let mut labels: Vec<String> = entries.iter().map(|e| e.label.clone()).collect();

@@ -51,17 +51,7 @@ pub fn run(s: &EvalSettings) -> Result<EvalReport> {
         .with_context(|| format!("cannot use bundle `{}`", s.bundle.display()))?;
     let mut engine = Engine::from_bundle(&bundle)?;
     let m = &bundle.manifest;
-    let entries: Vec<_> = dataset::read_manifest(&s.manifest)?
-        .into_iter()
-        .filter(|e| e.split == s.split)
-        .collect();
-    if entries.is_empty() {
-        bail!(
-            "manifest `{}` has no rows with split `{}`",
-            s.manifest.display(),
-            s.split
-        );
-    }
+    let entries = dataset::read_split(&s.manifest, &s.split)?;
     let true_labels = dataset::label_set(&entries);
     let canon_labels: Vec<String> = m.labels.iter().map(|l| canonical(l)).collect();
     let mut pre = Preprocessor::new(m.preprocess);

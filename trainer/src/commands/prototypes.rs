@@ -8,7 +8,7 @@ use crate::dataset;
 use crate::embed;
 use crate::export::{self, ExportOptions, ExportReport, Head};
 use crate::head::CosineHead;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::Device;
 use linesight_shared::manifest::Provenance;
 use linesight_shared::preprocess::RgbImage;
@@ -51,17 +51,7 @@ pub fn run(s: &PrototypesSettings) -> Result<PrototypesReport> {
     let device = Device::Cpu;
     // Read the key first: a bad key path should not cost an embedding run.
     let key = s.sign.as_deref().map(SecretKey::read).transpose()?;
-    let entries: Vec<_> = dataset::read_manifest(&s.manifest)?
-        .into_iter()
-        .filter(|e| e.split == s.split)
-        .collect();
-    if entries.is_empty() {
-        bail!(
-            "manifest `{}` has no rows with split `{}`",
-            s.manifest.display(),
-            s.split
-        );
-    }
+    let entries = dataset::read_split(&s.manifest, &s.split)?;
     let labels = dataset::label_set(&entries);
     let encoder = backbone::load(s.backbone, &s.weights, &device)?;
     tracing::info!(
