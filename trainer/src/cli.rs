@@ -92,6 +92,63 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         sentence_model: Option<PathBuf>,
     },
+    /// Clean the MLLM's names with the images' neighbours (NeaR refine).
+    ///
+    /// Builds the vocabulary (surface forms normalized, plurals and synonyms merged with
+    /// all-MiniLM-L6-v2, generic names such as "a small bird" dropped, rare names dropped),
+    /// embeds every image with the backbone (cached by content under --cache), finds each
+    /// image's k nearest neighbours by cosine, and gives each image a candidate set: its own
+    /// names and its neighbours' names weighted by similarity. Writes refined.json: the
+    /// vocabulary, and per image its MLLM names, candidates, weights and vote (the decision log).
+    ///
+    /// Example: linesight-train refine --images photos/ --labels labels.jsonl --out refined.json
+    Refine(Box<RefineArgs>),
+    /// Train a classifier head from refined.json (near, vote, naive or prototype).
+    ///
+    /// The backbone is frozen; the scaled-cosine head trains on its cached embeddings.
+    /// `near` (default): partial-label warm-up on the candidate sets, then a two-component
+    /// Gaussian mixture on per-sample loss splits clean from noisy images, and noisy images
+    /// train on targets refined from the model and their neighbours. Writes a checkpoint
+    /// folder (head.safetensors, checkpoint.json, targets.jsonl). With --eval-manifest, also
+    /// scores the head on a labelled split (cACC, exact top-1, sACC).
+    ///
+    /// Example: linesight-train train --refined refined.json --out ckpt/
+    Train(Box<TrainArgs>),
+    /// Write a checkpoint as a bundle (f32 ONNX, parity-checked against tract; optionally signed).
+    ///
+    /// Example: linesight-train export --checkpoint ckpt/ --out model.lsb --sign keys/signing.key
+    Export {
+        /// Checkpoint folder written by `train`.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output bundle file (`*.lsb`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Backbone weights (default: the file the checkpoint names).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Model id written into the manifest.
+        #[arg(long, default_value = "linesight")]
+        model_id: String,
+        /// Sign the bundle with this secret key file (`signing.key` from `keygen`).
+        #[arg(long, value_name = "KEY")]
+        sign: Option<PathBuf>,
+    },
+    /// Run label -> refine -> train -> export -> eval from one TOML file.
+    ///
+    /// Each stage is skipped when the hash of its inputs (files and settings) is the one
+    /// recorded when it last finished (WORK_DIR/pipeline-state.json) and its output exists;
+    /// a killed pipeline resumes where it stopped. See examples/cub26.toml for every key.
+    ///
+    /// Example: linesight-train pipeline --config examples/cub26.toml
+    Pipeline {
+        /// Pipeline TOML file (relative paths in it are relative to its folder).
+        #[arg(long)]
+        config: PathBuf,
+        /// Run every stage even when its inputs are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
     /// Name every image once with a multimodal LLM (resumable; the log is the cache).
     ///
     /// Speaks the OpenAI-compatible `/chat/completions` protocol (vLLM, Ollama, llama.cpp
@@ -306,4 +363,107 @@ pub struct SimulateArgs {
     /// Round-1 answer: granularity.
     #[arg(long, default_value = "species")]
     pub granularity: String,
+}
+
+/// Arguments of `refine`.
+#[derive(clap::Args)]
+pub struct RefineArgs {
+    /// Folder of the images that were labelled (searched recursively).
+    #[arg(long)]
+    pub images: PathBuf,
+    /// The answer log written by `label`.
+    #[arg(long)]
+    pub labels: PathBuf,
+    /// Output file (refined.json).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Backbone whose embeddings define the neighbours.
+    #[arg(long, value_enum, default_value = "mobilenet-v2")]
+    pub backbone: BackboneKind,
+    /// Weights file; default: the backbone's file under `models/weights/`.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Embedding cache folder (default: `cache/` beside --out).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// all-MiniLM-L6-v2 folder (default: under the weights folder).
+    #[arg(long, value_name = "DIR")]
+    pub sentence_model: Option<PathBuf>,
+    /// Only answers of this model (needed when the log holds several).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Only answers whose prompt sha256 starts with this.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// The category the images show (default: round 1's answer in the log).
+    #[arg(long)]
+    pub category: Option<String>,
+    /// Cosine of sentence embeddings at which two names are merged as synonyms.
+    #[arg(long, default_value_t = linesight_trainer::vocab::VocabSettings::default().synonym_threshold)]
+    pub synonym_threshold: f32,
+    /// A name (and a vote class) needs at least this many images to be a class.
+    #[arg(long, default_value_t = linesight_trainer::vocab::VocabSettings::default().min_images)]
+    pub min_images: usize,
+    /// Neighbours per image.
+    #[arg(long, default_value_t = linesight_trainer::near::candidates::CandidateSettings::default().k)]
+    pub k: usize,
+    /// Weight of an image's own names against its neighbours' (each at most 1).
+    #[arg(long, default_value_t = linesight_trainer::near::candidates::CandidateSettings::default().self_weight)]
+    pub self_weight: f32,
+    /// Neighbour weight = similarity ^ power.
+    #[arg(long, default_value_t = linesight_trainer::near::candidates::CandidateSettings::default().power)]
+    pub power: f32,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+}
+
+/// Arguments of `train`.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// refined.json written by `refine`.
+    #[arg(long)]
+    pub refined: PathBuf,
+    /// Output checkpoint folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// How to train.
+    #[arg(long, value_enum, default_value = "near")]
+    pub method: linesight_trainer::near::train::Method,
+    /// Weights file; default: the backbone's file under `models/weights/`.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Embedding cache folder (default: `cache/` beside --refined).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Training settings as TOML (keys of [train] in examples/cub26.toml); flags below win.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// naive/vote: passes over the training images.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// near: rounds of target refinement (GMM split, refined targets, head refit).
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Learning rate (AdamW).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// near: clean posterior threshold of the GMM split.
+    #[arg(long)]
+    pub gmm_threshold: Option<f64>,
+    /// Seed of the batch order.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Score on this labelled manifest after training (`path,label,split`).
+    #[arg(long)]
+    pub eval_manifest: Option<PathBuf>,
+    /// Split of --eval-manifest to score.
+    #[arg(long, default_value = "test")]
+    pub eval_split: String,
+    /// all-MiniLM-L6-v2 folder for sACC (default: under the weights folder).
+    #[arg(long, value_name = "DIR")]
+    pub sentence_model: Option<PathBuf>,
+    /// Images per forward pass when embedding.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
 }

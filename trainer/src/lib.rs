@@ -16,11 +16,16 @@
 //! ```
 
 pub mod backbone;
+pub mod checkpoint;
 pub mod commands;
 pub mod dataset;
 pub mod embed;
 pub mod export;
+pub mod gmm;
 pub mod head;
+pub mod knn;
 pub mod metrics;
 pub mod mllm;
+pub mod near;
 pub mod sentence;
+pub mod vocab;

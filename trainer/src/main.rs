@@ -5,7 +5,9 @@ mod cli;
 use anyhow::Result;
 use clap::Parser;
 use cli::{Cli, Command};
-use linesight_trainer::commands::{eval, keygen, label, prototypes, simulate_mllm};
+use linesight_trainer::commands::{
+    eval, export, keygen, label, pipeline, prototypes, refine, simulate_mllm, train,
+};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -88,6 +90,38 @@ fn run(command: Command, json: bool) -> Result<()> {
                 manifest,
                 split,
                 sentence_model,
+            })?;
+            print_report(json, &report)
+        }
+        Command::Refine(a) => {
+            let report = refine::run(&refine_settings(*a))?;
+            print_report(json, &report)
+        }
+        Command::Train(a) => {
+            let report = train::run(&train_settings(*a)?)?;
+            print_report(json, &report)
+        }
+        Command::Export {
+            checkpoint,
+            out,
+            weights,
+            model_id,
+            sign,
+        } => {
+            let report = export::run(&export::ExportSettings {
+                checkpoint,
+                out,
+                weights,
+                model_id,
+                sign,
+            })?;
+            print_report(json, &report)
+        }
+        Command::Pipeline { config, force } => {
+            let report = pipeline::run(&pipeline::PipelineSettings {
+                config,
+                weights_dir: weights_dir(),
+                force,
             })?;
             print_report(json, &report)
         }
@@ -231,5 +265,93 @@ fn simulate_settings(a: cli::SimulateArgs) -> Result<simulate_mllm::SimulateSett
     Ok(simulate_mllm::SimulateSettings {
         config: c,
         listen: a.listen,
+    })
+}
+
+/// `refine`'s flags -> settings.
+fn refine_settings(a: cli::RefineArgs) -> refine::RefineSettings {
+    use linesight_trainer::{near::candidates::CandidateSettings, vocab::VocabSettings};
+    let cache = a.cache.unwrap_or_else(|| beside(&a.out, "cache"));
+    refine::RefineSettings {
+        weights: a
+            .weights
+            .unwrap_or_else(|| a.backbone.default_weights(&weights_dir())),
+        sentence_model: a
+            .sentence_model
+            .unwrap_or_else(|| weights_dir().join("all-MiniLM-L6-v2")),
+        images: a.images,
+        labels: a.labels,
+        backbone: a.backbone,
+        out: a.out,
+        cache,
+        model: a.model,
+        prompt: a.prompt,
+        vocab: VocabSettings {
+            category: a.category,
+            synonym_threshold: a.synonym_threshold,
+            min_images: a.min_images,
+        },
+        candidates: CandidateSettings {
+            k: a.k,
+            self_weight: a.self_weight,
+            power: a.power,
+        },
+        batch: a.batch,
+    }
+}
+
+/// `name` in the folder of `file`.
+fn beside(file: &Path, name: &str) -> PathBuf {
+    file.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join(name)
+}
+
+/// `train`'s flags (over an optional TOML file) -> settings.
+fn train_settings(a: cli::TrainArgs) -> Result<train::TrainCmdSettings> {
+    use anyhow::Context;
+    use linesight_trainer::near::{refined::Refined, train::TrainSettings};
+    let mut t: TrainSettings = match &a.config {
+        Some(p) => {
+            toml::from_str(&fs_err::read_to_string(p).context("cannot read the training settings")?)
+                .with_context(|| format!("`{}` is not valid training settings TOML", p.display()))?
+        }
+        None => TrainSettings::default(),
+    };
+    t.method = a.method;
+    if let Some(v) = a.epochs {
+        t.epochs = v;
+    }
+    if let Some(v) = a.rounds {
+        t.rounds = v;
+    }
+    if let Some(v) = a.lr {
+        t.lr = v;
+    }
+    if let Some(v) = a.gmm_threshold {
+        t.gmm_threshold = v;
+    }
+    if let Some(v) = a.seed {
+        t.seed = v;
+    }
+    let weights = match a.weights {
+        Some(w) => w,
+        None => Refined::read(&a.refined)?
+            .backbone
+            .default_weights(&weights_dir()),
+    };
+    Ok(train::TrainCmdSettings {
+        cache: a.cache.unwrap_or_else(|| beside(&a.refined, "cache")),
+        refined: a.refined,
+        weights,
+        out: a.out,
+        train: t,
+        eval: a.eval_manifest.map(|m| (m, a.eval_split)),
+        sentence_model: Some(
+            a.sentence_model
+                .unwrap_or_else(|| weights_dir().join("all-MiniLM-L6-v2")),
+        ),
+        batch: a.batch,
     })
 }

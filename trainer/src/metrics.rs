@@ -174,3 +174,60 @@ mod tests {
         assert!(mean_pair_cosine(|_| unreachable!(), &s(&["a"]), &[]).is_err());
     }
 }
+
+/// The name-level scores every evaluation reports.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NameScores {
+    /// Hungarian one-to-one matching of predicted names to true classes.
+    pub cacc: f64,
+    /// Share of canonical predicted names equal to the canonical true name.
+    pub top1_exact: f64,
+    /// Mean sentence-embedding cosine of predicted and true names (None without the model).
+    pub sacc: Option<f64>,
+    pub n: usize,
+    pub classes_predicted: usize,
+}
+
+/// Scores predicted names against true names (one each per image).
+pub fn score_names(
+    predicted: &[String],
+    truth: &[String],
+    sentence: Option<&SentenceEncoder>,
+) -> anyhow::Result<NameScores> {
+    anyhow::ensure!(predicted.len() == truth.len(), "one prediction per truth");
+    let index = |names: &[String]| -> Vec<usize> {
+        let mut distinct: Vec<&String> = names.iter().collect();
+        distinct.sort();
+        distinct.dedup();
+        names
+            .iter()
+            .map(|n| distinct.binary_search(&n).unwrap_or(0))
+            .collect()
+    };
+    let (p, t) = (index(predicted), index(truth));
+    let n = predicted.len();
+    let (cacc, _) = if n == 0 {
+        (0.0, Vec::new())
+    } else {
+        cluster_accuracy(&p, &t)
+    };
+    let exact = predicted
+        .iter()
+        .zip(truth)
+        .filter(|(a, b)| canonical(a) == canonical(b))
+        .count();
+    let sacc = match sentence {
+        Some(enc) => Some(semantic_accuracy(enc, predicted, truth)?),
+        None => None,
+    };
+    let mut distinct = p.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    Ok(NameScores {
+        cacc,
+        top1_exact: exact as f64 / n.max(1) as f64,
+        sacc,
+        n,
+        classes_predicted: distinct.len(),
+    })
+}

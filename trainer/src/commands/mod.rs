@@ -2,7 +2,11 @@
 //! report struct (printed as JSON with `--json`).
 
 pub mod eval;
+pub mod export;
 pub mod keygen;
 pub mod label;
+pub mod pipeline;
 pub mod prototypes;
+pub mod refine;
 pub mod simulate_mllm;
+pub mod train;

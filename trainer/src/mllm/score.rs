@@ -51,6 +51,11 @@ pub struct ScoreReport {
     pub correct: usize,
     /// correct / answers.
     pub accuracy: f64,
+    /// cACC of the answers taken as predictions: each answer's normalized name
+    /// ([`crate::vocab::normalize`]; refused and malformed answers count as one name of
+    /// their own) matched one-to-one to the true classes (Hungarian). The direct-MLLM row
+    /// of the NeaR tables.
+    pub cacc: f64,
     /// 95% Wilson score interval of the accuracy.
     pub ci95: [f64; 2],
     /// Answers naming another class of the manifest.
@@ -120,6 +125,7 @@ pub fn score(s: &ScoreSettings) -> Result<ScoreReport> {
         answers: 0,
         correct: 0,
         accuracy: 0.0,
+        cacc: 0.0,
         ci95: [0.0, 0.0],
         other_class: 0,
         no_class: 0,
@@ -129,6 +135,7 @@ pub fn score(s: &ScoreSettings) -> Result<ScoreReport> {
         confusions: Vec::new(),
     };
     let mut confusions: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+    let (mut pred_names, mut true_names) = (Vec::new(), Vec::new());
     for rec in &records {
         if rec.round != Round::Name
             || s.model.as_deref().is_some_and(|m| rec.model != m)
@@ -143,6 +150,13 @@ pub fn score(s: &ScoreSettings) -> Result<ScoreReport> {
         };
         *answered.entry(rec.image_sha256.as_str()).or_default() += 1;
         r.answers += 1;
+        pred_names.push(
+            rec.name
+                .as_deref()
+                .filter(|_| rec.status.is_usable())
+                .map_or_else(|| "(no answer)".to_string(), crate::vocab::normalize),
+        );
+        true_names.push(labels[t].clone());
         let class = r.per_class.entry(labels[t].clone()).or_default();
         class.answers += 1;
         match (rec.status, &rec.name) {
@@ -173,6 +187,7 @@ pub fn score(s: &ScoreSettings) -> Result<ScoreReport> {
     r.images_missing = truth.len().saturating_sub(answered.len());
     r.accuracy = r.correct as f64 / r.answers as f64;
     r.ci95 = wilson(r.correct, r.answers);
+    r.cacc = crate::metrics::score_names(&pred_names, &true_names, None)?.cacc;
     let mut conf: Vec<(String, String, usize)> = confusions
         .into_iter()
         .map(|((t, o), n)| (labels[t].clone(), labels[o].clone(), n))

@@ -8,5 +8,6 @@ mod clip;
 mod clip_export;
 mod mllm;
 mod mobilenet;
+mod pipeline;
 mod sentence;
 mod weights;

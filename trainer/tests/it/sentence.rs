@@ -108,3 +108,46 @@ fn sacc_gives_full_credit_to_exact_names_and_partial_to_near_misses() {
         "exact {exact}, near {near}, swapped {swapped}"
     );
 }
+
+/// The vocabulary's synonym merge with the real model: spelling variants merge at the
+/// default threshold, two different species of one genus stay apart.
+#[test]
+fn synonym_merge_joins_spellings_and_keeps_species_apart() {
+    use linesight_trainer::vocab::{build, VocabSettings};
+    let Some(enc) = encoder("synonym_merge_joins_spellings_and_keeps_species_apart") else {
+        return;
+    };
+    let mut answers: Vec<Vec<String>> = Vec::new();
+    for (name, n) in [
+        ("Gray Heron", 6),
+        ("Grey Heron", 3),
+        ("Blue Grosbeak", 5),
+        ("Yellow Grosbeak", 4),
+        ("Red-faced Cormorant", 4),
+        ("Pelagic Cormorant", 4),
+    ] {
+        answers.extend((0..n).map(|_| vec![name.to_string()]));
+    }
+    let v = build(&answers, &VocabSettings::default(), Some(&enc)).unwrap();
+    let names = v.names();
+    assert!(names.contains(&"Gray Heron".to_string()), "{names:?}");
+    assert!(!names.contains(&"Grey Heron".to_string()), "{names:?}");
+    let heron = v.classes.iter().find(|c| c.name == "Gray Heron").unwrap();
+    assert_eq!(heron.images, 9);
+    assert_eq!(heron.synonyms.len(), 1, "{:?}", heron.synonyms);
+    eprintln!(
+        "grey/gray heron cosine {:?}; closest kept pair {:?}",
+        heron.synonyms, v.closest_kept_pair
+    );
+    for species in [
+        "Blue Grosbeak",
+        "Yellow Grosbeak",
+        "Red-faced Cormorant",
+        "Pelagic Cormorant",
+    ] {
+        assert!(
+            names.contains(&species.to_string()),
+            "{species} merged away: {names:?}"
+        );
+    }
+}

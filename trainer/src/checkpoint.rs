@@ -1,0 +1,102 @@
+//! A trained model on disk: a folder with `head.safetensors` (the cosine head's
+//! `head.weight`, `[K, D]`), `checkpoint.json` (backbone, classes, settings, provenance,
+//! the images to check an export on) and `targets.jsonl` (what training decided per image).
+//!
+//! The backbone is not copied: the checkpoint names the weights file and its sha256, and
+//! `export` refuses weights whose hash differs.
+
+use crate::backbone::BackboneKind;
+use crate::head::CosineHead;
+use crate::metrics::NameScores;
+use crate::near::train::{EpochLog, TrainSettings};
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub const CHECKPOINT_VERSION: u32 = 1;
+const HEAD_FILE: &str = "head.safetensors";
+const META_FILE: &str = "checkpoint.json";
+pub const TARGETS_FILE: &str = "targets.jsonl";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub version: u32,
+    pub backbone: BackboneKind,
+    pub weights: PathBuf,
+    pub weights_sha256: String,
+    /// Which backbone layers were trained (`head`: none, the backbone is frozen).
+    pub trainable: String,
+    pub classes: Vec<String>,
+    pub scale: f32,
+    pub settings: TrainSettings,
+    /// sha256 of the refined.json trained from.
+    pub refined_sha256: String,
+    pub mllm_model: Option<String>,
+    pub prompt_sha256: Option<String>,
+    pub train_images: usize,
+    /// Training images (absolute paths) that export runs through candle and tract.
+    pub check_images: Vec<PathBuf>,
+    pub history: Vec<EpochLog>,
+    pub train_seconds: f64,
+    /// Scores on a labelled split when train was given one.
+    pub eval: Option<NameScores>,
+}
+
+/// Writes the checkpoint folder (created if missing; files replaced by rename).
+pub fn save(dir: &Path, head: &CosineHead, meta: &CheckpointMeta) -> Result<()> {
+    fs_err::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{HEAD_FILE}.tmp"));
+    candle_core::safetensors::save(
+        &HashMap::from([("head.weight".to_string(), head.weight.clone())]),
+        &tmp,
+    )?;
+    fs_err::rename(&tmp, dir.join(HEAD_FILE))?;
+    let tmp = dir.join(format!("{META_FILE}.tmp"));
+    fs_err::write(&tmp, serde_json::to_string_pretty(meta)?)?;
+    fs_err::rename(&tmp, dir.join(META_FILE))?;
+    Ok(())
+}
+
+/// Reads a checkpoint folder. Fails naming the file that is missing or malformed.
+pub fn load(dir: &Path, device: &Device) -> Result<(CosineHead, CheckpointMeta)> {
+    let meta_path = dir.join(META_FILE);
+    let text = fs_err::read_to_string(&meta_path).with_context(|| {
+        format!(
+            "`{}` is not a checkpoint folder written by `linesight-train train`",
+            dir.display()
+        )
+    })?;
+    let meta: CheckpointMeta = serde_json::from_str(&text)
+        .with_context(|| format!("`{}` is malformed", meta_path.display()))?;
+    if meta.version != CHECKPOINT_VERSION {
+        bail!(
+            "`{}` has version {}, this trainer reads {CHECKPOINT_VERSION}; train again",
+            meta_path.display(),
+            meta.version
+        );
+    }
+    let head_path = dir.join(HEAD_FILE);
+    let tensors = candle_core::safetensors::load(&head_path, device)
+        .with_context(|| format!("cannot read `{}`", head_path.display()))?;
+    let weight: Tensor = tensors
+        .get("head.weight")
+        .cloned()
+        .with_context(|| format!("`{}` has no tensor `head.weight`", head_path.display()))?;
+    let (k, _) = weight.dims2()?;
+    if k != meta.classes.len() {
+        bail!(
+            "`{}` holds {k} class rows but checkpoint.json lists {} classes",
+            head_path.display(),
+            meta.classes.len()
+        );
+    }
+    Ok((
+        CosineHead {
+            weight,
+            scale: meta.scale,
+        },
+        meta,
+    ))
+}

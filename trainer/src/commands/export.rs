@@ -1,0 +1,100 @@
+//! `linesight-train export`: a checkpoint -> a parity-checked (and optionally signed)
+//! f32 bundle.
+
+use crate::backbone;
+use crate::checkpoint;
+use crate::embed::file_sha256;
+use crate::export::{self, ExportOptions, ExportReport, Head};
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use linesight_shared::manifest::Provenance;
+use linesight_shared::preprocess::RgbImage;
+use linesight_shared::signature::SecretKey;
+use serde::Serialize;
+use std::path::PathBuf;
+
+pub struct ExportSettings {
+    pub checkpoint: PathBuf,
+    pub out: PathBuf,
+    /// Backbone weights; None: the file the checkpoint names.
+    pub weights: Option<PathBuf>,
+    pub model_id: String,
+    pub sign: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExportCmdReport {
+    pub out: String,
+    pub classes: usize,
+    pub bundle_bytes: u64,
+    pub signature: String,
+    pub export: ExportReport,
+}
+
+pub fn run(s: &ExportSettings) -> Result<ExportCmdReport> {
+    let device = Device::Cpu;
+    let key = s.sign.as_deref().map(SecretKey::read).transpose()?;
+    let (head, meta) = checkpoint::load(&s.checkpoint, &device)?;
+    let weights = s.weights.clone().unwrap_or_else(|| meta.weights.clone());
+    let sha = file_sha256(&weights)
+        .with_context(|| format!("cannot read backbone weights `{}`", weights.display()))?;
+    if sha != meta.weights_sha256 {
+        bail!(
+            "backbone weights `{}` (sha256 {}) are not the ones the checkpoint was trained on ({}); pass them with --weights",
+            weights.display(),
+            &sha[..12],
+            &meta.weights_sha256[..12]
+        );
+    }
+    let encoder = backbone::load(meta.backbone, &weights, &device)?;
+    let check: Vec<RgbImage> = meta
+        .check_images
+        .iter()
+        .filter_map(|p| match RgbImage::open(p) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                tracing::warn!(path = %p.display(), error = %e, "check image unreadable");
+                None
+            }
+        })
+        .collect();
+    if check.is_empty() {
+        bail!(
+            "none of the checkpoint's check images can be read ({}); the export needs real photos to compare candle and tract",
+            meta.check_images
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let provenance = Provenance {
+        trainer_version: env!("CARGO_PKG_VERSION").into(),
+        backbone: encoder.name().into(),
+        method: meta.settings.method.as_str().into(),
+        data_sha256: meta.refined_sha256.clone(),
+        train_images: meta.train_images as u32,
+        mllm_model: meta.mllm_model.clone(),
+        prompt_sha256: meta.prompt_sha256.clone(),
+        created_unix: export::unix_now(),
+    };
+    let opts = ExportOptions::new(&s.model_id, meta.classes.clone(), provenance);
+    let (mut bundle, report) = export::export_f32(
+        encoder.as_ref(),
+        &Head::Cosine(&head),
+        &check,
+        &opts,
+        &device,
+    )?;
+    if let Some(k) = &key {
+        k.sign_bundle(&mut bundle);
+    }
+    bundle.write(&s.out)?;
+    Ok(ExportCmdReport {
+        out: s.out.display().to_string(),
+        classes: meta.classes.len(),
+        bundle_bytes: std::fs::metadata(&s.out).map(|m| m.len()).unwrap_or(0),
+        signature: key.map_or_else(|| "unsigned".into(), |k| k.public().fingerprint()),
+        export: report,
+    })
+}

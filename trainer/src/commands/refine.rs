@@ -1,0 +1,312 @@
+//! `linesight-train refine`: MLLM names + backbone neighbours -> `refined.json` (vocabulary,
+//! weighted candidate sets, vote targets and the per-image decision log).
+
+use crate::backbone::{self, BackboneKind};
+use crate::embed::{file_sha256, progress_bar, EmbeddingCache};
+use crate::knn::{cosine_knn, normalize_rows};
+use crate::mllm::{cache, images};
+use crate::near::candidates::{candidate_sets, prune_by_vote, vote, CandidateSettings, Own};
+use crate::near::refined::{RefineSummary, Refined, RefinedImage, REFINED_VERSION};
+use crate::sentence::SentenceEncoder;
+use crate::vocab::{self, normalize, VocabSettings};
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Instant;
+
+pub struct RefineSettings {
+    pub images: PathBuf,
+    pub labels: PathBuf,
+    pub backbone: BackboneKind,
+    pub weights: PathBuf,
+    pub sentence_model: PathBuf,
+    pub out: PathBuf,
+    /// Embedding cache folder.
+    pub cache: PathBuf,
+    /// Only answers of this model (needed when the log holds several).
+    pub model: Option<String>,
+    /// Only answers whose prompt sha256 starts with this.
+    pub prompt: Option<String>,
+    pub vocab: VocabSettings,
+    pub candidates: CandidateSettings,
+    pub batch: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RefineReport {
+    pub out: String,
+    pub classes: Vec<String>,
+    pub pruned_classes: Vec<String>,
+    /// Names dropped from the vocabulary, with why (most frequent first, at most 20).
+    pub dropped_names: Vec<String>,
+    pub closest_kept_pair: Option<(String, String, f32)>,
+    pub summary: RefineSummary,
+    pub seconds: f64,
+}
+
+/// The usable naming answers of each image sha256 (latest per sample), the model and
+/// prompt they came from, and the category round 1 found.
+pub struct Answers {
+    pub by_sha: HashMap<String, Vec<String>>,
+    pub model: Option<String>,
+    pub prompt: Option<String>,
+    pub category: Option<String>,
+}
+
+/// Reads the answer log. Fails when it holds answers of several models or prompts and
+/// no filter picks one.
+pub fn read_answers(
+    log: &std::path::Path,
+    model: Option<&str>,
+    prompt: Option<&str>,
+) -> Result<Answers> {
+    let (records, repair) =
+        cache::read(log).with_context(|| format!("cannot read answer log `{}`", log.display()))?;
+    if repair.corrupt_lines > 0 || repair.torn_last_line {
+        tracing::warn!(log = %log.display(), corrupt = repair.corrupt_lines, torn = repair.torn_last_line, "answer log has damaged lines; they are skipped");
+    }
+    let keep = |r: &cache::Record| {
+        model.is_none_or(|m| r.model == m) && prompt.is_none_or(|p| r.prompt_sha256.starts_with(p))
+    };
+    let mut categories: BTreeMap<String, usize> = BTreeMap::new();
+    let mut latest: BTreeMap<(String, u32), (String, String, String)> = BTreeMap::new();
+    for r in records.iter().filter(|r| keep(r)) {
+        match r.round {
+            cache::Round::Category => {
+                if let Some(c) = &r.context {
+                    *categories.entry(normalize(&c.category)).or_default() += 1;
+                }
+            }
+            cache::Round::Name => {
+                if let (true, Some(name)) = (r.status.is_usable(), &r.name) {
+                    latest.insert(
+                        (r.image_sha256.clone(), r.sample),
+                        (name.clone(), r.model.clone(), r.prompt_sha256.clone()),
+                    );
+                }
+            }
+        }
+    }
+    let models: std::collections::BTreeSet<&str> = latest.values().map(|v| v.1.as_str()).collect();
+    let prompts: std::collections::BTreeSet<&str> = latest.values().map(|v| v.2.as_str()).collect();
+    if models.len() > 1 {
+        bail!(
+            "answer log `{}` holds answers of several models ({}); pick one with --model",
+            log.display(),
+            models.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if prompts.len() > 1 {
+        bail!(
+            "answer log `{}` holds answers to {} different naming prompts; pick one with --prompt SHA256_PREFIX (`label diff` shows them)",
+            log.display(),
+            prompts.len()
+        );
+    }
+    let model = models.into_iter().next().map(str::to_string);
+    let prompt = prompts.into_iter().next().map(str::to_string);
+    let mut by_sha: HashMap<String, Vec<String>> = HashMap::new();
+    for ((sha, _), (name, _, _)) in latest {
+        by_sha.entry(sha).or_default().push(name);
+    }
+    let category = categories
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+        .map(|c| c.0);
+    Ok(Answers {
+        by_sha,
+        model,
+        prompt,
+        category,
+    })
+}
+
+pub fn run(s: &RefineSettings) -> Result<RefineReport> {
+    let t0 = Instant::now();
+    let device = Device::Cpu;
+    let answers = read_answers(&s.labels, s.model.as_deref(), s.prompt.as_deref())?;
+    if answers.by_sha.is_empty() {
+        bail!(
+            "answer log `{}` has no usable naming answer; run `linesight-train label` first",
+            s.labels.display()
+        );
+    }
+    let files = images::list(&s.images)?;
+    let paths: Vec<PathBuf> = files.iter().map(|f| f.abs.clone()).collect();
+    let pb = progress_bar(paths.len() as u64, "hash");
+    let hashes = images::hash_files(&paths, &pb);
+    pb.finish_and_clear();
+    let mut skipped: Vec<String> = Vec::new();
+    let mut ok_idx = Vec::new();
+    let mut shas = Vec::new();
+    for (i, h) in hashes.into_iter().enumerate() {
+        match h {
+            Ok(h) => {
+                ok_idx.push(i);
+                shas.push(h);
+            }
+            Err(e) => skipped.push(e),
+        }
+    }
+    let ok_paths: Vec<PathBuf> = ok_idx.iter().map(|&i| paths[i].clone()).collect();
+
+    // Embeddings (cached by content).
+    let encoder = backbone::load(s.backbone, &s.weights, &device)?;
+    let weights_sha = file_sha256(&s.weights)
+        .with_context(|| format!("cannot read backbone weights `{}`", s.weights.display()))?;
+    let mut cache =
+        EmbeddingCache::open(&s.cache, encoder.name(), &weights_sha, encoder.embed_dim())?;
+    let te = Instant::now();
+    let emb = cache.embed(
+        encoder.as_ref(),
+        &weights_sha,
+        &ok_paths,
+        &shas,
+        s.batch,
+        &device,
+    )?;
+    let embed_seconds = te.elapsed().as_secs_f64();
+    skipped.extend(
+        emb.skipped
+            .iter()
+            .map(|k| format!("{}: {}", k.path.display(), k.reason)),
+    );
+    let rows: Vec<usize> = emb.rows.clone();
+    let n = rows.len();
+    if n == 0 {
+        bail!("no image under `{}` could be read", s.images.display());
+    }
+    let dim = encoder.embed_dim();
+    let mut x = emb.embeddings.flatten_all()?.to_vec1::<f32>()?;
+    normalize_rows(&mut x, dim);
+
+    // Vocabulary over the answers of the usable images.
+    let img_answers: Vec<Vec<String>> = rows
+        .iter()
+        .map(|&r| answers.by_sha.get(&shas[r]).cloned().unwrap_or_default())
+        .collect();
+    let mut vs = s.vocab.clone();
+    if vs.category.is_none() {
+        vs.category = answers.category.clone();
+        if vs.category.is_none() {
+            tracing::warn!("the log has no round-1 category and --category is not given; names that are only the category are not dropped");
+        }
+    }
+    let sentence = SentenceEncoder::load(&s.sentence_model, &device).with_context(|| {
+        format!(
+            "refine merges synonyms with all-MiniLM-L6-v2 from `{}`",
+            s.sentence_model.display()
+        )
+    })?;
+    let vocabulary = vocab::build(&img_answers, &vs, Some(&sentence))?;
+    if vocabulary.classes.is_empty() {
+        bail!(
+            "no name was given to at least {} images; nothing to train on (lower --min-images?)",
+            vs.min_images
+        );
+    }
+    let index = vocabulary.index();
+    let own: Vec<Own> = img_answers
+        .iter()
+        .map(|names| {
+            let mut o: Vec<(usize, f32)> = Vec::new();
+            let total = names.len().max(1) as f32;
+            for nm in names {
+                if let Some(&c) = index.get(&normalize(nm)) {
+                    match o.iter_mut().find(|e| e.0 == c) {
+                        Some(e) => e.1 += 1.0 / total,
+                        None => o.push((c, 1.0 / total)),
+                    }
+                }
+            }
+            o
+        })
+        .collect();
+
+    let tk = Instant::now();
+    let neighbours = cosine_knn(&x, n, dim, s.candidates.k)?;
+    let knn_seconds = tk.elapsed().as_secs_f64();
+    let vocab_names = vocabulary.names();
+    let (kept, own) = prune_by_vote(
+        &own,
+        &neighbours,
+        vocab_names.len(),
+        vs.min_images,
+        &s.candidates,
+    );
+    let classes: Vec<String> = kept.iter().map(|&c| vocab_names[c].clone()).collect();
+    let pruned_classes: Vec<String> = (0..vocab_names.len())
+        .filter(|c| !kept.contains(c))
+        .map(|c| vocab_names[c].clone())
+        .collect();
+    let sets = candidate_sets(&own, &neighbours, &s.candidates);
+    let votes = vote(&sets);
+
+    let mut summary = RefineSummary {
+        images: files.len(),
+        answered: img_answers.iter().filter(|a| !a.is_empty()).count(),
+        named: own.iter().filter(|o| !o.is_empty()).count(),
+        targets: votes.iter().filter(|v| v.is_some()).count(),
+        skipped,
+        embed_seconds,
+        knn_seconds,
+        ..RefineSummary::default()
+    };
+    let mut out_images = Vec::with_capacity(n);
+    for (j, &r) in rows.iter().enumerate() {
+        let top_own = own[j]
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+            .map(|e| e.0);
+        match (top_own, votes[j]) {
+            (Some(a), Some(b)) if a != b => summary.targets_changed += 1,
+            (None, Some(_)) => summary.targets_filled += 1,
+            _ => {}
+        }
+        out_images.push(RefinedImage {
+            path: files[ok_idx[r]].rel.clone(),
+            sha256: shas[r].clone(),
+            mllm: img_answers[j].clone(),
+            own: own[j].clone(),
+            neighbours: neighbours[j].clone(),
+            candidates: sets[j].clone(),
+            target: votes[j],
+            target_name: votes[j].map(|c| classes[c].clone()),
+        });
+    }
+    let images_dir = std::fs::canonicalize(&s.images).unwrap_or_else(|_| s.images.clone());
+    let refined = Refined {
+        version: REFINED_VERSION,
+        images_dir,
+        backbone: s.backbone,
+        weights_sha256: weights_sha,
+        mllm_model: answers.model,
+        prompt_sha256: answers.prompt,
+        vocab_settings: vs,
+        candidate_settings: s.candidates.clone(),
+        vocabulary,
+        classes: classes.clone(),
+        pruned_classes: pruned_classes.clone(),
+        verified: Vec::new(),
+        images: out_images,
+        summary: summary.clone(),
+    };
+    refined.write(&s.out)?;
+    Ok(RefineReport {
+        out: s.out.display().to_string(),
+        classes,
+        pruned_classes,
+        dropped_names: refined
+            .vocabulary
+            .dropped
+            .iter()
+            .take(20)
+            .map(|d| format!("{} ({:?}, {} images)", d.key, d.reason, d.images))
+            .collect(),
+        closest_kept_pair: refined.vocabulary.closest_kept_pair.clone(),
+        summary,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
