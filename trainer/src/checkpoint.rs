@@ -26,7 +26,8 @@ pub struct CheckpointMeta {
     pub backbone: BackboneKind,
     pub weights: PathBuf,
     pub weights_sha256: String,
-    /// Which backbone layers were trained (`head`: none, the backbone is frozen).
+    /// Which backbone layers were trained (`head`: none, the backbone is frozen;
+    /// `last-N-stages`: the tensors are in head.safetensors under `backbone.`).
     pub trainable: String,
     pub classes: Vec<String>,
     pub scale: f32,
@@ -44,14 +45,25 @@ pub struct CheckpointMeta {
     pub eval: Option<NameScores>,
 }
 
+/// Prefix of fine-tuned backbone tensors in `head.safetensors` (`backbone.features.18.0.weight`).
+pub const BACKBONE_PREFIX: &str = "backbone.";
+
 /// Writes the checkpoint folder (created if missing; files replaced by rename).
-pub fn save(dir: &Path, head: &CosineHead, meta: &CheckpointMeta) -> Result<()> {
+/// `backbone` holds the fine-tuned backbone tensors by their backbone name (empty for a
+/// frozen backbone).
+pub fn save(
+    dir: &Path,
+    head: &CosineHead,
+    backbone: &[(String, Tensor)],
+    meta: &CheckpointMeta,
+) -> Result<()> {
     fs_err::create_dir_all(dir)?;
     let tmp = dir.join(format!("{HEAD_FILE}.tmp"));
-    candle_core::safetensors::save(
-        &HashMap::from([("head.weight".to_string(), head.weight.clone())]),
-        &tmp,
-    )?;
+    let mut tensors = HashMap::from([("head.weight".to_string(), head.weight.clone())]);
+    for (name, t) in backbone {
+        tensors.insert(format!("{BACKBONE_PREFIX}{name}"), t.clone());
+    }
+    candle_core::safetensors::save(&tensors, &tmp)?;
     fs_err::rename(&tmp, dir.join(HEAD_FILE))?;
     let tmp = dir.join(format!("{META_FILE}.tmp"));
     fs_err::write(&tmp, serde_json::to_string_pretty(meta)?)?;
@@ -59,8 +71,16 @@ pub fn save(dir: &Path, head: &CosineHead, meta: &CheckpointMeta) -> Result<()> 
     Ok(())
 }
 
+/// A checkpoint read back.
+pub struct Loaded {
+    pub head: CosineHead,
+    pub meta: CheckpointMeta,
+    /// Fine-tuned backbone tensors by backbone name (empty for a frozen backbone).
+    pub backbone: HashMap<String, Tensor>,
+}
+
 /// Reads a checkpoint folder. Fails naming the file that is missing or malformed.
-pub fn load(dir: &Path, device: &Device) -> Result<(CosineHead, CheckpointMeta)> {
+pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
     let meta_path = dir.join(META_FILE);
     let text = fs_err::read_to_string(&meta_path).with_context(|| {
         format!(
@@ -92,11 +112,19 @@ pub fn load(dir: &Path, device: &Device) -> Result<(CosineHead, CheckpointMeta)>
             meta.classes.len()
         );
     }
-    Ok((
-        CosineHead {
+    let backbone = tensors
+        .iter()
+        .filter_map(|(k, t)| {
+            k.strip_prefix(BACKBONE_PREFIX)
+                .map(|n| (n.to_string(), t.clone()))
+        })
+        .collect();
+    Ok(Loaded {
+        head: CosineHead {
             weight,
             scale: meta.scale,
         },
         meta,
-    ))
+        backbone,
+    })
 }

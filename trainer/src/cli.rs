@@ -454,6 +454,16 @@ pub struct TrainArgs {
     /// Seed of the batch order.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Backbone stages fine-tuned with the head after the method settled the targets
+    /// (0: frozen backbone; 1: MobileNetV2's last 1x1 convolution; 2: also its last block).
+    #[arg(long)]
+    pub trainable_blocks: Option<usize>,
+    /// Fine-tuning passes over the images.
+    #[arg(long)]
+    pub finetune_epochs: Option<usize>,
+    /// Fine-tuning learning rate.
+    #[arg(long)]
+    pub finetune_lr: Option<f64>,
     /// Score on this labelled manifest after training (`path,label,split`).
     #[arg(long)]
     pub eval_manifest: Option<PathBuf>,

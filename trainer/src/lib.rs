@@ -21,6 +21,7 @@ pub mod commands;
 pub mod dataset;
 pub mod embed;
 pub mod export;
+pub mod finetune;
 pub mod gmm;
 pub mod head;
 pub mod knn;

@@ -335,6 +335,15 @@ fn train_settings(a: cli::TrainArgs) -> Result<train::TrainCmdSettings> {
     if let Some(v) = a.seed {
         t.seed = v;
     }
+    if let Some(v) = a.trainable_blocks {
+        t.trainable_blocks = v;
+    }
+    if let Some(v) = a.finetune_epochs {
+        t.finetune_epochs = v;
+    }
+    if let Some(v) = a.finetune_lr {
+        t.finetune_lr = v;
+    }
     let weights = match a.weights {
         Some(w) => w,
         None => Refined::read(&a.refined)?

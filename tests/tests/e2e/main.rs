@@ -7,4 +7,5 @@
 
 mod bad_inputs;
 mod demo;
+mod near;
 mod util;

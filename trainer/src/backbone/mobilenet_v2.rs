@@ -98,6 +98,20 @@ pub struct Block {
     pub residual: bool,
 }
 
+impl Block {
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut y = x.clone();
+        for u in &self.units {
+            y = u.forward(&y)?;
+        }
+        if self.residual {
+            x + y
+        } else {
+            Ok(y)
+        }
+    }
+}
+
 /// MobileNetV2 feature extractor (and its ImageNet classifier, kept for checks).
 pub struct MobileNetV2 {
     /// features.0 (stem), 17 inverted residual blocks, features.18 (1x1 to 1280).
@@ -229,14 +243,46 @@ impl MobileNetV2 {
     pub fn features(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut x = self.stem.forward(x)?;
         for b in &self.blocks {
-            let mut y = x.clone();
-            for u in &b.units {
-                y = u.forward(&y)?;
-            }
-            x = if b.residual { (x + y)? } else { y };
+            x = b.forward(&x)?;
         }
         let x = self.last.forward(&x)?;
         x.mean((2, 3))
+    }
+
+    /// How many of the 17 blocks stay frozen when the last `tail` stages train
+    /// (`features.18` counts as one stage; the stem never trains).
+    fn frozen_blocks(&self, tail: usize) -> usize {
+        self.blocks.len() - tail.saturating_sub(1).min(self.blocks.len())
+    }
+
+    /// The frozen part of [`features`](Self::features) when the last `tail` stages train:
+    /// stem and the first blocks. Its output is what fine-tuning caches per image.
+    pub fn trunk(&self, x: &Tensor, tail: usize) -> candle_core::Result<Tensor> {
+        let mut x = self.stem.forward(x)?;
+        for b in &self.blocks[..self.frozen_blocks(tail)] {
+            x = b.forward(&x)?;
+        }
+        Ok(x)
+    }
+
+    /// The trained part: the last `tail - 1` blocks, `features.18`, pooling.
+    /// `tail(trunk(x, n), n) == features(x)`.
+    pub fn tail(&self, h: &Tensor, tail: usize) -> candle_core::Result<Tensor> {
+        let mut x = h.clone();
+        for b in &self.blocks[self.frozen_blocks(tail)..] {
+            x = b.forward(&x)?;
+        }
+        let x = self.last.forward(&x)?;
+        x.mean((2, 3))
+    }
+
+    /// The variables of the last `tail` stages, by name (see [`last_block_var_names`](Self::last_block_var_names)).
+    pub fn tail_vars(&self, tail: usize) -> Vec<(String, Var)> {
+        let data = self.varmap.data().lock().expect("varmap lock");
+        self.last_block_var_names(tail.min(self.blocks.len() + 1))
+            .into_iter()
+            .filter_map(|n| data.get(&n).map(|v| (n, v.clone())))
+            .collect()
     }
 
     /// ImageNet logits (for checking that weights and preprocessing are right).

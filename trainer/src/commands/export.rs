@@ -34,7 +34,11 @@ pub struct ExportCmdReport {
 pub fn run(s: &ExportSettings) -> Result<ExportCmdReport> {
     let device = Device::Cpu;
     let key = s.sign.as_deref().map(SecretKey::read).transpose()?;
-    let (head, meta) = checkpoint::load(&s.checkpoint, &device)?;
+    let checkpoint::Loaded {
+        head,
+        meta,
+        backbone: tuned,
+    } = checkpoint::load(&s.checkpoint, &device)?;
     let weights = s.weights.clone().unwrap_or_else(|| meta.weights.clone());
     let sha = file_sha256(&weights)
         .with_context(|| format!("cannot read backbone weights `{}`", weights.display()))?;
@@ -46,7 +50,31 @@ pub fn run(s: &ExportSettings) -> Result<ExportCmdReport> {
             &meta.weights_sha256[..12]
         );
     }
-    let encoder = backbone::load(meta.backbone, &weights, &device)?;
+    let encoder: Box<dyn backbone::ImageEncoder> = if tuned.is_empty() {
+        backbone::load(meta.backbone, &weights, &device)?
+    } else {
+        if meta.backbone != backbone::BackboneKind::MobilenetV2 {
+            bail!("checkpoint has fine-tuned backbone tensors for {}, which only mobilenet-v2 supports", meta.backbone.name());
+        }
+        let model = backbone::mobilenet_v2::MobileNetV2::load(&weights, &device)?;
+        let vars = model.tail_vars(meta.settings.trainable_blocks);
+        if vars.len() != tuned.len() {
+            bail!(
+                "checkpoint holds {} fine-tuned backbone tensors but trainable_blocks = {} means {}",
+                tuned.len(),
+                meta.settings.trainable_blocks,
+                vars.len()
+            );
+        }
+        for (name, var) in vars {
+            let t = tuned
+                .get(&name)
+                .with_context(|| format!("checkpoint lacks fine-tuned tensor `{name}`"))?;
+            var.set(t)
+                .with_context(|| format!("fine-tuned tensor `{name}` has the wrong shape"))?;
+        }
+        Box::new(model)
+    };
     let check: Vec<RgbImage> = meta
         .check_images
         .iter()

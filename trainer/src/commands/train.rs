@@ -1,10 +1,12 @@
 //! `linesight-train train`: refined.json -> a trained head (checkpoint folder), with
 //! `near`, `vote`, `naive` or `prototype`; optionally scored on a labelled split.
 
-use crate::backbone::{self, BackboneKind};
+use crate::backbone::mobilenet_v2::MobileNetV2;
+use crate::backbone::{self, BackboneKind, ImageEncoder};
 use crate::checkpoint::{self, CheckpointMeta, CHECKPOINT_VERSION, TARGETS_FILE};
 use crate::dataset;
 use crate::embed::{file_sha256, progress_bar, EmbeddingCache};
+use crate::finetune::finetune;
 use crate::head::CosineHead;
 use crate::knn::normalize_rows;
 use crate::metrics::{score_names, NameScores};
@@ -44,6 +46,8 @@ pub struct TrainReport {
     /// `near`: share judged clean at the last epoch.
     pub clean_share: Option<f64>,
     pub train_seconds: f64,
+    /// Fine-tuning of backbone stages (trunk pass included); 0 when the backbone is frozen.
+    pub finetune_seconds: f64,
     /// Image-epochs per second of the head training.
     pub images_per_second: f64,
     pub eval: Option<NameScores>,
@@ -84,6 +88,26 @@ pub fn embed_normalized(
     Ok((x, emb.rows.iter().map(|&r| idx[r]).collect(), dim))
 }
 
+/// Scores `head` on normalized embeddings `x` of `entries[rows]`.
+fn score_embeddings(
+    head: &CosineHead,
+    classes: &[String],
+    x: &[f32],
+    rows: &[usize],
+    dim: usize,
+    entries: &[dataset::Entry],
+    sentence_model: Option<&Path>,
+) -> Result<NameScores> {
+    let pred = predict(head, x, rows.len(), dim)?;
+    let pred_names: Vec<String> = pred.iter().map(|&c| classes[c].clone()).collect();
+    let true_names: Vec<String> = rows.iter().map(|&r| entries[r].label.clone()).collect();
+    let sentence = match sentence_model {
+        Some(dir) if dir.is_dir() => Some(SentenceEncoder::load(dir, &Device::Cpu)?),
+        _ => None,
+    };
+    score_names(&pred_names, &true_names, sentence.as_ref())
+}
+
 /// Scores `head` on a labelled split from cached embeddings (the export's parity gate
 /// guarantees the bundle gives the same top-1 within 1e-4 of the logits).
 pub fn eval_head(
@@ -101,14 +125,7 @@ pub fn eval_head(
     let entries = dataset::read_split(manifest, split)?;
     let paths: Vec<PathBuf> = entries.iter().map(|e| e.path.clone()).collect();
     let (x, rows, dim) = embed_normalized(kind, weights, weights_sha, cache_dir, &paths, batch)?;
-    let pred = predict(head, &x, rows.len(), dim)?;
-    let pred_names: Vec<String> = pred.iter().map(|&c| classes[c].clone()).collect();
-    let true_names: Vec<String> = rows.iter().map(|&r| entries[r].label.clone()).collect();
-    let sentence = match sentence_model {
-        Some(dir) if dir.is_dir() => Some(SentenceEncoder::load(dir, &Device::Cpu)?),
-        _ => None,
-    };
-    score_names(&pred_names, &true_names, sentence.as_ref())
+    score_embeddings(head, classes, &x, &rows, dim, &entries, sentence_model)
 }
 
 pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
@@ -163,12 +180,56 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
         verified: &refined.verified,
     };
     let t0 = Instant::now();
-    let trained = train(&data, &s.train, &Device::Cpu)?;
+    let mut trained = train(&data, &s.train, &Device::Cpu)?;
     let train_seconds = t0.elapsed().as_secs_f64();
     let train_images = trained.targets.iter().filter(|t| t.is_some()).count();
 
-    let eval = match &s.eval {
-        Some((manifest, split)) => Some(eval_head(
+    // Optional: fine-tune the backbone's last stages with the head on the settled targets.
+    let mut tuned: Option<MobileNetV2> = None;
+    let mut finetune_seconds = 0.0;
+    if s.train.trainable_blocks > 0 {
+        if refined.backbone != BackboneKind::MobilenetV2 {
+            bail!(
+                "trainable_blocks > 0 is implemented for mobilenet-v2; {} trains its head only (set trainable_blocks = 0)",
+                refined.backbone.name()
+            );
+        }
+        let t1 = Instant::now();
+        let model = MobileNetV2::load(&s.weights, &Device::Cpu)?;
+        let (head, log) = finetune(
+            &model,
+            &paths,
+            &trained.soft_targets,
+            &trained.head,
+            &s.train,
+            &Device::Cpu,
+        )?;
+        trained.head = head;
+        trained.history.extend(log);
+        finetune_seconds = t1.elapsed().as_secs_f64();
+        tuned = Some(model);
+    }
+
+    let eval = match (&s.eval, &tuned) {
+        (Some((manifest, split)), Some(model)) => {
+            // The tuned backbone embeds differently: no cache.
+            let entries = dataset::read_split(manifest, split)?;
+            let tpaths: Vec<PathBuf> = entries.iter().map(|e| e.path.clone()).collect();
+            let emb = crate::embed::embed_paths(model, &tpaths, s.batch, &Device::Cpu)?;
+            let dim = model.embed_dim();
+            let mut x = emb.embeddings.flatten_all()?.to_vec1::<f32>()?;
+            normalize_rows(&mut x, dim);
+            Some(score_embeddings(
+                &trained.head,
+                &refined.classes,
+                &x,
+                &emb.rows,
+                dim,
+                &entries,
+                s.sentence_model.as_deref(),
+            )?)
+        }
+        (Some((manifest, split)), None) => Some(eval_head(
             &trained.head,
             &refined.classes,
             refined.backbone,
@@ -180,7 +241,7 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
             s.sentence_model.as_deref(),
             s.batch,
         )?),
-        None => None,
+        (None, _) => None,
     };
     let refined_sha = file_sha256(&s.refined)?;
     let check_images: Vec<PathBuf> = paths.iter().take(4).cloned().collect();
@@ -189,7 +250,10 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
         backbone: refined.backbone,
         weights: std::fs::canonicalize(&s.weights).unwrap_or_else(|_| s.weights.clone()),
         weights_sha256: weights_sha,
-        trainable: "head".into(),
+        trainable: match s.train.trainable_blocks {
+            0 => "head".into(),
+            n => format!("last-{n}-stages"),
+        },
         classes: refined.classes.clone(),
         scale: trained.head.scale,
         settings: s.train.clone(),
@@ -202,7 +266,16 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
         train_seconds,
         eval: eval.clone(),
     };
-    checkpoint::save(&s.out, &trained.head, &meta)?;
+    let backbone_tensors: Vec<(String, candle_core::Tensor)> = tuned
+        .as_ref()
+        .map(|m| {
+            m.tail_vars(s.train.trainable_blocks)
+                .into_iter()
+                .map(|(n, v)| (n, v.as_tensor().clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    checkpoint::save(&s.out, &trained.head, &backbone_tensors, &meta)?;
     // The training decision log: per image its vote, final target and clean posterior.
     let mut log = std::io::BufWriter::new(fs_err::File::create(s.out.join(TARGETS_FILE))?);
     let mut changed = 0;
@@ -233,6 +306,7 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
         targets_changed_by_training: changed,
         clean_share: trained.history.last().and_then(|h| h.clean_share),
         train_seconds,
+        finetune_seconds,
         images_per_second: if s.train.method == crate::near::train::Method::Prototype {
             0.0
         } else {

@@ -76,6 +76,16 @@ pub struct TrainSettings {
     pub noisy_weight: f32,
     /// Seed of the batch order.
     pub seed: u64,
+    /// Backbone stages fine-tuned with the head after the method settled the targets
+    /// (0: frozen backbone, head only; 1: MobileNetV2's last 1x1 convolution; 2: also
+    /// its last inverted-residual block; ...). MobileNetV2 only.
+    pub trainable_blocks: usize,
+    /// Fine-tuning passes over the images.
+    pub finetune_epochs: usize,
+    /// Fine-tuning learning rate (AdamW), for backbone and head.
+    pub finetune_lr: f64,
+    /// Fine-tuning images per step.
+    pub finetune_batch: usize,
 }
 
 impl Default for TrainSettings {
@@ -94,6 +104,10 @@ impl Default for TrainSettings {
             sharpen: 1.0,
             noisy_weight: 1.0,
             seed: 0,
+            trainable_blocks: 0,
+            finetune_epochs: 5,
+            finetune_lr: 1e-4,
+            finetune_batch: 32,
         }
     }
 }
@@ -132,6 +146,8 @@ pub struct Trained {
     pub targets: Vec<Option<usize>>,
     /// `near`: each image's posterior of being clean at the last epoch.
     pub clean: Vec<Option<f32>>,
+    /// The final training targets as weights, `n * k` (what fine-tuning trains on).
+    pub soft_targets: Vec<f32>,
     pub history: Vec<EpochLog>,
 }
 
@@ -174,12 +190,14 @@ pub fn train(d: &TrainData, s: &TrainSettings, device: &Device) -> Result<Traine
     let x = Tensor::from_slice(d.x, (n, d.dim), device)?;
     match s.method {
         Method::Prototype => {
-            let head = prototypes_soft(&x, &onehot(&own_top, k), k, s.scale, device)?;
+            let soft_targets = onehot(&own_top, k);
+            let head = prototypes_soft(&x, &soft_targets, k, s.scale, device)?;
             Ok(Trained {
                 head,
                 targets: own_top,
                 clean: vec![None; n],
                 history: Vec::new(),
+                soft_targets,
             })
         }
         Method::Naive => train_gradient(&x, &own_top, k, s, device),
@@ -317,6 +335,7 @@ fn train_near(
         targets: final_targets,
         clean: clean_post,
         history,
+        soft_targets: targets,
     })
 }
 
@@ -383,6 +402,7 @@ fn train_gradient(
         targets: base.to_vec(),
         clean: vec![None; n],
         history,
+        soft_targets: targets,
     })
 }
 
@@ -396,7 +416,7 @@ fn normalize_or(r: &mut [f32], fallback: &[f32]) {
 }
 
 /// `scale * x . normalize(w)^T` for rows of `x` already normalized.
-fn cosine_logits(w: &Tensor, x: &Tensor, scale: f32) -> candle_core::Result<Tensor> {
+pub fn cosine_logits(w: &Tensor, x: &Tensor, scale: f32) -> candle_core::Result<Tensor> {
     let wn = crate::head::l2_normalize(w)?;
     x.matmul(&wn.t()?)? * scale as f64
 }
@@ -461,7 +481,14 @@ mod tests {
     use rand::Rng;
 
     /// Clustered embeddings: `classes` close class means, `per` images each, normalized.
-    fn clusters(classes: usize, per: usize, dim: usize, seed: u64) -> (Vec<f32>, Vec<usize>) {
+    /// `noise` seeds the per-image noise, `seed` the class means.
+    fn clusters(
+        classes: usize,
+        per: usize,
+        dim: usize,
+        seed: u64,
+        noise: u64,
+    ) -> (Vec<f32>, Vec<usize>) {
         let mut rng = StdRng::seed_from_u64(seed);
         let shared: Vec<f32> = (0..dim).map(|_| rng.random::<f32>() - 0.5).collect();
         let means: Vec<Vec<f32>> = (0..classes)
@@ -474,6 +501,7 @@ mod tests {
             .collect();
         let mut x = Vec::new();
         let mut y = Vec::new();
+        let mut rng = StdRng::seed_from_u64(noise);
         for i in 0..classes * per {
             let c = i % classes;
             y.push(c);
@@ -495,7 +523,7 @@ mod tests {
     #[test]
     fn near_beats_the_raw_names_on_noisy_clusters() {
         let (classes, dim) = (8, 48);
-        let (x, y) = clusters(classes, 60, dim, 11);
+        let (x, y) = clusters(classes, 60, dim, 11, 1);
         let n = y.len();
         let mut rng = StdRng::seed_from_u64(99);
         // 50% right; wrong names go to a fixed "sibling" pair partner or a random class.
@@ -539,9 +567,8 @@ mod tests {
             t.iter().zip(&y).filter(|(a, b)| **a == Some(**b)).count() as f64 / n as f64
         };
         let (near_t, own_t) = (target_acc(&near.targets), target_acc(&proto.targets));
-        // Points of the same classes (same seed: same means; the first 240 repeat the
-        // training points, which is what a prototype fit is scored on here).
-        let (xh, yh) = clusters(classes, 30, dim, 11);
+        // Held-out points: same class means, fresh noise.
+        let (xh, yh) = clusters(classes, 30, dim, 11, 2);
         let (near_acc, proto_acc) = (
             accuracy(&near.head, &xh, &yh, dim),
             accuracy(&proto.head, &xh, &yh, dim),
@@ -558,7 +585,7 @@ mod tests {
 
     #[test]
     fn verified_labels_are_kept_and_empty_data_is_refused() {
-        let (x, y) = clusters(3, 10, 8, 1);
+        let (x, y) = clusters(3, 10, 8, 1, 1);
         let n = y.len();
         let own: Vec<Own> = vec![Vec::new(); n];
         let sets = vec![Vec::new(); n];

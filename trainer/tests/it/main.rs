@@ -9,5 +9,6 @@ mod clip_export;
 mod mllm;
 mod mobilenet;
 mod pipeline;
+mod refine;
 mod sentence;
 mod weights;

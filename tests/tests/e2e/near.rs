@@ -1,0 +1,199 @@
+//! The NeaR chain through the real binaries: the simulator serves over HTTP, `label` names
+//! the unlabeled demo photos, `refine`, `train --method near`, `export --sign`, then the box
+//! installs the signed bundle and classifies the held-out photos.
+
+use crate::util::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+/// Kills the simulator when the test ends, passed or not.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn label_refine_train_export_install_classify() {
+    if !weights_present("label_refine_train_export_install_classify") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let manifest = repo().join("models/demo/manifest.csv");
+    // Unlabeled training photos: links under neutral names.
+    let images = t.join("images");
+    std::fs::create_dir(&images).unwrap();
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let mut held_out = Vec::new();
+    for (i, line) in text.lines().skip(1).enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        let src = repo().join("models/demo").join(f[0]);
+        if f[2] == "train" {
+            std::os::unix::fs::symlink(&src, images.join(format!("{i:03}.jpg"))).unwrap();
+        } else {
+            held_out.push((src, f[1].to_string()));
+        }
+    }
+    let train = bin("linesight-train");
+    let mut sim = Child(
+        Command::new(&train)
+            .args([
+                "--log",
+                "warn",
+                "simulate-mllm",
+                "--listen",
+                "127.0.0.1:0",
+                "--accuracy",
+                "0.7",
+                "--seed",
+                "4",
+                "--truth",
+            ])
+            .arg(&manifest)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = BufReader::new(sim.0.stderr.take().unwrap());
+    let mut url = String::new();
+    for _ in 0..20 {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(pos) = line.find("http://") {
+            url = line[pos..].split_whitespace().next().unwrap().to_string();
+            break;
+        }
+    }
+    assert!(url.ends_with("/v1"), "simulator address not printed: {url}");
+
+    let labels = t.join("labels.jsonl");
+    let o = run(Command::new(&train)
+        .args([
+            "--json",
+            "label",
+            "--model",
+            "simulated",
+            "--endpoint",
+            &url,
+            "--images",
+        ])
+        .arg(&images)
+        .arg("--out")
+        .arg(&labels));
+    assert!(o.status.success());
+    drop(sim);
+
+    let refined = t.join("refined.json");
+    let o = run(Command::new(&train)
+        .args([
+            "--json",
+            "refine",
+            "--min-images",
+            "2",
+            "--k",
+            "5",
+            "--images",
+        ])
+        .arg(&images)
+        .arg("--labels")
+        .arg(&labels)
+        .arg("--out")
+        .arg(&refined));
+    assert!(o.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(report["classes"].as_array().unwrap().len() >= 5, "{report}");
+    // The decision log: every image with its MLLM answer, candidates and target.
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&refined).unwrap()).unwrap();
+    let imgs = r["images"].as_array().unwrap();
+    assert_eq!(imgs.len(), 30);
+    for key in [
+        "path",
+        "sha256",
+        "mllm",
+        "candidates",
+        "target",
+        "target_name",
+        "neighbours",
+    ] {
+        assert!(imgs[0].get(key).is_some(), "decision log lacks `{key}`");
+    }
+
+    let ckpt = t.join("ckpt");
+    let o = run(Command::new(&train)
+        .args(["--json", "train", "--method", "near", "--refined"])
+        .arg(&refined)
+        .arg("--out")
+        .arg(&ckpt));
+    assert!(o.status.success());
+    for f in ["head.safetensors", "checkpoint.json", "targets.jsonl"] {
+        assert!(ckpt.join(f).is_file(), "checkpoint lacks {f}");
+    }
+
+    let keys = t.join("keys");
+    assert!(
+        run(Command::new(&train).args(["keygen", "--out"]).arg(&keys))
+            .status
+            .success()
+    );
+    let bundle = t.join("near.lsb");
+    let o = run(Command::new(&train)
+        .args(["--json", "export", "--model-id", "near-e2e", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("--out")
+        .arg(&bundle)
+        .arg("--sign")
+        .arg(keys.join("signing.key")));
+    assert!(o.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        report["signature"]
+            .as_str()
+            .unwrap()
+            .starts_with("ed25519:"),
+        "{report}"
+    );
+    assert!(report["export"]["max_abs_logit_diff"].as_f64().unwrap() <= 1e-4);
+
+    // A missing checkpoint is refused with the folder named.
+    let o = run(Command::new(&train)
+        .args(["export", "--checkpoint"])
+        .arg(t.join("nope"))
+        .arg("--out")
+        .arg(t.join("x.lsb")));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nope"));
+
+    // The box: install the signed bundle, then decide on the held-out photos.
+    let root = t.join("box");
+    let o = run(Command::new(bin("linesight-edge"))
+        .arg("install")
+        .arg(&bundle)
+        .arg("--root")
+        .arg(&root)
+        .arg("--trusted-key")
+        .arg(keys.join("signing.pub")));
+    assert!(o.status.success());
+    let mut cmd = Command::new(bin("linesight-edge"));
+    cmd.args(["classify", "--json", "--bundle"]).arg(&bundle);
+    for (p, _) in &held_out {
+        cmd.arg(p);
+    }
+    let o = run(&mut cmd);
+    assert!(o.status.success());
+    let lines = stdout_lines(&o);
+    assert_eq!(lines.len(), 15);
+    let right = lines
+        .iter()
+        .zip(&held_out)
+        .filter(|(l, (_, label))| l["label"] == label.as_str())
+        .count();
+    eprintln!("near e2e: {right}/15 held-out photos named exactly");
+    // 5 species, names 70% right: well above chance (3/15).
+    assert!(right >= 9, "{right}/15");
+}
