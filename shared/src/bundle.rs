@@ -66,6 +66,8 @@ pub enum BundleError {
     UnknownSignatureKind(u8),
     #[error("bundle manifest cannot be decoded: {0}")]
     Manifest(#[source] postcard::Error),
+    #[error("bundle manifest has {extra} bytes after its end; the file was altered or written by a broken trainer")]
+    ManifestTrailing { extra: usize },
     #[error("model hash mismatch: the manifest expects sha256 {expected} but the model bytes hash to {computed}; the bundle was tampered with or built wrongly")]
     ModelHashMismatch { expected: String, computed: String },
 }
@@ -192,7 +194,8 @@ impl Bundle {
                 expected: u64::MAX,
                 got,
             })?;
-        let min_total = body_end + 1 + CHECKSUM_LEN as u64;
+        // Checked: a model length near u64::MAX must be refused, not wrap (found by `fuzz/`).
+        let min_total = body_end.checked_add(1 + CHECKSUM_LEN as u64).unwrap_or(u64::MAX);
         if got < min_total {
             return Err(BundleError::Truncated {
                 what: "manifest, model and checksum",
@@ -226,8 +229,13 @@ impl Bundle {
         }
         verify_checksum(bytes)?;
         let manifest_bytes = &bytes[HEADER_LEN..HEADER_LEN + manifest_len as usize];
-        let manifest: Manifest =
-            postcard::from_bytes(manifest_bytes).map_err(BundleError::Manifest)?;
+        // `take_from_bytes`: postcard's `from_bytes` would ignore bytes after the manifest,
+        // and a bundle must be exactly what it says it is (found by `fuzz/`, target bundle).
+        let (manifest, rest): (Manifest, _) =
+            postcard::take_from_bytes(manifest_bytes).map_err(BundleError::Manifest)?;
+        if !rest.is_empty() {
+            return Err(BundleError::ManifestTrailing { extra: rest.len() });
+        }
         let model = bytes[HEADER_LEN + manifest_len as usize..body_end].to_vec();
         let computed = sha256(&model);
         if computed != manifest.model_sha256 {
@@ -324,6 +332,38 @@ pub(crate) mod tests {
             min_runtime_version: "0.1.0".into(),
         };
         Bundle::new(manifest, b"not really onnx".to_vec())
+    }
+
+    #[test]
+    fn a_model_length_near_u64_max_is_refused_not_wrapped() {
+        // The header of fuzz/ artifact crash-925f6615: model length 0x33ffffffffffffff26... wraps.
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&0xb9u32.to_le_bytes());
+        bytes.extend_from_slice(&(u64::MAX - 0xb9 - 24 - 5).to_le_bytes());
+        bytes.extend_from_slice(&[0x33, 0x2a]);
+        let err = Bundle::from_bytes(&bytes).unwrap_err();
+        assert!(matches!(err, BundleError::Truncated { .. }), "{err}");
+    }
+
+    #[test]
+    fn bytes_after_the_manifest_are_refused() {
+        let b = sample();
+        let mut manifest = postcard::to_stdvec(&b.manifest).unwrap();
+        manifest.extend_from_slice(&[0, 0, 7]);
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&(manifest.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&(b.model.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&manifest);
+        bytes.extend_from_slice(&b.model);
+        bytes.push(0);
+        let sum = sha256(&bytes);
+        bytes.extend_from_slice(&sum);
+        let err = Bundle::from_bytes(&bytes).unwrap_err();
+        assert!(matches!(err, BundleError::ManifestTrailing { extra: 3 }), "{err}");
     }
 
     #[test]
