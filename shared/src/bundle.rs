@@ -68,6 +68,8 @@ pub enum BundleError {
     Manifest(#[source] postcard::Error),
     #[error("bundle manifest has {extra} bytes after its end; the file was altered or written by a broken trainer")]
     ManifestTrailing { extra: usize },
+    #[error("bundle manifest is not in its canonical encoding (it decodes, but re-encodes to other bytes); the file was altered or written by a broken trainer")]
+    ManifestNotCanonical,
     #[error("model hash mismatch: the manifest expects sha256 {expected} but the model bytes hash to {computed}; the bundle was tampered with or built wrongly")]
     ModelHashMismatch { expected: String, computed: String },
 }
@@ -195,7 +197,9 @@ impl Bundle {
                 got,
             })?;
         // Checked: a model length near u64::MAX must be refused, not wrap (found by `fuzz/`).
-        let min_total = body_end.checked_add(1 + CHECKSUM_LEN as u64).unwrap_or(u64::MAX);
+        let min_total = body_end
+            .checked_add(1 + CHECKSUM_LEN as u64)
+            .unwrap_or(u64::MAX);
         if got < min_total {
             return Err(BundleError::Truncated {
                 what: "manifest, model and checksum",
@@ -235,6 +239,11 @@ impl Bundle {
             postcard::take_from_bytes(manifest_bytes).map_err(BundleError::Manifest)?;
         if !rest.is_empty() {
             return Err(BundleError::ManifestTrailing { extra: rest.len() });
+        }
+        // One manifest, one encoding: postcard also decodes overlong varints, which would let
+        // two different files (and signatures) carry the same manifest (found by `fuzz/`).
+        if postcard::to_stdvec(&manifest).map_err(BundleError::Manifest)? != manifest_bytes {
+            return Err(BundleError::ManifestNotCanonical);
         }
         let model = bytes[HEADER_LEN + manifest_len as usize..body_end].to_vec();
         let computed = sha256(&model);
@@ -348,6 +357,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_overlong_varint_in_the_manifest_is_refused() {
+        let b = sample();
+        let canonical = postcard::to_stdvec(&b.manifest).unwrap();
+        // The first field is model_id's length (4, "test"): write it as the 2-byte varint 0x84 0x00.
+        assert_eq!(canonical[0], 4);
+        let mut manifest = vec![0x84, 0x00];
+        manifest.extend_from_slice(&canonical[1..]);
+        assert_eq!(
+            postcard::from_bytes::<Manifest>(&manifest).unwrap(),
+            b.manifest
+        );
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&(manifest.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&(b.model.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&manifest);
+        bytes.extend_from_slice(&b.model);
+        bytes.push(0);
+        let sum = sha256(&bytes);
+        bytes.extend_from_slice(&sum);
+        let err = Bundle::from_bytes(&bytes).unwrap_err();
+        assert!(matches!(err, BundleError::ManifestNotCanonical), "{err}");
+    }
+
+    #[test]
     fn bytes_after_the_manifest_are_refused() {
         let b = sample();
         let mut manifest = postcard::to_stdvec(&b.manifest).unwrap();
@@ -363,7 +398,10 @@ pub(crate) mod tests {
         let sum = sha256(&bytes);
         bytes.extend_from_slice(&sum);
         let err = Bundle::from_bytes(&bytes).unwrap_err();
-        assert!(matches!(err, BundleError::ManifestTrailing { extra: 3 }), "{err}");
+        assert!(
+            matches!(err, BundleError::ManifestTrailing { extra: 3 }),
+            "{err}"
+        );
     }
 
     #[test]
