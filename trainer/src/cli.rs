@@ -168,7 +168,9 @@ pub enum Command {
     /// the correct name with probability --accuracy, otherwise a confusable sibling class
     /// (same group), a coarse name ("a small bird"), or a plausible name outside the data set,
     /// in varied surface forms. Answers are stochastic across calls and reproducible per
-    /// --seed. --fault-rate injects 429 (with Retry-After), 500, slow and malformed replies.
+    /// --seed. --systematic and --spread add habits: a fixed partner class per class that
+    /// takes a share of its mistakes, and per-class accuracies around --accuracy.
+    /// --fault-rate injects 429 (with Retry-After), 500, slow and malformed replies.
     /// Runs until Ctrl-C, then prints what it served.
     ///
     /// Example: linesight-train simulate-mllm --truth data/cub26/manifest.csv --listen 127.0.0.1:8089
@@ -318,6 +320,13 @@ pub struct SimulateArgs {
     /// Share of wrong answers naming a confusable sibling class.
     #[arg(long, default_value_t = 0.6)]
     pub sibling_share: f64,
+    /// Share of wrong answers that name one fixed partner class per class, whatever the
+    /// image (a habit, as real MLLMs have); the rest follow the shares above.
+    #[arg(long, default_value_t = 0.0)]
+    pub systematic: f64,
+    /// Per-class accuracy = --accuracy +- up to this (fixed per class and --seed).
+    #[arg(long, default_value_t = 0.0)]
+    pub spread: f64,
     /// Share of wrong answers that are coarse ("a small bird").
     #[arg(long, default_value_t = 0.2)]
     pub coarse_share: f64,

@@ -243,6 +243,8 @@ fn simulate_settings(a: cli::SimulateArgs) -> Result<simulate_mllm::SimulateSett
         outside: a.outside_share,
     };
     c.seed = a.seed;
+    c.systematic = a.systematic;
+    c.spread = a.spread;
     c.groups = a.groups;
     c.fault_rate = a.fault_rate;
     c.faults = a

@@ -16,6 +16,11 @@
 //! (opt-in) garbled bodies. Error replies follow OpenAI's `{"error": {...}}` shape:
 //! 401 without the expected key, 404 for another model name, 400 "does not support image
 //! input" in `--text-only` mode, 422 for an image that is not in the truth manifest.
+//!
+//! Habits (`systematic`, `spread`): real MLLMs repeat some confusions whatever the image.
+//! With `systematic` S, a share S of a class's wrong answers names one fixed partner class
+//! (a sibling when the class has one); `spread` D gives each class its own accuracy,
+//! accuracy +- up to D. Both are fixed per seed (see `noise::Noise::with_habits`).
 
 pub mod names;
 pub mod noise;
@@ -113,6 +118,10 @@ pub struct SimulatorConfig {
     pub text_only: bool,
     /// What round 1 answers.
     pub context: Context1,
+    /// Share of wrong answers that go to one fixed partner class per class (a habit).
+    pub systematic: f64,
+    /// Per-class accuracy = accuracy +- up to this (deterministic per seed).
+    pub spread: f64,
     /// Prompt tokens counted per image (usage is reported like a real server's).
     pub image_tokens: u64,
 }
@@ -141,6 +150,8 @@ impl SimulatorConfig {
                 granularity: "species".into(),
             },
             image_tokens: 258,
+            systematic: 0.0,
+            spread: 0.0,
         }
     }
 }
@@ -282,7 +293,8 @@ impl Simulator {
             config.accuracy,
             config.mix,
             config.context.clone(),
-        );
+        )
+        .with_habits(config.spread, config.systematic, config.seed);
         let fault_rng = Mutex::new(StdRng::seed_from_u64(noise::splitmix(config.seed ^ 0xFA17)));
         Ok(Simulator {
             config,

@@ -181,6 +181,11 @@ pub struct Noise {
     pub mix: Mix,
     /// What round 1 answers.
     pub context: Context1,
+    /// Share of wrong answers that name the class's fixed partner (a habit: the same
+    /// confusion every time, whatever the image); the rest follow `mix`.
+    pub systematic: f64,
+    /// Each class's fixed partner: a sibling when the class has one, else another class.
+    pub partner: Vec<Option<usize>>,
 }
 
 impl Noise {
@@ -192,7 +197,37 @@ impl Noise {
             accuracy,
             mix,
             context,
+            systematic: 0.0,
+            partner: Vec::new(),
         }
+    }
+
+    /// Habits: per-class accuracy `accuracy +- spread` (uniform, clamped to [0, 1]) and a
+    /// fixed partner per class that takes `systematic` of its wrong answers. Deterministic
+    /// per `seed`.
+    pub fn with_habits(mut self, spread: f64, systematic: f64, seed: u64) -> Self {
+        let n = self.taxonomy.classes.len();
+        let base = self.accuracy.first().copied().unwrap_or(0.0);
+        self.accuracy = (0..n)
+            .map(|c| {
+                let u = unit(splitmix(
+                    seed ^ 0x5EED_5EED ^ (c as u64).wrapping_mul(0x9E37),
+                ));
+                (base + spread * (2.0 * u - 1.0)).clamp(0.0, 1.0)
+            })
+            .collect();
+        self.systematic = systematic.clamp(0.0, 1.0);
+        self.partner = (0..n)
+            .map(|c| {
+                let pool: Vec<usize> = match self.taxonomy.siblings(c) {
+                    s if !s.is_empty() => s,
+                    _ => (0..n).filter(|&o| o != c).collect(),
+                };
+                let h = splitmix(seed ^ 0xA11E ^ (c as u64).wrapping_mul(0xC2B2_AE35));
+                (!pool.is_empty()).then(|| pool[(h % pool.len() as u64) as usize])
+            })
+            .collect();
+        self
     }
 
     /// Draws the name one answer about an image of `class` carries. `image_pref` is the
@@ -201,6 +236,11 @@ impl Noise {
         let t = &self.taxonomy;
         if rng.random::<f64>() < self.accuracy[class] {
             return (Kind::Correct, t.classes[class].clone());
+        }
+        if self.systematic > 0.0 && rng.random::<f64>() < self.systematic {
+            if let Some(p) = self.partner.get(class).copied().flatten() {
+                return (Kind::Sibling, t.classes[p].clone());
+            }
         }
         let m = self.mix;
         let total = (m.sibling + m.coarse + m.outside).max(f64::MIN_POSITIVE);
@@ -374,6 +414,70 @@ fn title(w: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod habit_tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn noise(spread: f64, systematic: f64, seed: u64) -> Noise {
+        let classes: Vec<String> = [
+            "Horned Grebe",
+            "Eared Grebe",
+            "Western Grebe",
+            "Cedar Waxwing",
+            "Bohemian Waxwing",
+            "Indigo Bunting",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let ctx = Context1 {
+            category: "bird".into(),
+            expert: "ornithologist".into(),
+            granularity: "species".into(),
+        };
+        Noise::uniform(Taxonomy::by_last_word(classes), 0.6, Mix::default(), ctx)
+            .with_habits(spread, systematic, seed)
+    }
+
+    #[test]
+    fn a_habit_sends_every_systematic_mistake_to_one_partner() {
+        let n = noise(0.0, 1.0, 3);
+        let mut rng = StdRng::seed_from_u64(1);
+        for class in 0..6 {
+            let partner = n.partner[class].expect("a partner");
+            assert_ne!(partner, class);
+            let mut wrong = std::collections::BTreeSet::new();
+            for i in 0..400u64 {
+                let (kind, name) = n.draw(class, i, &mut rng);
+                if kind != Kind::Correct {
+                    wrong.insert(name);
+                }
+            }
+            assert_eq!(wrong.len(), 1, "class {class}: {wrong:?}");
+            assert!(wrong.contains(&n.taxonomy.classes[partner]));
+        }
+        // Grebes confuse grebes: the partner is a sibling when there is one.
+        assert!(n.taxonomy.classes[n.partner[0].unwrap()].ends_with("Grebe"));
+    }
+
+    #[test]
+    fn spread_varies_per_class_accuracy_deterministically() {
+        let a = noise(0.15, 0.5, 7);
+        let b = noise(0.15, 0.5, 7);
+        let c = noise(0.15, 0.5, 8);
+        assert_eq!(a.accuracy, b.accuracy);
+        assert_ne!(a.accuracy, c.accuracy);
+        assert!(
+            a.accuracy.iter().all(|&p| (0.45..=0.75).contains(&p)),
+            "{:?}",
+            a.accuracy
+        );
+        assert!(a.accuracy.iter().any(|&p| (p - 0.6).abs() > 0.01));
+        assert_eq!(noise(0.0, 0.0, 1).accuracy, vec![0.6; 6]);
+    }
 }
 
 #[cfg(test)]
