@@ -356,6 +356,21 @@ pub(crate) mod tests {
         assert!(matches!(err, BundleError::Truncated { .. }), "{err}");
     }
 
+    /// An unsigned container around raw manifest bytes, lengths and checksum consistent.
+    fn unsigned_container(manifest: &[u8], model: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&(manifest.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&(model.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(manifest);
+        bytes.extend_from_slice(model);
+        bytes.push(0);
+        let sum = sha256(&bytes);
+        bytes.extend_from_slice(&sum);
+        bytes
+    }
+
     #[test]
     fn an_overlong_varint_in_the_manifest_is_refused() {
         let b = sample();
@@ -368,17 +383,7 @@ pub(crate) mod tests {
             postcard::from_bytes::<Manifest>(&manifest).unwrap(),
             b.manifest
         );
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&(manifest.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&(b.model.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&manifest);
-        bytes.extend_from_slice(&b.model);
-        bytes.push(0);
-        let sum = sha256(&bytes);
-        bytes.extend_from_slice(&sum);
-        let err = Bundle::from_bytes(&bytes).unwrap_err();
+        let err = Bundle::from_bytes(&unsigned_container(&manifest, &b.model)).unwrap_err();
         assert!(matches!(err, BundleError::ManifestNotCanonical), "{err}");
     }
 
@@ -387,17 +392,7 @@ pub(crate) mod tests {
         let b = sample();
         let mut manifest = postcard::to_stdvec(&b.manifest).unwrap();
         manifest.extend_from_slice(&[0, 0, 7]);
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&(manifest.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&(b.model.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&manifest);
-        bytes.extend_from_slice(&b.model);
-        bytes.push(0);
-        let sum = sha256(&bytes);
-        bytes.extend_from_slice(&sum);
-        let err = Bundle::from_bytes(&bytes).unwrap_err();
+        let err = Bundle::from_bytes(&unsigned_container(&manifest, &b.model)).unwrap_err();
         assert!(
             matches!(err, BundleError::ManifestTrailing { extra: 3 }),
             "{err}"

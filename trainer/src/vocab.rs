@@ -247,7 +247,6 @@ pub fn build(
     // Most answered first; ties by key for determinism.
     kept.sort_by(|a, b| stats[b].answers.cmp(&stats[a].answers).then(a.cmp(b)));
     let mut members: Vec<Vec<String>> = Vec::new();
-    let mut synonyms: Vec<Vec<(String, f32)>> = Vec::new();
     let mut main_of: HashMap<String, usize> = HashMap::new();
     // Plurals join their singular.
     let mut rest = Vec::new();
@@ -264,24 +263,17 @@ pub fn build(
             _ => rest.push((key.clone(), None)),
         }
     }
-    for (key, singular) in rest.iter().filter(|(_, s)| s.is_none()) {
-        let _ = singular;
+    for (key, _) in rest.iter().filter(|(_, s)| s.is_none()) {
         main_of.insert(key.clone(), members.len());
         members.push(vec![key.clone()]);
-        synonyms.push(Vec::new());
     }
-    for (key, singular) in &rest {
-        if let Some(s) = singular {
-            if let Some(&c) = main_of.get(s) {
-                members[c].push(key.clone());
-                main_of.insert(key.clone(), c);
-            } else {
-                main_of.insert(key.clone(), members.len());
-                members.push(vec![key.clone()]);
-                synonyms.push(Vec::new());
-            }
+    for (key, singular) in rest.iter().filter_map(|(k, s)| s.as_ref().map(|s| (k, s))) {
+        match main_of.get(singular) {
+            Some(&c) => members[c].push(key.clone()),
+            None => members.push(vec![key.clone()]),
         }
     }
+    let mut synonyms: Vec<Vec<(String, f32)>> = vec![Vec::new(); members.len()];
     // Synonyms by sentence similarity, most answered first.
     let answers_of =
         |m: &Vec<String>| -> usize { m.iter().map(|k| stats[k].answers).sum::<usize>() };

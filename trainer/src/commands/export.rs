@@ -114,15 +114,12 @@ pub fn run(s: &ExportSettings) -> Result<ExportCmdReport> {
         &opts,
         &device,
     )?;
-    if let Some(k) = &key {
-        k.sign_bundle(&mut bundle);
-    }
-    bundle.write(&s.out)?;
+    let (bundle_bytes, signature) = export::sign_and_write(&mut bundle, key.as_ref(), &s.out)?;
     Ok(ExportCmdReport {
         out: s.out.display().to_string(),
         classes: meta.classes.len(),
-        bundle_bytes: std::fs::metadata(&s.out).map(|m| m.len()).unwrap_or(0),
-        signature: key.map_or_else(|| "unsigned".into(), |k| k.public().fingerprint()),
+        bundle_bytes,
+        signature,
         export: report,
     })
 }

@@ -41,7 +41,7 @@ pub struct PrototypesReport {
     pub skipped: Vec<String>,
     pub embed_seconds: f64,
     pub images_per_second: f64,
-    pub bundle_bytes: usize,
+    pub bundle_bytes: u64,
     /// Fingerprint of the signing key, or `unsigned`.
     pub signature: String,
     pub export: ExportReport,
@@ -105,13 +105,7 @@ pub fn run(s: &PrototypesSettings) -> Result<PrototypesReport> {
         &opts,
         &device,
     )?;
-    if let Some(key) = &key {
-        key.sign_bundle(&mut bundle);
-    }
-    bundle.write(&s.out)?;
-    let bundle_bytes = std::fs::metadata(&s.out)
-        .map(|m| m.len() as usize)
-        .unwrap_or(0);
+    let (bundle_bytes, signature) = export::sign_and_write(&mut bundle, key.as_ref(), &s.out)?;
     Ok(PrototypesReport {
         out: s.out.display().to_string(),
         classes: labels.len(),
@@ -124,7 +118,7 @@ pub fn run(s: &PrototypesSettings) -> Result<PrototypesReport> {
         embed_seconds,
         images_per_second: emb.rows.len() as f64 / embed_seconds.max(1e-9),
         bundle_bytes,
-        signature: key.map_or_else(|| "unsigned".to_string(), |k| k.public().fingerprint()),
+        signature,
         export,
     })
 }

@@ -268,3 +268,19 @@ mod tests {
         assert_eq!(super::civil_from_days(11_016), (2000, 2, 29));
     }
 }
+
+/// Signs `bundle` with `key` (when given) and writes it to `out`; returns the file's size
+/// and the signing key's fingerprint (`unsigned` without a key).
+pub fn sign_and_write(
+    bundle: &mut Bundle,
+    key: Option<&linesight_shared::signature::SecretKey>,
+    out: &std::path::Path,
+) -> Result<(u64, String)> {
+    if let Some(k) = key {
+        k.sign_bundle(bundle);
+    }
+    bundle.write(out)?;
+    let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    let signature = key.map_or_else(|| "unsigned".to_string(), |k| k.public().fingerprint());
+    Ok((bytes, signature))
+}
