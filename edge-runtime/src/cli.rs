@@ -79,6 +79,67 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the unattended camera-to-decision loop: frames -> stations -> decisions.
+    ///
+    /// Every setting can come from a config file (--config edge.toml; the documented
+    /// example is edge-runtime/examples/edge.toml) and every flag overrides the file.
+    /// Precedence: flag > $LINESIGHT_ROOT > file > default. Unknown config keys are refused.
+    ///
+    /// One JSON line per station and frame goes to the sink (default stdout). A bad frame
+    /// is skipped and counted; a source that fails or stalls is reopened with backoff.
+    /// SIGTERM / SIGINT finish the frame in hand, flush the sink and exit 0. Under systemd,
+    /// READY=1 and WATCHDOG=1 are sent to $NOTIFY_SOCKET.
+    ///
+    /// Example: linesight-edge run --source dir:/data/parts --loop --fps 5 --http 127.0.0.1:9464
+    Run(RunArgs),
+    /// Copy the uncertain store (rejected / uncertain frames with their decision lines) to
+    /// a folder, e.g. a USB stick, for the next training round.
+    ///
+    /// Example: linesight-edge export-uncertain --out /media/usb/uncertain --clear
+    ExportUncertain {
+        /// Destination folder (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The store folder (default: the config's store.dir, else ROOT/uncertain).
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Read the store folder and root from this edge.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Models root (default: $LINESIGHT_ROOT or /var/lib/linesight).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Remove the exported entries from the store after the copy is fsynced.
+        #[arg(long)]
+        clear: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure end-to-end frames/s of the run loop (synthetic source, null sink) against
+    /// bare inference on the same bundle, interleaved in one process; report medians.
+    ///
+    /// Example: linesight-edge bench --bundle model.lsb --frames 100 --rounds 7 --json
+    Bench {
+        /// The bundle (default: the installed current model under --root).
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// Models root (default: $LINESIGHT_ROOT or /var/lib/linesight).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Frames per round and variant.
+        #[arg(long, default_value_t = 100)]
+        frames: u64,
+        /// Rounds (each runs both variants, alternating which goes first).
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// Synthetic frame size WIDTHxHEIGHT.
+        #[arg(long, default_value = "640x480", value_parser = parse_size)]
+        size: (u32, u32),
+        /// Print the report (with every round's figures) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the installed models: slots, ids, versions, signers, install times, current/previous.
     ///
     /// Example: linesight-edge status --json
@@ -90,4 +151,70 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Flags of `run`; each overrides the same key of the config file.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Config file (TOML); see edge-runtime/examples/edge.toml.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The bundle to run (default: the installed current model under --root).
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
+    /// Models root (default: $LINESIGHT_ROOT or /var/lib/linesight).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Frame source: dir:PATH | synthetic[:FPS] | camera:ID (needs the camera feature).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Frames per second of the source (dir: replay rate; synthetic: generation rate).
+    #[arg(long)]
+    pub fps: Option<f64>,
+    /// dir: start over after the last image.
+    #[arg(long = "loop")]
+    pub looping: bool,
+    /// Process every frame (triggered capture) instead of only the latest.
+    #[arg(long)]
+    pub every_frame: bool,
+    /// Stop after N frames (0: run until stopped).
+    #[arg(long)]
+    pub max_frames: Option<u64>,
+    /// Decision lines: jsonl:- (stdout) | jsonl:PATH (size-rotated) | none.
+    #[arg(long)]
+    pub sink: Option<String>,
+    /// Serve /healthz and /metrics on this loopback address, e.g. 127.0.0.1:9464.
+    #[arg(long)]
+    pub http: Option<String>,
+    /// Uncertain store folder (default: ROOT/uncertain).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Do not save uncertain / rejected frames.
+    #[arg(long)]
+    pub no_store: bool,
+    /// Average scores over the last N frames (1..=32).
+    #[arg(long)]
+    pub smoothing: Option<usize>,
+    /// Reopen the source after this long without a usable frame (milliseconds).
+    #[arg(long)]
+    pub stall_timeout_ms: Option<u64>,
+    /// How many best labels each decision line lists (1..=8).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Print the final report as JSON on stdout (after the decision lines).
+    #[arg(long)]
+    pub json: bool,
+    /// Print the resolved settings as JSON and exit (tests pin precedence with it).
+    #[arg(long, hide = true)]
+    pub show_settings: bool,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("`{s}` is not WIDTHxHEIGHT (e.g. 640x480)");
+    let (w, h) = s.split_once('x').ok_or_else(bad)?;
+    let (w, h) = (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
+    if w == 0 || h == 0 {
+        return Err(bad());
+    }
+    Ok((w, h))
 }

@@ -26,6 +26,33 @@ pub enum EngineError {
     SelfTest { index: usize, problem: String },
 }
 
+thread_local! {
+    static IN_INFER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True while this thread is inside [`Engine::infer`]. Lets an allocation counter tell
+/// tract's allocations (its input tensor and intermediate results, per run) from the
+/// caller's (see `tests/alloc.rs`). Reading it never allocates.
+pub fn in_infer() -> bool {
+    IN_INFER.try_with(|c| c.get()).unwrap_or(false)
+}
+
+/// Marks the thread as inside `infer` until dropped.
+struct InferScope;
+
+impl InferScope {
+    fn enter() -> Self {
+        IN_INFER.with(|c| c.set(true));
+        InferScope
+    }
+}
+
+impl Drop for InferScope {
+    fn drop(&mut self) {
+        IN_INFER.with(|c| c.set(false));
+    }
+}
+
 fn load_err(e: impl std::fmt::Display) -> EngineError {
     EngineError::Load(format!("{e:#}"))
 }
@@ -120,6 +147,7 @@ impl Engine {
     /// Runs one preprocessed NCHW input and writes the logits into `logits`
     /// (length [`Engine::output_len`]).
     pub fn infer(&mut self, input: &[f32], logits: &mut [f32]) -> Result<(), EngineError> {
+        let _scope = InferScope::enter();
         self.run_with(input, |out| {
             if out.len() != logits.len() {
                 return Err(EngineError::Run(format!(
@@ -144,7 +172,12 @@ impl Engine {
             check_vector(&mut pre, self, v, &mut input, &mut logits)
                 .map_err(|problem| EngineError::SelfTest { index, problem })?;
             let d = max_abs_diff(&logits, &v.expected_logits);
-            if !(d <= v.tolerance) {
+            // Written so that a NaN difference fails too.
+            let within = matches!(
+                d.partial_cmp(&v.tolerance),
+                Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+            );
+            if !within {
                 return Err(EngineError::SelfTest {
                     index,
                     problem: format!(

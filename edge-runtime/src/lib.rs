@@ -4,6 +4,10 @@
 //! - [`engine::Engine`]: an ONNX model planned by tract once and run many times;
 //! - [`decide::decide`]: softmax scores to a decision with the manifest's reject rule;
 //! - [`slots`]: models on the box (numbered slots, `current` / `previous`, crash-safe switch);
+//! - [`run_loop::Pipeline`] and [`run_loop::run`]: the unattended camera-to-decision
+//!   loop of `linesight-edge run` (frame sources in [`source`], stations in [`station`],
+//!   sinks in [`sink`], the uncertain store in [`store`], `/healthz` + `/metrics` in
+//!   [`http`], counters in [`metrics`]);
 //! - [`commands`]: one module per `linesight-edge` subcommand.
 //!
 //! This crate links no candle and no HTTP client (checked by a test over `cargo tree`).
@@ -18,7 +22,17 @@
 //! ```
 
 pub mod commands;
+pub mod config;
 pub mod decide;
 pub mod engine;
+pub mod http;
+pub mod metrics;
+pub mod notify;
+pub mod run_loop;
+pub mod shutdown;
+pub mod sink;
 pub mod slots;
+pub mod source;
+pub mod station;
+pub mod store;
 pub mod walk;

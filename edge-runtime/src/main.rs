@@ -2,10 +2,12 @@
 
 mod cli;
 
+use anyhow::Context;
 use clap::Parser;
-use cli::{Cli, Command};
-use linesight_edge::commands::{classify, install, rollback, status};
-use linesight_edge::slots;
+use cli::{Cli, Command, RunArgs};
+use linesight_edge::commands::{bench, classify, export_uncertain, install, rollback, run, status};
+use linesight_edge::config::{self, EdgeConfig, Overrides};
+use linesight_edge::{notify, shutdown, slots};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -80,6 +82,83 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run(args) => run_command(args),
+        Command::ExportUncertain {
+            out,
+            store,
+            config: config_path,
+            root,
+            clear,
+            json,
+        } => {
+            let file = match &config_path {
+                Some(p) => EdgeConfig::read(p)?,
+                None => EdgeConfig::default(),
+            };
+            let root = slots::resolve_root(root.or(file.model.root));
+            let settings = export_uncertain::ExportSettings {
+                store: config::store_dir(store, file.store.dir, &root),
+                out,
+                clear,
+            };
+            let r = export_uncertain::run(&settings)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "exported {} uncertain frames ({} bytes) from `{}` to `{}`{}",
+                    r.entries,
+                    r.bytes,
+                    r.store,
+                    r.out,
+                    if clear {
+                        format!("; {} removed from the store", r.cleared)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            bundle,
+            root,
+            frames,
+            rounds,
+            size,
+            json,
+        } => {
+            let r = bench::run(&bench::BenchSettings {
+                bundle,
+                root: slots::resolve_root(root),
+                frames: frames.max(1),
+                rounds: rounds.max(1),
+                size,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} ({:?}, frames {}x{}): bare infer {:.2} frames/s, pipeline {:.2} frames/s (medians of {} rounds x {} frames), overhead {:.1}% (paired rounds {:.1}%; from stages: {:.2} ms of each frame outside inference = {:.1}%); stages: preprocess {:.2} ms, infer {:.2} ms, decide+sink {:.3} ms",
+                    r.model_id,
+                    r.input_shape,
+                    r.frame_size[0],
+                    r.frame_size[1],
+                    r.bare_fps_median,
+                    r.pipeline_fps_median,
+                    r.rounds,
+                    r.frames_per_round,
+                    r.overhead_pct,
+                    r.overhead_paired_median_pct,
+                    r.pipeline_other_ms,
+                    r.overhead_from_stages_pct,
+                    r.preprocess_mean_ms,
+                    r.infer_mean_ms,
+                    r.decide_mean_ms
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Rollback { root, json } => {
             let r = rollback::run(&rollback::RollbackSettings {
                 root: slots::resolve_root(root),
@@ -107,4 +186,56 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn run_command(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let file = match &a.config {
+        Some(p) => EdgeConfig::read(p)?,
+        None => EdgeConfig::default(),
+    };
+    let settings = config::resolve(
+        file,
+        Overrides {
+            bundle: a.bundle,
+            root: a.root,
+            source: a.source,
+            fps: a.fps,
+            looping: a.looping,
+            every_frame: a.every_frame,
+            max_frames: a.max_frames,
+            sink: a.sink,
+            http: a.http,
+            store: a.store,
+            no_store: a.no_store,
+            smoothing_frames: a.smoothing,
+            stall_timeout_ms: a.stall_timeout_ms,
+            top_k: a.top_k,
+        },
+    )?;
+    if a.show_settings {
+        println!("{}", serde_json::to_string_pretty(&settings)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let stop = shutdown::install().context("cannot install the SIGTERM handler")?;
+    let mut notifier = notify::Notifier::from_env();
+    let r = run::run(&settings, stop, &mut notifier)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        eprintln!(
+            "linesight-edge: {} frames in {:.1} s ({}): {} decisions, {} rejected, {} dropped, {} bad frames, {} source errors, {} stalls, {} reconnects, {} saved as uncertain",
+            r.frames,
+            r.seconds,
+            r.end.as_str(),
+            r.decisions,
+            r.rejected,
+            r.dropped,
+            r.bad_frames,
+            r.source_errors,
+            r.stalls,
+            r.reconnects,
+            r.stored
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

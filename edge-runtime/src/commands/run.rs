@@ -1,0 +1,181 @@
+//! `linesight-edge run`: the unattended camera-to-decision loop. Loads the model (a
+//! `--bundle` file or the box's installed `current`), opens the source, starts the
+//! optional health endpoint and the uncertain store, tells systemd it is ready, and runs
+//! [`crate::run_loop::run`] until stopped. Startup problems (no model, bad config, a
+//! source that cannot be opened) fail here with a clear message; once running, the loop
+//! recovers from everything the source does.
+
+use crate::config::RunSettings;
+use crate::engine::Engine;
+use crate::http::HttpServer;
+use crate::metrics::{self, Metrics};
+use crate::notify::Notifier;
+use crate::run_loop::{self, DecisionOptions, EndReason, LoopOptions, Pipeline};
+use crate::sink::jsonl::JsonlSink;
+use crate::slots;
+use crate::source;
+use crate::store::UncertainStore;
+use anyhow::{Context, Result};
+use linesight_shared::bundle::Bundle;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What a run did (printed as JSON on stdout with `--json`, else as one line on stderr).
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    pub model_id: String,
+    pub model_version: String,
+    pub bundle: String,
+    pub source: String,
+    pub end: EndReason,
+    pub seconds: f64,
+    pub frames: u64,
+    pub decisions: u64,
+    pub rejected: u64,
+    pub dropped: u64,
+    pub bad_frames: u64,
+    pub roi_errors: u64,
+    pub source_errors: u64,
+    pub stalls: u64,
+    pub reconnects: u64,
+    pub open_failures: u64,
+    pub infer_errors: u64,
+    pub sink_errors: u64,
+    pub stored: u64,
+    pub store_errors: u64,
+    pub fps: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p95_ms: f64,
+    pub infer_mean_ms: f64,
+    pub peak_rss_bytes: Option<u64>,
+    pub http: Option<String>,
+}
+
+impl RunReport {
+    pub fn from_metrics(m: &Metrics, end: EndReason, seconds: f64) -> Self {
+        let l = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+        let frames = l(&m.frames);
+        RunReport {
+            model_id: m.model_id().unwrap_or("").to_string(),
+            model_version: String::new(),
+            bundle: String::new(),
+            source: String::new(),
+            end,
+            seconds,
+            frames,
+            decisions: l(&m.decisions),
+            rejected: l(&m.rejected),
+            dropped: l(&m.dropped),
+            bad_frames: l(&m.bad_frames),
+            roi_errors: l(&m.roi_errors),
+            source_errors: l(&m.source_errors),
+            stalls: l(&m.stalls),
+            reconnects: l(&m.reconnects),
+            open_failures: l(&m.open_failures),
+            infer_errors: l(&m.infer_errors),
+            sink_errors: l(&m.sink_errors),
+            stored: l(&m.stored),
+            store_errors: l(&m.store_errors),
+            fps: if seconds > 0.0 {
+                frames as f64 / seconds
+            } else {
+                0.0
+            },
+            latency_p50_ms: m.latency.quantile_ms(0.5),
+            latency_p95_ms: m.latency.quantile_ms(0.95),
+            infer_mean_ms: m.infer.mean_ms(),
+            peak_rss_bytes: metrics::peak_rss_bytes(),
+            http: None,
+        }
+    }
+}
+
+/// The bundle to run: `bundle` if given, else the installed `current` model under `root`.
+/// Fails when neither exists or the file does not verify.
+pub fn load_bundle(bundle: Option<&Path>, root: &Path) -> Result<(PathBuf, Bundle)> {
+    let path = match bundle {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let current = slots::read_pointer(root, slots::CURRENT)
+                .with_context(|| format!("cannot read the models root `{}`", root.display()))?
+                .with_context(|| {
+                    format!(
+                        "no model: no --bundle given and no model installed under `{}` (install one with `linesight-edge install FILE`, or pass --bundle FILE / --root DIR)",
+                        root.display()
+                    )
+                })?;
+            slots::slot_model(root, &current)
+        }
+    };
+    let b =
+        Bundle::read(&path).with_context(|| format!("cannot use bundle `{}`", path.display()))?;
+    Ok((path, b))
+}
+
+/// Runs until `stop` is set (SIGTERM), `max_frames`, or the end of a finite source.
+/// Fails only at startup.
+pub fn run(s: &RunSettings, stop: &AtomicBool, notifier: &mut Notifier) -> Result<RunReport> {
+    let metrics = Arc::new(Metrics::new(s.stall_timeout));
+    // The endpoint comes up first, so /healthz says 503 while the model loads.
+    let http = s
+        .http
+        .map(|addr| HttpServer::start(addr, metrics.clone()))
+        .transpose()
+        .context("cannot start the health endpoint")?;
+    let (path, bundle) = load_bundle(s.bundle.as_deref(), &s.root)?;
+    let engine = Engine::from_bundle(&bundle)
+        .with_context(|| format!("cannot load the model in `{}`", path.display()))?;
+    let m = &bundle.manifest;
+    tracing::info!(model = %m.model_id, version = %m.model_version, bundle = %path.display(), classes = m.labels.len(), "model loaded");
+
+    let mut src = source::build(&s.source, &s.source_options)?;
+    metrics.set_source_name(src.name());
+    src.open()
+        .context("cannot start: the source cannot be opened")?;
+    let sink = JsonlSink::open(&s.sink, s.rotate_bytes, s.keep)?;
+    let store = s
+        .store
+        .as_ref()
+        .map(|st| UncertainStore::open(&st.dir, st.limits.clone()))
+        .transpose()
+        .context("cannot open the uncertain store")?;
+    let stations: Vec<_> = s
+        .stations
+        .iter()
+        .map(|st| (st.name.clone(), st.rect))
+        .collect();
+    let mut pipeline = Pipeline::new(
+        engine,
+        m,
+        &stations,
+        DecisionOptions {
+            top_k: s.top_k,
+            smoothing_frames: s.smoothing_frames,
+            uncertain_band: s.uncertain_band,
+        },
+        sink,
+        store,
+        metrics.clone(),
+    );
+    let opts = LoopOptions {
+        max_frames: s.max_frames,
+        stall_timeout: s.stall_timeout,
+        reopen_backoff: s.reopen_backoff,
+        reopen_backoff_max: s.reopen_backoff_max,
+    };
+    tracing::info!(source = %src.name(), stations = stations.len(), "running");
+    notifier.ready();
+    let t0 = Instant::now();
+    let end = run_loop::run(&mut pipeline, src.as_mut(), &opts, stop, notifier);
+    notifier.stopping();
+    let mut report = RunReport::from_metrics(&metrics, end, t0.elapsed().as_secs_f64());
+    report.model_version = m.model_version.clone();
+    report.bundle = path.display().to_string();
+    report.source = src.name().to_string();
+    report.http = http.as_ref().map(|h| h.addr().to_string());
+    tracing::info!(end = end.as_str(), frames = report.frames, "stopped");
+    Ok(report)
+}

@@ -1,0 +1,501 @@
+//! The camera-to-decision loop. **No allocation after warm-up**: every buffer a frame
+//! needs (station regions, preprocessor scratch, input tensor, logits, smoothing rings,
+//! the JSON line) is made in [`Pipeline::new`] or on the first frame; per frame the loop
+//! only copies, computes and writes. Two dependencies still allocate per frame, and
+//! `tests/alloc.rs` counts them apart from the loop: tract (its input tensor and
+//! intermediate results, inside [`Engine::infer`]) and fast_image_resize (its convolution
+//! coefficients, recomputed on every resize, inside [`crate::station::preprocess`]).
+//! Allowed off that path: error messages, rate-limited logs, saving to the uncertain
+//! store (itself rate-limited), log rotation, reopening a source.
+//!
+//! Recovery: a bad frame is skipped and counted; a source error or a stall (no usable
+//! frame within the stall timeout) reopens the source with exponential backoff. Only a
+//! stop request, `max_frames`, the end of a finite source, or a closed stdout end the loop.
+
+use crate::decide::{self, MAX_TOPK, REJECT};
+use crate::engine::Engine;
+use crate::metrics::{Metrics, SourceState};
+use crate::notify::Notifier;
+use crate::sink::jsonl::JsonlSink;
+use crate::sink::{Record, TopK};
+use crate::source::{Frame, FrameSource, Next, SourceError};
+use crate::station::Station;
+use crate::store::{Saved, UncertainStore};
+use linesight_shared::manifest::Manifest;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Longest single wait for a frame, so a stop request is seen quickly.
+const MAX_WAIT: Duration = Duration::from_millis(100);
+/// At most one log line per kind of trouble in this interval.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Loop settings.
+#[derive(Debug, Clone)]
+pub struct LoopOptions {
+    /// Stop after this many processed frames.
+    pub max_frames: Option<u64>,
+    /// No usable frame for this long: reopen the source.
+    pub stall_timeout: Duration,
+    /// First and longest wait between reopen attempts (doubling in between).
+    pub reopen_backoff: Duration,
+    pub reopen_backoff_max: Duration,
+}
+
+/// Why the loop returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndReason {
+    MaxFrames,
+    SourceEnded,
+    Stopped,
+    SinkClosed,
+}
+
+/// Rate limiter for log lines of one kind.
+#[derive(Default)]
+struct LogLimit {
+    last: Option<Instant>,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::MaxFrames => "max-frames",
+            EndReason::SourceEnded => "source-ended",
+            EndReason::Stopped => "stopped",
+            EndReason::SinkClosed => "sink-closed",
+        }
+    }
+}
+
+impl LogLimit {
+    fn allow(&mut self, now: Instant) -> bool {
+        let ok = self
+            .last
+            .is_none_or(|t| now.saturating_duration_since(t) >= LOG_EVERY);
+        if ok {
+            self.last = Some(now);
+        }
+        ok
+    }
+}
+
+#[derive(Default)]
+struct Logs {
+    bad_frame: LogLimit,
+    source: LogLimit,
+    stall: LogLimit,
+    reopen: LogLimit,
+    roi: LogLimit,
+    infer: LogLimit,
+    sink: LogLimit,
+    store: LogLimit,
+}
+
+/// Everything the loop needs besides the source: model, stations, sink, store, metrics,
+/// and the per-frame scratch. Built once; [`run`] may be called on it many times.
+pub struct Pipeline {
+    engine: Engine,
+    labels: Vec<String>,
+    rule: linesight_shared::manifest::DecisionRule,
+    model_id: String,
+    model_version: String,
+    top_k: usize,
+    uncertain_band: f32,
+    stations: Vec<Station>,
+    input: Vec<f32>,
+    logits: Vec<f32>,
+    sink: JsonlSink,
+    store: Option<UncertainStore>,
+    store_line: Vec<u8>,
+    metrics: Arc<Metrics>,
+    source_name: String,
+    frame_counter: u64,
+    logs: Logs,
+}
+
+/// Stations to build: (name, region).
+pub type StationPlan = (String, Option<crate::station::Rect>);
+
+/// How a pipeline decides.
+pub struct DecisionOptions {
+    pub top_k: usize,
+    pub smoothing_frames: usize,
+    pub uncertain_band: f32,
+}
+
+impl Pipeline {
+    /// Assembles a pipeline around a loaded engine and the manifest of its bundle.
+    pub fn new(
+        engine: Engine,
+        manifest: &Manifest,
+        stations: &[StationPlan],
+        decision: DecisionOptions,
+        sink: JsonlSink,
+        store: Option<UncertainStore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let classes = manifest.labels.len();
+        let stations = stations
+            .iter()
+            .map(|(name, rect)| {
+                Station::new(
+                    name.clone(),
+                    *rect,
+                    manifest.preprocess,
+                    decision.smoothing_frames,
+                    classes,
+                )
+            })
+            .collect();
+        metrics.set_model(&manifest.model_id);
+        Pipeline {
+            input: vec![0.0; engine.input_len()],
+            logits: vec![0.0; engine.output_len()],
+            engine,
+            labels: manifest.labels.clone(),
+            rule: manifest.decision.clone(),
+            model_id: manifest.model_id.clone(),
+            model_version: manifest.model_version.clone(),
+            top_k: decision.top_k,
+            uncertain_band: decision.uncertain_band,
+            stations,
+            sink,
+            store,
+            store_line: Vec::with_capacity(4096),
+            metrics,
+            source_name: String::with_capacity(256),
+            frame_counter: 0,
+            logs: Logs::default(),
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The engine, for a bare-inference baseline in the same process (`bench`).
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    pub fn store(&self) -> Option<&UncertainStore> {
+        self.store.as_ref()
+    }
+
+    /// Flushes (and for a file fsyncs) the sink.
+    pub fn flush(&mut self) {
+        if let Err(e) = self.sink.flush() {
+            self.metrics.sink_errors.fetch_add(1, Relaxed);
+            tracing::warn!(error = %e, "cannot flush the decision sink");
+        }
+    }
+
+    /// Decides every station on one well-formed frame. Err only when the sink is closed
+    /// for good (broken pipe).
+    fn process(&mut self, frame: &Frame, taken: Instant) -> Result<(), EndReason> {
+        let time_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let Pipeline {
+            engine,
+            labels,
+            rule,
+            model_id,
+            model_version,
+            top_k,
+            uncertain_band,
+            stations,
+            input,
+            logits,
+            sink,
+            store,
+            store_line,
+            metrics,
+            source_name,
+            frame_counter,
+            logs,
+        } = self;
+        for st in stations.iter_mut() {
+            let t0 = Instant::now();
+            let (rgb, w, h): (&[u8], u32, u32) = match st.rect {
+                Some(r) => match r.copy_from(frame, &mut st.roi) {
+                    Ok(()) => (&st.roi, r.w, r.h),
+                    Err(e) => {
+                        metrics.roi_errors.fetch_add(1, Relaxed);
+                        if logs.roi.allow(t0) {
+                            tracing::warn!(station = %st.name, error = %e, "station region skipped (repeats are not logged for 10 s)");
+                        }
+                        continue;
+                    }
+                },
+                None => (frame.rgb, frame.width, frame.height),
+            };
+            if let Err(e) = crate::station::preprocess(&mut st.pre, rgb, w, h, input) {
+                metrics.bad_frames.fetch_add(1, Relaxed);
+                if logs.bad_frame.allow(t0) {
+                    tracing::warn!(station = %st.name, error = %e, "frame skipped: cannot preprocess");
+                }
+                continue;
+            }
+            let t1 = Instant::now();
+            metrics.preprocess.observe(t1 - t0);
+            if let Err(e) = engine.infer(input, logits) {
+                metrics.infer_errors.fetch_add(1, Relaxed);
+                if logs.infer.allow(t1) {
+                    tracing::error!(station = %st.name, error = %e, "inference failed; frame skipped");
+                }
+                continue;
+            }
+            let t2 = Instant::now();
+            metrics.infer.observe(t2 - t1);
+            decide::softmax(logits);
+            let smoothed_frames = st
+                .smoother
+                .frames()
+                .saturating_add(1)
+                .min(st.smoother.window());
+            let scores = st.smoother.push(logits);
+            let d = decide::decide(scores, rule, *top_k);
+            let threshold = rule
+                .per_class_min_score
+                .get(d.top1)
+                .copied()
+                .unwrap_or(rule.min_score);
+            let accepted = d.class.is_some();
+            let uncertain = accepted
+                && (d.score < threshold + *uncertain_band
+                    || d.margin < rule.min_margin + *uncertain_band);
+            let mut topk: heapless::Vec<TopK, MAX_TOPK> = heapless::Vec::new();
+            for &(c, score) in &d.topk {
+                let label = labels.get(c).map_or("?", String::as_str);
+                // cannot fail: d.topk has at most MAX_TOPK entries
+                let _ = topk.push(TopK { label, score });
+            }
+            let label = match d.class {
+                Some(c) => labels.get(c).map_or("?", String::as_str),
+                None => REJECT,
+            };
+            let rec = Record {
+                frame: *frame_counter,
+                seq: frame.seq,
+                time_unix_ms,
+                source: source_name.as_str(),
+                station: &st.name,
+                model: model_id.as_str(),
+                model_version: model_version.as_str(),
+                label,
+                accepted,
+                uncertain,
+                score: d.score,
+                margin: d.margin,
+                topk: &topk,
+                smoothed_frames,
+                latency_ms: taken.elapsed().as_secs_f64() * 1e3,
+            };
+            if let Err(e) = sink.write(&rec) {
+                metrics.sink_errors.fetch_add(1, Relaxed);
+                if e.is_broken_pipe() {
+                    tracing::info!("stdout closed; stopping");
+                    return Err(EndReason::SinkClosed);
+                }
+                if logs.sink.allow(t2) {
+                    tracing::error!(error = %e, "decision line lost (repeats are not logged for 10 s)");
+                }
+            }
+            metrics.decisions.fetch_add(1, Relaxed);
+            if !accepted {
+                metrics.rejected.fetch_add(1, Relaxed);
+            }
+            if let Some(store) = store
+                .as_mut()
+                .filter(|s| (!accepted || uncertain) && s.ready(t2))
+            {
+                store_line.clear();
+                let saved = serde_json::to_writer(&mut *store_line, &rec)
+                    .map_err(|e| crate::store::StoreError::Encode(e.to_string()))
+                    .and_then(|()| store.save(rgb, w, h, store_line, t2));
+                match saved {
+                    Ok(Saved::Entry { .. }) => {
+                        metrics.stored.fetch_add(1, Relaxed);
+                    }
+                    Ok(Saved::RateLimited) => {}
+                    Err(e) => {
+                        metrics.store_errors.fetch_add(1, Relaxed);
+                        if logs.store.allow(t2) {
+                            tracing::warn!(error = %e, "cannot save an uncertain frame (repeats are not logged for 10 s)");
+                        }
+                    }
+                }
+            }
+            metrics.decide.observe(t2.elapsed());
+        }
+        *frame_counter += 1;
+        let now = Instant::now();
+        metrics.latency.observe(now - taken);
+        metrics.frame_done(now);
+        Ok(())
+    }
+
+    fn clear_smoothing(&mut self) {
+        for s in &mut self.stations {
+            s.smoother.clear();
+        }
+    }
+}
+
+/// Sleeps `d` in short slices, pinging the watchdog; false when a stop was requested.
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool, notifier: &mut Notifier) -> bool {
+    let end = Instant::now() + d;
+    loop {
+        if stop.load(Relaxed) {
+            return false;
+        }
+        let now = Instant::now();
+        notifier.tick(now);
+        if now >= end {
+            return true;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(50)));
+    }
+}
+
+/// Reopens the source: at once, then with doubling waits. False when stopped meanwhile.
+fn reopen(
+    p: &mut Pipeline,
+    source: &mut dyn FrameSource,
+    opts: &LoopOptions,
+    stop: &AtomicBool,
+    notifier: &mut Notifier,
+) -> bool {
+    let m = p.metrics.clone();
+    m.set_fps(0.0);
+    p.clear_smoothing();
+    let mut backoff = opts.reopen_backoff;
+    loop {
+        if stop.load(Relaxed) {
+            return false;
+        }
+        m.set_source_state(SourceState::Opening);
+        match source.open() {
+            Ok(()) => {
+                m.reconnects.fetch_add(1, Relaxed);
+                m.set_source_state(SourceState::Streaming);
+                tracing::info!(source = %source.name(), "source reopened");
+                return true;
+            }
+            Err(e) => {
+                m.open_failures.fetch_add(1, Relaxed);
+                m.set_source_state(SourceState::Gone);
+                if p.logs.reopen.allow(Instant::now()) {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reopen the source; retrying with backoff (repeats are not logged for 10 s)");
+                }
+            }
+        }
+        if !sleep_unless_stopped(backoff, stop, notifier) {
+            return false;
+        }
+        backoff = (backoff * 2).min(opts.reopen_backoff_max);
+    }
+}
+
+/// Runs frames from an opened `source` through the pipeline until a stop request,
+/// `max_frames` (counted from this call), the end of a finite source, or a closed
+/// stdout. Returns why it ended; the counters are in the pipeline's metrics.
+pub fn run(
+    p: &mut Pipeline,
+    source: &mut dyn FrameSource,
+    opts: &LoopOptions,
+    stop: &AtomicBool,
+    notifier: &mut Notifier,
+) -> EndReason {
+    p.source_name.clear();
+    p.source_name.push_str(source.name());
+    let m = p.metrics.clone();
+    m.set_source_name(source.name());
+    m.set_source_state(SourceState::Streaming);
+    let mut processed = 0u64;
+    let mut last_frame = Instant::now();
+    let mut window = (Instant::now(), m.frames.load(Relaxed));
+    let reason = loop {
+        if stop.load(Relaxed) {
+            break EndReason::Stopped;
+        }
+        if opts.max_frames.is_some_and(|n| processed >= n) {
+            break EndReason::MaxFrames;
+        }
+        let now = Instant::now();
+        notifier.tick(now);
+        if now - window.0 >= Duration::from_secs(1) {
+            let frames = m.frames.load(Relaxed);
+            m.set_fps((frames - window.1) as f32 / (now - window.0).as_secs_f32());
+            window = (now, frames);
+        }
+        let wait = opts
+            .stall_timeout
+            .saturating_sub(now - last_frame)
+            .clamp(Duration::from_millis(1), MAX_WAIT);
+        let mut failed: Option<SourceError> = None;
+        match source.next(wait) {
+            Ok(Next::Frame(frame)) => {
+                let taken = Instant::now();
+                m.dropped.fetch_add(frame.dropped, Relaxed);
+                if frame.is_well_formed() {
+                    match p.process(&frame, taken) {
+                        Ok(()) => {
+                            processed += 1;
+                            last_frame = taken;
+                        }
+                        Err(reason) => break reason,
+                    }
+                } else {
+                    m.bad_frames.fetch_add(1, Relaxed);
+                    if p.logs.bad_frame.allow(taken) {
+                        tracing::warn!(width = frame.width, height = frame.height, bytes = frame.rgb.len(), "frame skipped: its buffer does not match its size (repeats are not logged for 10 s)");
+                    }
+                }
+            }
+            Ok(Next::Idle) => {}
+            Ok(Next::End) => {
+                m.set_source_state(SourceState::Ended);
+                break EndReason::SourceEnded;
+            }
+            Err(e) => failed = Some(e),
+        }
+        match failed {
+            Some(e @ SourceError::BadFrame { .. }) => {
+                m.bad_frames.fetch_add(1, Relaxed);
+                if p.logs.bad_frame.allow(Instant::now()) {
+                    tracing::warn!(error = %e, "frame skipped (repeats are not logged for 10 s)");
+                }
+            }
+            Some(e) => {
+                m.source_errors.fetch_add(1, Relaxed);
+                m.set_source_state(SourceState::Gone);
+                if p.logs.source.allow(Instant::now()) {
+                    tracing::warn!(error = %e, "source failed; reopening (repeats are not logged for 10 s)");
+                }
+                if !reopen(p, source, opts, stop, notifier) {
+                    break EndReason::Stopped;
+                }
+                last_frame = Instant::now();
+            }
+            None => {}
+        }
+        if last_frame.elapsed() > opts.stall_timeout {
+            m.stalls.fetch_add(1, Relaxed);
+            m.set_source_state(SourceState::Stalled);
+            if p.logs.stall.allow(Instant::now()) {
+                tracing::warn!(source = %p.source_name, timeout_ms = opts.stall_timeout.as_millis() as u64, "no usable frame within the stall timeout; reopening");
+            }
+            if !reopen(p, source, opts, stop, notifier) {
+                break EndReason::Stopped;
+            }
+            last_frame = Instant::now();
+        }
+    };
+    p.flush();
+    reason
+}

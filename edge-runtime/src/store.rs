@@ -1,0 +1,403 @@
+//! The uncertain store: rejected and uncertain frames kept on the box for the next
+//! training round, bounded in bytes and in entries, oldest evicted first.
+//!
+//! ```text
+//! STORE/                      default ROOT/uncertain
+//!   000000000042.png          the station's region as the camera saw it (before resizing)
+//!   000000000042.json         its decision line (the commit marker of the entry)
+//!   *.tmp                     a write in progress (removed at the next open)
+//! ```
+//!
+//! Writes are crash-safe: each file is written under `NAME.tmp`, fsynced and renamed, the
+//! image first and the record last, then the folder is fsynced. An entry exists when its
+//! `.json` exists; an image without its record (a crash between the two renames, or during
+//! eviction, which removes the record first) is removed at the next open. Saving encodes a
+//! PNG and allocates: it is rate-limited (`min_interval`), off the per-frame path.
+
+use image::ImageEncoder;
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StoreLimits {
+    /// Most bytes (images + records) kept.
+    pub max_bytes: u64,
+    /// Most entries kept.
+    pub max_entries: usize,
+    /// At least this long between two saves (a part in view stays uncertain for many
+    /// frames; one picture of it is enough).
+    pub min_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("uncertain store `{path}`: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot encode the image for the uncertain store: {0}")]
+    Encode(String),
+    #[error("entry of {bytes} bytes is larger than the store's cap of {max_bytes} bytes")]
+    TooLarge { bytes: u64, max_bytes: u64 },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Entry {
+    id: u64,
+    bytes: u64,
+}
+
+/// What [`UncertainStore::save`] did.
+#[derive(Debug, PartialEq)]
+pub enum Saved {
+    /// Saved as entry `id`; `evicted` older entries were removed to make room.
+    Entry { id: u64, evicted: usize },
+    /// Skipped: the last save was less than `min_interval` ago.
+    RateLimited,
+}
+
+pub struct UncertainStore {
+    dir: PathBuf,
+    limits: StoreLimits,
+    entries: VecDeque<Entry>,
+    bytes: u64,
+    next_id: u64,
+    last_save: Option<Instant>,
+}
+
+impl UncertainStore {
+    /// Opens (creating) the store folder, removes leftovers of interrupted writes and
+    /// indexes the entries. Fails when the folder cannot be created or read.
+    pub fn open(dir: &Path, limits: StoreLimits) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+        let mut records = Vec::new();
+        let mut images = Vec::new();
+        for e in std::fs::read_dir(dir).map_err(io_at(dir))? {
+            let e = e.map_err(io_at(dir))?;
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                std::fs::remove_file(&path).map_err(io_at(&path))?;
+                continue;
+            }
+            let Some((stem, ext)) = name.split_once('.') else {
+                continue;
+            };
+            let Some(id) = parse_id(stem) else { continue };
+            match ext {
+                "json" => records.push(id),
+                "png" => images.push(id),
+                _ => {}
+            }
+        }
+        records.sort_unstable();
+        for id in &images {
+            if records.binary_search(id).is_err() {
+                let p = entry_path(dir, *id, "png");
+                std::fs::remove_file(&p).map_err(io_at(&p))?;
+                tracing::info!(path = %p.display(), "removed an image without its record (interrupted write)");
+            }
+        }
+        let mut entries = VecDeque::with_capacity(records.len());
+        let mut bytes = 0;
+        for id in records {
+            let size = |ext| std::fs::metadata(entry_path(dir, id, ext)).map_or(0, |m| m.len());
+            let b = size("json") + size("png");
+            bytes += b;
+            entries.push_back(Entry { id, bytes: b });
+        }
+        let next_id = entries.back().map_or(1, |e| e.id + 1);
+        let mut store = UncertainStore {
+            dir: dir.to_path_buf(),
+            limits,
+            entries,
+            bytes,
+            next_id,
+            last_save: None,
+        };
+        // Caps may have shrunk since the last run.
+        store.evict(0)?;
+        Ok(store)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Number of entries and their total bytes.
+    pub fn usage(&self) -> (usize, u64) {
+        (self.entries.len(), self.bytes)
+    }
+
+    /// Entry ids, oldest first.
+    pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.entries.iter().map(|e| e.id)
+    }
+
+    /// True when a save now would not be rate-limited.
+    pub fn ready(&self, now: Instant) -> bool {
+        self.last_save
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.limits.min_interval)
+    }
+
+    /// Saves an RGB image (`width` x `height`, HWC) with its JSON record, evicting the
+    /// oldest entries to stay within the caps. Fails on IO errors and when the entry alone
+    /// exceeds the byte cap.
+    pub fn save(
+        &mut self,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+        record_json: &[u8],
+        now: Instant,
+    ) -> Result<Saved, StoreError> {
+        if !self.ready(now) {
+            return Ok(Saved::RateLimited);
+        }
+        self.last_save = Some(now);
+        let mut png = Vec::new();
+        image::codecs::png::PngEncoder::new_with_quality(
+            &mut png,
+            image::codecs::png::CompressionType::Fast,
+            image::codecs::png::FilterType::Sub,
+        )
+        .write_image(rgb, width, height, image::ExtendedColorType::Rgb8)
+        .map_err(|e| StoreError::Encode(e.to_string()))?;
+        let bytes = png.len() as u64 + record_json.len() as u64 + 1;
+        if bytes > self.limits.max_bytes {
+            return Err(StoreError::TooLarge {
+                bytes,
+                max_bytes: self.limits.max_bytes,
+            });
+        }
+        let evicted = self.evict(bytes)?;
+        let id = self.next_id;
+        write_atomic(&entry_path(&self.dir, id, "png"), &[&png])?;
+        write_atomic(&entry_path(&self.dir, id, "json"), &[record_json, b"\n"])?;
+        fsync_dir(&self.dir)?;
+        self.next_id += 1;
+        self.entries.push_back(Entry { id, bytes });
+        self.bytes += bytes;
+        Ok(Saved::Entry { id, evicted })
+    }
+
+    /// Removes the oldest entries until one of `incoming` bytes fits both caps.
+    fn evict(&mut self, incoming: u64) -> Result<usize, StoreError> {
+        let incoming_entries = usize::from(incoming > 0);
+        let mut removed = 0;
+        while let Some(oldest) = self.entries.front().cloned() {
+            let over_count = self.entries.len() + incoming_entries > self.limits.max_entries;
+            let over_bytes = self.bytes + incoming > self.limits.max_bytes;
+            if !over_count && !over_bytes {
+                break;
+            }
+            // Record first: an image left behind by a crash here is cleaned at open.
+            for ext in ["json", "png"] {
+                let p = entry_path(&self.dir, oldest.id, ext);
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_at(&p)(e)),
+                }
+            }
+            self.entries.pop_front();
+            self.bytes -= oldest.bytes;
+            removed += 1;
+        }
+        if removed > 0 {
+            fsync_dir(&self.dir)?;
+        }
+        Ok(removed)
+    }
+}
+
+fn parse_id(stem: &str) -> Option<u64> {
+    (stem.len() == 12 && stem.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| stem.parse().ok())
+        .flatten()
+}
+
+fn entry_path(dir: &Path, id: u64, ext: &str) -> PathBuf {
+    dir.join(format!("{id:012}.{ext}"))
+}
+
+/// Write `NAME.tmp`, fsync, rename to `NAME`.
+fn write_atomic(path: &Path, parts: &[&[u8]]) -> Result<(), StoreError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io_at(&tmp))?;
+        for p in parts {
+            f.write_all(p).map_err(io_at(&tmp))?;
+        }
+        f.sync_all().map_err(io_at(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io_at(path))
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io_at(dir))
+}
+
+/// What `export-uncertain` copied.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ExportReport {
+    pub store: String,
+    pub out: String,
+    pub entries: usize,
+    pub bytes: u64,
+    /// Entries removed from the store after the copy (with `--clear`).
+    pub cleared: usize,
+}
+
+/// Copies every complete entry (image + record) of the store at `dir` into `out`
+/// (crash-safe, fsynced), and with `clear` removes the copied entries from the store.
+/// Fails when the store cannot be read or `out` cannot be written.
+pub fn export(dir: &Path, out: &Path, clear: bool) -> Result<ExportReport, StoreError> {
+    if !dir.is_dir() {
+        return Err(StoreError::Io {
+            path: dir.display().to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no uncertain store here (nothing saved yet, or a different --store/--root)",
+            ),
+        });
+    }
+    let limits = StoreLimits {
+        max_bytes: u64::MAX,
+        max_entries: usize::MAX,
+        min_interval: Duration::ZERO,
+    };
+    let mut store = UncertainStore::open(dir, limits)?;
+    std::fs::create_dir_all(out).map_err(io_at(out))?;
+    let mut report = ExportReport {
+        store: dir.display().to_string(),
+        out: out.display().to_string(),
+        ..Default::default()
+    };
+    let ids: Vec<u64> = store.ids().collect();
+    for &id in &ids {
+        for ext in ["png", "json"] {
+            let from = entry_path(dir, id, ext);
+            let data = std::fs::read(&from).map_err(io_at(&from))?;
+            write_atomic(&entry_path(out, id, ext), &[&data])?;
+            report.bytes += data.len() as u64;
+        }
+        report.entries += 1;
+    }
+    fsync_dir(out)?;
+    if clear {
+        store.limits.max_entries = 0;
+        report.cleared = store.evict(0)?;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_bytes: u64, max_entries: usize) -> StoreLimits {
+        StoreLimits {
+            max_bytes,
+            max_entries,
+            min_interval: Duration::ZERO,
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn caps_evict_the_oldest_and_a_reopen_sees_the_same() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("store");
+        let rgb = vec![7u8; 4 * 4 * 3];
+        let mut s = UncertainStore::open(&dir, limits(1 << 20, 3)).unwrap();
+        let now = Instant::now();
+        for i in 0..5 {
+            let r = s
+                .save(&rgb, 4, 4, format!("{{\"i\":{i}}}").as_bytes(), now)
+                .unwrap();
+            assert!(matches!(r, Saved::Entry { id, .. } if id == i + 1));
+        }
+        assert_eq!(s.ids().collect::<Vec<_>>(), vec![3, 4, 5]);
+        let (n, bytes) = s.usage();
+        assert_eq!(n, 3);
+        let s2 = UncertainStore::open(&dir, limits(1 << 20, 3)).unwrap();
+        assert_eq!(s2.usage(), (3, bytes));
+        // A byte cap of a bit more than one entry keeps one.
+        let one = bytes / 3;
+        let mut s3 = UncertainStore::open(&dir, limits(one + one / 2, 10)).unwrap();
+        assert_eq!(s3.ids().collect::<Vec<_>>(), vec![5]);
+        s3.save(&rgb, 4, 4, b"{\"i\":5}", now).unwrap();
+        assert_eq!(s3.ids().collect::<Vec<_>>(), vec![6]);
+        assert_eq!(names(&dir), vec!["000000000006.json", "000000000006.png"]);
+        let big = vec![1u8; 64 * 64 * 3];
+        assert!(matches!(
+            UncertainStore::open(&dir, limits(10, 10))
+                .unwrap()
+                .save(&big, 64, 64, b"{}", now),
+            Err(StoreError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn rate_limit() {
+        let d = tempfile::tempdir().unwrap();
+        let mut l = limits(1 << 20, 10);
+        l.min_interval = Duration::from_secs(3600);
+        let mut s = UncertainStore::open(d.path(), l).unwrap();
+        let now = Instant::now();
+        let rgb = [0u8; 3];
+        assert!(matches!(
+            s.save(&rgb, 1, 1, b"{}", now).unwrap(),
+            Saved::Entry { .. }
+        ));
+        assert_eq!(s.save(&rgb, 1, 1, b"{}", now).unwrap(), Saved::RateLimited);
+    }
+
+    #[test]
+    fn interrupted_writes_are_cleaned_and_export_copies_complete_entries() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("store");
+        let mut s = UncertainStore::open(&dir, limits(1 << 20, 10)).unwrap();
+        let rgb = vec![200u8; 2 * 3 * 3];
+        s.save(&rgb, 2, 3, b"{\"label\":\"reject\"}", Instant::now())
+            .unwrap();
+        // A crash after the image's rename, before the record's; and a torn temp file.
+        std::fs::write(dir.join("000000000002.png"), b"png").unwrap();
+        std::fs::write(dir.join("000000000002.json.tmp"), b"{\"la").unwrap();
+        let s = UncertainStore::open(&dir, limits(1 << 20, 10)).unwrap();
+        assert_eq!(s.ids().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(names(&dir), vec!["000000000001.json", "000000000001.png"]);
+        let out = d.path().join("usb");
+        let r = export(&dir, &out, true).unwrap();
+        assert_eq!((r.entries, r.cleared), (1, 1));
+        assert_eq!(names(&out), vec!["000000000001.json", "000000000001.png"]);
+        let img = image::open(out.join("000000000001.png")).unwrap().to_rgb8();
+        assert_eq!((img.width(), img.height()), (2, 3));
+        assert_eq!(img.into_raw(), rgb);
+        assert!(names(&dir).is_empty());
+        assert!(export(&d.path().join("nope"), &out, false).is_err());
+    }
+}
