@@ -196,10 +196,8 @@ impl Bundle {
                 expected: u64::MAX,
                 got,
             })?;
-        // Checked: a model length near u64::MAX must be refused, not wrap (found by `fuzz/`).
-        let min_total = body_end
-            .checked_add(1 + CHECKSUM_LEN as u64)
-            .unwrap_or(u64::MAX);
+        // Saturating: a model length near u64::MAX must be refused, not wrap (found by `fuzz/`).
+        let min_total = body_end.saturating_add(1 + CHECKSUM_LEN as u64);
         if got < min_total {
             return Err(BundleError::Truncated {
                 what: "manifest, model and checksum",

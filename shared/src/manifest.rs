@@ -79,7 +79,7 @@ impl PreprocessSpec {
             resize_shorter: size,
             crop: size,
             mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
-            std: [0.268_629_54, 0.261_302_58, 0.275_777_1],
+            std: [0.268_629_54, 0.261_302_6, 0.275_777_1],
             filter: ResizeFilter::Bicubic,
         }
     }

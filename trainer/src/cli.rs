@@ -91,6 +91,10 @@ pub enum Command {
         /// folder. When it does not exist, sACC is skipped with a warning.
         #[arg(long, value_name = "DIR")]
         sentence_model: Option<PathBuf>,
+        /// The refined.json the model was trained from: the report then also shows the
+        /// MLLM's estimated habits and how many training targets each signal changed.
+        #[arg(long, value_name = "FILE")]
+        refined: Option<PathBuf>,
     },
     /// Clean the MLLM's names with the images' neighbours (NeaR refine).
     ///
@@ -257,6 +261,15 @@ pub struct LabelArgs {
     /// Ask again for images whose logged answer is refused or malformed.
     #[arg(long)]
     pub retry_malformed: bool,
+    /// Answers per image (each sample is cached on its own; raising N later asks only for
+    /// the missing ones). Needs --temperature above 0; refine weights the names by how
+    /// often they were given.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub samples: u32,
+    /// File of expected names, one per line (a species list, a parts catalogue): the naming
+    /// prompt offers them and allows "other". Default: no list (vocabulary-free).
+    #[arg(long, value_name = "FILE")]
+    pub vocabulary: Option<PathBuf>,
 }
 
 /// Subcommands of `label` that read logs.
@@ -425,6 +438,26 @@ pub struct RefineArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// File of expected names, one per line (the list given to `label --vocabulary`, or a
+    /// species list / parts catalogue): answers are snapped to the closest listed name
+    /// when close enough, other answers stay new names.
+    #[arg(long, value_name = "FILE")]
+    pub vocabulary: Option<PathBuf>,
+    /// Sentence cosine at which an answer snaps to a listed name.
+    #[arg(long, default_value_t = linesight_trainer::vocab::VocabSettings::default().hint_threshold)]
+    pub hint_threshold: f32,
+    /// Manifest CSV (`path,label,split`) of images an expert checked, as few as 1-3 per
+    /// class: matched to the images by content, kept as trusted anchors in training, and
+    /// used to estimate the MLLM's confusions and correct every image's candidates.
+    #[arg(long, value_name = "MANIFEST")]
+    pub verified: Option<PathBuf>,
+    /// Estimate the MLLM's confusions from the neighbours alone and correct for them
+    /// (always on with --verified).
+    #[arg(long)]
+    pub correct_confusion: bool,
+    /// A verified image counts this many times in the confusion estimate.
+    #[arg(long, default_value_t = linesight_trainer::near::confusion::ConfusionSettings::default().anchor_weight)]
+    pub anchor_weight: f32,
 }
 
 /// Arguments of `train`.

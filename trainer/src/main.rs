@@ -82,6 +82,7 @@ fn run(command: Command, json: bool) -> Result<()> {
             manifest,
             split,
             sentence_model,
+            refined,
         } => {
             let sentence_model =
                 Some(sentence_model.unwrap_or_else(|| weights_dir().join("all-MiniLM-L6-v2")));
@@ -90,6 +91,7 @@ fn run(command: Command, json: bool) -> Result<()> {
                 manifest,
                 split,
                 sentence_model,
+                refined,
             })?;
             print_report(json, &report)
         }
@@ -229,6 +231,8 @@ fn label_settings(a: cli::LabelArgs) -> Result<label::LabelSettings> {
     };
     s.accounting = a.accounting;
     s.retry_malformed = a.retry_malformed;
+    s.samples = a.samples;
+    s.vocabulary = a.vocabulary.clone();
     Ok(s)
 }
 
@@ -292,6 +296,7 @@ fn refine_settings(a: cli::RefineArgs) -> refine::RefineSettings {
             category: a.category,
             synonym_threshold: a.synonym_threshold,
             min_images: a.min_images,
+            hint_threshold: a.hint_threshold,
         },
         candidates: CandidateSettings {
             k: a.k,
@@ -299,6 +304,14 @@ fn refine_settings(a: cli::RefineArgs) -> refine::RefineSettings {
             power: a.power,
         },
         batch: a.batch,
+        hint: a.vocabulary,
+        confusion: (a.correct_confusion || a.verified.is_some()).then(|| {
+            linesight_trainer::near::confusion::ConfusionSettings {
+                anchor_weight: a.anchor_weight,
+                ..Default::default()
+            }
+        }),
+        verified: a.verified,
     }
 }
 

@@ -17,7 +17,7 @@
 
 use crate::metrics::canonical;
 use crate::sentence::{cosine, SentenceEncoder};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -35,6 +35,9 @@ pub struct VocabSettings {
     pub synonym_threshold: f32,
     /// Names given to fewer images are not classes.
     pub min_images: usize,
+    /// With a vocabulary hint: an answer is snapped to the most similar listed name when
+    /// their MiniLM cosine reaches this (equal keys always snap).
+    pub hint_threshold: f32,
 }
 
 impl Default for VocabSettings {
@@ -43,6 +46,7 @@ impl Default for VocabSettings {
             category: None,
             synonym_threshold: 0.92,
             min_images: 3,
+            hint_threshold: 0.92,
         }
     }
 }
@@ -95,6 +99,7 @@ pub struct Vocabulary {
 
 /// Phrases removed from the front of a name, longest first.
 const PREFIXES: &[&str] = &[
+    "other ",
     "some kind of ",
     "some sort of ",
     "some type of ",
@@ -158,6 +163,123 @@ pub fn normalize(raw: &str) -> String {
             return key;
         }
     }
+}
+
+/// Reads a vocabulary hint file (`label/refine --vocabulary`): one expected name per line,
+/// blank lines and `#` comments skipped, repeats (same [`normalize`] key) dropped. Fails
+/// when the file cannot be read or names nothing.
+pub fn read_hint(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = fs_err::read_to_string(path).context("cannot read the vocabulary file")?;
+    let mut names: Vec<String> = Vec::new();
+    let mut keys: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let name = line.trim();
+        if name.is_empty() || name.starts_with('#') {
+            continue;
+        }
+        let key = normalize(name);
+        if key.is_empty() || keys.contains(&key) {
+            continue;
+        }
+        keys.push(key);
+        names.push(name.to_string());
+    }
+    if names.is_empty() {
+        anyhow::bail!(
+            "vocabulary file `{}` lists no name (one name per line, `#` starts a comment)",
+            path.display()
+        );
+    }
+    Ok(names)
+}
+
+/// One answer key snapped to a listed name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snap {
+    pub key: String,
+    pub listed: String,
+    /// Cosine of their sentence embeddings (1 for an equal key).
+    pub cosine: f32,
+    /// Answers rewritten.
+    pub answers: usize,
+}
+
+/// What snapping answers to a vocabulary hint did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SnapReport {
+    /// Answers whose key is a listed name's key.
+    pub exact: usize,
+    /// Keys snapped to a listed name by sentence similarity.
+    pub snapped: Vec<Snap>,
+    /// Answers kept as new names (not close enough to any listed name).
+    pub new_names: usize,
+}
+
+/// Rewrites every answer to the listed name it means: equal keys ([`normalize`]) first,
+/// then the most similar listed name by MiniLM cosine when it reaches `threshold`; other
+/// answers are kept as they are (new names, which still become classes when frequent).
+pub fn snap_to_hint(
+    answers: &mut [Vec<String>],
+    hint: &[String],
+    threshold: f32,
+    encoder: &SentenceEncoder,
+) -> Result<SnapReport> {
+    let listed_keys: Vec<String> = hint.iter().map(|h| normalize(h)).collect();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for names in answers.iter() {
+        for raw in names {
+            let key = normalize(raw);
+            if !key.is_empty() {
+                *counts.entry(key).or_default() += 1;
+            }
+        }
+    }
+    let unlisted: Vec<&String> = counts.keys().filter(|k| !listed_keys.contains(k)).collect();
+    let mut map: HashMap<String, (usize, f32)> = HashMap::new();
+    for (i, k) in listed_keys.iter().enumerate() {
+        map.insert(k.clone(), (i, 1.0));
+    }
+    let mut report = SnapReport::default();
+    if !unlisted.is_empty() {
+        let hint_refs: Vec<&str> = hint.iter().map(String::as_str).collect();
+        let hint_emb = encoder.encode(&hint_refs)?;
+        let refs: Vec<&str> = unlisted.iter().map(|k| k.as_str()).collect();
+        let emb = encoder.encode(&refs)?;
+        for (k, e) in unlisted.iter().zip(&emb) {
+            let best = hint_emb
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (i, cosine(e, h)))
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            match best {
+                Some((i, cos)) if cos >= threshold => {
+                    map.insert((*k).clone(), (i, cos));
+                    report.snapped.push(Snap {
+                        key: (*k).clone(),
+                        listed: hint[i].clone(),
+                        cosine: cos,
+                        answers: counts[*k],
+                    });
+                }
+                _ => report.new_names += counts[*k],
+            }
+        }
+    }
+    for names in answers.iter_mut() {
+        for raw in names.iter_mut() {
+            let key = normalize(raw);
+            if let Some(&(i, cos)) = map.get(&key) {
+                if cos >= 1.0 {
+                    report.exact += 1;
+                }
+                *raw = hint[i].clone();
+            }
+        }
+    }
+    report
+        .snapped
+        .sort_by(|a, b| b.answers.cmp(&a.answers).then(a.key.cmp(&b.key)));
+    Ok(report)
 }
 
 /// The written form of a raw answer used for display: parentheses and wrapping phrases
@@ -443,5 +565,24 @@ mod tests {
         assert_eq!(reason("least grebe"), Some(DropReason::Rare));
         let idx = v.index();
         assert_eq!(idx.get(&normalize("WESTERN GREBES")), Some(&1));
+    }
+
+    #[test]
+    fn a_hint_file_skips_comments_blanks_and_repeats_and_must_name_something() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("species.txt");
+        std::fs::write(
+            &p,
+            "# parts catalogue\nHorned Grebe\n\n  horned grebe \nGrey Heron\n",
+        )
+        .unwrap();
+        assert_eq!(read_hint(&p).unwrap(), vec!["Horned Grebe", "Grey Heron"]);
+        std::fs::write(&p, "# nothing\n\n").unwrap();
+        let err = read_hint(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("lists no name") && err.contains("species.txt"),
+            "{err}"
+        );
+        assert!(read_hint(&dir.path().join("missing.txt")).is_err());
     }
 }

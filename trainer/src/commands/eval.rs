@@ -21,6 +21,8 @@ pub struct EvalSettings {
     /// all-MiniLM-L6-v2 folder for sACC; when it does not exist, sACC is skipped with a
     /// warning.
     pub sentence_model: Option<PathBuf>,
+    /// The refined.json the model was trained from (habits and signals in the report).
+    pub refined: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -44,9 +46,20 @@ pub struct EvalReport {
     pub per_class_top1: BTreeMap<String, f64>,
     pub model_id: String,
     pub precision: String,
+    /// With `refined`: the MLLM's estimated habits (true class, named as, rate), highest
+    /// first, at most 20.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub habits: Option<Vec<(String, String, f32)>>,
+    /// With `refined`: how many training targets each signal changed in refine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signals: Option<crate::near::refined::Signals>,
 }
 
 pub fn run(s: &EvalSettings) -> Result<EvalReport> {
+    let refined = match &s.refined {
+        Some(p) => Some(crate::near::refined::Refined::read(p)?),
+        None => None,
+    };
     let bundle = Bundle::read(&s.bundle)
         .with_context(|| format!("cannot use bundle `{}`", s.bundle.display()))?;
     let mut engine = Engine::from_bundle(&bundle)?;
@@ -124,5 +137,15 @@ pub fn run(s: &EvalSettings) -> Result<EvalReport> {
             .collect(),
         model_id: m.model_id.clone(),
         precision: m.precision.to_string(),
+        habits: refined.as_ref().map(|r| {
+            r.confusion.as_ref().map_or_else(Vec::new, |c| {
+                c.habits
+                    .iter()
+                    .take(20)
+                    .map(|h| (h.true_name.clone(), h.named_name.clone(), h.rate))
+                    .collect()
+            })
+        }),
+        signals: refined.map(|r| r.summary.signals),
     })
 }

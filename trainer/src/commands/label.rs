@@ -71,6 +71,11 @@ pub struct LabelSettings {
     pub accounting: Option<PathBuf>,
     /// Ask again where the logged answer is refused or malformed.
     pub retry_malformed: bool,
+    /// Naming answers per image (sample k is its own cache entry: raising N later asks
+    /// only for the missing samples). More than 1 needs a temperature above 0.
+    pub samples: u32,
+    /// Expected names offered in the naming prompt ("other" allowed).
+    pub vocabulary: Option<PathBuf>,
 }
 
 impl LabelSettings {
@@ -97,6 +102,8 @@ impl LabelSettings {
             baseline: None,
             accounting: None,
             retry_malformed: false,
+            samples: 1,
+            vocabulary: None,
         }
     }
 }
@@ -125,6 +132,9 @@ pub struct PromptInfo {
     pub naming_prompt_sha256: String,
     pub category_source: String,
     pub category_prompt_sha256: String,
+    /// The vocabulary file offered in the naming prompt, and how many names it lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vocabulary: Option<(String, usize)>,
 }
 
 /// The direct-MLLM baseline next to what labelling cost.
@@ -151,6 +161,8 @@ pub struct LabelReport {
     pub unique_images: usize,
     /// Images labelled in this run's scope (all, or the dry run's first N).
     pub images_in_scope: usize,
+    /// Naming answers asked per image.
+    pub samples: u32,
     pub dry_run: bool,
     pub context: Context1,
     /// `inferred` (round 1) or `given`.
@@ -200,6 +212,17 @@ pub fn run(s: &LabelSettings) -> Result<LabelReport> {
     if s.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
+    if s.samples == 0 {
+        bail!("--samples must be at least 1");
+    }
+    if s.samples > 1 && s.params.temperature <= 0.0 {
+        bail!(
+            "--samples {} asks each image {} times, but at --temperature 0 a model gives the same answer every time; \
+             set --temperature (0.7 to 1.0 is usual)",
+            s.samples,
+            s.samples
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("label")
@@ -213,6 +236,10 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
     let cpu0 = process_cpu_seconds();
     let naming_t = Template::file_or(s.prompt.as_ref(), Template::embedded_naming)?;
     let category_t = Template::file_or(s.category_prompt.as_ref(), Template::embedded_category)?;
+    let hint = match &s.vocabulary {
+        Some(p) => Some(crate::vocab::read_hint(p)?),
+        None => None,
+    };
     let files = images::list(&s.images)?;
     let mut log = Log::open(&s.out)?;
     let repair = log.repair().clone();
@@ -311,7 +338,10 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
     tracing::info!(category = %context.category, expert = %context.expert, granularity = %context.granularity, source = context_source, "context");
 
     // 3. Naming.
-    let naming_prompt = Arc::new(naming_t.render(&context));
+    let naming_prompt = Arc::new(match &hint {
+        Some(names) => prompt::offer_names(&naming_t.render(&context), names),
+        None => naming_t.render(&context),
+    });
     let scope_n = s.dry_run.map_or(unique.len(), |n| n.min(unique.len()));
     let scope: Vec<&(ImageFile, String)> = unique.iter().take(scope_n).collect();
     let mut naming = RoundStats::default();
@@ -330,7 +360,8 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
     // 4. Accounting.
     let final_answers: Vec<&Record> = scope
         .iter()
-        .filter_map(|(_, sha)| log.get(&key(Round::Name, sha, &naming_prompt, s)))
+        .flat_map(|(_, sha)| (0..s.samples).map(move |k| (sha, k)))
+        .filter_map(|(sha, k)| log.get(&key(Round::Name, sha, &naming_prompt, s, k)))
         .collect();
     let mut answers = BTreeMap::new();
     for r in &final_answers {
@@ -405,6 +436,7 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
         images_found: files.len(),
         unique_images: unique.len(),
         images_in_scope: scope.len(),
+        samples: s.samples,
         dry_run: s.dry_run.is_some(),
         context,
         context_source: context_source.to_string(),
@@ -414,6 +446,11 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
             naming_prompt_sha256: naming_prompt.sha256.clone(),
             category_source: category_t.source.clone(),
             category_prompt_sha256: category_prompt.sha256.clone(),
+            vocabulary: s
+                .vocabulary
+                .as_ref()
+                .zip(hint.as_ref())
+                .map(|(p, h)| (p.display().to_string(), h.len())),
         },
         cache_hits: round1.cache_hits + naming.cache_hits,
         round1,
@@ -438,7 +475,7 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
         },
         full_run: s
             .dry_run
-            .map(|_| Projection::new(unique.len(), 1, &per_answer, throughput)),
+            .map(|_| Projection::new(unique.len(), s.samples as usize, &per_answer, throughput)),
         per_answer,
         baseline,
         log_repair: repair,
@@ -448,19 +485,26 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
     Ok(report)
 }
 
-fn key(round: Round, image_sha256: &str, prompt: &Rendered, s: &LabelSettings) -> String {
+fn key(
+    round: Round,
+    image_sha256: &str,
+    prompt: &Rendered,
+    s: &LabelSettings,
+    sample: u32,
+) -> String {
     CacheKey {
         round,
         image_sha256,
         model: &s.model,
         prompt_sha256: &prompt.sha256,
         params: &s.params,
-        sample: 0,
+        sample,
     }
     .digest()
 }
 
-/// Splits images into questions to ask and answers already logged.
+/// Splits images into questions to ask and answers already logged (naming: every sample;
+/// round 1: sample 0).
 fn pending(
     log: &Log,
     images: &[&(ImageFile, String)],
@@ -471,22 +515,25 @@ fn pending(
 ) -> (Vec<Question>, Vec<Record>) {
     let mut ask = Vec::new();
     let mut have = Vec::new();
+    let samples = if round == Round::Name { s.samples } else { 1 };
     for (file, sha) in images {
-        stats.questions += 1;
-        let k = key(round, sha, prompt, s);
-        match log.get(&k) {
-            Some(r) if !s.retry_malformed || r.status.is_usable() => {
-                stats.cache_hits += 1;
-                have.push(r.clone());
+        for sample in 0..samples {
+            stats.questions += 1;
+            let k = key(round, sha, prompt, s, sample);
+            match log.get(&k) {
+                Some(r) if !s.retry_malformed || r.status.is_usable() => {
+                    stats.cache_hits += 1;
+                    have.push(r.clone());
+                }
+                _ => ask.push(Question {
+                    round,
+                    key: k,
+                    image: file.clone(),
+                    image_sha256: sha.clone(),
+                    prompt: Arc::clone(prompt),
+                    sample,
+                }),
             }
-            _ => ask.push(Question {
-                round,
-                key: k,
-                image: file.clone(),
-                image_sha256: sha.clone(),
-                prompt: Arc::clone(prompt),
-                sample: 0,
-            }),
         }
     }
     stats.asked = ask.len();

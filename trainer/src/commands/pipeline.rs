@@ -11,6 +11,7 @@ use crate::embed::file_sha256;
 use crate::mllm::simulator::{RunningSimulator, SimulatorConfig};
 use crate::mllm::{cache::Params, client::ApiKey, images, prompt::Context1};
 use crate::near::candidates::CandidateSettings;
+use crate::near::confusion::ConfusionSettings;
 use crate::near::train::TrainSettings;
 use crate::vocab::VocabSettings;
 use anyhow::{bail, Context, Result};
@@ -62,6 +63,12 @@ pub struct SimulatorSection {
     pub truth: PathBuf,
     pub accuracy: f64,
     pub seed: u64,
+    /// Habits: share of wrong answers that go to one fixed partner class per class.
+    #[serde(default)]
+    pub systematic: f64,
+    /// Per-class accuracy = accuracy +- up to this.
+    #[serde(default)]
+    pub spread: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,6 +87,15 @@ pub struct LabelSection {
     pub granularity: Option<String>,
     #[serde(default)]
     pub temperature: f64,
+    /// Answers per image (more than 1 needs a temperature above 0).
+    #[serde(default = "default_samples")]
+    pub samples: u32,
+    /// Expected names offered in the naming prompt (one per line).
+    pub vocabulary: Option<PathBuf>,
+}
+
+fn default_samples() -> u32 {
+    1
 }
 
 fn default_concurrency() -> usize {
@@ -94,6 +110,14 @@ pub struct RefineSection {
     pub weights: Option<PathBuf>,
     pub vocab: VocabSettings,
     pub candidates: CandidateSettings,
+    /// Vocabulary hint: answers are snapped to these names (one per line).
+    pub vocabulary: Option<PathBuf>,
+    /// Manifest (`path,label,split`) of expert-verified images among the images.
+    pub verified: Option<PathBuf>,
+    /// Correct the candidate weights for the MLLM's estimated confusion even without
+    /// verified images (with them it is always on).
+    pub correct_confusion: bool,
+    pub confusion: ConfusionSettings,
 }
 
 impl Default for RefineSection {
@@ -103,6 +127,10 @@ impl Default for RefineSection {
             weights: None,
             vocab: VocabSettings::default(),
             candidates: CandidateSettings::default(),
+            vocabulary: None,
+            verified: None,
+            correct_confusion: false,
+            confusion: ConfusionSettings::default(),
         }
     }
 }
@@ -195,6 +223,16 @@ pub fn read_config(path: &Path) -> Result<PipelineConfig> {
     if let Some(w) = c.refine.weights.as_mut() {
         fix(w);
     }
+    for p in [
+        c.label.vocabulary.as_mut(),
+        c.refine.vocabulary.as_mut(),
+        c.refine.verified.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        fix(p);
+    }
     if let Some(k) = c.export.sign.as_mut() {
         fix(k);
     }
@@ -223,6 +261,14 @@ fn hash_parts(parts: &[&[u8]]) -> String {
         h.update(p);
     }
     hex::encode(h.finalize())
+}
+
+/// sha256 of a file when given (named in the error when it cannot be read), else "".
+fn optional_file_hash(path: Option<&Path>) -> Result<String> {
+    match path {
+        Some(p) => file_sha256(p).with_context(|| format!("cannot read `{}`", p.display())),
+        None => Ok(String::new()),
+    }
 }
 
 /// sha256 over a folder's files (relative path + content), sorted.
@@ -335,6 +381,7 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
         images_hash.as_bytes(),
         serde_json::to_string(&c.label)?.as_bytes(),
         serde_json::to_string(&c.simulator)?.as_bytes(),
+        optional_file_hash(c.label.vocabulary.as_deref())?.as_bytes(),
     ]);
     let r = stage("label", label_hash, &labels, &mut state, &mut || {
         let sim = match &c.simulator {
@@ -342,6 +389,8 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
                 let mut cfg = SimulatorConfig::new(sc.truth.clone());
                 cfg.accuracy = sc.accuracy;
                 cfg.seed = sc.seed;
+                cfg.systematic = sc.systematic;
+                cfg.spread = sc.spread;
                 Some(RunningSimulator::start(cfg, "127.0.0.1:0")?)
             }
             None => None,
@@ -368,6 +417,8 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
             temperature: c.label.temperature,
             ..Params::default()
         };
+        ls.samples = c.label.samples;
+        ls.vocabulary = c.label.vocabulary.clone();
         if let (Some(category), Some(expert), Some(granularity)) =
             (&c.label.category, &c.label.expert, &c.label.granularity)
         {
@@ -409,6 +460,8 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
         file_sha256(&labels)?.as_bytes(),
         weights_sha.as_bytes(),
         serde_json::to_string(&c.refine)?.as_bytes(),
+        optional_file_hash(c.refine.vocabulary.as_deref())?.as_bytes(),
+        optional_file_hash(c.refine.verified.as_deref())?.as_bytes(),
     ]);
     let r = stage("refine", refine_hash, &refined, &mut state, &mut || {
         let report = refine::run(&refine::RefineSettings {
@@ -424,6 +477,12 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
             vocab: c.refine.vocab.clone(),
             candidates: c.refine.candidates.clone(),
             batch: 8,
+            hint: c.refine.vocabulary.clone(),
+            verified: c.refine.verified.clone(),
+            confusion: c
+                .refine
+                .correct_confusion
+                .then(|| c.refine.confusion.clone()),
         })?;
         Ok(serde_json::json!({
             "classes": report.classes.len(),
@@ -487,6 +546,7 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
                 manifest: e.manifest.clone(),
                 split: e.split.clone(),
                 sentence_model: Some(sentence_model.clone()),
+                refined: Some(refined.clone()),
             })?;
             let v = serde_json::to_value(&report)?;
             fs_err::write(&eval_out, serde_json::to_vec_pretty(&v)?)?;

@@ -6,7 +6,8 @@ use crate::embed::{file_sha256, progress_bar, EmbeddingCache};
 use crate::knn::{cosine_knn, normalize_rows};
 use crate::mllm::{cache, images};
 use crate::near::candidates::{candidate_sets, prune_by_vote, vote, CandidateSettings, Own};
-use crate::near::refined::{RefineSummary, Refined, RefinedImage, REFINED_VERSION};
+use crate::near::confusion::{self, ConfusionSettings};
+use crate::near::refined::{RefineSummary, Refined, RefinedImage, Signals, REFINED_VERSION};
 use crate::sentence::SentenceEncoder;
 use crate::vocab::{self, normalize, VocabSettings};
 use anyhow::{bail, Context, Result};
@@ -32,6 +33,13 @@ pub struct RefineSettings {
     pub vocab: VocabSettings,
     pub candidates: CandidateSettings,
     pub batch: usize,
+    /// Vocabulary hint file: answers are snapped to its names.
+    pub hint: Option<PathBuf>,
+    /// Manifest of expert-verified images (`path,label,split`; every row is used).
+    pub verified: Option<PathBuf>,
+    /// Estimate the MLLM's confusion and correct the candidate weights for it; `None`:
+    /// only when `verified` is given (with the defaults).
+    pub confusion: Option<ConfusionSettings>,
 }
 
 #[derive(Debug, Serialize)]
@@ -42,6 +50,11 @@ pub struct RefineReport {
     /// Names dropped from the vocabulary, with why (most frequent first, at most 20).
     pub dropped_names: Vec<String>,
     pub closest_kept_pair: Option<(String, String, f32)>,
+    /// Estimated habits: (true class, named as, rate), highest first (at most 20).
+    pub habits: Vec<(String, String, f32)>,
+    /// The MLLM's accuracy on these images as the confusion estimate sees it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_mllm_accuracy: Option<f32>,
     pub summary: RefineSummary,
     pub seconds: f64,
 }
@@ -183,7 +196,7 @@ pub fn run(s: &RefineSettings) -> Result<RefineReport> {
     normalize_rows(&mut x, dim);
 
     // Vocabulary over the answers of the usable images.
-    let img_answers: Vec<Vec<String>> = rows
+    let mut img_answers: Vec<Vec<String>> = rows
         .iter()
         .map(|&r| answers.by_sha.get(&shas[r]).cloned().unwrap_or_default())
         .collect();
@@ -200,6 +213,20 @@ pub fn run(s: &RefineSettings) -> Result<RefineReport> {
             s.sentence_model.display()
         )
     })?;
+    let hint = match &s.hint {
+        Some(p) => vocab::read_hint(p)?,
+        None => Vec::new(),
+    };
+    let snaps = if hint.is_empty() {
+        None
+    } else {
+        Some(vocab::snap_to_hint(
+            &mut img_answers,
+            &hint,
+            vs.hint_threshold,
+            &sentence,
+        )?)
+    };
     let vocabulary = vocab::build(&img_answers, &vs, Some(&sentence))?;
     if vocabulary.classes.is_empty() {
         bail!(
@@ -236,13 +263,77 @@ pub fn run(s: &RefineSettings) -> Result<RefineReport> {
         vs.min_images,
         &s.candidates,
     );
-    let classes: Vec<String> = kept.iter().map(|&c| vocab_names[c].clone()).collect();
+    let mut classes: Vec<String> = kept.iter().map(|&c| vocab_names[c].clone()).collect();
     let pruned_classes: Vec<String> = (0..vocab_names.len())
         .filter(|c| !kept.contains(c))
         .map(|c| vocab_names[c].clone())
         .collect();
-    let sets = candidate_sets(&own, &neighbours, &s.candidates);
+    let mut signals = Signals::default();
+    let verified = match &s.verified {
+        None => Vec::new(),
+        Some(path) => {
+            let keys: Vec<Vec<String>> = kept
+                .iter()
+                .map(|&c| vocabulary.classes[c].keys.clone())
+                .collect();
+            let v = read_verified(path, &rows, &shas, &keys, &mut classes, &sentence, &vs)?;
+            signals.verified = v.pairs.len();
+            signals.verified_not_found = v.not_found;
+            v.pairs
+        }
+    };
+    let mut sets = candidate_sets(&own, &neighbours, &s.candidates);
+    let plain_votes = vote(&sets);
+    let confusion_settings = match (&s.confusion, verified.is_empty()) {
+        (Some(c), _) => Some(c.clone()),
+        (None, false) => Some(ConfusionSettings::default()),
+        (None, true) => None,
+    };
+    let confusion = match confusion_settings {
+        None => None,
+        Some(cs) => {
+            let counts: Vec<usize> = img_answers.iter().map(Vec::len).collect();
+            let (c, corrected) = confusion::estimate(
+                &own,
+                &counts,
+                &neighbours,
+                &sets,
+                &verified,
+                &classes,
+                &s.candidates,
+                &cs,
+            );
+            sets = corrected;
+            Some(c)
+        }
+    };
     let votes = vote(&sets);
+    signals.confusion = votes
+        .iter()
+        .zip(&plain_votes)
+        .filter(|(a, b)| a != b)
+        .count();
+    signals.verified_wrong_vote = verified
+        .iter()
+        .filter(|&&(i, c)| plain_votes[i] != Some(c))
+        .count();
+    signals.vocabulary_answers = snaps
+        .as_ref()
+        .map_or(0, |r| r.snapped.iter().map(|s| s.answers).sum());
+    signals.samples = img_answers
+        .iter()
+        .zip(&own)
+        .filter(|(a, o)| a.len() > 1 && !o.is_empty())
+        .filter(|(a, o)| {
+            let first = index.get(&normalize(&a[0])).copied();
+            let first = first.and_then(|c| kept.iter().position(|&k| k == c));
+            let top = o
+                .iter()
+                .max_by(|x, y| x.1.total_cmp(&y.1).then(y.0.cmp(&x.0)))
+                .map(|e| e.0);
+            first != top
+        })
+        .count();
 
     let mut summary = RefineSummary {
         images: files.len(),
@@ -260,7 +351,7 @@ pub fn run(s: &RefineSettings) -> Result<RefineReport> {
             .iter()
             .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
             .map(|e| e.0);
-        match (top_own, votes[j]) {
+        match (top_own, plain_votes[j]) {
             (Some(a), Some(b)) if a != b => summary.targets_changed += 1,
             (None, Some(_)) => summary.targets_filled += 1,
             _ => {}
@@ -276,6 +367,8 @@ pub fn run(s: &RefineSettings) -> Result<RefineReport> {
             target_name: votes[j].map(|c| classes[c].clone()),
         });
     }
+    signals.neighbours = summary.targets_changed;
+    summary.signals = signals;
     let images_dir = std::fs::canonicalize(&s.images).unwrap_or_else(|_| s.images.clone());
     let refined = Refined {
         version: REFINED_VERSION,
@@ -289,7 +382,10 @@ pub fn run(s: &RefineSettings) -> Result<RefineReport> {
         vocabulary,
         classes: classes.clone(),
         pruned_classes: pruned_classes.clone(),
-        verified: Vec::new(),
+        verified,
+        hint,
+        snaps,
+        confusion,
         images: out_images,
         summary: summary.clone(),
     };
@@ -306,7 +402,111 @@ pub fn run(s: &RefineSettings) -> Result<RefineReport> {
             .map(|d| format!("{} ({:?}, {} images)", d.key, d.reason, d.images))
             .collect(),
         closest_kept_pair: refined.vocabulary.closest_kept_pair.clone(),
+        habits: refined.confusion.as_ref().map_or_else(Vec::new, |c| {
+            c.habits
+                .iter()
+                .take(20)
+                .map(|h| (h.true_name.clone(), h.named_name.clone(), h.rate))
+                .collect()
+        }),
+        estimated_mllm_accuracy: refined.confusion.as_ref().map(|c| c.accuracy),
         summary,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// Verified images matched to the refined images and classes.
+struct Verified {
+    /// (image index, class index)
+    pairs: Vec<(usize, usize)>,
+    /// Rows whose image is not among the images.
+    not_found: usize,
+}
+
+/// Reads the verified manifest: each row's file is matched to an image by the sha256 of
+/// its bytes and its label to a class (by key, else by MiniLM similarity at the synonym
+/// threshold, else as a new class appended to `classes`: a class the MLLM never named
+/// well enough is still one the expert knows).
+fn read_verified(
+    path: &std::path::Path,
+    rows: &[usize],
+    shas: &[String],
+    class_keys: &[Vec<String>],
+    classes: &mut Vec<String>,
+    sentence: &SentenceEncoder,
+    vs: &VocabSettings,
+) -> Result<Verified> {
+    let entries = crate::dataset::read_manifest(path)?;
+    if entries.is_empty() {
+        bail!("verified manifest `{}` has no rows", path.display());
+    }
+    let by_sha: HashMap<&str, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(j, &r)| (shas[r].as_str(), j))
+        .collect();
+    let mut key_of: HashMap<String, usize> = HashMap::new();
+    for (c, keys) in class_keys.iter().enumerate() {
+        for k in keys {
+            key_of.insert(k.clone(), c);
+        }
+    }
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    let mut not_found = 0;
+    for e in &entries {
+        let sha = file_sha256(&e.path).with_context(|| {
+            format!(
+                "verified manifest `{}`: cannot read `{}`",
+                path.display(),
+                e.path.display()
+            )
+        })?;
+        let Some(&img) = by_sha.get(sha.as_str()) else {
+            not_found += 1;
+            continue;
+        };
+        let key = normalize(&e.label);
+        let class = match key_of.get(&key) {
+            Some(&c) => c,
+            None => {
+                let emb = sentence.encode(&[e.label.as_str()])?;
+                let names: Vec<&str> = classes.iter().map(String::as_str).collect();
+                let cemb = sentence.encode(&names)?;
+                let best = cemb
+                    .iter()
+                    .enumerate()
+                    .map(|(c, ce)| (c, crate::sentence::cosine(&emb[0], ce)))
+                    .max_by(|a, b| a.1.total_cmp(&b.1));
+                match best {
+                    Some((c, cos)) if cos >= vs.synonym_threshold => c,
+                    _ => {
+                        tracing::info!(label = %e.label, "a verified label names a class the vocabulary lacks; added");
+                        classes.push(e.label.clone());
+                        classes.len() - 1
+                    }
+                }
+            }
+        };
+        key_of.insert(key, class);
+        match pairs.iter_mut().find(|p| p.0 == img) {
+            Some(p) => p.1 = class,
+            None => pairs.push((img, class)),
+        }
+    }
+    if not_found > 0 {
+        tracing::warn!(
+            rows = not_found,
+            manifest = %path.display(),
+            "verified rows whose image is not among --images are ignored"
+        );
+    }
+    if pairs.is_empty() {
+        bail!(
+            "none of the {} images in verified manifest `{}` is among the images being refined (they are matched by content)",
+            entries.len(),
+            path.display()
+        );
+    }
+    pairs.sort_unstable();
+    Ok(Verified { pairs, not_found })
 }

@@ -51,6 +51,12 @@ pub struct TrainReport {
     /// Image-epochs per second of the head training.
     pub images_per_second: f64,
     pub eval: Option<NameScores>,
+    /// Targets each signal changed in refine (samples, vocabulary hint, neighbours,
+    /// confusion correction, verified images) — the training change is
+    /// `targets_changed_by_training`.
+    pub signals: crate::near::refined::Signals,
+    /// The MLLM's habits refine estimated: (true class, named as, rate), at most 10.
+    pub habits: Vec<(String, String, f32)>,
 }
 
 /// Embeddings of `paths`, cached; returns normalized rows and which paths they belong to.
@@ -110,6 +116,7 @@ fn score_embeddings(
 
 /// Scores `head` on a labelled split from cached embeddings (the export's parity gate
 /// guarantees the bundle gives the same top-1 within 1e-4 of the logits).
+#[allow(clippy::too_many_arguments)]
 pub fn eval_head(
     head: &CosineHead,
     classes: &[String],
@@ -313,5 +320,13 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
             train_images as f64 * epochs / train_seconds.max(1e-9)
         },
         eval,
+        signals: refined.summary.signals.clone(),
+        habits: refined.confusion.as_ref().map_or_else(Vec::new, |c| {
+            c.habits
+                .iter()
+                .take(10)
+                .map(|h| (h.true_name.clone(), h.named_name.clone(), h.rate))
+                .collect()
+        }),
     })
 }

@@ -259,16 +259,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn civil_dates() {
-        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
-        assert_eq!(super::civil_from_days(20_786), (2026, 11, 29));
-        assert_eq!(super::civil_from_days(11_016), (2000, 2, 29));
-    }
-}
-
 /// Signs `bundle` with `key` (when given) and writes it to `out`; returns the file's size
 /// and the signing key's fingerprint (`unsigned` without a key).
 pub fn sign_and_write(
@@ -283,4 +273,14 @@ pub fn sign_and_write(
     let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     let signature = key.map_or_else(|| "unsigned".to_string(), |k| k.public().fingerprint());
     Ok((bytes, signature))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn civil_dates() {
+        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(super::civil_from_days(20_786), (2026, 11, 29));
+        assert_eq!(super::civil_from_days(11_016), (2000, 2, 29));
+    }
 }

@@ -282,12 +282,15 @@ impl Client {
         (self.counters.retries.load(Ordering::Relaxed), kinds)
     }
 
-    /// The JSON request for one question about one image.
+    /// The JSON request for one question about one image. `sample` goes out as OpenAI's
+    /// `seed`, so sample k is the same draw whenever it is asked (where the server honours
+    /// seeds) and different samples are different draws.
     pub fn request_body(
         &self,
         prompt: &str,
         image_data_url: &str,
         params: &super::cache::Params,
+        sample: u32,
     ) -> Vec<u8> {
         let mut body = json!({
             "model": self.config.model,
@@ -300,6 +303,7 @@ impl Client {
             }],
             "temperature": params.temperature,
             "max_tokens": params.max_tokens,
+            "seed": sample,
             "stream": false
         });
         if let (Some(tp), Some(obj)) = (params.top_p, body.as_object_mut()) {

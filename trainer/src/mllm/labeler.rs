@@ -139,7 +139,7 @@ async fn ask_one(client: &Client, params: &Params, q: Question) -> Done {
         Err(e) => return fail(format!("cannot send `{}`: {e:#}", q.image.abs.display())),
     };
     drop(bytes);
-    let body = client.request_body(&q.prompt.text, &url, params);
+    let body = client.request_body(&q.prompt.text, &url, params, q.sample);
     drop(url);
     let base = |status: Status, raw: String| Record {
         v: RECORD_VERSION,

@@ -100,6 +100,41 @@ impl Rendered {
     }
 }
 
+/// The line that introduces the expected names a naming prompt offers (`label
+/// --vocabulary`), one `- Name` line each after it.
+pub const EXPECTED_NAMES_MARKER: &str = "Expected names";
+
+/// The naming prompt with a list of expected names offered and "other" allowed.
+pub fn offer_names(prompt: &Rendered, names: &[String]) -> Rendered {
+    let mut text = prompt.text.trim_end().to_string();
+    text.push_str(&format!(
+        "\n\n{EXPECTED_NAMES_MARKER} (answer with one of them, spelled as listed, when it fits; \
+         when none fits, answer {{\"name\": \"other: <the most specific name>\"}}):\n"
+    ));
+    for n in names {
+        text.push_str("- ");
+        text.push_str(n);
+        text.push('\n');
+    }
+    Rendered::new(text)
+}
+
+/// The expected names a prompt offers: the `- Name` lines after the line that starts
+/// with [`EXPECTED_NAMES_MARKER`]. Empty when it offers none.
+pub fn expected_names(text: &str) -> Vec<String> {
+    let mut lines = text.lines();
+    if !lines.any(|l| l.trim_start().starts_with(EXPECTED_NAMES_MARKER)) {
+        return Vec::new();
+    }
+    lines
+        .map(str::trim)
+        .skip_while(|l| l.is_empty())
+        .map_while(|l| l.strip_prefix("- "))
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
 /// Lower-case hex sha256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -172,6 +207,17 @@ mod tests {
         assert!(r.text.contains("{\"name\""));
         assert!(!r.text.contains("{category}"));
         assert_eq!(r.sha256.len(), 64);
+    }
+
+    #[test]
+    fn offered_names_read_back_and_change_the_prompt_hash() {
+        let r = Template::embedded_naming().render(&c("bird", "ornithologist", "species"));
+        assert!(expected_names(&r.text).is_empty());
+        let names = vec!["Horned Grebe".to_string(), "Grey Heron".to_string()];
+        let offered = offer_names(&r, &names);
+        assert_ne!(offered.sha256, r.sha256);
+        assert!(offered.text.contains("other: "));
+        assert_eq!(expected_names(&offered.text), names);
     }
 
     #[test]

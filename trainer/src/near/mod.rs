@@ -9,5 +9,6 @@
 //!   targets for the noisy ones), `vote`, `naive` and `prototype`.
 
 pub mod candidates;
+pub mod confusion;
 pub mod refined;
 pub mod train;

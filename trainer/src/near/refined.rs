@@ -8,7 +8,8 @@
 use crate::backbone::BackboneKind;
 use crate::knn::Neighbour;
 use crate::near::candidates::CandidateSettings;
-use crate::vocab::{VocabSettings, Vocabulary};
+use crate::near::confusion::Confusion;
+use crate::vocab::{SnapReport, VocabSettings, Vocabulary};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -36,6 +37,16 @@ pub struct Refined {
     /// Expert-verified labels given to refine (`--verified`), by image index.
     #[serde(default)]
     pub verified: Vec<(usize, usize)>,
+    /// The vocabulary hint (`--vocabulary`), empty when none was given.
+    #[serde(default)]
+    pub hint: Vec<String>,
+    /// What snapping the answers to the hint did.
+    #[serde(default)]
+    pub snaps: Option<SnapReport>,
+    /// The MLLM's estimated confusion matrix and habits (with `--verified` or
+    /// `--correct-confusion`); the candidate sets below are then the corrected ones.
+    #[serde(default)]
+    pub confusion: Option<Confusion>,
     pub images: Vec<RefinedImage>,
     pub summary: RefineSummary,
 }
@@ -76,8 +87,30 @@ pub struct RefineSummary {
     pub targets_filled: usize,
     /// Images that could not be read or decoded (path: reason).
     pub skipped: Vec<String>,
+    /// How many targets each signal changed.
+    #[serde(default)]
+    pub signals: Signals,
     pub embed_seconds: f64,
     pub knn_seconds: f64,
+}
+
+/// What each signal beside the MLLM's first answer changed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Signals {
+    /// Images whose most frequent answer class differs from their first answer's (sampling).
+    pub samples: usize,
+    /// Answers rewritten to a listed name by sentence similarity (vocabulary hint; equal
+    /// spellings not counted).
+    pub vocabulary_answers: usize,
+    /// Named images whose neighbour vote differs from their own name.
+    pub neighbours: usize,
+    /// Images whose vote the confusion correction changed.
+    pub confusion: usize,
+    /// Verified images whose vote (before the correction) was not their verified class.
+    pub verified_wrong_vote: usize,
+    /// Verified rows used, and rows whose image is not among the images.
+    pub verified: usize,
+    pub verified_not_found: usize,
 }
 
 impl Refined {

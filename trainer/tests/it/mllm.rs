@@ -625,3 +625,116 @@ fn a_killed_label_process_resumes_without_loss_or_duplicates() {
     assert_eq!(r.naming.asked, 40 - before);
     assert_each_image_once(&out, 40);
 }
+
+/// Names per image in a log, by sample.
+fn names_by_image(log: &Path) -> BTreeMap<String, BTreeMap<u32, String>> {
+    let mut m: BTreeMap<String, BTreeMap<u32, String>> = BTreeMap::new();
+    for r in naming_lines(log) {
+        if let Some(n) = r.name {
+            m.entry(r.image_sha256).or_default().insert(r.sample, n);
+        }
+    }
+    m
+}
+
+#[test]
+fn sampled_answers_are_cached_per_sample_and_vary_only_with_temperature() {
+    let fx = Fixture::new(24);
+    let sim = fx.sim(|c| c.accuracy = 0.5);
+    let mut s = fx.settings(&sim, "greedy.jsonl");
+    s.context = given_context();
+    s.samples = 3;
+    let refused = label::run(&s).unwrap_err().to_string();
+    assert!(refused.contains("--temperature"), "{refused}");
+
+    // Temperature 1: three answers per image, sample 0 the greedy answer.
+    s.params.temperature = 1.0;
+    s.out = fx.out("sampled.jsonl");
+    let r = run(&s);
+    assert_eq!((r.samples, r.naming.asked, r.naming.answered), (3, 72, 72));
+    let by = names_by_image(&s.out);
+    assert_eq!(by.len(), 24);
+    assert!(by.values().all(|m| m.len() == 3));
+    let varied = by
+        .values()
+        .filter(|m| m.values().collect::<std::collections::BTreeSet<_>>().len() > 1)
+        .count();
+    assert!(varied > 0, "samples at temperature 1 differ on some image");
+
+    // Raising N asks only for the missing samples; the old ones are cache hits.
+    s.samples = 5;
+    let r5 = run(&s);
+    assert_eq!((r5.naming.cache_hits, r5.naming.asked), (72, 48));
+    let by5 = names_by_image(&s.out);
+    for (img, m) in &by {
+        for (k, name) in m {
+            assert_eq!(&by5[img][k], name, "sample {k} of {img} kept");
+        }
+    }
+
+    // A fresh simulator with the same seed gives the same samples (the request's seed).
+    let again = fx.sim(|c| c.accuracy = 0.5);
+    let mut s2 = fx.settings(&again, "again.jsonl");
+    s2.context = given_context();
+    s2.samples = 5;
+    s2.params.temperature = 1.0;
+    run(&s2);
+    assert_eq!(names_by_image(&s2.out), by5);
+}
+
+#[test]
+fn a_vocabulary_hint_is_offered_and_answered_from() {
+    let fx = Fixture::new(36);
+    // Every wrong answer coarse or outside: without a list no answer is a listed name
+    // except the correct ones.
+    let mix = Mix {
+        sibling: 0.0,
+        coarse: 0.5,
+        outside: 0.5,
+    };
+    let sim = fx.sim(|c| {
+        c.accuracy = 0.4;
+        c.mix = mix;
+    });
+    let listed: Vec<&str> = CLASSES[..5].to_vec(); // Belted Kingfisher left out
+    let vocab = fx.out("species.txt");
+    std::fs::write(
+        &vocab,
+        format!("# expected species\n{}\n\n", listed.join("\n")),
+    )
+    .unwrap();
+    let mut s = fx.settings(&sim, "free.jsonl");
+    s.context = given_context();
+    let free = run(&s);
+    s.vocabulary = Some(vocab.clone());
+    s.out = fx.out("hinted.jsonl");
+    let hinted = run(&s);
+    assert_ne!(
+        free.prompt.naming_prompt_sha256,
+        hinted.prompt.naming_prompt_sha256
+    );
+    assert_eq!(hinted.prompt.vocabulary.as_ref().map(|v| v.1), Some(5));
+    let canon = linesight_trainer::vocab::normalize;
+    let is_listed = |n: &str| listed.iter().any(|l| canon(l) == canon(n));
+    let names =
+        |p: &Path| -> Vec<String> { naming_lines(p).into_iter().filter_map(|r| r.name).collect() };
+    let free_names = names(&fx.out("free.jsonl"));
+    let hinted_names = names(&s.out);
+    let listed_free = free_names.iter().filter(|n| is_listed(n)).count();
+    let listed_hinted = hinted_names.iter().filter(|n| is_listed(n)).count();
+    // With the list every answer is a listed name or `other: ...`.
+    for n in &hinted_names {
+        assert!(
+            is_listed(n) || n.to_lowercase().contains("other"),
+            "hinted answer `{n}` is neither listed nor other"
+        );
+    }
+    assert!(
+        listed_hinted > listed_free,
+        "the list turns vague answers into listed ones ({listed_hinted} vs {listed_free})"
+    );
+    // The kingfisher is not on the list: its images are answered as other or a guess.
+    assert!(hinted_names
+        .iter()
+        .any(|n| n.to_lowercase().contains("other")));
+}

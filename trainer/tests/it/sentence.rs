@@ -151,3 +151,36 @@ fn synonym_merge_joins_spellings_and_keeps_species_apart() {
         );
     }
 }
+
+#[test]
+fn answers_snap_to_a_vocabulary_hint_by_key_or_similarity() {
+    let Some(enc) = encoder("answers_snap_to_a_vocabulary_hint_by_key_or_similarity") else {
+        return;
+    };
+    let hint: Vec<String> = ["Grey Heron", "Horned Grebe", "Pied-billed Grebe"]
+        .map(String::from)
+        .to_vec();
+    let mut answers: Vec<Vec<String>> = vec![
+        vec!["Gray Heron".into(), "the horned grebe".into()],
+        vec!["other: Eastern Towhee".into()],
+        vec!["Pied-billed grebe (Podilymbus podiceps)".into()],
+    ];
+    let r = linesight_trainer::vocab::snap_to_hint(&mut answers, &hint, 0.92, &enc).unwrap();
+    assert_eq!(answers[0], vec!["Grey Heron", "Horned Grebe"]);
+    assert_eq!(
+        answers[1],
+        vec!["other: Eastern Towhee"],
+        "not close: a new name"
+    );
+    assert_eq!(answers[2], vec!["Pied-billed Grebe"]);
+    assert_eq!(r.exact, 2);
+    assert_eq!(r.snapped.len(), 1);
+    assert_eq!(r.snapped[0].key, "gray heron");
+    assert!(r.snapped[0].cosine >= 0.92, "{:?}", r.snapped);
+    assert_eq!(r.new_names, 1);
+    // `other: X` keeps X as its key.
+    assert_eq!(
+        linesight_trainer::vocab::normalize("Other: Eastern Towhee"),
+        "eastern towhee"
+    );
+}

@@ -9,9 +9,15 @@
 //! key is the round-1 question and gets category / expert / granularity; any other
 //! request is a naming question.
 //!
-//! Answers are stochastic across calls and reproducible per seed: each draw is seeded by
-//! (seed, image hash, how many times this image was asked), so the answers do not depend on
-//! the order in which concurrent requests arrive. Faults are drawn per request from their
+//! Answers are reproducible per seed and do not depend on the order in which concurrent
+//! requests arrive: each draw is seeded by (seed, image hash, prompt, draw index), the draw
+//! index being the request's `seed` (the labeller sends the sample index) or else how many
+//! times the image was asked. Temperature (OpenAI's default 1 when a request leaves it
+//! out): draw 0 is the image's greedy answer; any other draw repeats it, or with
+//! probability T / (1 + T) is a fresh draw from the noise model, so sampled answers show
+//! the model's second thoughts while keeping its habits. A prompt that offers a list of
+//! expected names (`prompt::offer_names`) is answered from the list (see
+//! `noise::Noise::choose_from_list`). Faults are drawn per request from their
 //! own seeded stream: 429 with `Retry-After`, 500, slow replies, malformed answers, and
 //! (opt-in) garbled bodies. Error replies follow OpenAI's `{"error": {...}}` shape:
 //! 401 without the expected key, 404 for another model name, 400 "does not support image
@@ -28,7 +34,7 @@ pub mod noise;
 use crate::dataset;
 use crate::mllm::client::ApiKey;
 use crate::mllm::images;
-use crate::mllm::prompt::{sha256_hex, Context1};
+use crate::mllm::prompt::{self, sha256_hex, Context1};
 use anyhow::{bail, Context, Result};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -333,17 +339,23 @@ impl Simulator {
             .unwrap_or("linesight-simulated-mllm")
     }
 
-    /// The RNG for one call about one image: (seed, image, round, n-th time asked).
-    fn call_rng(&self, image_sha: &str, category_round: bool) -> StdRng {
-        let n = {
-            let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
-            let c = asked
-                .entry((image_sha.to_string(), category_round))
-                .or_insert(0);
-            *c += 1;
-            *c - 1
-        };
-        let h = u64::from_str_radix(&image_sha[..16.min(image_sha.len())], 16).unwrap_or(0);
+    /// Which draw a call is: the request's `seed` when it sends one (the labeller sends
+    /// the sample index), else how many times this image was asked before.
+    fn call_index(&self, image_sha: &str, category_round: bool, seed: Option<u64>) -> u64 {
+        let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+        let c = asked
+            .entry((image_sha.to_string(), category_round))
+            .or_insert(0);
+        *c += 1;
+        seed.unwrap_or(*c - 1)
+    }
+
+    /// The RNG of draw `n` about one image under one prompt: (seed, image, prompt, round,
+    /// n). `prompt_salt` comes from the prompt text without its expected-names list, so a
+    /// reworded prompt gets new answers while offering a list keeps the draws it changes.
+    fn call_rng(&self, image_sha: &str, category_round: bool, n: u64, prompt_salt: u64) -> StdRng {
+        let h = u64::from_str_radix(&image_sha[..16.min(image_sha.len())], 16).unwrap_or(0)
+            ^ prompt_salt;
         let round = if category_round { 0xC47 } else { 0x4A3E };
         StdRng::seed_from_u64(noise::splitmix(
             noise::splitmix(self.config.seed ^ h) ^ n.wrapping_mul(0x9E37) ^ round,
@@ -558,8 +570,24 @@ async fn chat(State(sim): State<Arc<Simulator>>, headers: HeaderMap, body: Bytes
         tokio::time::sleep(sim.config.latency.mul_f64(f)).await;
     }
     let category_round = text.contains("\"expert\"");
-    let mut rng = sim.call_rng(&sha, category_round);
+    // OpenAI's default temperature is 1 when a request leaves it out.
+    let temperature = req
+        .get("temperature")
+        .and_then(Value::as_f64)
+        .unwrap_or(1.0);
+    let n = sim.call_index(
+        &sha,
+        category_round,
+        req.get("seed").and_then(Value::as_u64),
+    );
+    let base_prompt = text
+        .split(prompt::EXPECTED_NAMES_MARKER)
+        .next()
+        .unwrap_or_default();
+    let salt = u64::from_str_radix(&sha256_hex(base_prompt.as_bytes())[..16], 16).unwrap_or(0);
+    let mut rng = sim.call_rng(&sha, category_round, n, salt);
     let noise = &sim.noise;
+    let listed = prompt::expected_names(&text);
     let mut refusal = None;
     let mut finish = "stop";
     let mut reasoning = None;
@@ -569,7 +597,17 @@ async fn chat(State(sim): State<Arc<Simulator>>, headers: HeaderMap, body: Bytes
         Some(noise::context_answer(&noise.context, &mut rng))
     } else {
         c.naming.fetch_add(1, Ordering::Relaxed);
-        let (kind, name) = noise.draw(class, sim.image_pref(&sha), &mut rng);
+        let pref = sim.image_pref(&sha);
+        // The image's greedy answer is draw 0; a sampled answer (temperature T > 0) is a
+        // fresh draw with probability T / (1 + T), else the greedy answer again.
+        let mut greedy_rng = sim.call_rng(&sha, false, 0, salt);
+        let (mut kind, mut name) = noise.draw(class, pref, &mut greedy_rng);
+        if n > 0 && temperature > 0.0 && rng.random::<f64>() < temperature / (1.0 + temperature) {
+            (kind, name) = noise.draw(class, pref, &mut rng);
+        }
+        if !listed.is_empty() {
+            (kind, name) = noise.choose_from_list(class, kind, &name, &listed, pref, &mut rng);
+        }
         if fault == Some(Fault::Malformed) {
             c.fault_malformed.fetch_add(1, Ordering::Relaxed);
             let (content, refuse, fin) = noise::malformed(&name, &mut rng);

@@ -278,6 +278,65 @@ impl Noise {
         )
     }
 
+    /// How the simulated model answers when the prompt offers a list of expected names
+    /// and allows "other" (a real model asked to choose): a name on the list is answered
+    /// in the list's spelling; a class name the list lacks is answered as `other: <name>`
+    /// half the time, else replaced by a forced guess; a vague or off-list answer (coarse,
+    /// outside) becomes a forced guess too: among the listed names of the true class and
+    /// its siblings (all other classes when it has none), weighted by the image's fixed
+    /// preference, so the list turns some of these answers right and most of them into a
+    /// listed wrong name. Habits stay: a habitual partner is a class name and
+    /// is answered as it is.
+    pub fn choose_from_list(
+        &self,
+        class: usize,
+        kind: Kind,
+        name: &str,
+        listed: &[String],
+        image_pref: u64,
+        rng: &mut StdRng,
+    ) -> (Kind, String) {
+        let key = canonical(name);
+        if let Some(l) = listed.iter().find(|l| canonical(l) == key) {
+            return (kind, l.clone());
+        }
+        if matches!(kind, Kind::Correct | Kind::Sibling) && rng.random::<f64>() < 0.5 {
+            return (kind, format!("other: {name}"));
+        }
+        // The pool: the true class and its siblings (all other classes when it has none).
+        let pool = std::iter::once(class).chain(self.taxonomy.siblings(class));
+        let group: Vec<(usize, &String)> = pool
+            .filter_map(|c| {
+                let ck = canonical(&self.taxonomy.classes[c]);
+                listed.iter().find(|l| canonical(l) == ck).map(|l| (c, l))
+            })
+            .collect();
+        if group.is_empty() {
+            return (kind, format!("other: {name}"));
+        }
+        let weights: Vec<f64> = group
+            .iter()
+            .map(|&(c, _)| {
+                unit(splitmix(image_pref ^ (c as u64).wrapping_mul(0x9E37_79B9))).powi(4)
+            })
+            .collect();
+        let mut x = rng.random::<f64>() * weights.iter().sum::<f64>();
+        let mut pick = group[group.len() - 1];
+        for (g, w) in group.iter().zip(&weights) {
+            if x < *w {
+                pick = *g;
+                break;
+            }
+            x -= w;
+        }
+        let kind = if pick.0 == class {
+            Kind::Correct
+        } else {
+            Kind::Sibling
+        };
+        (kind, pick.1.clone())
+    }
+
     fn coarse(&self, class: usize, rng: &mut StdRng) -> String {
         let group = &self.taxonomy.group_words[self.taxonomy.group_of[class]];
         let pattern = names::COARSE[rng.random_range(0..names::COARSE.len())];
