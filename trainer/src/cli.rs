@@ -171,9 +171,13 @@ pub enum Command {
     /// and answers from its true label through a noise model shaped like real MLLM errors:
     /// the correct name with probability --accuracy, otherwise a confusable sibling class
     /// (same group), a coarse name ("a small bird"), or a plausible name outside the data set,
-    /// in varied surface forms. Answers are stochastic across calls and reproducible per
-    /// --seed. --systematic and --spread add habits: a fixed partner class per class that
-    /// takes a share of its mistakes, and per-class accuracies around --accuracy.
+    /// in varied surface forms. Answers are reproducible per --seed, prompt and the
+    /// request's `seed` (the labeller sends the sample index): sample 0 is the image's greedy
+    /// answer, other samples at temperature T are fresh draws with probability T/(1+T). A
+    /// prompt that offers a list of expected names (`label --vocabulary`) is answered from
+    /// the list. --systematic and --spread add habits: a fixed partner class per class that
+    /// takes a share of its mistakes, and per-class accuracies around --accuracy. --direct
+    /// SPLIT prints what asking it about every image of a split would score, and exits.
     /// --fault-rate injects 429 (with Retry-After), 500, slow and malformed replies.
     /// Runs until Ctrl-C, then prints what it served.
     ///
@@ -385,6 +389,11 @@ pub struct SimulateArgs {
     /// Round-1 answer: granularity.
     #[arg(long, default_value = "species")]
     pub granularity: String,
+    /// Do not serve: print what asking the simulator about every image of this split of
+    /// the truth would score (greedy answers to the embedded naming prompt with the
+    /// context above), then exit.
+    #[arg(long, value_name = "SPLIT")]
+    pub direct: Option<String>,
 }
 
 /// Arguments of `refine`.

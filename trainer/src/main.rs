@@ -174,8 +174,11 @@ fn run(command: Command, json: bool) -> Result<()> {
             }
         },
         Command::SimulateMllm(args) => {
-            let report = simulate_mllm::run(&simulate_settings(*args)?)?;
-            print_report(json, &report)
+            let s = simulate_settings(*args)?;
+            match &s.direct {
+                Some(split) => print_report(json, &simulate_mllm::direct(&s, split)?),
+                None => print_report(json, &simulate_mllm::run(&s)?),
+            }
         }
     }
 }
@@ -271,6 +274,7 @@ fn simulate_settings(a: cli::SimulateArgs) -> Result<simulate_mllm::SimulateSett
     Ok(simulate_mllm::SimulateSettings {
         config: c,
         listen: a.listen,
+        direct: a.direct,
     })
 }
 

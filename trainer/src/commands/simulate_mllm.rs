@@ -1,7 +1,7 @@
 //! `linesight-train simulate-mllm`: serve the MLLM **simulator** (see
 //! [`crate::mllm::simulator`]) until Ctrl-C or SIGTERM, then report what it served.
 
-use crate::mllm::simulator::{Simulator, SimulatorConfig, Stats};
+use crate::mllm::simulator::{DirectReport, Simulator, SimulatorConfig, Stats};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::sync::Arc;
@@ -12,6 +12,8 @@ pub struct SimulateSettings {
     pub config: SimulatorConfig,
     /// `HOST:PORT`; port 0 picks a free port (printed at start).
     pub listen: String,
+    /// Score this split directly instead of serving.
+    pub direct: Option<String>,
 }
 
 /// What the simulator served.
@@ -60,6 +62,11 @@ pub fn run(s: &SimulateSettings) -> Result<SimulateReport> {
             stats: sim.stats(),
         })
     })
+}
+
+/// `--direct SPLIT`: what asking the simulator about every image of `split` would score.
+pub fn direct(s: &SimulateSettings, split: &str) -> Result<DirectReport> {
+    Simulator::load(s.config.clone())?.direct(split)
 }
 
 async fn shutdown_signal() {

@@ -738,3 +738,58 @@ fn a_vocabulary_hint_is_offered_and_answered_from() {
         .iter()
         .any(|n| n.to_lowercase().contains("other")));
 }
+
+#[test]
+fn direct_scoring_equals_labelling_the_split_through_http() {
+    let fx = Fixture::new(40);
+    let config = |c: &mut SimulatorConfig| {
+        c.accuracy = 0.5;
+        c.systematic = 0.5;
+        c.seed = 9;
+    };
+    let sim = fx.sim(config);
+    let mut s = fx.settings(&sim, "direct.jsonl");
+    s.context = given_context();
+    run(&s);
+    let score = label::score(&ScoreSettings {
+        log: s.out.clone(),
+        truth: fx.truth.clone(),
+        split: None,
+        model: None,
+        prompt: None,
+    })
+    .unwrap();
+    let mut c = SimulatorConfig::new(fx.truth.clone());
+    config(&mut c);
+    // Labelling the whole set through HTTP and scoring the log = scoring the draws.
+    let sim2 = linesight_trainer::mllm::simulator::Simulator::load(c).unwrap();
+    let train = sim2.direct("train").unwrap();
+    assert!(train.simulator);
+    assert_eq!(train.n, 20);
+    assert_eq!(train.answers.values().sum::<usize>(), train.n);
+    assert!(sim2.direct("nope").is_err());
+    // Over the whole set the label log's exact accuracy equals the direct draws'.
+    let direct_all = {
+        let mut csv = String::from("path,label,split\n");
+        for l in std::fs::read_to_string(&fx.truth).unwrap().lines().skip(1) {
+            let f: Vec<&str> = l.split(',').collect();
+            csv.push_str(&format!("{},{},all\n", f[0], f[1]));
+        }
+        let t = fx.out("all.csv");
+        std::fs::write(&t, csv).unwrap();
+        let mut c = SimulatorConfig::new(t);
+        config(&mut c);
+        linesight_trainer::mllm::simulator::Simulator::load(c)
+            .unwrap()
+            .direct("all")
+            .unwrap()
+    };
+    assert_eq!(direct_all.n, 40);
+    assert!(
+        (direct_all.top1_exact - score.accuracy).abs() < 1e-9,
+        "direct {} vs label score {}",
+        direct_all.top1_exact,
+        score.accuracy
+    );
+    assert!((direct_all.cacc - score.cacc).abs() < 1e-9);
+}

@@ -351,8 +351,7 @@ impl Simulator {
     }
 
     /// The RNG of draw `n` about one image under one prompt: (seed, image, prompt, round,
-    /// n). `prompt_salt` comes from the prompt text without its expected-names list, so a
-    /// reworded prompt gets new answers while offering a list keeps the draws it changes.
+    /// n); `prompt_salt` from [`prompt_salt`].
     fn call_rng(&self, image_sha: &str, category_round: bool, n: u64, prompt_salt: u64) -> StdRng {
         let h = u64::from_str_radix(&image_sha[..16.min(image_sha.len())], 16).unwrap_or(0)
             ^ prompt_salt;
@@ -360,6 +359,78 @@ impl Simulator {
         StdRng::seed_from_u64(noise::splitmix(
             noise::splitmix(self.config.seed ^ h) ^ n.wrapping_mul(0x9E37) ^ round,
         ))
+    }
+
+    /// The name naming question `n` about image `sha` (of `class`) gets under `prompt` at
+    /// `temperature`. Draw 0 is the image's greedy answer; any other draw is a fresh draw
+    /// with probability T / (1 + T), else the greedy answer again; a prompt offering
+    /// expected names is answered from them. `rng` is the call's own stream.
+    fn draw_name(
+        &self,
+        sha: &str,
+        class: usize,
+        prompt: &str,
+        temperature: f64,
+        n: u64,
+        rng: &mut StdRng,
+    ) -> (Kind, String) {
+        let pref = self.image_pref(sha);
+        let mut greedy_rng = self.call_rng(sha, false, 0, prompt_salt(prompt));
+        let (mut kind, mut name) = self.noise.draw(class, pref, &mut greedy_rng);
+        if n > 0 && temperature > 0.0 && rng.random::<f64>() < temperature / (1.0 + temperature) {
+            (kind, name) = self.noise.draw(class, pref, rng);
+        }
+        let listed = prompt::expected_names(prompt);
+        if !listed.is_empty() {
+            (kind, name) = self
+                .noise
+                .choose_from_list(class, kind, &name, &listed, pref, rng);
+        }
+        (kind, name)
+    }
+
+    /// What asking the simulator about every image of one split of its truth would score:
+    /// the greedy answer of each image to the embedded naming prompt rendered with the
+    /// configured context (what `label --category/--expert/--granularity` with the same
+    /// words sends), scored like `label score` (names compared in canonical form; cACC
+    /// by one-to-one matching). No HTTP, no surface forms.
+    pub fn direct(&self, split: &str) -> Result<DirectReport> {
+        let entries = dataset::read_split(&self.config.truth, split)?;
+        if entries.is_empty() {
+            bail!(
+                "truth manifest `{}` has no rows with split `{split}`",
+                self.config.truth.display()
+            );
+        }
+        let prompt = prompt::Template::embedded_naming().render(&self.config.context);
+        // The text as `request_parts` assembles it from a request (each text part + '\n'),
+        // so these are the draws `label` gets (a test checks they are).
+        let text = format!("{}\n", prompt.text);
+        let paths: Vec<PathBuf> = entries.iter().map(|e| e.path.clone()).collect();
+        let hashes = images::hash_files(&paths, &indicatif::ProgressBar::hidden());
+        let (mut predicted, mut truth) = (Vec::new(), Vec::new());
+        let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
+        for (e, h) in entries.iter().zip(hashes) {
+            let Ok(sha) = h else { continue };
+            let Some(&class) = self.by_hash.get(&sha) else {
+                continue;
+            };
+            let mut rng = self.call_rng(&sha, false, 0, prompt_salt(&text));
+            let (kind, name) = self.draw_name(&sha, class, &text, 0.0, 0, &mut rng);
+            *kinds.entry(format!("{kind:?}").to_lowercase()).or_default() += 1;
+            predicted.push(name);
+            truth.push(e.label.clone());
+        }
+        let scores = crate::metrics::score_names(&predicted, &truth, None)?;
+        Ok(DirectReport {
+            simulator: true,
+            split: split.to_string(),
+            prompt_sha256: prompt.sha256,
+            n: scores.n,
+            cacc: scores.cacc,
+            top1_exact: scores.top1_exact,
+            answers: kinds,
+        })
     }
 
     /// The image's fixed confusion preference (same for every call).
@@ -380,6 +451,31 @@ impl Simulator {
         (rng.random::<f64>() < self.config.fault_rate)
             .then(|| self.config.faults[rng.random_range(0..self.config.faults.len())])
     }
+}
+
+/// What `simulate-mllm --direct SPLIT` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct DirectReport {
+    /// Always `true`: these are a simulator's answers.
+    pub simulator: bool,
+    pub split: String,
+    /// The naming prompt the answers are for (as `label` sends it with the same context).
+    pub prompt_sha256: String,
+    pub n: usize,
+    pub cacc: f64,
+    pub top1_exact: f64,
+    /// Answers by kind (correct, sibling, coarse, outside).
+    pub answers: std::collections::BTreeMap<String, usize>,
+}
+
+/// The part of a prompt that seeds the draws: its text without the expected-names list,
+/// so a reworded prompt gets new answers while offering a list keeps the draws it changes.
+fn prompt_salt(text: &str) -> u64 {
+    let base = text
+        .split(prompt::EXPECTED_NAMES_MARKER)
+        .next()
+        .unwrap_or_default();
+    u64::from_str_radix(&sha256_hex(base.as_bytes())[..16], 16).unwrap_or(0)
 }
 
 fn error(status: StatusCode, message: &str, kind: &str, code: &str) -> Response {
@@ -580,14 +676,8 @@ async fn chat(State(sim): State<Arc<Simulator>>, headers: HeaderMap, body: Bytes
         category_round,
         req.get("seed").and_then(Value::as_u64),
     );
-    let base_prompt = text
-        .split(prompt::EXPECTED_NAMES_MARKER)
-        .next()
-        .unwrap_or_default();
-    let salt = u64::from_str_radix(&sha256_hex(base_prompt.as_bytes())[..16], 16).unwrap_or(0);
-    let mut rng = sim.call_rng(&sha, category_round, n, salt);
+    let mut rng = sim.call_rng(&sha, category_round, n, prompt_salt(&text));
     let noise = &sim.noise;
-    let listed = prompt::expected_names(&text);
     let mut refusal = None;
     let mut finish = "stop";
     let mut reasoning = None;
@@ -597,17 +687,7 @@ async fn chat(State(sim): State<Arc<Simulator>>, headers: HeaderMap, body: Bytes
         Some(noise::context_answer(&noise.context, &mut rng))
     } else {
         c.naming.fetch_add(1, Ordering::Relaxed);
-        let pref = sim.image_pref(&sha);
-        // The image's greedy answer is draw 0; a sampled answer (temperature T > 0) is a
-        // fresh draw with probability T / (1 + T), else the greedy answer again.
-        let mut greedy_rng = sim.call_rng(&sha, false, 0, salt);
-        let (mut kind, mut name) = noise.draw(class, pref, &mut greedy_rng);
-        if n > 0 && temperature > 0.0 && rng.random::<f64>() < temperature / (1.0 + temperature) {
-            (kind, name) = noise.draw(class, pref, &mut rng);
-        }
-        if !listed.is_empty() {
-            (kind, name) = noise.choose_from_list(class, kind, &name, &listed, pref, &mut rng);
-        }
+        let (kind, name) = sim.draw_name(&sha, class, &text, temperature, n, &mut rng);
         if fault == Some(Fault::Malformed) {
             c.fault_malformed.fetch_add(1, Ordering::Relaxed);
             let (content, refuse, fin) = noise::malformed(&name, &mut rng);
