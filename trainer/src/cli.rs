@@ -515,6 +515,10 @@ pub struct TrainArgs {
     /// Fine-tuning learning rate.
     #[arg(long)]
     pub finetune_lr: Option<f64>,
+    /// near: an expert-verified image (refine --verified) counts this many times in its
+    /// class's prototype.
+    #[arg(long)]
+    pub anchor_weight: Option<f32>,
     /// Score on this labelled manifest after training (`path,label,split`).
     #[arg(long)]
     pub eval_manifest: Option<PathBuf>,

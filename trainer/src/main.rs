@@ -363,6 +363,9 @@ fn train_settings(a: cli::TrainArgs) -> Result<train::TrainCmdSettings> {
     if let Some(v) = a.finetune_lr {
         t.finetune_lr = v;
     }
+    if let Some(v) = a.anchor_weight {
+        t.anchor_weight = v;
+    }
     let weights = match a.weights {
         Some(w) => w,
         None => Refined::read(&a.refined)?

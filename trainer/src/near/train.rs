@@ -86,6 +86,8 @@ pub struct TrainSettings {
     pub finetune_lr: f64,
     /// Fine-tuning images per step.
     pub finetune_batch: usize,
+    /// `near`: an expert-verified image counts this many times in its class's prototype.
+    pub anchor_weight: f32,
 }
 
 impl Default for TrainSettings {
@@ -108,6 +110,7 @@ impl Default for TrainSettings {
             finetune_epochs: 5,
             finetune_lr: 1e-4,
             finetune_batch: 32,
+            anchor_weight: 1.0,
         }
     }
 }
@@ -242,7 +245,16 @@ fn train_near(
         v
     };
     let mut targets = onehot(own_top, k);
-    let mut head = prototypes_soft(x, &targets, k, s.scale, device)?;
+    let anchored = |t: &[f32]| -> Vec<f32> {
+        let mut t = t.to_vec();
+        for &(i, _) in d.verified {
+            t[i * k..(i + 1) * k]
+                .iter_mut()
+                .for_each(|v| *v *= s.anchor_weight);
+        }
+        t
+    };
+    let mut head = prototypes_soft(x, &anchored(&targets), k, s.scale, device)?;
     // Unnamed images start from their candidate sets.
     for i in 0..n {
         if own_top[i].is_none() {
@@ -317,7 +329,7 @@ fn train_near(
                 loss_sum -= f64::from(p[i * k + own_top[i].unwrap_or(0)].max(1e-12)).ln();
             }
         }
-        head = prototypes_soft(x, &targets, k, s.scale, device)?;
+        head = prototypes_soft(x, &anchored(&targets), k, s.scale, device)?;
         history.push(EpochLog {
             epoch: round,
             loss: loss_sum / n.max(1) as f64,
