@@ -43,13 +43,20 @@ pub enum Command {
     /// Verify a bundle and make it this box's current model (keeping the previous one).
     ///
     /// Checks the file (checksum, model hash, format version), its signature against the
-    /// trusted keys (--trusted-key files and ROOT/trusted-keys/*.pub), compatibility
-    /// (required runtime version, input shape, loading in tract), runs its self-test
-    /// vectors and checks free disk space. Only then is it copied into a new numbered slot
-    /// (ROOT/slots/NNNN), fsynced, and `current` switched atomically; the old current
-    /// becomes `previous`. A refused or interrupted install leaves `current` as it was.
+    /// trusted keys (--trusted-key files, else the config's model.trusted_keys; and
+    /// ROOT/trusted-keys/*.pub), compatibility (required runtime version, input shape),
+    /// memory for a second model beside a running one (MemAvailable), loading in tract,
+    /// runs its self-test vectors and checks free disk space. Only then is it copied into a
+    /// new numbered slot (ROOT/slots/NNNN), fsynced, and `current` switched atomically; the
+    /// old current becomes `previous`. A refused or interrupted install leaves `current` as
+    /// it was. A running `linesight-edge run` following `current` switches to the new
+    /// model between two frames.
     ///
-    /// Models root: --root, else $LINESIGHT_ROOT, else /var/lib/linesight.
+    /// Models root: --root, else $LINESIGHT_ROOT, else the config's model.root, else
+    /// /var/lib/linesight.
+    ///
+    /// Test hook: LINESIGHT_FAULT_KILL=STEP makes the process SIGKILL itself at that step
+    /// of the install (crash-safety tests; never set it on a box).
     ///
     /// Example: linesight-edge install /media/usb/model.lsb --trusted-key /etc/linesight/signing.pub
     Install {
@@ -64,6 +71,10 @@ pub enum Command {
         /// Accept a bundle without signature (desktop use only).
         #[arg(long)]
         allow_unsigned: bool,
+        /// The box's edge.toml: trusted keys (model.trusted_keys, used without
+        /// --trusted-key), model.allow_unsigned and model.root.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -140,6 +151,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the cameras: device nodes, names, the stable id to use in `--source camera:ID`
+    /// (/dev/v4l/by-id) and, with the `camera` feature, their formats and the mode `run`
+    /// would choose.
+    ///
+    /// Example: linesight-edge cameras --config /etc/linesight/edge.toml
+    Cameras {
+        /// Apply this edge.toml's [source.camera] override to the mode shown.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the installed models: slots, ids, versions, signers, install times, current/previous.
     ///
     /// Example: linesight-edge status --json
@@ -165,7 +189,8 @@ pub struct RunArgs {
     /// Models root (default: $LINESIGHT_ROOT or /var/lib/linesight).
     #[arg(long)]
     pub root: Option<PathBuf>,
-    /// Frame source: dir:PATH | synthetic[:FPS] | camera:ID (needs the camera feature).
+    /// Frame source: dir:PATH | synthetic[:FPS] | camera:ID (a /dev/v4l/by-id path, a name
+    /// or serial, or an index; needs the camera feature; see `linesight-edge cameras`).
     #[arg(long)]
     pub source: Option<String>,
     /// Frames per second of the source (dir: replay rate; synthetic: generation rate).

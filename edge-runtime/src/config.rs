@@ -11,7 +11,8 @@
 use crate::source::{SourceOptions, SourceSpec};
 use crate::station::{Rect, MAX_SMOOTH};
 use crate::store::StoreLimits;
-use crate::{decide::MAX_TOPK, sink::jsonl::SinkSpec, slots};
+use crate::trust::KeySpec;
+use crate::{decide::MAX_TOPK, memory, sink::jsonl::SinkSpec, slots};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,15 @@ pub struct ModelSection {
     /// Models root; absent: `$LINESIGHT_ROOT`, else /var/lib/linesight.
     pub root: Option<PathBuf>,
     pub top_k: usize,
+    /// Public keys bundles must be signed with: `signing.pub` files (relative to this
+    /// file) or 64 hex digits inline. Used by `install` without `--trusted-key` and by the
+    /// hot swap; `ROOT/trusted-keys/*.pub` are trusted too.
+    pub trusted_keys: Vec<String>,
+    /// Accept unsigned bundles (desktop use; `install --allow-unsigned` per install).
+    pub allow_unsigned: bool,
+    /// Following `current` (no bundle): look at the pointer every N ms for a hot swap;
+    /// 0: only on SIGHUP.
+    pub poll_current_ms: u64,
 }
 
 impl Default for ModelSection {
@@ -71,6 +81,9 @@ impl Default for ModelSection {
             bundle: None,
             root: None,
             top_k: 3,
+            trusted_keys: Vec::new(),
+            allow_unsigned: false,
+            poll_current_ms: 1000,
         }
     }
 }
@@ -90,6 +103,8 @@ pub struct SourceSection {
     pub reopen_backoff_ms: u64,
     pub reopen_backoff_max_ms: u64,
     pub synthetic_size: [u32; 2],
+    /// `[source.camera]`: format override and YUV range of `camera:ID`.
+    pub camera: crate::source::camera::CameraOptions,
 }
 
 impl Default for SourceSection {
@@ -104,6 +119,7 @@ impl Default for SourceSection {
             reopen_backoff_ms: 200,
             reopen_backoff_max_ms: 10_000,
             synthetic_size: [640, 480],
+            camera: Default::default(),
         }
     }
 }
@@ -226,6 +242,11 @@ impl EdgeConfig {
         };
         rebase(&mut cfg.model.bundle);
         rebase(&mut cfg.model.root);
+        for key in &mut cfg.model.trusted_keys {
+            if let KeySpec::File(p) = KeySpec::parse(key, base) {
+                *key = p.display().to_string();
+            }
+        }
         rebase(&mut cfg.store.dir);
         for prefix in ["dir:", "jsonl:"] {
             for spec in [&mut cfg.source.spec, &mut cfg.sink.spec] {
@@ -292,6 +313,14 @@ pub struct RunSettings {
     pub keep: usize,
     pub http: Option<SocketAddr>,
     pub store: Option<StoreSettings>,
+    /// edge.toml `model.trusted_keys` (for the hot swap).
+    pub trusted_keys: Vec<KeySpec>,
+    pub allow_unsigned: bool,
+    /// Interval between looks at `current` for a hot swap; None: only on SIGHUP.
+    pub poll_current: Option<Duration>,
+    /// Test hook: the available memory to assume (not a config key).
+    #[serde(skip)]
+    pub mem_available: memory::Available,
 }
 
 /// The store folder: `--store` > file > ROOT/uncertain.
@@ -309,7 +338,11 @@ pub fn resolve(file: EdgeConfig, o: Overrides) -> Result<RunSettings, ConfigErro
         return Err(bad(format!("top_k {top_k} is out of range 1..={MAX_TOPK}")));
     }
     let spec_text = o.source.unwrap_or(file.source.spec);
-    let source = SourceSpec::parse(&spec_text).map_err(|e| bad(e.to_string()))?;
+    let mut source = SourceSpec::parse(&spec_text).map_err(|e| bad(e.to_string()))?;
+    file.source.camera.validate().map_err(bad)?;
+    if let SourceSpec::Camera { camera, .. } = &mut source {
+        *camera = file.source.camera.clone();
+    }
     let file_fps = (file.source.fps != 0.0).then_some(file.source.fps);
     if let Some(f) = file_fps.filter(|f| !(f.is_finite() && *f > 0.0)) {
         return Err(bad(format!(
@@ -401,7 +434,20 @@ pub fn resolve(file: EdgeConfig, o: Overrides) -> Result<RunSettings, ConfigErro
             min_interval: Duration::from_millis(file.store.min_interval_ms),
         },
     });
+    let base = Path::new(".");
+    let trusted_keys = file
+        .model
+        .trusted_keys
+        .iter()
+        .map(|k| KeySpec::parse(k, base))
+        .collect();
+    let poll_current =
+        (file.model.poll_current_ms > 0).then(|| Duration::from_millis(file.model.poll_current_ms));
     Ok(RunSettings {
+        trusted_keys,
+        allow_unsigned: file.model.allow_unsigned,
+        poll_current,
+        mem_available: memory::Available::Kernel,
         bundle: o.bundle.or(file.model.bundle),
         root,
         top_k,

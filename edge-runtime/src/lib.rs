@@ -4,6 +4,7 @@
 //! - [`engine::Engine`]: an ONNX model planned by tract once and run many times;
 //! - [`decide::decide`]: softmax scores to a decision with the manifest's reject rule;
 //! - [`slots`]: models on the box (numbered slots, `current` / `previous`, crash-safe switch);
+//!   [`swap`]: a running `run` picks up a new `current` between frames;
 //! - [`run_loop::Pipeline`] and [`run_loop::run`]: the unattended camera-to-decision
 //!   loop of `linesight-edge run` (frame sources in [`source`], stations in [`station`],
 //!   sinks in [`sink`], the uncertain store in [`store`], `/healthz` + `/metrics` in
@@ -23,9 +24,11 @@
 
 pub mod commands;
 pub mod config;
+pub mod convert;
 pub mod decide;
 pub mod engine;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod run_loop;
@@ -35,4 +38,6 @@ pub mod slots;
 pub mod source;
 pub mod station;
 pub mod store;
+pub mod swap;
+pub mod trust;
 pub mod walk;

@@ -5,7 +5,9 @@ mod cli;
 use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command, RunArgs};
-use linesight_edge::commands::{bench, classify, export_uncertain, install, rollback, run, status};
+use linesight_edge::commands::{
+    bench, cameras, classify, export_uncertain, install, rollback, run, status,
+};
 use linesight_edge::config::{self, EdgeConfig, Overrides};
 use linesight_edge::{notify, shutdown, slots};
 use std::process::ExitCode;
@@ -59,11 +61,29 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             root,
             trusted_keys,
             allow_unsigned,
+            config: config_path,
             json,
         } => {
-            let mut settings = install::InstallSettings::new(file, slots::resolve_root(root));
+            let cfg = match &config_path {
+                Some(p) => EdgeConfig::read(p)?,
+                None => EdgeConfig::default(),
+            };
+            let root = slots::resolve_root(root.or(cfg.model.root));
+            let mut settings = install::InstallSettings::new(file, root);
             settings.trusted_keys = trusted_keys;
-            settings.allow_unsigned = allow_unsigned;
+            settings.config_trusted_keys = cfg
+                .model
+                .trusted_keys
+                .iter()
+                .map(|k| linesight_edge::trust::KeySpec::parse(k, std::path::Path::new(".")))
+                .collect();
+            settings.allow_unsigned = allow_unsigned || cfg.model.allow_unsigned;
+            settings.kill_at = std::env::var(install::FAULT_KILL_ENV)
+                .ok()
+                .filter(|v| !v.is_empty());
+            if let Some(step) = &settings.kill_at {
+                tracing::warn!(step = %step, "{} is set: this install kills itself at that step (test hook)", install::FAULT_KILL_ENV);
+            }
             let r = install::run(&settings)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -170,6 +190,23 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     "rolled back under `{}`: current is slot {} ({} {})",
                     r.root, r.current, r.model_id, r.model_version
                 );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cameras { config, json } => {
+            let file = match &config {
+                Some(p) => EdgeConfig::read(p)?,
+                None => EdgeConfig::default(),
+            };
+            file.source.camera.validate().map_err(anyhow::Error::msg)?;
+            let r = cameras::run(&cameras::CamerasSettings {
+                options: file.source.camera,
+                ..Default::default()
+            });
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                print!("{}", r.render());
             }
             Ok(ExitCode::SUCCESS)
         }

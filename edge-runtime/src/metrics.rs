@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Upper bounds (milliseconds) of the latency histogram buckets; one more bucket is +Inf.
@@ -179,6 +179,14 @@ pub struct Metrics {
     /// Uncertain / rejected frames saved to the store, and saves that failed.
     pub stored: AtomicU64,
     pub store_errors: AtomicU64,
+    /// Hot swaps applied (a new `current` took over at a frame boundary).
+    pub swaps: AtomicU64,
+    /// New `current` models refused by the hot swap (verify, memory, load or self-test
+    /// failed); the running model kept deciding.
+    pub swap_failures: AtomicU64,
+    /// Microseconds the last successful hot-swap load took on the swapper thread (read,
+    /// verify, load in tract, self-test); 0 before the first.
+    pub swap_load_us: AtomicU64,
     source_state: AtomicU8,
     model_loaded: AtomicBool,
     /// Milliseconds since `start` of the last processed frame; `u64::MAX` before the first.
@@ -191,7 +199,8 @@ pub struct Metrics {
     pub preprocess: Histogram,
     pub infer: Histogram,
     pub decide: Histogram,
-    model_id: OnceLock<String>,
+    /// The id of the model deciding now (changes on a hot swap).
+    model_id: Mutex<Option<String>>,
     source_name: OnceLock<String>,
     /// A frame is "flowing" when the last one is at most this old.
     health_window: Duration,
@@ -216,6 +225,9 @@ impl Metrics {
             sink_errors: AtomicU64::new(0),
             stored: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),
+            swaps: AtomicU64::new(0),
+            swap_failures: AtomicU64::new(0),
+            swap_load_us: AtomicU64::new(0),
             source_state: AtomicU8::new(SourceState::Opening as u8),
             model_loaded: AtomicBool::new(false),
             last_frame_ms: AtomicU64::new(u64::MAX),
@@ -224,22 +236,31 @@ impl Metrics {
             preprocess: Histogram::default(),
             infer: Histogram::default(),
             decide: Histogram::default(),
-            model_id: OnceLock::new(),
+            model_id: Mutex::new(None),
             source_name: OnceLock::new(),
             health_window,
         }
     }
 
-    /// Records that the model is loaded (once; later calls keep the first id).
+    /// Records that a model is loaded and deciding, and its id.
     pub fn set_model(&self, model_id: &str) {
-        if self.model_id.get().is_none() {
-            let _ = self.model_id.set(model_id.to_string());
-        }
+        let mut id = self.model_id.lock().unwrap_or_else(|e| e.into_inner());
+        *id = Some(model_id.to_string());
         self.model_loaded.store(true, Relaxed);
     }
 
-    pub fn model_id(&self) -> Option<&str> {
-        self.model_id.get().map(String::as_str)
+    /// A hot swap was applied: `model_id` decides from now on.
+    pub fn model_swapped(&self, model_id: &str) {
+        self.set_model(model_id);
+        self.swaps.fetch_add(1, Relaxed);
+    }
+
+    /// The id of the model deciding now; None before one is loaded.
+    pub fn model_id(&self) -> Option<String> {
+        self.model_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Names the source (once; later calls keep the first name and allocate nothing).
@@ -292,7 +313,7 @@ impl Metrics {
     /// The Prometheus text exposition of every counter (allocates; for the HTTP thread).
     pub fn render_prometheus(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &AtomicU64, &str); 14] = [
+        let counters: [(&str, &AtomicU64, &str); 16] = [
             ("frames", &self.frames, "frames processed"),
             (
                 "decisions",
@@ -343,6 +364,16 @@ impl Metrics {
                 &self.store_errors,
                 "failed saves to the store",
             ),
+            (
+                "model_swaps",
+                &self.swaps,
+                "hot swaps applied (a new current model took over between frames)",
+            ),
+            (
+                "model_swap_failures",
+                &self.swap_failures,
+                "new current models refused by the hot swap (the running one kept deciding)",
+            ),
         ];
         for (name, v, help) in counters {
             let _ = writeln!(out, "# HELP linesight_{name}_total {help}");
@@ -372,8 +403,13 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP linesight_model_loaded 1 when the model is loaded, labelled with its id\n# TYPE linesight_model_loaded gauge\nlinesight_model_loaded{{model_id=\"{}\"}} {}",
-            escape_label(self.model_id().unwrap_or("")),
+            escape_label(self.model_id().as_deref().unwrap_or("")),
             u8::from(loaded)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP linesight_model_swap_load_seconds how long the last hot-swap load took beside the running model (read, verify, load, self-test)\n# TYPE linesight_model_swap_load_seconds gauge\nlinesight_model_swap_load_seconds {}",
+            self.swap_load_us.load(Relaxed) as f64 / 1e6
         );
         let age = self
             .last_frame_age()

@@ -11,6 +11,13 @@
 //! Recovery: a bad frame is skipped and counted; a source error or a stall (no usable
 //! frame within the stall timeout) reopens the source with exponential backoff. Only a
 //! stop request, `max_frames`, the end of a finite source, or a closed stdout end the loop.
+//!
+//! Hot swap: everything that depends on the model (engine, labels, rule, stations'
+//! preprocessing and smoothing, input and logits buffers) is one [`LoadedModel`]. With a
+//! [`Swapper`] attached ([`Pipeline::set_swapper`]), the loop asks it between frames
+//! whether a new model is ready (a non-blocking channel poll, no allocation) and, if so,
+//! replaces the whole [`LoadedModel`] at once; the new one was loaded and self-tested on
+//! the swapper's thread, and the old one is handed back to that thread to be dropped.
 
 use crate::decide::{self, MAX_TOPK, REJECT};
 use crate::engine::Engine;
@@ -21,6 +28,7 @@ use crate::sink::{Record, TopK};
 use crate::source::{Frame, FrameSource, Next, SourceError};
 use crate::station::Station;
 use crate::store::{Saved, UncertainStore};
+use crate::swap::Swapper;
 use linesight_shared::manifest::Manifest;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -94,19 +102,70 @@ struct Logs {
     store: LogLimit,
 }
 
-/// Everything the loop needs besides the source: model, stations, sink, store, metrics,
-/// and the per-frame scratch. Built once; [`run`] may be called on it many times.
-pub struct Pipeline {
+/// The model and everything built for it: engine, labels, decision rule, the stations
+/// (their preprocessing follows the model's spec, their smoothing its class count) and
+/// the input and logits buffers. Built off the loop (at startup, or on the swapper's
+/// thread) and replaced as a whole.
+pub struct LoadedModel {
     engine: Engine,
     labels: Vec<String>,
     rule: linesight_shared::manifest::DecisionRule,
     model_id: String,
     model_version: String,
-    top_k: usize,
-    uncertain_band: f32,
     stations: Vec<Station>,
     input: Vec<f32>,
     logits: Vec<f32>,
+}
+
+impl LoadedModel {
+    /// Builds the model-dependent scratch around a loaded engine and its manifest.
+    pub fn new(
+        engine: Engine,
+        manifest: &Manifest,
+        stations: &[StationPlan],
+        smoothing_frames: usize,
+    ) -> Self {
+        let classes = manifest.labels.len();
+        let stations = stations
+            .iter()
+            .map(|(name, rect)| {
+                Station::new(
+                    name.clone(),
+                    *rect,
+                    manifest.preprocess,
+                    smoothing_frames,
+                    classes,
+                )
+            })
+            .collect();
+        LoadedModel {
+            input: vec![0.0; engine.input_len()],
+            logits: vec![0.0; engine.output_len()],
+            engine,
+            labels: manifest.labels.clone(),
+            rule: manifest.decision.clone(),
+            model_id: manifest.model_id.clone(),
+            model_version: manifest.model_version.clone(),
+            stations,
+        }
+    }
+
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    pub fn model_version(&self) -> &str {
+        &self.model_version
+    }
+}
+
+/// Everything the loop needs besides the source: model, stations, sink, store, metrics,
+/// and the per-frame scratch. Built once; [`run`] may be called on it many times.
+pub struct Pipeline {
+    model: LoadedModel,
+    swapper: Option<Swapper>,
+    top_k: usize,
+    uncertain_band: f32,
     sink: JsonlSink,
     store: Option<UncertainStore>,
     store_line: Vec<u8>,
@@ -137,31 +196,12 @@ impl Pipeline {
         store: Option<UncertainStore>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let classes = manifest.labels.len();
-        let stations = stations
-            .iter()
-            .map(|(name, rect)| {
-                Station::new(
-                    name.clone(),
-                    *rect,
-                    manifest.preprocess,
-                    decision.smoothing_frames,
-                    classes,
-                )
-            })
-            .collect();
         metrics.set_model(&manifest.model_id);
         Pipeline {
-            input: vec![0.0; engine.input_len()],
-            logits: vec![0.0; engine.output_len()],
-            engine,
-            labels: manifest.labels.clone(),
-            rule: manifest.decision.clone(),
-            model_id: manifest.model_id.clone(),
-            model_version: manifest.model_version.clone(),
+            model: LoadedModel::new(engine, manifest, stations, decision.smoothing_frames),
+            swapper: None,
             top_k: decision.top_k,
             uncertain_band: decision.uncertain_band,
-            stations,
             sink,
             store,
             store_line: Vec::with_capacity(4096),
@@ -178,7 +218,46 @@ impl Pipeline {
 
     /// The engine, for a bare-inference baseline in the same process (`bench`).
     pub fn engine_mut(&mut self) -> &mut Engine {
-        &mut self.engine
+        &mut self.model.engine
+    }
+
+    /// The model deciding now (changes when a swap is applied).
+    pub fn model(&self) -> &LoadedModel {
+        &self.model
+    }
+
+    /// Attaches a swapper: from now on the loop applies, between frames, every model it
+    /// has loaded and self-tested (see the module doc).
+    pub fn set_swapper(&mut self, swapper: Swapper) {
+        self.swapper = Some(swapper);
+    }
+
+    /// Stops the swapper's thread (if any) and returns it, e.g. to read its state.
+    pub fn take_swapper(&mut self) -> Option<Swapper> {
+        self.swapper.take()
+    }
+
+    /// Between frames: applies a model the swapper has ready. Allocates nothing when there
+    /// is none (one non-blocking channel poll); a swap itself may allocate.
+    fn apply_ready_model(&mut self) {
+        let Some(swapper) = self.swapper.as_mut() else {
+            return;
+        };
+        let Some(ready) = swapper.try_take() else {
+            return;
+        };
+        let old = std::mem::replace(&mut self.model, ready.model);
+        self.metrics.model_swapped(&self.model.model_id);
+        tracing::info!(
+            slot = %ready.slot,
+            model = %self.model.model_id,
+            version = %self.model.model_version,
+            from_model = %old.model_id,
+            from_version = %old.model_version,
+            load_ms = ready.load_ms,
+            "hot swap: switched to the new current model at a frame boundary"
+        );
+        swapper.retire(old);
     }
 
     pub fn store(&self) -> Option<&UncertainStore> {
@@ -200,16 +279,10 @@ impl Pipeline {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let Pipeline {
-            engine,
-            labels,
-            rule,
-            model_id,
-            model_version,
+            model,
+            swapper: _,
             top_k,
             uncertain_band,
-            stations,
-            input,
-            logits,
             sink,
             store,
             store_line,
@@ -218,6 +291,16 @@ impl Pipeline {
             frame_counter,
             logs,
         } = self;
+        let LoadedModel {
+            engine,
+            labels,
+            rule,
+            model_id,
+            model_version,
+            stations,
+            input,
+            logits,
+        } = model;
         for st in stations.iter_mut() {
             let t0 = Instant::now();
             let (rgb, w, h): (&[u8], u32, u32) = match st.rect {
@@ -340,7 +423,7 @@ impl Pipeline {
     }
 
     fn clear_smoothing(&mut self) {
-        for s in &mut self.stations {
+        for s in &mut self.model.stations {
             s.smoother.clear();
         }
     }
@@ -426,6 +509,7 @@ pub fn run(
         if opts.max_frames.is_some_and(|n| processed >= n) {
             break EndReason::MaxFrames;
         }
+        p.apply_ready_model();
         let now = Instant::now();
         notifier.tick(now);
         if now - window.0 >= Duration::from_secs(1) {

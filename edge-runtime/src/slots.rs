@@ -135,8 +135,19 @@ pub fn read_info(root: &Path, name: &str) -> Result<SlotInfo, String> {
 }
 
 /// Fault injection for crash-safety tests: a step name at which a write sequence stops as
-/// if the power had gone (no cleanup runs). `None` in production.
-pub type FaultAt<'a> = Option<&'a str>;
+/// if the power had gone (no cleanup runs), and how. `None` in production.
+pub type FaultAt<'a> = Option<(&'a str, FaultMode)>;
+
+/// What happens at the selected fault point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultMode {
+    /// The write sequence returns `Err(Fault)` (in-process tests; no cleanup runs).
+    Stop,
+    /// The process sends itself SIGKILL: nothing after that point runs, not even a
+    /// destructor (the real binary under `LINESIGHT_FAULT_KILL`, see
+    /// [`crate::commands::install::FAULT_KILL_ENV`]).
+    Kill,
+}
 
 /// An injected stop at `step`.
 #[derive(Debug)]
@@ -145,10 +156,16 @@ pub struct Fault(pub String);
 /// Steps of [`write_pointer`], in order (prefixed by the pointer name, e.g. `current:rename`).
 pub const POINTER_STEPS: [&str; 4] = ["write", "fsync", "rename", "fsync-dir"];
 
-/// Returns `Err(Fault)` when `fault_at` names `step`.
+/// Returns `Err(Fault)` (or dies of SIGKILL) when `fault_at` names `step`.
 pub fn fault_point(fault_at: FaultAt, step: &str) -> Result<(), Fault> {
     match fault_at {
-        Some(f) if f == step => Err(Fault(step.to_string())),
+        Some((f, FaultMode::Stop)) if f == step => Err(Fault(step.to_string())),
+        Some((f, FaultMode::Kill)) if f == step => {
+            // SAFETY: signalling our own process; SIGKILL cannot be caught, so this never
+            // returns.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            unreachable!("SIGKILL did not end the process")
+        }
         _ => Ok(()),
     }
 }
@@ -244,7 +261,12 @@ mod tests {
             Some("0003")
         );
         assert!(matches!(
-            write_pointer(d.path(), CURRENT, "0004", Some("current:rename")),
+            write_pointer(
+                d.path(),
+                CURRENT,
+                "0004",
+                Some(("current:rename", FaultMode::Stop))
+            ),
             Err(WriteError::Fault(_))
         ));
         assert_eq!(

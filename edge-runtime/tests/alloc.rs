@@ -199,6 +199,13 @@ fn check(name: &str, bundle: &Bundle, frame: (u32, u32), stations: &[(String, Op
         "{name}: the loop outside inference allocated {} times ({} bytes) over {FRAMES} frames",
         c.ours, c.ours_bytes
     );
+    // The shared preprocessing keeps its resize coefficients per source size (it used to
+    // call fast_image_resize, which recomputed them: 454 allocations per 640x480 resize).
+    assert_eq!(
+        c.resize, 0,
+        "{name}: preprocessing allocated {} times ({} bytes) over {FRAMES} frames",
+        c.resize, c.resize_bytes
+    );
 }
 
 #[test]

@@ -7,14 +7,18 @@
 //! The resize and the crop are done in one step: the crop window is mapped back into the
 //! source image and only that window is resampled (PIL's `resize(box=...)`), which gives
 //! the same pixels as resizing the whole image and then cropping, with less work and a
-//! destination buffer of fixed size. [`Preprocessor`] owns that buffer and the resizer's
-//! scratch, so after the first frame it allocates nothing.
+//! destination buffer of fixed size. [`Preprocessor`] owns that buffer, the resize
+//! coefficients and the resizer's scratch (all kept while the source size stays the
+//! same), so after the first frame of a size it allocates nothing.
+//!
+//! The resampling is fast_image_resize 6.1's convolution (`ResizeAlg::Convolution`,
+//! bilinear or Catmull-Rom), reproduced bit for bit in `resize.rs` so that its
+//! coefficients can be kept between calls; tests compare the two.
+
+mod resize;
 
 use crate::manifest::{PreprocessSpec, ResizeFilter};
-use fast_image_resize::{
-    images::{Image, ImageRef},
-    FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
-};
+use resize::{Filter, PlanKey, ResizePlan};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +130,8 @@ pub fn crop_window(spec: &PreprocessSpec, width: u32, height: u32) -> (f64, f64,
 /// resizer's scratch and the crop buffer are reused.
 pub struct Preprocessor {
     spec: PreprocessSpec,
-    resizer: Resizer,
+    /// The coefficients and scratch of the last source size seen.
+    plan: Option<ResizePlan>,
     crop: Vec<u8>,
     scale: [f32; 3],
     offset: [f32; 3],
@@ -139,7 +144,7 @@ impl Preprocessor {
         let offset = std::array::from_fn(|i| -spec.mean[i] / spec.std[i]);
         Preprocessor {
             spec,
-            resizer: Resizer::new(),
+            plan: None,
             crop: vec![0; c * c * 3],
             scale,
             offset,
@@ -175,22 +180,22 @@ impl Preprocessor {
                 got: rgb.len(),
             });
         }
-        let src = ImageRef::new(width, height, rgb, PixelType::U8x3)
-            .map_err(|e| PreprocessError::Resize(e.to_string()))?;
         let c = self.spec.crop;
-        let mut dst = Image::from_slice_u8(c, c, &mut self.crop, PixelType::U8x3)
-            .map_err(|e| PreprocessError::Resize(e.to_string()))?;
-        let (left, top, w, h) = crop_window(&self.spec, width, height);
-        let filter = match self.spec.filter {
-            ResizeFilter::Bilinear => FilterType::Bilinear,
-            ResizeFilter::Bicubic => FilterType::CatmullRom,
+        let key = PlanKey {
+            src: (width, height),
+            window: crop_window(&self.spec, width, height),
+            dst: (c, c),
+            filter: match self.spec.filter {
+                ResizeFilter::Bilinear => Filter::Bilinear,
+                ResizeFilter::Bicubic => Filter::CatmullRom,
+            },
         };
-        let options = ResizeOptions::new()
-            .resize_alg(ResizeAlg::Convolution(filter))
-            .crop(left, top, w, h);
-        self.resizer
-            .resize(&src, &mut dst, &options)
-            .map_err(|e| PreprocessError::Resize(e.to_string()))?;
+        let plan = match self.plan.take() {
+            Some(plan) if *plan.key() == key => plan,
+            _ => ResizePlan::new(key).map_err(|e| PreprocessError::Resize(e.to_string()))?,
+        };
+        let plan = self.plan.insert(plan);
+        plan.run(rgb, &mut self.crop);
         Ok(&self.crop)
     }
 
@@ -224,7 +229,7 @@ impl Preprocessor {
     }
 
     /// The whole transform: RGB (HWC, u8) of any size -> NCHW f32 written into `out`.
-    /// Allocates nothing once the resizer has seen an image of this size.
+    /// Allocates nothing when the previous call had a source of the same size.
     pub fn run(
         &mut self,
         rgb: &[u8],
@@ -250,6 +255,119 @@ impl Preprocessor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fast_image_resize::{
+        images::{Image, ImageRef},
+        FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
+    };
+
+    /// fast_image_resize 6.1 doing what `crop_rgb` did before it kept its coefficients.
+    fn reference_crop(spec: &PreprocessSpec, rgb: &[u8], width: u32, height: u32) -> Vec<u8> {
+        let c = spec.crop;
+        let mut out = vec![0u8; (c * c * 3) as usize];
+        let src = ImageRef::new(width, height, rgb, PixelType::U8x3).unwrap();
+        let mut dst = Image::from_slice_u8(c, c, &mut out, PixelType::U8x3).unwrap();
+        let (left, top, w, h) = crop_window(spec, width, height);
+        let filter = match spec.filter {
+            ResizeFilter::Bilinear => FilterType::Bilinear,
+            ResizeFilter::Bicubic => FilterType::CatmullRom,
+        };
+        let options = ResizeOptions::new()
+            .resize_alg(ResizeAlg::Convolution(filter))
+            .crop(left, top, w, h);
+        Resizer::new().resize(&src, &mut dst, &options).unwrap();
+        out
+    }
+
+    /// A deterministic noisy picture (edges and texture exercise negative lobes).
+    fn noise(w: u32, h: u32, seed: u32) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..w * h * 3)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                if (i / 3 / w) % 7 < 3 {
+                    (x >> 24) as u8
+                } else {
+                    ((i / 3 % w) * 255 / w) as u8
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn resize_is_bit_identical_to_fast_image_resize() {
+        let mut specs = vec![PreprocessSpec::imagenet()];
+        for (resize_shorter, crop, filter) in [
+            (224, 224, ResizeFilter::Bilinear),
+            (232, 224, ResizeFilter::Bicubic),
+            (256, 224, ResizeFilter::Bicubic),
+            (8, 8, ResizeFilter::Bilinear),
+            (9, 5, ResizeFilter::Bicubic),
+        ] {
+            specs.push(PreprocessSpec {
+                resize_shorter,
+                crop,
+                filter,
+                ..PreprocessSpec::imagenet()
+            });
+        }
+        let mut images: Vec<(u32, u32, Vec<u8>)> = Vec::new();
+        for (i, (w, h)) in [
+            (640, 480),
+            (480, 640),
+            (500, 375),
+            (227, 227),
+            (224, 224),
+            (256, 300),
+            (224, 500),
+            (301, 224),
+            (64, 48),
+            (7, 5),
+            (1, 1),
+            (3, 200),
+            (1920, 1080),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            images.push((w, h, noise(w, h, i as u32)));
+            images.push((w, h, gradient(w, h)));
+        }
+        // Real photos (models/demo, cub26; see models/demo/SOURCE.md).
+        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo/images");
+        let mut photos = 0;
+        for class in std::fs::read_dir(&demo).unwrap() {
+            let class = class.unwrap().path();
+            let mut files: Vec<_> = std::fs::read_dir(&class)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            let img = RgbImage::open(&files[0]).unwrap();
+            images.push((img.width, img.height, img.pixels));
+            photos += 1;
+        }
+        assert!(photos >= 3, "{photos} demo photos");
+        let mut compared = 0;
+        for spec in &specs {
+            let mut p = Preprocessor::new(*spec);
+            for (w, h, rgb) in &images {
+                let ours = p.crop_rgb(rgb, *w, *h).unwrap().to_vec();
+                let theirs = reference_crop(spec, rgb, *w, *h);
+                assert!(
+                    ours == theirs,
+                    "{w}x{h} with {spec:?}: {} of {} bytes differ",
+                    ours.iter().zip(&theirs).filter(|(a, b)| a != b).count(),
+                    ours.len()
+                );
+                // The kept plan gives the same pixels on the next call.
+                assert_eq!(p.crop_rgb(rgb, *w, *h).unwrap(), &ours[..]);
+                compared += 1;
+            }
+        }
+        assert_eq!(compared, specs.len() * images.len());
+    }
 
     fn gradient(w: u32, h: u32) -> Vec<u8> {
         let mut v = Vec::with_capacity((w * h * 3) as usize);

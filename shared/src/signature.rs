@@ -37,7 +37,7 @@ pub const PUBLIC_FILE: &str = "signing.pub";
 pub enum SignatureError {
     #[error("bundle signature does not verify against its key `{fingerprint}`: the bundle was changed after it was signed; get a freshly signed copy from whoever built it")]
     BadSignature { fingerprint: String },
-    #[error("bundle is signed by key `{fingerprint}`, which is not trusted on this box (trusted: {trusted}); pass that key's `signing.pub` with --trusted-key or ask for a bundle signed with a trusted key")]
+    #[error("bundle is signed by key `{fingerprint}`, which is not trusted on this box (trusted: {trusted}); pass that key's `signing.pub` with --trusted-key (or list it in edge.toml's `model.trusted_keys`), or ask for a bundle signed with a trusted key")]
     UntrustedKey {
         fingerprint: String,
         trusted: String,
@@ -146,6 +146,27 @@ impl PublicKey {
                 path: path.display().to_string(),
                 problem: "the 32 bytes are not a valid ed25519 public key".into(),
             });
+        }
+        Ok(PublicKey(bytes))
+    }
+
+    /// A key written as its 64 hex digits (the second line of a `signing.pub`), e.g. in a
+    /// config file; `origin` names where in errors.
+    pub fn from_hex(hex_text: &str, origin: &str) -> Result<Self, SignatureError> {
+        let bad = |problem: String| SignatureError::MalformedKey {
+            path: origin.to_string(),
+            problem,
+        };
+        let bytes = hex::decode(hex_text.trim())
+            .map_err(|e| bad(format!("the key `{hex_text}` is not hex: {e}")))?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
+            bad(format!(
+                "the key has {} bytes, expected 32 (64 hex digits)",
+                b.len()
+            ))
+        })?;
+        if VerifyingKey::from_bytes(&bytes).is_err() {
+            return Err(bad("the 32 bytes are not a valid ed25519 public key".into()));
         }
         Ok(PublicKey(bytes))
     }
@@ -332,6 +353,10 @@ mod tests {
         }
         assert_eq!(SecretKey::read(&sk).unwrap().public(), k.public());
         assert_eq!(PublicKey::read(&pk).unwrap(), k.public());
+        let hex_line = std::fs::read_to_string(&pk).unwrap();
+        let hex_line = hex_line.lines().nth(1).unwrap();
+        assert_eq!(PublicKey::from_hex(hex_line, "t").unwrap(), k.public());
+        assert!(PublicKey::from_hex("abcd", "t").is_err());
         assert!(matches!(
             k.write_pair(dir.path()),
             Err(SignatureError::KeyExists { .. })

@@ -4,22 +4,33 @@
 //! Checks, in order (the first failure refuses the install and changes nothing):
 //! 1. the bundle file: magic, format version, truncation, checksum, manifest, model hash
 //!    ([`Bundle::from_bytes`]);
-//! 2. the signature: signed by a trusted key (`--trusted-key` files and
-//!    `ROOT/trusted-keys/*.pub`); unsigned only with `--allow-unsigned`;
+//! 2. the signature: signed by a trusted key (`--trusted-key` files, else edge.toml's
+//!    `model.trusted_keys`; and `ROOT/trusted-keys/*.pub`, see [`crate::trust`]); unsigned
+//!    only with `--allow-unsigned` (or edge.toml's `model.allow_unsigned`);
 //! 3. compatibility: `min_runtime_version` not newer than this runtime, a sane input shape,
-//!    self-test vectors present, the model loads in tract (operator support);
-//! 4. the self-test vectors: the logits this box computes match the exporter's;
-//! 5. free disk space for the new slot, with a message saying what can be freed.
+//!    self-test vectors present;
+//! 4. memory: the estimated need of the model fits in `MemAvailable`, since a running
+//!    `run` holds the old model meanwhile ([`crate::memory`]);
+//! 5. the model loads in tract (operator support) and its self-test vectors give the
+//!    logits the exporter recorded;
+//! 6. free disk space for the new slot, with a message saying what can be freed.
+//!
+//! Checks 1-5 are [`check_bundle`], which the hot swap under `run` ([`crate::swap`])
+//! applies to a new `current` too.
 //!
 //! Then the bundle is written into a new numbered slot (partial folder, fsync, rename,
 //! fsync), read back and compared, and `previous` then `current` are switched atomically
 //! (see [`crate::slots`]). Every write, fsync and rename is a named fault point
-//! ([`FAULT_STEPS`]) for the crash-safety tests.
+//! ([`FAULT_STEPS`]) for the crash-safety tests: in-process (`fault_at`, the install
+//! returns an error there) and in the real binary (`LINESIGHT_FAULT_KILL=STEP`, the
+//! process kills itself with SIGKILL there; [`FAULT_KILL_ENV`]).
 
 use crate::engine::{Engine, EngineError};
-use crate::slots::{self, fault_point, io_at, FaultAt, SlotInfo, WriteError};
+use crate::memory::{self, MemoryError, MemoryNeed};
+use crate::slots::{self, fault_point, io_at, FaultAt, FaultMode, SlotInfo, WriteError};
+use crate::trust::{self, KeySpec};
 use linesight_shared::bundle::{sha256, Bundle, BundleError};
-use linesight_shared::signature::{self, PublicKey, SignatureError};
+use linesight_shared::signature::{self, PublicKey, SignatureError, Verified};
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -43,19 +54,31 @@ pub const FAULT_STEPS: [&str; 15] = [
     "current:fsync-dir",
 ];
 
+/// Test hook of the real binary: `LINESIGHT_FAULT_KILL=STEP` (a step of [`FAULT_STEPS`])
+/// makes `install` kill itself with SIGKILL at that step, as a power cut would stop it.
+/// Production never sets it; the crash-safety test `tests/it/install_bin.rs` does.
+pub const FAULT_KILL_ENV: &str = "LINESIGHT_FAULT_KILL";
+
 /// Bytes kept free beyond the bundle itself (slot metadata, pointer files).
 const HEADROOM_BYTES: u64 = 1 << 20;
 
 pub struct InstallSettings {
     pub bundle: PathBuf,
     pub root: PathBuf,
-    /// Public key files (`signing.pub`) trusted besides `ROOT/trusted-keys/*.pub`.
+    /// Public key files (`signing.pub`, `--trusted-key`) trusted besides
+    /// `ROOT/trusted-keys/*.pub`.
     pub trusted_keys: Vec<PathBuf>,
+    /// Keys from edge.toml (`model.trusted_keys`), used when `trusted_keys` is empty.
+    pub config_trusted_keys: Vec<KeySpec>,
     pub allow_unsigned: bool,
     /// Test hook: free bytes to assume instead of asking the file system.
     pub free_bytes_override: Option<u64>,
+    /// Where the available memory comes from (the kernel; tests override it).
+    pub mem_available: memory::Available,
     /// Test hook: stop at this step of [`FAULT_STEPS`] as if the power had gone.
     pub fault_at: Option<String>,
+    /// Test hook: SIGKILL this process at this step of [`FAULT_STEPS`] ([`FAULT_KILL_ENV`]).
+    pub kill_at: Option<String>,
 }
 
 impl InstallSettings {
@@ -64,9 +87,12 @@ impl InstallSettings {
             bundle,
             root,
             trusted_keys: Vec::new(),
+            config_trusted_keys: Vec::new(),
             allow_unsigned: false,
             free_bytes_override: None,
+            mem_available: memory::Available::Kernel,
             fault_at: None,
+            kill_at: None,
         }
     }
 }
@@ -88,6 +114,8 @@ pub enum InstallError {
     Load { path: String, source: EngineError },
     #[error("refusing `{path}`: self-test failed: {source}")]
     SelfTest { path: String, source: EngineError },
+    #[error("refusing `{path}`: {source}")]
+    Memory { path: String, source: MemoryError },
     #[error("not enough disk space under `{root}`: installing needs {need} bytes but {free} are free; free at least {short} more bytes{hint}")]
     NoSpace {
         root: String,
@@ -122,6 +150,24 @@ pub struct InstallReport {
     pub self_test_vectors: usize,
     pub self_test_max_abs_diff: f32,
     pub bundle_bytes: u64,
+    /// What loading the model is estimated to need ([`memory::estimate`]).
+    pub memory_estimate_bytes: u64,
+    /// `MemAvailable` when it was checked (None: not known, check skipped).
+    pub memory_available_bytes: Option<u64>,
+    /// Measured: peak RSS after loading and self-testing minus RSS before reading the
+    /// bundle (meaningful in a fresh process, i.e. the binary; how the estimate was set).
+    pub load_peak_rss_growth_bytes: Option<u64>,
+}
+
+/// A bundle that passed checks 1-5 of the module doc: verified, loaded in tract,
+/// self-tested.
+pub struct Checked {
+    pub bundle: Bundle,
+    pub engine: Engine,
+    pub verified: Verified,
+    pub self_test_max_abs_diff: f32,
+    pub memory: MemoryNeed,
+    pub memory_available: Option<u64>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> InstallError + '_ {
@@ -129,24 +175,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> InstallError + '_ {
         path: path.display().to_string(),
         source,
     }
-}
-
-/// The trusted keys: the given files plus `ROOT/trusted-keys/*.pub`.
-pub fn trusted_keys(root: &Path, extra: &[PathBuf]) -> Result<Vec<PublicKey>, InstallError> {
-    let mut files = extra.to_vec();
-    let dir = root.join(slots::TRUSTED_KEYS_DIR);
-    if let Ok(rd) = std::fs::read_dir(&dir) {
-        let mut pinned: Vec<PathBuf> = rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "pub"))
-            .collect();
-        pinned.sort();
-        files.extend(pinned);
-    }
-    files
-        .iter()
-        .map(|p| PublicKey::read(p).map_err(InstallError::TrustedKey))
-        .collect()
 }
 
 /// `major.minor.patch` (a `-pre` suffix is ignored) -> comparable triple.
@@ -196,23 +224,36 @@ pub fn check_compatible(bundle: &Bundle) -> Result<(), String> {
     Ok(())
 }
 
-/// Verifies `s.bundle` and makes it `current` (see the module doc).
-pub fn run(s: &InstallSettings) -> Result<InstallReport, InstallError> {
-    let path = s.bundle.display().to_string();
-    let trusted = trusted_keys(&s.root, &s.trusted_keys)?;
-    let bytes = std::fs::read(&s.bundle).map_err(|source| InstallError::Bundle {
-        path: path.clone(),
+/// Reads a bundle file; the error names it.
+pub fn read_bundle_file(path: &Path) -> Result<Vec<u8>, InstallError> {
+    let shown = path.display().to_string();
+    std::fs::read(path).map_err(|source| InstallError::Bundle {
+        path: shown.clone(),
         source: BundleError::Read {
-            path: path.clone(),
+            path: shown,
             source,
         },
-    })?;
-    let bundle = Bundle::from_bytes(&bytes).map_err(|source| InstallError::Bundle {
+    })
+}
+
+/// Checks 1-5 of the module doc on the `bytes` of bundle file `path`: parse and hashes,
+/// signature against `trusted`, compatibility, memory for a second model (`hint` says
+/// what to free), loading in tract, self-test. Fails with the first refusal.
+pub fn check_bundle(
+    path: &Path,
+    bytes: &[u8],
+    trusted: &[PublicKey],
+    allow_unsigned: bool,
+    mem_available: memory::Available,
+    hint: &'static str,
+) -> Result<Checked, InstallError> {
+    let path = path.display().to_string();
+    let bundle = Bundle::from_bytes(bytes).map_err(|source| InstallError::Bundle {
         path: path.clone(),
         source,
     })?;
     let verified =
-        signature::verify_bundle(&bundle, &trusted, s.allow_unsigned).map_err(|source| {
+        signature::verify_bundle(&bundle, trusted, allow_unsigned).map_err(|source| {
             InstallError::Signature {
                 path: path.clone(),
                 source,
@@ -222,16 +263,56 @@ pub fn run(s: &InstallSettings) -> Result<InstallReport, InstallError> {
         path: path.clone(),
         problem,
     })?;
+    let need = memory::estimate(&bundle);
+    let available = mem_available.bytes();
+    if let Some(available) = available {
+        memory::check(&need, available, hint).map_err(|source| InstallError::Memory {
+            path: path.clone(),
+            source,
+        })?;
+    }
     let mut engine = Engine::from_bundle(&bundle).map_err(|source| InstallError::Load {
         path: path.clone(),
         source,
     })?;
     let worst = engine
         .self_test(&bundle.manifest)
-        .map_err(|source| InstallError::SelfTest {
-            path: path.clone(),
-            source,
-        })?;
+        .map_err(|source| InstallError::SelfTest { path, source })?;
+    Ok(Checked {
+        bundle,
+        engine,
+        verified,
+        self_test_max_abs_diff: worst,
+        memory: need,
+        memory_available: available,
+    })
+}
+
+/// Verifies `s.bundle` and makes it `current` (see the module doc).
+pub fn run(s: &InstallSettings) -> Result<InstallReport, InstallError> {
+    let trusted = trust::resolve(&s.root, &s.trusted_keys, &s.config_trusted_keys)
+        .map_err(InstallError::TrustedKey)?;
+    let rss_before = memory::rss();
+    let bytes = read_bundle_file(&s.bundle)?;
+    let checked = check_bundle(
+        &s.bundle,
+        &bytes,
+        &trusted,
+        s.allow_unsigned,
+        s.mem_available,
+        memory::INSTALL_HINT,
+    )?;
+    let load_peak_rss_growth_bytes = rss_before
+        .zip(memory::rss())
+        .map(|((before, _), (_, peak))| peak.saturating_sub(before));
+    let Checked {
+        bundle,
+        engine,
+        verified,
+        self_test_max_abs_diff: worst,
+        memory: need,
+        memory_available,
+    } = checked;
     drop(engine);
 
     std::fs::create_dir_all(slots::slots_dir(&s.root)).map_err(io(&s.root))?;
@@ -255,7 +336,11 @@ pub fn run(s: &InstallSettings) -> Result<InstallReport, InstallError> {
             .display()
             .to_string(),
     };
-    let fault = s.fault_at.as_deref();
+    let fault: FaultAt = match (&s.fault_at, &s.kill_at) {
+        (Some(step), _) => Some((step.as_str(), FaultMode::Stop)),
+        (None, Some(step)) => Some((step.as_str(), FaultMode::Kill)),
+        (None, None) => None,
+    };
     write_slot(&s.root, &name, &bytes, &info, fault)?;
 
     let copy = slots::slot_model(&s.root, &name);
@@ -282,6 +367,9 @@ pub fn run(s: &InstallSettings) -> Result<InstallReport, InstallError> {
         self_test_vectors: bundle.manifest.self_test.len(),
         self_test_max_abs_diff: worst,
         bundle_bytes: info.bundle_bytes,
+        memory_estimate_bytes: need.estimate_bytes,
+        memory_available_bytes: memory_available,
+        load_peak_rss_growth_bytes,
     })
 }
 

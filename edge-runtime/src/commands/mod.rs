@@ -1,6 +1,7 @@
 //! One file per subcommand; each exposes a settings struct and a `run` function.
 
 pub mod bench;
+pub mod cameras;
 pub mod classify;
 pub mod export_uncertain;
 pub mod install;

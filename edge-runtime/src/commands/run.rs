@@ -4,6 +4,10 @@
 //! [`crate::run_loop::run`] until stopped. Startup problems (no model, bad config, a
 //! source that cannot be opened) fail here with a clear message; once running, the loop
 //! recovers from everything the source does.
+//!
+//! Following `current` (no `--bundle`), it also starts the hot-swap thread
+//! ([`crate::swap`]): a new `current` (seen by polling the pointer, or at once on SIGHUP)
+//! is loaded and self-tested beside the running model and takes over between two frames.
 
 use crate::config::RunSettings;
 use crate::engine::Engine;
@@ -15,6 +19,7 @@ use crate::sink::jsonl::JsonlSink;
 use crate::slots;
 use crate::source;
 use crate::store::UncertainStore;
+use crate::swap::{self, SwapSettings, Swapper};
 use anyhow::{Context, Result};
 use linesight_shared::bundle::Bundle;
 use serde::Serialize;
@@ -46,6 +51,11 @@ pub struct RunReport {
     pub sink_errors: u64,
     pub stored: u64,
     pub store_errors: u64,
+    /// Hot swaps applied, and new `current` models refused (the old one kept deciding).
+    pub swaps: u64,
+    pub swap_failures: u64,
+    /// Milliseconds the last hot-swap load took beside the running model (0: none).
+    pub swap_load_ms: f64,
     pub fps: f64,
     pub latency_p50_ms: f64,
     pub latency_p95_ms: f64,
@@ -59,7 +69,7 @@ impl RunReport {
         let l = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
         let frames = l(&m.frames);
         RunReport {
-            model_id: m.model_id().unwrap_or("").to_string(),
+            model_id: m.model_id().unwrap_or_default(),
             model_version: String::new(),
             bundle: String::new(),
             source: String::new(),
@@ -79,6 +89,9 @@ impl RunReport {
             sink_errors: l(&m.sink_errors),
             stored: l(&m.stored),
             store_errors: l(&m.store_errors),
+            swaps: l(&m.swaps),
+            swap_failures: l(&m.swap_failures),
+            swap_load_ms: l(&m.swap_load_us) as f64 / 1e3,
             fps: if seconds > 0.0 {
                 frames as f64 / seconds
             } else {
@@ -96,8 +109,14 @@ impl RunReport {
 /// The bundle to run: `bundle` if given, else the installed `current` model under `root`.
 /// Fails when neither exists or the file does not verify.
 pub fn load_bundle(bundle: Option<&Path>, root: &Path) -> Result<(PathBuf, Bundle)> {
-    let path = match bundle {
-        Some(p) => p.to_path_buf(),
+    let (path, b, _) = load_model(bundle, root)?;
+    Ok((path, b))
+}
+
+/// [`load_bundle`], also returning the slot `current` named (None with `bundle`).
+fn load_model(bundle: Option<&Path>, root: &Path) -> Result<(PathBuf, Bundle, Option<String>)> {
+    let (path, slot) = match bundle {
+        Some(p) => (p.to_path_buf(), None),
         None => {
             let current = slots::read_pointer(root, slots::CURRENT)
                 .with_context(|| format!("cannot read the models root `{}`", root.display()))?
@@ -107,12 +126,12 @@ pub fn load_bundle(bundle: Option<&Path>, root: &Path) -> Result<(PathBuf, Bundl
                         root.display()
                     )
                 })?;
-            slots::slot_model(root, &current)
+            (slots::slot_model(root, &current), Some(current))
         }
     };
     let b =
         Bundle::read(&path).with_context(|| format!("cannot use bundle `{}`", path.display()))?;
-    Ok((path, b))
+    Ok((path, b, slot))
 }
 
 /// Runs until `stop` is set (SIGTERM), `max_frames`, or the end of a finite source.
@@ -125,7 +144,7 @@ pub fn run(s: &RunSettings, stop: &AtomicBool, notifier: &mut Notifier) -> Resul
         .map(|addr| HttpServer::start(addr, metrics.clone()))
         .transpose()
         .context("cannot start the health endpoint")?;
-    let (path, bundle) = load_bundle(s.bundle.as_deref(), &s.root)?;
+    let (path, bundle, slot) = load_model(s.bundle.as_deref(), &s.root)?;
     let engine = Engine::from_bundle(&bundle)
         .with_context(|| format!("cannot load the model in `{}`", path.display()))?;
     let m = &bundle.manifest;
@@ -160,6 +179,28 @@ pub fn run(s: &RunSettings, stop: &AtomicBool, notifier: &mut Notifier) -> Resul
         store,
         metrics.clone(),
     );
+    // Following `current`: the hot-swap thread. SIGHUP only sets a flag in any case, so a
+    // reload never stops the line.
+    let hup = swap::install_sighup().context("cannot install the SIGHUP handler")?;
+    if let Some(slot) = slot {
+        let swapper = Swapper::start(
+            SwapSettings {
+                root: s.root.clone(),
+                active_slot: slot.clone(),
+                poll: s.poll_current,
+                trusted_keys: s.trusted_keys.clone(),
+                allow_unsigned: s.allow_unsigned,
+                mem_available: s.mem_available,
+                stations: stations.clone(),
+                smoothing_frames: s.smoothing_frames,
+                hup: Some(hup),
+            },
+            metrics.clone(),
+        )
+        .context("cannot start the hot-swap thread")?;
+        tracing::info!(slot = %slot, poll_ms = s.poll_current.map(|d| d.as_millis() as u64), "following the installed current model (hot swap on change and on SIGHUP)");
+        pipeline.set_swapper(swapper);
+    }
     let opts = LoopOptions {
         max_frames: s.max_frames,
         stall_timeout: s.stall_timeout,
@@ -171,8 +212,10 @@ pub fn run(s: &RunSettings, stop: &AtomicBool, notifier: &mut Notifier) -> Resul
     let t0 = Instant::now();
     let end = run_loop::run(&mut pipeline, src.as_mut(), &opts, stop, notifier);
     notifier.stopping();
+    drop(pipeline.take_swapper());
     let mut report = RunReport::from_metrics(&metrics, end, t0.elapsed().as_secs_f64());
-    report.model_version = m.model_version.clone();
+    report.model_id = pipeline.model().model_id().to_string();
+    report.model_version = pipeline.model().model_version().to_string();
     report.bundle = path.display().to_string();
     report.source = src.name().to_string();
     report.http = http.as_ref().map(|h| h.addr().to_string());

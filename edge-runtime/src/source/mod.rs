@@ -1,7 +1,7 @@
 //! Frame sources behind one trait: a folder replayed in order (`dir:`), generated frames
-//! (`synthetic`), and a fault-injecting source for tests (`fault`). The camera source
-//! (`camera:ID`, nokhwa / V4L2) is not built yet: asking for it is a clear startup error,
-//! see `docs/edge-run.md`.
+//! (`synthetic`), a V4L2 camera (`camera:ID`, [`camera`]; the capture needs the `camera`
+//! cargo feature, without it asking for a camera is a clear startup error), and a
+//! fault-injecting source for tests (`fault`).
 //!
 //! A source owns its frame buffer and lends it out ([`Frame`]) until the next call; the
 //! run loop never copies a whole frame. Clocked sources (`synthetic:FPS`, `dir:` with an
@@ -9,6 +9,7 @@
 //! loop is ready, and unless `every_frame` is set only the latest due frame is delivered;
 //! the ones skipped are reported in [`Frame::dropped`].
 
+pub mod camera;
 pub mod dir;
 pub mod fault;
 pub mod synthetic;
@@ -79,8 +80,12 @@ pub enum SourceSpec {
     Dir { path: PathBuf },
     /// `synthetic[:FPS]`: generated frames.
     Synthetic { fps: Option<f64> },
-    /// `camera:ID`: reserved for the nokhwa camera source (not built yet).
-    Camera { id: String },
+    /// `camera:ID`: a V4L2 camera by /dev/v4l/by-id path, name or serial, or index;
+    /// `camera` holds `[source.camera]` (format override, YUV range).
+    Camera {
+        id: String,
+        camera: camera::CameraOptions,
+    },
     /// `fault:SCRIPT`: the fault-injecting test source (needs the `fault-source` feature).
     Fault { script: String },
 }
@@ -113,7 +118,10 @@ impl SourceSpec {
             });
         }
         if let Some(id) = s.strip_prefix("camera:") {
-            return Ok(SourceSpec::Camera { id: id.into() });
+            return Ok(SourceSpec::Camera {
+                id: id.into(),
+                camera: camera::CameraOptions::default(),
+            });
         }
         if let Some(script) = s.strip_prefix("fault:") {
             return Ok(SourceSpec::Fault {
@@ -210,8 +218,9 @@ pub struct SourceOptions {
 /// Why a source cannot be built at all (startup errors).
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("source `camera:{0}`: this linesight-edge was built without the `camera` feature (the nokhwa camera source is not part of this build yet; see docs/edge-run.md); use dir:PATH or synthetic[:FPS]")]
-    NoCameraFeature(String),
+    /// No camera in this build (no `camera` feature), or a bad `[source.camera]` value.
+    #[error("source `camera:{id}`: {reason}")]
+    Camera { id: String, reason: String },
     #[error("source `fault:{0}`: this linesight-edge was built without the `fault-source` feature (a test source; build with --features fault-source)")]
     NoFaultFeature(String),
     #[error("source `fault:{script}`: {reason}")]
@@ -227,7 +236,12 @@ pub fn build(spec: &SourceSpec, opts: &SourceOptions) -> Result<Box<dyn FrameSou
             opts.fps,
             opts.every_frame,
         )),
-        SourceSpec::Camera { id } => return Err(BuildError::NoCameraFeature(id.clone())),
+        SourceSpec::Camera { id, camera } => {
+            camera::build(id, camera, opts.every_frame).map_err(|reason| BuildError::Camera {
+                id: id.clone(),
+                reason,
+            })?
+        }
         SourceSpec::Fault { script } => {
             if !cfg!(feature = "fault-source") {
                 return Err(BuildError::NoFaultFeature(script.clone()));
@@ -280,13 +294,17 @@ mod tests {
             every_frame: false,
             synthetic_size: (8, 8),
         };
-        let err = build(&SourceSpec::parse("camera:0").unwrap(), &opts)
-            .err()
-            .unwrap();
-        assert!(
-            err.to_string().contains("without the `camera` feature"),
-            "{err}"
-        );
+        let camera = build(&SourceSpec::parse("camera:0").unwrap(), &opts);
+        if cfg!(feature = "camera") {
+            // Built, not opened: opening looks for the device.
+            assert_eq!(camera.unwrap().name(), "camera:0");
+        } else {
+            let err = camera.err().unwrap();
+            assert!(
+                err.to_string().contains("without the `camera` feature"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -8,7 +8,9 @@
 use crate::tiny::bundle;
 use linesight_edge::commands::{install, rollback, status};
 use linesight_edge::engine::Engine;
+use linesight_edge::memory::Available;
 use linesight_edge::slots;
+use linesight_edge::trust::KeySpec;
 use linesight_shared::bundle::{sha256, Bundle};
 use linesight_shared::signature::SecretKey;
 use std::path::{Path, PathBuf};
@@ -354,4 +356,94 @@ fn a_crash_at_every_step_leaves_a_working_current() {
             "{step}: partial slot left after recovery"
         );
     }
+}
+
+#[test]
+fn not_enough_memory_for_a_second_model_is_refused() {
+    let f = Fixture::new();
+    let bytes = signed(bundle("2", 2.0), &f.key);
+    let msg = f.assert_refused(
+        &bytes,
+        |s| s.mem_available = Available::Override(3 << 20),
+        &[
+            "refusing `",
+            "not enough memory to load this model beside the running one: it needs about 17 MiB",
+            "3 MiB are available (MemAvailable, /proc/meminfo)",
+            "free at least 14 MiB",
+            "stop `linesight-edge run` for the install",
+        ],
+    );
+    eprintln!("{msg}");
+    // Enough: accepted, and the report says what was estimated and available.
+    let r = f
+        .install(&bytes, |s| s.mem_available = Available::Override(64 << 20))
+        .unwrap();
+    assert_eq!(r.memory_available_bytes, Some(64 << 20));
+    assert!(r.memory_estimate_bytes > 16 << 20 && r.memory_estimate_bytes < 17 << 20);
+}
+
+#[test]
+fn trusted_keys_from_the_config_are_used_without_trusted_key_flags() {
+    let f = Fixture::new();
+    let hex = hex::encode(f.key.public().0);
+    let from_config = |keys: Vec<KeySpec>| {
+        move |s: &mut install::InstallSettings| {
+            s.trusted_keys.clear();
+            s.config_trusted_keys = keys;
+        }
+    };
+    // Inline hex and a key file, each alone, are enough.
+    let r = f
+        .install(
+            &signed(bundle("2", 2.0), &f.key),
+            from_config(vec![KeySpec::Inline(hex.clone())]),
+        )
+        .unwrap();
+    f.assert_current(&r.slot, "2");
+    let r = f
+        .install(
+            &signed(bundle("3", 3.0), &f.key),
+            from_config(vec![KeySpec::File(f.public.clone())]),
+        )
+        .unwrap();
+    f.assert_current(&r.slot, "3");
+    // Another key is refused, naming both.
+    let other = SecretKey::from_seed([7; 32]);
+    let e = f
+        .install(
+            &signed(bundle("4", 4.0), &other),
+            from_config(vec![KeySpec::Inline(hex.clone())]),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("is not trusted on this box")
+            && e.contains(&other.public().fingerprint())
+            && e.contains(&f.key.public().fingerprint()),
+        "{e}"
+    );
+    f.assert_current("0003", "3");
+    // --trusted-key replaces the config's keys: the config key alone no longer counts.
+    let (_, other_pub) = other.write_pair(&f.dir.join("other")).unwrap();
+    let e = f
+        .install(&signed(bundle("5", 5.0), &f.key), |s| {
+            s.trusted_keys = vec![other_pub.clone()];
+            s.config_trusted_keys = vec![KeySpec::Inline(hex.clone())];
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is not trusted on this box"), "{e}");
+    // A malformed config key is named.
+    let e = f
+        .install(
+            &signed(bundle("6", 6.0), &f.key),
+            from_config(vec![KeySpec::Inline("zz".repeat(32))]),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cannot use trusted key") && e.contains("edge.toml"),
+        "{e}"
+    );
+    f.assert_current("0003", "3");
 }

@@ -585,7 +585,11 @@ fn startup_errors_are_clear() {
             "camera:/dev/v4l/by-id/usb-cam",
         ],
         &[],
-        &["without the `camera` feature"],
+        if cfg!(feature = "camera") {
+            &["no camera at `/dev/v4l/by-id/usb-cam`", "cameras present"]
+        } else {
+            &["without the `camera` feature"]
+        },
     );
     run_fails_with(
         &["run", "--bundle", bundle, "--source", "dir:/no/such/folder"],
