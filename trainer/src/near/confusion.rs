@@ -34,6 +34,8 @@ pub struct ConfusionSettings {
     /// Rounds of estimate + correction. One by default: on cub26 (accuracy 0.6, habits
     /// 0.5, seed 1) the vote's accuracy after 1 / 3 / 10 rounds was 68.4 / 63.7 / 61.6 %
     /// against 68.7 % before correction: further rounds drift classes into each other.
+    /// (Measured with `refine --correct-confusion` on the levers-table seed-1 labels and
+    /// this default changed; `[refine.confusion] iterations` in a pipeline config sets it.)
     pub iterations: usize,
     /// A verified image counts this many times in the estimate of `T`.
     pub anchor_weight: f32,
