@@ -36,6 +36,9 @@ pub enum Command {
         /// How many best labels to list per image.
         #[arg(long, default_value_t = 3)]
         top_k: usize,
+        /// Threads tract runs the model on (1: this thread only).
+        #[arg(long, default_value_t = linesight_edge::config::DEFAULT_THREADS)]
+        threads: usize,
         /// Image files or folders.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -127,10 +130,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure end-to-end frames/s of the run loop (synthetic source, null sink) against
-    /// bare inference on the same bundle, interleaved in one process; report medians.
+    /// Measure a bundle on this box: load time (read, verify, plan, warm-up), per-image
+    /// latency p50/p95/p99 with preprocessing and inference apart, peak RSS (VmHWM) and
+    /// bundle size.
     ///
-    /// Example: linesight-edge bench --bundle model.lsb --frames 100 --rounds 7 --json
+    /// Each image is a synthetic --size frame, preprocessed as the manifest says, then
+    /// inferred. --profile adds the share of each tract op type in one run (median of 5
+    /// runs per node). --pipeline measures instead the run loop's frames/s (synthetic
+    /// source, null sink) against bare inference, interleaved over --rounds of --frames.
+    ///
+    /// Example: linesight-edge bench --bundle model.lsb --threads 2 --iterations 200 --json
+    ///
+    /// Example: linesight-edge bench --bundle model-int8.lsb --profile
+    ///
+    /// Example: linesight-edge bench --bundle model.lsb --pipeline --frames 100 --rounds 7
     Bench {
         /// The bundle (default: the installed current model under --root).
         #[arg(long)]
@@ -138,16 +151,51 @@ pub enum Command {
         /// Models root (default: $LINESIGHT_ROOT or /var/lib/linesight).
         #[arg(long)]
         root: Option<PathBuf>,
-        /// Frames per round and variant.
+        /// Threads tract runs the model on (1: this thread only).
+        #[arg(long, default_value_t = linesight_edge::config::DEFAULT_THREADS)]
+        threads: usize,
+        /// Measured images (after --warmup unmeasured ones).
+        #[arg(long, default_value_t = 100)]
+        iterations: usize,
+        /// Unmeasured images first (caches, CPU clocks).
+        #[arg(long, default_value_t = 10)]
+        warmup: usize,
+        /// Also time every op of the plan and print each op type's share.
+        #[arg(long, conflicts_with = "pipeline")]
+        profile: bool,
+        /// Measure the run loop against bare inference (frames/s) instead.
+        #[arg(long)]
+        pipeline: bool,
+        /// --pipeline: frames per round and variant.
         #[arg(long, default_value_t = 100)]
         frames: u64,
-        /// Rounds (each runs both variants, alternating which goes first).
+        /// --pipeline: rounds (each runs both variants, alternating which goes first).
         #[arg(long, default_value_t = 7)]
         rounds: usize,
         /// Synthetic frame size WIDTHxHEIGHT.
         #[arg(long, default_value = "640x480", value_parser = parse_size)]
         size: (u32, u32),
-        /// Print the report (with every round's figures) as JSON.
+        /// Print the report as one JSON object (with the raw per-image or per-round times).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a bundle holds and write its ONNX model out for other tools.
+    ///
+    /// Verifies the file (checksum, model hash) and prints the manifest: model id and
+    /// version, precision, labels, preprocessing, decision rule, parity figures,
+    /// provenance, self-test vectors, the signing key's fingerprint (or `unsigned`), and
+    /// the ONNX model's size and sha256. --extract-onnx writes the raw ONNX bytes, which
+    /// onnxruntime and Netron open as they are.
+    ///
+    /// Example: linesight-edge inspect --bundle model.lsb --extract-onnx model.onnx
+    Inspect {
+        /// The bundle (`*.lsb`).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Write the model's ONNX bytes to this file.
+        #[arg(long, value_name = "FILE")]
+        extract_onnx: Option<PathBuf>,
+        /// Print the report as one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -226,6 +274,9 @@ pub struct RunArgs {
     /// How many best labels each decision line lists (1..=8).
     #[arg(long)]
     pub top_k: Option<usize>,
+    /// Threads tract runs the model on (config: model.threads; default 1).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Print the final report as JSON on stdout (after the decision lines).
     #[arg(long)]
     pub json: bool,

@@ -42,6 +42,10 @@ const MODEL_SIDE_KEYS: [&str; 7] = [
     "resize_shorter",
 ];
 
+/// Tract threads when neither `--threads` nor `model.threads` says (measured on
+/// MobileNetV2: docs/benchmarks.md, "int8 side by side").
+pub const DEFAULT_THREADS: usize = 1;
+
 /// The `edge.toml` file. Every key is optional.
 #[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -73,6 +77,10 @@ pub struct ModelSection {
     /// Following `current` (no bundle): look at the pointer every N ms for a hot swap;
     /// 0: only on SIGHUP.
     pub poll_current_ms: u64,
+    /// Threads tract runs the model on (1..=64): 1 = the loop's own thread; N > 1 = a
+    /// pool of N threads for the model's matrix products (see docs/benchmarks.md for the
+    /// measured default).
+    pub threads: usize,
 }
 
 impl Default for ModelSection {
@@ -84,6 +92,7 @@ impl Default for ModelSection {
             trusted_keys: Vec::new(),
             allow_unsigned: false,
             poll_current_ms: 1000,
+            threads: DEFAULT_THREADS,
         }
     }
 }
@@ -278,6 +287,7 @@ pub struct Overrides {
     pub smoothing_frames: Option<usize>,
     pub stall_timeout_ms: Option<u64>,
     pub top_k: Option<usize>,
+    pub threads: Option<usize>,
 }
 
 /// A station as resolved.
@@ -318,6 +328,8 @@ pub struct RunSettings {
     pub allow_unsigned: bool,
     /// Interval between looks at `current` for a hot swap; None: only on SIGHUP.
     pub poll_current: Option<Duration>,
+    /// Tract threads for the running model (and a hot-swapped one).
+    pub threads: usize,
     /// Test hook: the available memory to assume (not a config key).
     #[serde(skip)]
     pub mem_available: memory::Available,
@@ -441,12 +453,20 @@ pub fn resolve(file: EdgeConfig, o: Overrides) -> Result<RunSettings, ConfigErro
         .iter()
         .map(|k| KeySpec::parse(k, base))
         .collect();
+    let threads = o.threads.unwrap_or(file.model.threads);
+    if !(1..=crate::engine::MAX_THREADS).contains(&threads) {
+        return Err(bad(format!(
+            "threads {threads} is out of range 1..={}",
+            crate::engine::MAX_THREADS
+        )));
+    }
     let poll_current =
         (file.model.poll_current_ms > 0).then(|| Duration::from_millis(file.model.poll_current_ms));
     Ok(RunSettings {
         trusted_keys,
         allow_unsigned: file.model.allow_unsigned,
         poll_current,
+        threads,
         mem_available: memory::Available::Kernel,
         bundle: o.bundle.or(file.model.bundle),
         root,

@@ -5,12 +5,23 @@
 //! state, warm up); [`Engine::infer`] only copies the input in and the logits out. The
 //! trainer uses this same type for its export parity check and to compute the self-test
 //! vectors, so what the box runs is what was checked at export.
+//!
+//! Threads: [`Engine::set_threads`] gives the engine its own tract executor (a rayon pool
+//! of N threads for matrix products and large elementwise ops, tract-linalg's
+//! `multithread-mm`); 1 (the default) runs everything on the calling thread. The executor
+//! is installed around each run, so two engines in one process (hot swap) never share or
+//! race on tract's global default.
 
 use linesight_shared::bundle::Bundle;
 use linesight_shared::manifest::{Manifest, SelfTestVector};
 use linesight_shared::preprocess::Preprocessor;
 use std::sync::Arc;
+use std::time::Instant;
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
+
+/// The most threads [`Engine::set_threads`] accepts.
+pub const MAX_THREADS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -24,6 +35,8 @@ pub enum EngineError {
     Run(String),
     #[error("self-test vector {index}: {problem}")]
     SelfTest { index: usize, problem: String },
+    #[error("{threads} threads: {problem}")]
+    Threads { threads: usize, problem: String },
 }
 
 thread_local! {
@@ -68,6 +81,19 @@ pub struct Engine {
     input_shape: Vec<usize>,
     input_len: usize,
     output_len: usize,
+    executor: Executor,
+    threads: usize,
+}
+
+/// Time spent in one node of the plan during one [`Engine::profile`] run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeTime {
+    /// The node's name in the optimized model.
+    pub node: String,
+    /// The op's name and its first output's type, e.g. `OptMatMul -> I32`: what
+    /// [`Engine::profile`] callers group by.
+    pub op: String,
+    pub ms: f64,
 }
 
 impl Engine {
@@ -91,6 +117,8 @@ impl Engine {
             input_shape: input_shape.to_vec(),
             input_len,
             output_len: 0,
+            executor: Executor::SingleThread,
+            threads: 1,
         };
         engine.output_len = engine.run_with(&vec![0.0; input_len], |l| Ok(l.len()))?;
         Ok(engine)
@@ -117,6 +145,35 @@ impl Engine {
         self.output_len
     }
 
+    /// Threads tract uses for this engine's runs (1: the calling thread only).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs this engine's inference on `threads` threads from now on: 1 = on the caller's
+    /// thread, N > 1 = a pool of N threads that this engine owns. Fails when `threads` is
+    /// 0 or above [`MAX_THREADS`], or when the pool cannot be started.
+    pub fn set_threads(&mut self, threads: usize) -> Result<(), EngineError> {
+        if !(1..=MAX_THREADS).contains(&threads) {
+            return Err(EngineError::Threads {
+                threads,
+                problem: format!("the thread count must be 1..={MAX_THREADS}"),
+            });
+        }
+        self.executor = if threads == 1 {
+            Executor::SingleThread
+        } else {
+            // tract panics when the pool cannot be built (e.g. no more threads allowed).
+            std::panic::catch_unwind(|| Executor::multithread_with_name(threads, "linesight-tract"))
+                .map_err(|_| EngineError::Threads {
+                    threads,
+                    problem: "cannot start the thread pool".into(),
+                })?
+        };
+        self.threads = threads;
+        Ok(())
+    }
+
     /// The optimized tract model (for inspection and plan checks).
     pub fn model(&self) -> &TypedModel {
         self.plan.model()
@@ -136,7 +193,10 @@ impl Engine {
             });
         }
         let t = Tensor::from_shape(&self.input_shape, input).map_err(run_err)?;
-        let result = self.state.run(tvec!(t.into_tvalue())).map_err(run_err)?;
+        let state = &mut self.state;
+        let result =
+            multithread_tract_scope(self.executor.clone(), || state.run(tvec!(t.into_tvalue())))
+                .map_err(run_err)?;
         let logits = result[0]
             .try_as_plain_ram()
             .and_then(|v| v.as_slice::<f32>())
@@ -159,6 +219,40 @@ impl Engine {
             logits.copy_from_slice(out);
             Ok(())
         })
+    }
+
+    /// Runs one input with a clock around every node of the plan (not the hot path: it
+    /// allocates). The times are those of one run, in plan order.
+    pub fn profile(&mut self, input: &[f32]) -> Result<Vec<NodeTime>, EngineError> {
+        if input.len() != self.input_len {
+            return Err(EngineError::InputSize {
+                expected: self.input_len,
+                got: input.len(),
+            });
+        }
+        let t = Tensor::from_shape(&self.input_shape, input).map_err(run_err)?;
+        let mut times = Vec::new();
+        let state = &mut self.state;
+        multithread_tract_scope(self.executor.clone(), || {
+            state.run_plan_with_eval(tvec!(t.into_tvalue()), |ctx, op_state, node, inputs| {
+                let start = Instant::now();
+                let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                let ms = start.elapsed().as_secs_f64() * 1e3;
+                let dt = node
+                    .outputs
+                    .first()
+                    .map(|o| format!("{:?}", o.fact.datum_type))
+                    .unwrap_or_default();
+                times.push(NodeTime {
+                    node: node.name.clone(),
+                    op: format!("{} -> {dt}", node.op().name()),
+                    ms,
+                });
+                out
+            })
+        })
+        .map_err(run_err)?;
+        Ok(times)
     }
 
     /// Runs every self-test vector of a manifest and compares the logits.

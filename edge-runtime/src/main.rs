@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command, RunArgs};
 use linesight_edge::commands::{
-    bench, cameras, classify, export_uncertain, install, rollback, run, status,
+    bench, cameras, classify, export_uncertain, inspect, install, rollback, run, status,
 };
 use linesight_edge::config::{self, EdgeConfig, Overrides};
 use linesight_edge::{notify, shutdown, slots};
@@ -35,6 +35,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             bundle,
             json,
             top_k,
+            threads,
             paths,
         } => {
             let settings = classify::ClassifySettings {
@@ -42,6 +43,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 paths,
                 json,
                 top_k,
+                threads,
             };
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
@@ -143,20 +145,67 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench {
             bundle,
             root,
-            frames,
-            rounds,
+            threads,
+            iterations,
+            warmup,
+            profile,
+            pipeline: false,
             size,
             json,
+            ..
         } => {
             let r = bench::run(&bench::BenchSettings {
                 bundle,
                 root: slots::resolve_root(root),
+                threads,
+                iterations: iterations.max(1),
+                warmup,
+                size,
+                profile,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                print!("{}", r.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect {
+            bundle,
+            extract_onnx,
+            json,
+        } => {
+            let r = inspect::run(&inspect::InspectSettings {
+                bundle,
+                extract_onnx,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                print!("{}", r.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            bundle,
+            root,
+            threads,
+            frames,
+            rounds,
+            size,
+            json,
+            ..
+        } => {
+            let r = bench::pipeline::run(&bench::pipeline::PipelineSettings {
+                bundle,
+                root: slots::resolve_root(root),
+                threads,
                 frames: frames.max(1),
                 rounds: rounds.max(1),
                 size,
             })?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
                     "{} ({:?}, frames {}x{}): bare infer {:.2} frames/s, pipeline {:.2} frames/s (medians of {} rounds x {} frames), overhead {:.1}% (paired rounds {:.1}%; from stages: {:.2} ms of each frame outside inference = {:.1}%); stages: preprocess {:.2} ms, infer {:.2} ms, decide+sink {:.3} ms",
@@ -247,6 +296,7 @@ fn run_command(a: RunArgs) -> anyhow::Result<ExitCode> {
             smoothing_frames: a.smoothing,
             stall_timeout_ms: a.stall_timeout_ms,
             top_k: a.top_k,
+            threads: a.threads,
         },
     )?;
     if a.show_settings {

@@ -60,6 +60,8 @@ pub struct SwapSettings {
     /// The stations and smoothing the loop runs with (a new model gets the same).
     pub stations: Vec<StationPlan>,
     pub smoothing_frames: usize,
+    /// Tract threads for a new model (the running one's setting).
+    pub threads: usize,
     /// Set by SIGHUP ([`install_sighup`]); a test passes its own flag.
     pub hup: Option<&'static AtomicBool>,
 }
@@ -270,8 +272,15 @@ impl Worker {
             memory::SWAP_HINT,
         )?;
         drop(bytes);
+        let mut engine = checked.engine;
+        engine
+            .set_threads(self.s.threads)
+            .map_err(|source| InstallError::Load {
+                path: path.display().to_string(),
+                source,
+            })?;
         Ok(LoadedModel::new(
-            checked.engine,
+            engine,
             &checked.bundle.manifest,
             &self.s.stations,
             self.s.smoothing_frames,

@@ -125,6 +125,7 @@ fn polling_and_swapping_allocate_nothing_per_frame() {
                 mem_available: Available::Kernel,
                 stations: stations.clone(),
                 smoothing_frames: 4,
+                threads: 1,
                 hup: None,
             },
             metrics.clone(),

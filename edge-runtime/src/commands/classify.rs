@@ -17,6 +17,8 @@ pub struct ClassifySettings {
     pub paths: Vec<PathBuf>,
     pub json: bool,
     pub top_k: usize,
+    /// Tract threads (1: this thread only).
+    pub threads: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -58,6 +60,7 @@ pub fn run(s: &ClassifySettings, out: &mut dyn Write) -> Result<ClassifyReport> 
         .with_context(|| format!("cannot use bundle `{}`", s.bundle.display()))?;
     let mut engine = Engine::from_bundle(&bundle)
         .with_context(|| format!("cannot load the model in `{}`", s.bundle.display()))?;
+    engine.set_threads(s.threads)?;
     let m = &bundle.manifest;
     tracing::info!(model = %m.model_id, version = %m.model_version, precision = %m.precision, classes = m.labels.len(), "bundle loaded");
     let mut pre = Preprocessor::new(m.preprocess);

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod cameras;
 pub mod classify;
 pub mod export_uncertain;
+pub mod inspect;
 pub mod install;
 pub mod rollback;
 pub mod run;

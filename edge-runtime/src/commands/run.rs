@@ -145,8 +145,9 @@ pub fn run(s: &RunSettings, stop: &AtomicBool, notifier: &mut Notifier) -> Resul
         .transpose()
         .context("cannot start the health endpoint")?;
     let (path, bundle, slot) = load_model(s.bundle.as_deref(), &s.root)?;
-    let engine = Engine::from_bundle(&bundle)
+    let mut engine = Engine::from_bundle(&bundle)
         .with_context(|| format!("cannot load the model in `{}`", path.display()))?;
+    engine.set_threads(s.threads)?;
     let m = &bundle.manifest;
     tracing::info!(model = %m.model_id, version = %m.model_version, bundle = %path.display(), classes = m.labels.len(), "model loaded");
 
@@ -193,6 +194,7 @@ pub fn run(s: &RunSettings, stop: &AtomicBool, notifier: &mut Notifier) -> Resul
                 mem_available: s.mem_available,
                 stations: stations.clone(),
                 smoothing_frames: s.smoothing_frames,
+                threads: s.threads,
                 hup: Some(hup),
             },
             metrics.clone(),

@@ -1,9 +1,11 @@
 //! The edge runtime's integration tests, one module per topic. `tests/alloc.rs` is a
 //! separate binary (it installs a counting global allocator).
 
+mod bench;
 mod camera;
 mod convert;
 mod deps;
+mod inspect;
 mod install;
 mod install_bin;
 mod run;

@@ -322,6 +322,7 @@ fn a_swap_without_memory_for_two_models_is_refused_and_counted() {
             mem_available: Available::Override(1 << 20),
             stations: vec![("frame".into(), None)],
             smoothing_frames: 1,
+            threads: 1,
             hup: Some(hup),
         },
         metrics.clone(),

@@ -1,4 +1,4 @@
-//! `linesight-edge bench`: end-to-end frames/s of the run loop (synthetic source ->
+//! `linesight-edge bench --pipeline`: end-to-end frames/s of the run loop (synthetic source ->
 //! station copy -> preprocess -> infer -> decide -> JSON line, null sink) against bare
 //! [`Engine::infer`] on the same bundle, interleaved round by round in one process, with
 //! medians. The difference is what the pipeline costs on top of the model.
@@ -19,9 +19,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub struct BenchSettings {
+pub struct PipelineSettings {
     pub bundle: Option<PathBuf>,
     pub root: PathBuf,
+    /// Tract threads.
+    pub threads: usize,
     /// Frames per round and variant.
     pub frames: u64,
     pub rounds: usize,
@@ -30,7 +32,7 @@ pub struct BenchSettings {
 }
 
 #[derive(Debug, Serialize)]
-pub struct BenchReport {
+pub struct PipelineReport {
     pub model_id: String,
     pub bundle: String,
     pub input_shape: Vec<usize>,
@@ -63,6 +65,7 @@ pub struct BenchReport {
     pub threads: usize,
 }
 
+/// The median (0 for an empty slice).
 pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
@@ -88,10 +91,11 @@ fn spread(v: &[f64]) -> f64 {
 }
 
 /// Runs the benchmark. Fails when the bundle cannot be loaded.
-pub fn run(s: &BenchSettings) -> Result<BenchReport> {
+pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
     let (path, bundle) = load_bundle(s.bundle.as_deref(), &s.root)?;
-    let engine = Engine::from_bundle(&bundle)
+    let mut engine = Engine::from_bundle(&bundle)
         .with_context(|| format!("cannot load the model in `{}`", path.display()))?;
+    engine.set_threads(s.threads)?;
     let m = &bundle.manifest;
     let metrics = Arc::new(Metrics::new(Duration::from_secs(5)));
     let sink = JsonlSink::open(&SinkSpec::None, 0, 0)?;
@@ -190,7 +194,7 @@ pub fn run(s: &BenchSettings) -> Result<BenchReport> {
     let pipe_frames = (s.frames * s.rounds as u64).max(1) as f64;
     let frame_ms = pipeline_seconds * 1e3 / pipe_frames;
     let other_ms = frame_ms - infer_ms;
-    Ok(BenchReport {
+    Ok(PipelineReport {
         model_id: m.model_id.clone(),
         bundle: path.display().to_string(),
         input_shape: m.preprocess.input_shape().to_vec(),
@@ -219,7 +223,7 @@ pub fn run(s: &BenchSettings) -> Result<BenchReport> {
         infer_mean_ms: infer_ms,
         decide_mean_ms: since(&metrics.decide, stages_before_dec),
         peak_rss_bytes: metrics::peak_rss_bytes(),
-        threads: 1,
+        threads: s.threads,
     })
 }
 

@@ -1,0 +1,151 @@
+//! `linesight-edge inspect`: what a bundle holds (its manifest, signature and model), and
+//! the raw ONNX bytes written out for other tools (onnxruntime, Netron).
+
+use anyhow::{Context, Result};
+use linesight_shared::bundle::{sha256, Bundle};
+use linesight_shared::signature::fingerprint;
+use serde::Serialize;
+use std::path::PathBuf;
+
+pub struct InspectSettings {
+    pub bundle: PathBuf,
+    /// Write the model's ONNX bytes to this file.
+    pub extract_onnx: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InspectReport {
+    pub bundle: String,
+    pub bundle_bytes: u64,
+    pub format_version: u32,
+    pub model_id: String,
+    pub model_version: String,
+    pub precision: String,
+    pub labels: Vec<String>,
+    pub input: serde_json::Value,
+    pub output: serde_json::Value,
+    pub preprocess: serde_json::Value,
+    pub decision: serde_json::Value,
+    pub parity: serde_json::Value,
+    pub provenance: serde_json::Value,
+    pub min_runtime_version: String,
+    pub self_test_vectors: usize,
+    /// `ed25519:` + 16 hex of the signing key, or `unsigned`. Not a trust decision:
+    /// `install` checks the key against the box's trusted keys.
+    pub signature: String,
+    pub onnx_bytes: u64,
+    pub onnx_sha256: String,
+    /// Where the ONNX bytes were written (`--extract-onnx`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extracted_onnx: Option<String>,
+}
+
+fn json(v: &impl Serialize) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+/// Reads and verifies the bundle (checksum, model hash), and writes its ONNX bytes when
+/// asked. Fails when the bundle cannot be read or verified, or the ONNX file cannot be
+/// written, naming the file.
+pub fn run(s: &InspectSettings) -> Result<InspectReport> {
+    let bundle_bytes = fs_err::metadata(&s.bundle)
+        .context("cannot read the bundle")?
+        .len();
+    let b = Bundle::read(&s.bundle)
+        .with_context(|| format!("cannot use bundle `{}`", s.bundle.display()))?;
+    let extracted_onnx = match &s.extract_onnx {
+        Some(out) => {
+            fs_err::write(out, &b.model).with_context(|| {
+                format!(
+                    "cannot write the ONNX model of `{}` to `{}`",
+                    s.bundle.display(),
+                    out.display()
+                )
+            })?;
+            Some(out.display().to_string())
+        }
+        None => None,
+    };
+    let m = &b.manifest;
+    Ok(InspectReport {
+        bundle: s.bundle.display().to_string(),
+        bundle_bytes,
+        format_version: b.format_version,
+        model_id: m.model_id.clone(),
+        model_version: m.model_version.clone(),
+        precision: m.precision.to_string(),
+        labels: m.labels.clone(),
+        input: json(&m.input),
+        output: json(&m.output),
+        preprocess: json(&m.preprocess),
+        decision: json(&m.decision),
+        parity: json(&m.parity),
+        provenance: json(&m.provenance),
+        min_runtime_version: m.min_runtime_version.clone(),
+        self_test_vectors: m.self_test.len(),
+        signature: b
+            .signature
+            .as_ref()
+            .map(|sig| fingerprint(&sig.public_key))
+            .unwrap_or_else(|| "unsigned".into()),
+        onnx_bytes: b.model.len() as u64,
+        onnx_sha256: hex::encode(sha256(&b.model)),
+        extracted_onnx,
+    })
+}
+
+/// `key: value` lines of a JSON object (nested objects inline).
+fn fields(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    }
+}
+
+impl InspectReport {
+    /// The text report (`inspect` without `--json`).
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "bundle       {} ({} bytes, format {})\n\
+             model        {} {} ({})\n\
+             signature    {}\n\
+             onnx         {} bytes, sha256 {}\n\
+             input        {}\n\
+             output       {}\n\
+             preprocess   {}\n\
+             decision     {}\n\
+             parity       {}\n\
+             provenance   {}\n\
+             runtime      >= {}\n\
+             self-test    {} vectors\n\
+             labels       {} ({})\n",
+            self.bundle,
+            self.bundle_bytes,
+            self.format_version,
+            self.model_id,
+            self.model_version,
+            self.precision,
+            self.signature,
+            self.onnx_bytes,
+            self.onnx_sha256,
+            fields(&self.input),
+            fields(&self.output),
+            fields(&self.preprocess),
+            fields(&self.decision),
+            fields(&self.parity),
+            fields(&self.provenance),
+            self.min_runtime_version,
+            self.self_test_vectors,
+            self.labels.len(),
+            self.labels.join(", "),
+        );
+        if let Some(p) = &self.extracted_onnx {
+            out.push_str(&format!("wrote the ONNX model to `{p}`\n"));
+        }
+        out
+    }
+}
