@@ -94,11 +94,14 @@ struct Counts {
     resize_bytes: u64,
 }
 
-/// Warm-up, then `FRAMES` frames with the counter armed on this thread.
+/// Warm-up, then `FRAMES` frames with the counter armed on this thread. With `threads`
+/// > 1 tract's pool threads run parts of each inference; the counter is armed on the
+/// loop's thread only, so what the pool threads allocate is tract's and not counted.
 fn measure(
     bundle: &Bundle,
     frame: (u32, u32),
     stations: &[(String, Option<Rect>)],
+    threads: usize,
 ) -> (Counts, u64) {
     let d = tempfile::tempdir().unwrap();
     let sink = JsonlSink::open(
@@ -110,8 +113,10 @@ fn measure(
     )
     .unwrap();
     let metrics = Arc::new(Metrics::new(Duration::from_secs(5)));
+    let mut engine = Engine::from_bundle(bundle).unwrap();
+    engine.set_threads(threads).unwrap();
     let mut p = Pipeline::new(
-        Engine::from_bundle(bundle).unwrap(),
+        engine,
         &bundle.manifest,
         stations,
         DecisionOptions {
@@ -163,8 +168,15 @@ fn measure(
     (counts, infers)
 }
 
-fn check(name: &str, bundle: &Bundle, frame: (u32, u32), stations: &[(String, Option<Rect>)]) {
-    let (c, infers) = measure(bundle, frame, stations);
+fn check(
+    name: &str,
+    bundle: &Bundle,
+    frame: (u32, u32),
+    stations: &[(String, Option<Rect>)],
+    threads: usize,
+) {
+    let name = &format!("{name} ({threads} tract threads)");
+    let (c, infers) = measure(bundle, frame, stations, threads);
     let runs = FRAMES * stations.len() as u64;
     eprintln!(
         "{name}: {FRAMES} frames x {} stations: linesight's loop {} allocations ({} bytes); \
@@ -183,12 +195,16 @@ fn check(name: &str, bundle: &Bundle, frame: (u32, u32), stations: &[(String, Op
         c.resize_bytes as f64 / runs as f64,
     );
     assert!(infers >= runs);
-    // The dependencies' share is a fixed cost per run, not a leak that grows.
-    assert_eq!(
-        c.tract % runs,
-        0,
-        "{name}: tract's allocations are not constant per run"
-    );
+    // The dependencies' share is a fixed cost per run, not a leak that grows. With a pool,
+    // which thread allocates a result depends on rayon's scheduling (only the loop's
+    // thread is counted): measured on MobileNetV2, 602 per run at 1 thread, 458.3 at 2.
+    if threads == 1 {
+        assert_eq!(
+            c.tract % runs,
+            0,
+            "{name}: tract's allocations are not constant per run"
+        );
+    }
     assert_eq!(
         c.resize % runs,
         0,
@@ -232,14 +248,18 @@ fn steady_state_allocates_nothing_outside_inference() {
         ),
         ("frame".to_string(), None),
     ];
-    check("tiny", &b, (64, 48), &stations);
+    check("tiny", &b, (64, 48), &stations, 1);
+    check("tiny", &b, (64, 48), &stations, 2);
     if let Some(path) = std::env::var_os("LINESIGHT_ALLOC_BUNDLE") {
         let b = Bundle::read(std::path::Path::new(&path)).unwrap();
-        check(
-            &path.to_string_lossy(),
-            &b,
-            (640, 480),
-            &[("frame".to_string(), None)],
-        );
+        for threads in [1, 2] {
+            check(
+                &path.to_string_lossy(),
+                &b,
+                (640, 480),
+                &[("frame".to_string(), None)],
+                threads,
+            );
+        }
     }
 }

@@ -29,6 +29,9 @@ pub struct InspectReport {
     pub parity: serde_json::Value,
     pub provenance: serde_json::Value,
     pub min_runtime_version: String,
+    /// Manifest fields this report does not name (those of newer format versions).
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub other: serde_json::Map<String, serde_json::Value>,
     pub self_test_vectors: usize,
     /// `ed25519:` + 16 hex of the signing key, or `unsigned`. Not a trust decision:
     /// `install` checks the key against the box's trusted keys.
@@ -43,6 +46,22 @@ pub struct InspectReport {
 fn json(v: &impl Serialize) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
+
+/// Manifest fields the report shows under their own names (or counts: `self_test`).
+const NAMED: [&str; 12] = [
+    "model_id",
+    "model_version",
+    "labels",
+    "preprocess",
+    "input",
+    "output",
+    "precision",
+    "model_sha256",
+    "decision",
+    "self_test",
+    "parity",
+    "provenance",
+];
 
 /// Reads and verifies the bundle (checksum, model hash), and writes its ONNX bytes when
 /// asked. Fails when the bundle cannot be read or verified, or the ONNX file cannot be
@@ -67,6 +86,11 @@ pub fn run(s: &InspectSettings) -> Result<InspectReport> {
         None => None,
     };
     let m = &b.manifest;
+    let mut other = match json(m) {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    other.retain(|k, _| !NAMED.contains(&k.as_str()) && k != "min_runtime_version");
     Ok(InspectReport {
         bundle: s.bundle.display().to_string(),
         bundle_bytes,
@@ -82,6 +106,7 @@ pub fn run(s: &InspectSettings) -> Result<InspectReport> {
         parity: json(&m.parity),
         provenance: json(&m.provenance),
         min_runtime_version: m.min_runtime_version.clone(),
+        other,
         self_test_vectors: m.self_test.len(),
         signature: b
             .signature
@@ -143,6 +168,9 @@ impl InspectReport {
             self.labels.len(),
             self.labels.join(", "),
         );
+        for (k, v) in &self.other {
+            out.push_str(&format!("{k:<12} {}\n", fields(v)));
+        }
         if let Some(p) = &self.extracted_onnx {
             out.push_str(&format!("wrote the ONNX model to `{p}`\n"));
         }

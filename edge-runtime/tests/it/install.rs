@@ -11,7 +11,7 @@ use linesight_edge::engine::Engine;
 use linesight_edge::memory::Available;
 use linesight_edge::slots;
 use linesight_edge::trust::KeySpec;
-use linesight_shared::bundle::{sha256, Bundle};
+use linesight_shared::bundle::{sha256, Bundle, FORMAT_VERSION};
 use linesight_shared::signature::SecretKey;
 use std::path::{Path, PathBuf};
 
@@ -269,12 +269,13 @@ fn unsigned_is_refused_without_allow_unsigned() {
 fn future_format_version_is_refused() {
     let f = Fixture::new();
     let mut bytes = signed(bundle("2", 2.0), &f.key);
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let (supported, newer) = (FORMAT_VERSION, FORMAT_VERSION + 1);
+    bytes[8..12].copy_from_slice(&newer.to_le_bytes());
     rechecksum(&mut bytes);
     let msg = f.assert_refused(
         &bytes,
         |_| {},
-        &["bundle format version 2 is newer than this runtime supports (up to 1); update linesight-edge"],
+        &[&format!("bundle format version {newer} is newer than this runtime supports (up to {supported}); update linesight-edge")],
     );
     eprintln!("{msg}");
 }
