@@ -115,7 +115,7 @@ struct Variant {
     agreement: Option<(f64, f64)>,
 }
 
-fn read_bundle(p: &PathBuf) -> Result<Bundle> {
+fn read_bundle(p: &std::path::Path) -> Result<Bundle> {
     Bundle::read(p).with_context(|| format!("cannot use bundle `{}`", p.display()))
 }
 
@@ -190,7 +190,7 @@ fn bench_model(
     agreement_set: &[PathBuf],
 ) -> Result<Vec<Cell>> {
     let f32b = read_bundle(&spec.f32)?;
-    let int8b = spec.int8.as_ref().map(read_bundle).transpose()?;
+    let int8b = spec.int8.as_deref().map(read_bundle).transpose()?;
     let ort_int8 = spec
         .ort_int8
         .as_ref()

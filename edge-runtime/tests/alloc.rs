@@ -94,9 +94,9 @@ struct Counts {
     resize_bytes: u64,
 }
 
-/// Warm-up, then `FRAMES` frames with the counter armed on this thread. With `threads`
-/// > 1 tract's pool threads run parts of each inference; the counter is armed on the
-/// loop's thread only, so what the pool threads allocate is tract's and not counted.
+/// Warm-up, then `FRAMES` frames with the counter armed on this thread. With more than
+/// one tract thread, the pool's threads run parts of each inference; the counter is armed
+/// on the loop's thread only, so what the pool threads allocate is tract's, not counted.
 fn measure(
     bundle: &Bundle,
     frame: (u32, u32),
