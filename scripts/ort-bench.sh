@@ -67,7 +67,9 @@ for spec in "mnv2 $MNV2_F32 $MNV2_INT8" "vit-b16 $VIT_F32 $VIT_INT8"; do
   [ -f "$int8" ] || { log "$name: no int8 bundle at $int8 (tract int8 skipped)"; int8=""; }
   mkdir -p "$W/$name"
   # 3. onnxruntime's own int8 model from the f32 bundle's ONNX.
-  "$EDGE" inspect --bundle "$f32" --json --extract-onnx "$W/$name/f32.onnx" >"$W/$name/inspect.json"
+  if [ ! -f "$W/$name/f32.onnx" ] || [ "$f32" -nt "$W/$name/f32.onnx" ]; then
+    "$EDGE" inspect --bundle "$f32" --json --extract-onnx "$W/$name/f32.onnx" >"$W/$name/inspect.json"
+  fi
   if [ ! -f "$W/$name/ort-int8.onnx" ] || [ "$W/$name/f32.onnx" -nt "$W/$name/ort-int8.onnx" ]; then
     log "$name: quantising for onnxruntime (QDQ and QOperator, per-channel; the fastest is kept)"
     "$W/venv/bin/python" scripts/ort-quantize.py --onnx "$W/$name/f32.onnx" \

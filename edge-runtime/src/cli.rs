@@ -167,10 +167,10 @@ pub enum Command {
         #[arg(long)]
         pipeline: bool,
         /// --pipeline: frames per round and variant.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, requires = "pipeline")]
         frames: u64,
         /// --pipeline: rounds (each runs both variants, alternating which goes first).
-        #[arg(long, default_value_t = 7)]
+        #[arg(long, default_value_t = 7, requires = "pipeline")]
         rounds: usize,
         /// Synthetic frame size WIDTHxHEIGHT.
         #[arg(long, default_value = "640x480", value_parser = parse_size)]
