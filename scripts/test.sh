@@ -30,7 +30,9 @@ fi
 
 scripts/fetch-weights.sh
 export LINESIGHT_REQUIRE_WEIGHTS=1 LINESIGHT_NO_PROGRESS=1
-cargo test --workspace --no-fail-fast
-# The V4L2 camera source (off by default): built and its tests run (no camera device is
-# needed: without one, `camera:ID` must fail with a clear message).
-cargo test -p linesight-edge --features camera --no-fail-fast
+# One run over the default members, with the V4L2 camera source (off by default) built in
+# and its tests run (no camera device is needed: without one, `camera:ID` must fail with a
+# clear message). One feature set means tract, candle and the rest are built once; the
+# end-to-end tests build the binaries with the same features (LINESIGHT_E2E_FEATURES).
+export LINESIGHT_E2E_FEATURES=linesight-edge/camera
+cargo test --features "$LINESIGHT_E2E_FEATURES" --no-fail-fast

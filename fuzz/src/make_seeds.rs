@@ -31,6 +31,7 @@ fn main() -> std::io::Result<()> {
         parity: Parity::default(),
         provenance: Provenance::default(),
         min_runtime_version: "0.1.0".into(),
+        v2: Default::default(),
     };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     std::fs::create_dir_all(dir.join("bundle"))?;

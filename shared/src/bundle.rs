@@ -9,7 +9,8 @@
 //! 8       4     format version (u32)           -- read before anything else
 //! 12      4     manifest length M (u32)
 //! 16      8     model length N (u64)
-//! 24      M     manifest (postcard, see crate::manifest)
+//! 24      M     manifest (postcard, see crate::manifest; from version 2 followed by
+//!               the postcard ManifestV2 fields)
 //! 24+M    N     model (ONNX protobuf)
 //! ..      1     signature kind: 0 = unsigned, 1 = ed25519
 //! ..      96    only when kind = 1: public key (32) + signature (64) over
@@ -27,8 +28,9 @@ use std::path::Path;
 
 /// File magic, the first 8 bytes of every bundle.
 pub const MAGIC: &[u8; 8] = b"LSBUNDLE";
-/// The bundle format this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest bundle format this build reads. It writes version 1 unless the manifest
+/// carries version-2 fields ([`crate::manifest::ManifestV2`]).
+pub const FORMAT_VERSION: u32 = 2;
 const HEADER_LEN: usize = 24;
 const CHECKSUM_LEN: usize = 32;
 /// Hard upper bound on the manifest, so a corrupt length cannot ask for gigabytes.
@@ -98,7 +100,7 @@ impl Bundle {
     pub fn new(mut manifest: Manifest, model: Vec<u8>) -> Self {
         manifest.model_sha256 = sha256(&model);
         Bundle {
-            format_version: FORMAT_VERSION,
+            format_version: if manifest.v2.is_empty() { 1 } else { 2 },
             manifest,
             model,
             signature: None,
@@ -122,7 +124,7 @@ impl Bundle {
     /// Serializes the bundle. The body digest is recomputed, so a signature set before must
     /// have been made over [`Bundle::body_digest`] of the same manifest and model.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let manifest = postcard::to_stdvec(&self.manifest).expect("manifest serializes to memory");
+        let manifest = encode_manifest(&self.manifest, self.format_version);
         let mut out = Vec::with_capacity(HEADER_LEN + manifest.len() + self.model.len() + 130);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.format_version.to_le_bytes());
@@ -233,14 +235,19 @@ impl Bundle {
         let manifest_bytes = &bytes[HEADER_LEN..HEADER_LEN + manifest_len as usize];
         // `take_from_bytes`: postcard's `from_bytes` would ignore bytes after the manifest,
         // and a bundle must be exactly what it says it is (found by `fuzz/`, target bundle).
-        let (manifest, rest): (Manifest, _) =
+        let (mut manifest, mut rest): (Manifest, _) =
             postcard::take_from_bytes(manifest_bytes).map_err(BundleError::Manifest)?;
+        if version >= 2 {
+            let (v2, r) = postcard::take_from_bytes(rest).map_err(BundleError::Manifest)?;
+            manifest.v2 = v2;
+            rest = r;
+        }
         if !rest.is_empty() {
             return Err(BundleError::ManifestTrailing { extra: rest.len() });
         }
         // One manifest, one encoding: postcard also decodes overlong varints, which would let
         // two different files (and signatures) carry the same manifest (found by `fuzz/`).
-        if postcard::to_stdvec(&manifest).map_err(BundleError::Manifest)? != manifest_bytes {
+        if encode_manifest(&manifest, version) != manifest_bytes {
             return Err(BundleError::ManifestNotCanonical);
         }
         let model = bytes[HEADER_LEN + manifest_len as usize..body_end].to_vec();
@@ -306,6 +313,15 @@ fn verify_checksum(bytes: &[u8]) -> Result<(), BundleError> {
     Ok(())
 }
 
+/// The manifest's bytes in a bundle of format `version`.
+fn encode_manifest(manifest: &Manifest, version: u32) -> Vec<u8> {
+    let mut bytes = postcard::to_stdvec(manifest).expect("manifest serializes to memory");
+    if version >= 2 {
+        bytes.extend(postcard::to_stdvec(&manifest.v2).expect("manifest serializes to memory"));
+    }
+    bytes
+}
+
 /// sha256 of a byte slice.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
@@ -315,6 +331,12 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 pub(crate) mod tests {
     use super::*;
     use crate::manifest::*;
+
+    impl Bundle {
+        fn manifest_with_hash(&self) -> Manifest {
+            self.manifest.clone()
+        }
+    }
 
     pub(crate) fn sample() -> Bundle {
         let manifest = Manifest {
@@ -337,6 +359,7 @@ pub(crate) mod tests {
             parity: Parity::default(),
             provenance: Provenance::default(),
             min_runtime_version: "0.1.0".into(),
+            v2: ManifestV2::default(),
         };
         Bundle::new(manifest, b"not really onnx".to_vec())
     }
@@ -358,7 +381,7 @@ pub(crate) mod tests {
     fn unsigned_container(manifest: &[u8], model: &[u8]) -> Vec<u8> {
         let mut bytes = Vec::new();
         bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
         bytes.extend_from_slice(&(manifest.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&(model.len() as u64).to_le_bytes());
         bytes.extend_from_slice(manifest);
@@ -434,12 +457,82 @@ pub(crate) mod tests {
     #[test]
     fn newer_version_message() {
         let mut bytes = sample().to_bytes();
-        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
         let err = Bundle::from_bytes(&bytes).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "bundle format version 2 is newer than this runtime supports (up to 1); update linesight-edge before installing this bundle"
+            "bundle format version 3 is newer than this runtime supports (up to 2); update linesight-edge before installing this bundle"
         );
+    }
+
+    fn sample_v2() -> Bundle {
+        let mut b = sample();
+        b.manifest.precision = Precision::Int8;
+        b.manifest.v2.parity_per_class = vec![
+            ClassParity {
+                reference: 10,
+                kept: 9,
+            },
+            ClassParity {
+                reference: 0,
+                kept: 0,
+            },
+        ];
+        Bundle::new(b.manifest, b.model)
+    }
+
+    #[test]
+    fn f32_bundles_stay_version_1_and_int8_parity_makes_version_2() {
+        assert_eq!(sample().format_version, 1);
+        let b = sample_v2();
+        assert_eq!(b.format_version, 2);
+        let bytes = b.to_bytes();
+        assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
+        let back = Bundle::from_bytes(&bytes).unwrap();
+        assert_eq!(back.manifest, b.manifest);
+        assert_eq!(back.manifest.v2.parity_per_class[0].recall(), 0.9);
+        assert_eq!(back.manifest.v2.parity_per_class[1].recall(), 1.0);
+        for len in 0..bytes.len() {
+            assert!(
+                Bundle::from_bytes(&bytes[..len]).is_err(),
+                "truncation to {len} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn a_version_1_header_on_a_version_2_manifest_is_refused() {
+        // The v2 fields would be trailing bytes of a v1 manifest: refused, not ignored.
+        let mut b = sample_v2();
+        b.format_version = 1;
+        let mut bytes = Vec::new();
+        let manifest = encode_manifest(&b.manifest, 2);
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&(manifest.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&(b.model.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&manifest);
+        bytes.extend_from_slice(&b.model);
+        bytes.push(0);
+        let sum = sha256(&bytes);
+        bytes.extend_from_slice(&sum);
+        let err = Bundle::from_bytes(&bytes).unwrap_err();
+        assert!(matches!(err, BundleError::ManifestTrailing { .. }), "{err}");
+    }
+
+    /// `shared/tests/fixtures/golden-v1.lsb` was written by the version-1 writer (the
+    /// sample bundle above, unsigned); it must decode forever.
+    #[test]
+    fn the_golden_version_1_bundle_decodes() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden-v1.lsb");
+        if std::env::var("LINESIGHT_WRITE_GOLDEN").as_deref() == Ok("1") {
+            sample().write(&path).unwrap();
+        }
+        let b = Bundle::read(&path).unwrap();
+        assert_eq!(b.format_version, 1);
+        assert_eq!(b.manifest, sample().manifest_with_hash());
+        assert_eq!(b.model, b"not really onnx");
     }
 
     #[test]

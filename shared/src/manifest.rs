@@ -6,6 +6,10 @@
 //! - a field is never reordered or removed within one format version (postcard is
 //!   positional); a change means a new [`crate::bundle::FORMAT_VERSION`];
 //! - the golden bundle under `shared/tests/fixtures/` must decode forever.
+//!
+//! Format version 2 adds [`ManifestV2`]: it is encoded right after the version-1 manifest,
+//! and only bundles that carry it (int8 bundles with per-class parity) are written as
+//! version 2, so f32 bundles stay readable by version-1 runtimes.
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +40,46 @@ pub struct Manifest {
     pub provenance: Provenance,
     /// Oldest `linesight-edge` version that can run this bundle (semver, `major.minor.patch`).
     pub min_runtime_version: String,
+    /// Format-version-2 fields, encoded after the fields above (see the module doc); the
+    /// default in version-1 bundles.
+    #[serde(skip)]
+    pub v2: ManifestV2,
+}
+
+/// The manifest fields added in bundle format version 2.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ManifestV2 {
+    /// Per class (same order as `labels`), how the quantised model kept the reference f32
+    /// model's top-1 on the parity images; empty for f32 bundles.
+    pub parity_per_class: Vec<ClassParity>,
+}
+
+impl ManifestV2 {
+    /// True when nothing here differs from a version-1 bundle.
+    pub fn is_empty(&self) -> bool {
+        self.parity_per_class.is_empty()
+    }
+}
+
+/// One class of the int8-vs-f32 parity check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClassParity {
+    /// Parity images the f32 model put in this class.
+    pub reference: u32,
+    /// Of those, how many the int8 model put in this class too.
+    pub kept: u32,
+}
+
+impl ClassParity {
+    /// The int8 model's recall of the f32 model's decisions for this class (1 when the
+    /// class had no image).
+    pub fn recall(&self) -> f32 {
+        if self.reference == 0 {
+            1.0
+        } else {
+            self.kept as f32 / self.reference as f32
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

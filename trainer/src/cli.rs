@@ -20,6 +20,60 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// int8 calibration, parity gate and what to quantise (`quantize`, `export --int8`,
+/// `prototypes --int8`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct QuantArgs {
+    /// Calibration images (training photos): a folder, or a `path,label,split` CSV whose
+    /// --calibration-split rows are used (labels are not read).
+    #[arg(long, value_name = "DIR|CSV")]
+    pub calibration: Option<PathBuf>,
+    /// The CSV split used for calibration (and parity, when --parity is a CSV).
+    #[arg(long, default_value = "train")]
+    pub calibration_split: String,
+    /// Held-out images for the parity check (folder or CSV); default: every 4th
+    /// calibration image, set aside and not calibrated on.
+    #[arg(long, value_name = "DIR|CSV")]
+    pub parity: Option<PathBuf>,
+    /// At most this many calibration images (evenly spaced).
+    #[arg(long, default_value_t = 128)]
+    pub calibration_images: usize,
+    /// At most this many parity images (evenly spaced).
+    #[arg(long, default_value_t = 400)]
+    pub parity_images: usize,
+    /// Refuse the int8 bundle below this top-1 agreement with the f32 model (0..1).
+    #[arg(long, default_value_t = 0.99)]
+    pub min_agreement: f32,
+    /// Write the int8 bundle even below --min-agreement (its figures are recorded).
+    #[arg(long)]
+    pub allow_parity_drop: bool,
+    /// Keep convolutions in f32 (quantise matmuls only).
+    #[arg(long)]
+    pub no_conv: bool,
+    /// Keep matmuls in f32 (quantise convolutions only).
+    #[arg(long)]
+    pub no_matmul: bool,
+    /// One weight scale per tensor instead of per output channel.
+    #[arg(long)]
+    pub per_tensor: bool,
+    /// Put back in f32 the N layers whose int8 error moves the logits most (measured one
+    /// layer at a time on --sensitivity-images calibration images; costs one model build
+    /// and run per layer).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub fallback_layers: usize,
+    /// Calibration images the --fallback-layers measurement runs on.
+    #[arg(long, default_value_t = 32)]
+    pub sensitivity_images: usize,
+    /// Quantise the first layer (reads the image) and the last one (makes the embedding)
+    /// too; by default they stay f32.
+    #[arg(long)]
+    pub quantize_first_last: bool,
+    /// Quantise activations with the ONNX QuantizeLinear op (recognised by other runtimes;
+    /// tract runs it one value at a time) instead of Mul/round/Clip/Cast.
+    #[arg(long)]
+    pub quantize_linear_op: bool,
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Build a bundle from labelled images: class prototypes on a backbone.
@@ -61,6 +115,12 @@ pub enum Command {
         /// Sign the bundle with this secret key file (`signing.key` from `keygen`).
         #[arg(long, value_name = "KEY")]
         sign: Option<PathBuf>,
+        /// Also quantise to int8 (needs --calibration): OUT becomes the int8 bundle and the
+        /// f32 baseline is written beside it as OUT with `.f32.lsb`.
+        #[arg(long)]
+        int8: bool,
+        #[command(flatten)]
+        quant: QuantArgs,
     },
     /// Make an ed25519 key pair for signing bundles.
     ///
@@ -137,6 +197,30 @@ pub enum Command {
         /// Sign the bundle with this secret key file (`signing.key` from `keygen`).
         #[arg(long, value_name = "KEY")]
         sign: Option<PathBuf>,
+        /// Also quantise to int8 (needs --calibration): OUT becomes the int8 bundle and the
+        /// f32 baseline is written beside it as OUT with `.f32.lsb`.
+        #[arg(long)]
+        int8: bool,
+        #[command(flatten)]
+        quant: QuantArgs,
+    },
+    /// Quantise an f32 bundle to int8: calibrate on training images, check tract's plan,
+    /// and refuse the result unless its top-1 agrees with the f32 model on >= 99 % of
+    /// held-out images (figures go into the manifest and the report).
+    ///
+    /// Example: linesight-train quantize --bundle model.lsb --calibration data/manifest.csv --out model-int8.lsb
+    Quantize {
+        /// The f32 bundle to quantise.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Output bundle file (`*.lsb`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Sign the bundle with this secret key file (`signing.key` from `keygen`).
+        #[arg(long, value_name = "KEY")]
+        sign: Option<PathBuf>,
+        #[command(flatten)]
+        quant: QuantArgs,
     },
     /// Run label -> refine -> train -> export -> eval from one TOML file.
     ///

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Parser;
 use cli::{Cli, Command};
 use linesight_trainer::commands::{
-    eval, export, keygen, label, pipeline, prototypes, refine, simulate_mllm, train,
+    eval, export, keygen, label, pipeline, prototypes, quantize, refine, simulate_mllm, train,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -57,7 +57,10 @@ fn run(command: Command, json: bool) -> Result<()> {
             batch,
             check_images,
             sign,
+            int8,
+            quant,
         } => {
+            let int8 = int8_request(int8, &quant)?;
             let settings = prototypes::PrototypesSettings {
                 backbone,
                 weights: weights.unwrap_or_else(|| backbone.default_weights(&weights_dir())),
@@ -69,6 +72,7 @@ fn run(command: Command, json: bool) -> Result<()> {
                 batch,
                 check_images,
                 sign,
+                int8,
             };
             let report = prototypes::run(&settings)?;
             print_report(json, &report)
@@ -109,14 +113,30 @@ fn run(command: Command, json: bool) -> Result<()> {
             weights,
             model_id,
             sign,
+            int8,
+            quant,
         } => {
+            let int8 = int8_request(int8, &quant)?;
             let report = export::run(&export::ExportSettings {
                 checkpoint,
                 out,
                 weights,
                 model_id,
                 sign,
+                int8,
             })?;
+            print_report(json, &report)
+        }
+        Command::Quantize {
+            bundle,
+            out,
+            sign,
+            quant,
+        } => {
+            let Some(req) = int8_request(true, &quant)? else {
+                unreachable!("int8_request(true, ..) returns a request or an error")
+            };
+            let report = quantize::run(&bundle, &req.sets, &req.opts, sign.as_deref(), &out)?;
             print_report(json, &report)
         }
         Command::Pipeline { config, force } => {
@@ -385,4 +405,42 @@ fn train_settings(a: cli::TrainArgs) -> Result<train::TrainCmdSettings> {
         ),
         batch: a.batch,
     })
+}
+
+/// The int8 settings of `--int8` / `quantize`; None without `--int8`.
+fn int8_request(int8: bool, q: &cli::QuantArgs) -> Result<Option<quantize::Int8Request>> {
+    if !int8 {
+        return Ok(None);
+    }
+    let Some(calibration) = q.calibration.clone() else {
+        anyhow::bail!("int8 quantisation needs --calibration DIR|CSV (training photos to set the activation scales)");
+    };
+    if !(0.0..=1.0).contains(&q.min_agreement) {
+        anyhow::bail!(
+            "--min-agreement must be between 0 and 1, got {}",
+            q.min_agreement
+        );
+    }
+    let mut opts = linesight_trainer::export::int8::Int8Options {
+        min_top1_agreement: q.min_agreement,
+        allow_parity_drop: q.allow_parity_drop,
+        ..Default::default()
+    };
+    opts.quant.conv = !q.no_conv;
+    opts.quant.matmul = !q.no_matmul;
+    opts.quant.per_channel = !q.per_tensor;
+    opts.quant.keep_first_last = !q.quantize_first_last;
+    opts.quant.quantize_linear_op = q.quantize_linear_op;
+    opts.fallback_layers = q.fallback_layers;
+    opts.sensitivity_images = q.sensitivity_images.max(1);
+    Ok(Some(quantize::Int8Request {
+        sets: quantize::ImageSets {
+            calibration,
+            split: q.calibration_split.clone(),
+            parity: q.parity.clone(),
+            max_calibration: q.calibration_images.max(1),
+            max_parity: q.parity_images.max(1),
+        },
+        opts,
+    }))
 }

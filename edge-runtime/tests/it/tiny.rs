@@ -137,6 +137,7 @@ pub fn bundle(version: &str, scale: f32) -> Bundle {
         parity: Parity::default(),
         provenance: Provenance::default(),
         min_runtime_version: "0.1.0".into(),
+        v2: Default::default(),
     };
     Bundle::new(manifest, model)
 }

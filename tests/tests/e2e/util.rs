@@ -13,22 +13,29 @@ pub fn repo() -> PathBuf {
 /// A binary of the workspace, in the target dir beside this test executable. The first
 /// call runs `cargo build --bins` so that `cargo test -p linesight-e2e` alone never runs
 /// stale binaries (the test crate cannot depend on binaries directly).
+///
+/// `LINESIGHT_E2E_FEATURES` (e.g. `linesight-edge/camera`) is passed on as `--features`:
+/// the test run that builds the camera feature sets it, so this build does not replace its
+/// binaries with ones built without the feature (which its own tests would then run).
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--bins",
-                "-p",
-                "linesight-trainer",
-                "-p",
-                "linesight-edge",
-            ])
-            .current_dir(repo())
-            .status()
-            .unwrap();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args([
+            "build",
+            "--quiet",
+            "--bins",
+            "-p",
+            "linesight-trainer",
+            "-p",
+            "linesight-edge",
+        ]);
+        if let Ok(features) = std::env::var("LINESIGHT_E2E_FEATURES") {
+            if !features.is_empty() {
+                cmd.args(["--features", &features]);
+            }
+        }
+        let status = cmd.current_dir(repo()).status().unwrap();
         assert!(status.success(), "cargo build --bins failed");
     });
     let exe = std::env::current_exe().unwrap();

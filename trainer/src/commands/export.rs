@@ -20,6 +20,8 @@ pub struct ExportSettings {
     pub weights: Option<PathBuf>,
     pub model_id: String,
     pub sign: Option<PathBuf>,
+    /// Also quantise (`--int8`): `out` gets the int8 bundle, the f32 one goes beside it.
+    pub int8: Option<crate::commands::quantize::Int8Request>,
 }
 
 #[derive(Debug, Serialize)]
@@ -29,6 +31,11 @@ pub struct ExportCmdReport {
     pub bundle_bytes: u64,
     pub signature: String,
     pub export: ExportReport,
+    /// With `--int8`: where the f32 baseline went (`out` is then the int8 bundle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub f32_out: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub int8: Option<crate::commands::quantize::QuantizeReport>,
 }
 
 pub fn run(s: &ExportSettings) -> Result<ExportCmdReport> {
@@ -114,12 +121,20 @@ pub fn run(s: &ExportSettings) -> Result<ExportCmdReport> {
         &opts,
         &device,
     )?;
-    let (bundle_bytes, signature) = export::sign_and_write(&mut bundle, key.as_ref(), &s.out)?;
+    let (f32_out, bundle_bytes, signature, int8) = crate::commands::quantize::write_with_int8(
+        &mut bundle,
+        key.as_ref(),
+        s.sign.as_deref(),
+        &s.out,
+        s.int8.as_ref(),
+    )?;
     Ok(ExportCmdReport {
         out: s.out.display().to_string(),
         classes: meta.classes.len(),
         bundle_bytes,
         signature,
+        f32_out: int8.as_ref().map(|_| f32_out.display().to_string()),
+        int8,
         export: report,
     })
 }

@@ -7,6 +7,7 @@ pub mod keygen;
 pub mod label;
 pub mod pipeline;
 pub mod prototypes;
+pub mod quantize;
 pub mod refine;
 pub mod simulate_mllm;
 pub mod train;

@@ -526,6 +526,7 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
             weights: Some(weights.clone()),
             model_id: c.export.model_id.clone(),
             sign: c.export.sign.clone(),
+            int8: None,
         })?;
         Ok(serde_json::to_value(&report)?)
     })?;

@@ -31,6 +31,8 @@ pub struct PrototypesSettings {
     pub check_images: usize,
     /// Secret key file (`signing.key`) to sign the bundle with; unsigned when None.
     pub sign: Option<PathBuf>,
+    /// Also quantise (`--int8`): `out` gets the int8 bundle, the f32 one goes beside it.
+    pub int8: Option<crate::commands::quantize::Int8Request>,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,6 +47,11 @@ pub struct PrototypesReport {
     /// Fingerprint of the signing key, or `unsigned`.
     pub signature: String,
     pub export: ExportReport,
+    /// With `--int8`: where the f32 baseline went (`out` is then the int8 bundle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub f32_out: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub int8: Option<crate::commands::quantize::QuantizeReport>,
 }
 
 pub fn run(s: &PrototypesSettings) -> Result<PrototypesReport> {
@@ -105,7 +112,13 @@ pub fn run(s: &PrototypesSettings) -> Result<PrototypesReport> {
         &opts,
         &device,
     )?;
-    let (bundle_bytes, signature) = export::sign_and_write(&mut bundle, key.as_ref(), &s.out)?;
+    let (f32_out, bundle_bytes, signature, int8) = crate::commands::quantize::write_with_int8(
+        &mut bundle,
+        key.as_ref(),
+        s.sign.as_deref(),
+        &s.out,
+        s.int8.as_ref(),
+    )?;
     Ok(PrototypesReport {
         out: s.out.display().to_string(),
         classes: labels.len(),
@@ -119,6 +132,8 @@ pub fn run(s: &PrototypesSettings) -> Result<PrototypesReport> {
         images_per_second: emb.rows.len() as f64 / embed_seconds.max(1e-9),
         bundle_bytes,
         signature,
+        f32_out: int8.as_ref().map(|_| f32_out.display().to_string()),
+        int8,
         export,
     })
 }

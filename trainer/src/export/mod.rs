@@ -4,7 +4,9 @@
 //! Nothing is written unless tract's logits match candle's within
 //! [`ExportOptions::max_abs_logit_diff`] on every check image.
 
+pub mod int8;
 pub mod onnx;
+pub mod quantize;
 
 use crate::backbone::ImageEncoder;
 use crate::head::CosineHead;
@@ -212,6 +214,7 @@ pub fn export_f32(
         },
         provenance: opts.provenance.clone(),
         min_runtime_version: MIN_RUNTIME_VERSION.into(),
+        v2: Default::default(),
     };
     let report = ExportReport {
         check_images: n,

@@ -6,6 +6,7 @@
 
 mod clip;
 mod clip_export;
+mod int8;
 mod mllm;
 mod mobilenet;
 mod pipeline;

@@ -1,0 +1,642 @@
+//! Static post-training int8 quantisation of an exported f32 ONNX graph, in the one
+//! encoding tract 0.23.9 runs fast (DESIGN.md, "export / bundle"):
+//!
+//! - weights: symmetric int8, per output channel, stored as `INT8` initializers;
+//! - activations: symmetric int8 with zero point 0, one scale per tensor from the largest
+//!   |value| seen on calibration images (`QuantizeLinear` with an int8 zero point of 0,
+//!   which tract turns into one elementwise op);
+//! - `MatMulInteger` / `ConvInteger` WITHOUT zero-point inputs (a zero point makes tract
+//!   add correction sums that it recomputes per run), then `Cast` to f32 and one `Mul` by
+//!   `scale_x * scale_w[channel]` (+ the f32 bias for convolutions).
+//!
+//! What is not faster in int8 stays f32 (measured, docs/benchmarks.md "int8"):
+//! depthwise convolutions, matmuls of activations by activations (attention), and
+//! single-row matmuls (the projection and the classifier head: memory-bound GEMVs whose
+//! precision is what the logits are made of).
+//!
+//! The rewrite works on the ONNX protobuf alone, so every backbone the exporter writes is
+//! quantised by the same code; [`plan_check`] then looks at tract's optimized plan for the
+//! known slow patterns.
+
+use anyhow::{bail, Context, Result};
+use prost::Message;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use tract_onnx::pb::{
+    attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, ModelProto, NodeProto,
+    TensorProto,
+};
+use tract_onnx::prelude::*;
+
+/// What to quantise.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantOptions {
+    /// Quantise `MatMul` by a constant weight.
+    pub matmul: bool,
+    /// Quantise ungrouped `Conv` (group 1). Depthwise convolutions always stay f32.
+    pub conv: bool,
+    /// One weight scale per output channel (else one per tensor).
+    pub per_channel: bool,
+    /// A `MatMul` whose activation has fewer rows than this stays f32 (GEMV).
+    pub min_rows: usize,
+    /// Keep the first site (it reads the image) and the last one (it makes the embedding)
+    /// in f32: the two layers where int8 error costs the most agreement.
+    pub keep_first_last: bool,
+    /// Quantise activations with ONNX `QuantizeLinear` (one op other runtimes recognise)
+    /// instead of Mul, round-by-magic-number, Clip and Cast, which tract fuses and
+    /// vectorises: its QuantizeLinear rounds one value at a time and cost 29 % of an
+    /// int8 ViT-B/16 run (docs/benchmarks.md, "int8").
+    pub quantize_linear_op: bool,
+}
+
+impl Default for QuantOptions {
+    fn default() -> Self {
+        QuantOptions {
+            matmul: true,
+            conv: true,
+            per_channel: true,
+            min_rows: 2,
+            keep_first_last: true,
+            quantize_linear_op: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SiteKind {
+    MatMul,
+    Conv,
+}
+
+/// A node with a constant weight that could run in int8.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub node: usize,
+    pub kind: SiteKind,
+    pub activation: String,
+    pub weight: String,
+}
+
+/// Activation statistics of one site over the calibration images.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ActStats {
+    /// The range the scale is set from: the mean over calibration images of each image's
+    /// largest |value| (TF-Lite's moving-average min/max). The overall maximum let rare
+    /// outliers set the step: calibrating on 582 instead of 128 cub26 images then dropped
+    /// MobileNetV2's agreement from 97.9 % to 94.3 %.
+    pub max_abs: f32,
+    /// The largest |value| seen on any calibration image.
+    pub peak_abs: f32,
+    /// Rows of the matmul (elements / inner dimension) or spatial positions of the conv.
+    pub rows: usize,
+}
+
+/// What became of one site.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteReport {
+    pub node: String,
+    pub op: SiteKind,
+    pub weight: String,
+    pub weight_shape: Vec<i64>,
+    /// `int8`, or `f32: <why>`.
+    pub decision: String,
+    pub activation_max_abs: f32,
+}
+
+fn initializer_map(m: &ModelProto) -> Result<HashMap<String, &TensorProto>> {
+    let g = m.graph.as_ref().context("ONNX model has no graph")?;
+    Ok(g.initializer.iter().map(|t| (t.name.clone(), t)).collect())
+}
+
+fn attr_int(n: &NodeProto, name: &str) -> Option<i64> {
+    n.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+}
+
+/// Reads an f32 initializer (raw little-endian bytes or `float_data`).
+fn f32_data(t: &TensorProto) -> Result<Vec<f32>> {
+    if t.data_type != DataType::Float as i32 {
+        bail!("initializer `{}` is not f32", t.name);
+    }
+    if !t.raw_data.is_empty() {
+        if t.raw_data.len() % 4 != 0 {
+            bail!("initializer `{}` has a truncated raw_data", t.name);
+        }
+        Ok(t.raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    } else {
+        Ok(t.float_data.clone())
+    }
+}
+
+/// The nodes with a constant weight: `MatMul(x, W)` with W a 2-D initializer, and
+/// `Conv(x, W[, b])` with W an initializer (any group: the decision comes later).
+pub fn find_sites(model: &ModelProto) -> Result<Vec<Site>> {
+    let inits = initializer_map(model)?;
+    let g = model.graph.as_ref().context("ONNX model has no graph")?;
+    let mut sites = Vec::new();
+    for (i, n) in g.node.iter().enumerate() {
+        let kind = match n.op_type.as_str() {
+            "MatMul" => SiteKind::MatMul,
+            "Conv" => SiteKind::Conv,
+            _ => continue,
+        };
+        if n.input.len() < 2 || inits.contains_key(&n.input[0]) {
+            continue;
+        }
+        let Some(w) = inits.get(&n.input[1]) else {
+            continue;
+        };
+        let rank_ok = match kind {
+            SiteKind::MatMul => w.dims.len() == 2,
+            SiteKind::Conv => w.dims.len() == 4,
+        };
+        if rank_ok && w.data_type == DataType::Float as i32 {
+            sites.push(Site {
+                node: i,
+                kind,
+                activation: n.input[0].clone(),
+                weight: n.input[1].clone(),
+            });
+        }
+    }
+    Ok(sites)
+}
+
+/// Runs the f32 model on every calibration input with the sites' activations as extra
+/// outputs and returns their statistics (same order as `sites`).
+pub fn calibrate(
+    onnx: &[u8],
+    input_shape: &[usize],
+    sites: &[Site],
+    inputs: &mut dyn Iterator<Item = Result<Vec<f32>>>,
+) -> Result<Vec<ActStats>> {
+    let model = ModelProto::decode(onnx).context("the f32 ONNX does not decode")?;
+    let inits = initializer_map(&model)?;
+    // Distinct activation tensors: several sites may read the same one.
+    let mut names: Vec<String> = Vec::new();
+    for s in sites {
+        if !names.contains(&s.activation) {
+            names.push(s.activation.clone());
+        }
+    }
+    let mut m = tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(onnx))
+        .context("tract cannot read the f32 ONNX")?
+        .with_input_fact(0, f32::fact(input_shape).into())?;
+    let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+    m.select_outputs_by_name(&refs)
+        .context("cannot observe the activations to calibrate")?;
+    let plan = m.into_optimized()?.into_runnable()?;
+    let mut max_abs = vec![0f32; names.len()];
+    let mut sum_max = vec![0f64; names.len()];
+    let mut len = vec![0usize; names.len()];
+    let mut count = 0usize;
+    for input in inputs {
+        let input = input?;
+        let t = Tensor::from_shape(input_shape, &input)?;
+        let out = plan.run(tvec!(t.into_tvalue()))?;
+        for (k, o) in out.iter().enumerate() {
+            let v = o.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+            len[k] = v.len();
+            let m = v.iter().fold(0f32, |a, &x| a.max(x.abs()));
+            if !m.is_finite() {
+                bail!(
+                    "activation `{}` is not finite on calibration image {count}",
+                    names[k]
+                );
+            }
+            max_abs[k] = max_abs[k].max(m);
+            sum_max[k] += m as f64;
+        }
+        count += 1;
+    }
+    if count == 0 {
+        bail!("no calibration image could be used");
+    }
+    sites
+        .iter()
+        .map(|s| {
+            let k = names
+                .iter()
+                .position(|n| *n == s.activation)
+                .expect("listed");
+            let w = inits[&s.weight];
+            let inner = match s.kind {
+                // x[.., K] @ W[K, N]
+                SiteKind::MatMul => w.dims[0] as usize,
+                // x[1, Cin, H, W]: rows are the spatial positions (before any stride)
+                SiteKind::Conv => {
+                    (w.dims[1] as usize)
+                        * attr_int(&model.graph.as_ref().expect("graph").node[s.node], "group")
+                            .unwrap_or(1) as usize
+                }
+            };
+            Ok(ActStats {
+                max_abs: (sum_max[k] / count as f64) as f32,
+                peak_abs: max_abs[k],
+                rows: len[k] / inner.max(1),
+            })
+        })
+        .collect()
+}
+
+fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    output: &str,
+    attrs: Vec<AttributeProto>,
+) -> NodeProto {
+    NodeProto {
+        name: name.to_string(),
+        op_type: op.to_string(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.to_string()],
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn int_attr(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    }
+}
+
+fn f32_init(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: DataType::Float as i32,
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+fn i8_init(name: &str, dims: &[i64], data: &[i8]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: DataType::Int8 as i32,
+        raw_data: data.iter().map(|&v| v as u8).collect(),
+        ..Default::default()
+    }
+}
+
+/// Symmetric int8 weights: `channels` scales along `axis` (0 for conv `[Co, ..]`, 1 for
+/// matmul `[K, N]`), each `max|w| / 127` over its channel.
+fn quantize_weight(w: &[f32], dims: &[i64], axis: usize, per_channel: bool) -> (Vec<i8>, Vec<f32>) {
+    let channels = dims[axis] as usize;
+    // The index of element `i` along `axis`.
+    let inner: usize = dims[axis + 1..].iter().product::<i64>() as usize;
+    let channel_of = |i: usize| (i / inner) % channels;
+    let mut max = vec![0f32; channels];
+    for (i, &v) in w.iter().enumerate() {
+        let c = channel_of(i);
+        max[c] = max[c].max(v.abs());
+    }
+    if !per_channel {
+        let m = max.iter().fold(0f32, |a, &b| a.max(b));
+        max.iter_mut().for_each(|v| *v = m);
+    }
+    let scales: Vec<f32> = max
+        .iter()
+        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
+        .collect();
+    let q = w
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (v / scales[channel_of(i)]).round().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (q, scales)
+}
+
+/// Rewrites the f32 model: every site that passes the rules runs in int8. Returns the new
+/// ONNX bytes and one report per site.
+///
+/// `keep_f32` lists sites (by node index) that stay f32 whatever the rules say (the
+/// sensitivity fallback of [`super::int8`]).
+pub fn rewrite(
+    onnx: &[u8],
+    sites: &[Site],
+    stats: &[ActStats],
+    opts: &QuantOptions,
+    keep_f32: &HashSet<usize>,
+) -> Result<(Vec<u8>, Vec<SiteReport>)> {
+    let mut model = ModelProto::decode(onnx).context("the f32 ONNX does not decode")?;
+    let inits: HashMap<String, TensorProto> = initializer_map(&model)?
+        .into_iter()
+        .map(|(k, v)| (k, v.clone()))
+        .collect();
+    let graph = model.graph.as_mut().context("ONNX model has no graph")?;
+    let old_nodes = std::mem::take(&mut graph.node);
+    let by_node: HashMap<usize, (&Site, &ActStats)> = sites
+        .iter()
+        .zip(stats)
+        .map(|(s, a)| (s.node, (s, a)))
+        .collect();
+    let mut reports = Vec::new();
+    let mut new_inits: Vec<TensorProto> = Vec::new();
+    // One QuantizeLinear per activation tensor, shared by the sites that read it.
+    let mut quantized: HashMap<String, (String, f32)> = HashMap::new();
+    // The first and last sites that would run in int8 (by position in the graph).
+    let eligible: Vec<usize> = sites
+        .iter()
+        .zip(stats)
+        .filter(|(s, st)| {
+            let n = &old_nodes[s.node];
+            match s.kind {
+                SiteKind::MatMul => opts.matmul && st.rows >= opts.min_rows,
+                SiteKind::Conv => opts.conv && attr_int(n, "group").unwrap_or(1) == 1,
+            }
+        })
+        .map(|(s, _)| s.node)
+        .collect();
+    let ends = [eligible.first().copied(), eligible.last().copied()];
+    let zp = "q.zero_point_i8".to_string();
+    new_inits.push(i8_init(&zp, &[], &[0]));
+    for (i, n) in old_nodes.into_iter().enumerate() {
+        let Some((site, st)) = by_node.get(&i) else {
+            graph.node.push(n);
+            continue;
+        };
+        let w = &inits[&site.weight];
+        let group = attr_int(&n, "group").unwrap_or(1);
+        let skip = match site.kind {
+            SiteKind::MatMul if !opts.matmul => Some("matmul quantisation off".to_string()),
+            SiteKind::Conv if !opts.conv => Some("conv quantisation off".to_string()),
+            SiteKind::Conv if group != 1 => Some(format!(
+                "grouped convolution (group {group}): tract's f32 depthwise kernel is faster"
+            )),
+            SiteKind::MatMul if st.rows < opts.min_rows => Some(format!(
+                "{} row(s): a GEMV stays f32 (memory-bound; the logits' precision)",
+                st.rows
+            )),
+            _ if st.max_abs == 0.0 => Some("activation is all zeros on calibration".to_string()),
+            _ if keep_f32.contains(&i) => {
+                Some("most sensitive layer: kept f32 for agreement".to_string())
+            }
+            _ if opts.keep_first_last && ends.contains(&Some(i)) => {
+                Some("first or last quantisable layer: kept f32 for agreement".to_string())
+            }
+            _ => None,
+        };
+        reports.push(SiteReport {
+            node: n.name.clone(),
+            op: site.kind,
+            weight: site.weight.clone(),
+            weight_shape: w.dims.clone(),
+            decision: skip.as_ref().map_or("int8".into(), |r| format!("f32: {r}")),
+            activation_max_abs: st.max_abs,
+        });
+        if skip.is_some() {
+            graph.node.push(n);
+            continue;
+        }
+        let out = n.output.first().context("node without output")?.clone();
+        let tag = format!("q{i}");
+        let (xq, sx) = match quantized.get(&site.activation) {
+            Some(v) => v.clone(),
+            None => {
+                let sx = st.max_abs / 127.0;
+                let scale = format!("{}.scale", site.activation);
+                new_inits.push(f32_init(&scale, &[], &[sx]));
+                let xq = format!("{}.i8", site.activation);
+                if !opts.quantize_linear_op {
+                    // x / s, rounded half to even by adding and subtracting 1.5 * 2^23
+                    // (exact for |x / s| < 2^22), clipped, cast: all vectorised elementwise
+                    // ops in tract, where QuantizeLinear's rounding runs one value at a time.
+                    let inv = format!("{}.inv_scale", site.activation);
+                    new_inits.push(f32_init(&inv, &[], &[1.0 / sx]));
+                    let magic = "q.round_magic".to_string();
+                    if !new_inits.iter().any(|t| t.name == magic) {
+                        new_inits.push(f32_init(&magic, &[], &[12_582_912.0]));
+                        new_inits.push(f32_init("q.lo", &[], &[-127.0]));
+                        new_inits.push(f32_init("q.hi", &[], &[127.0]));
+                    }
+                    let a = format!("{tag}.scaled_x");
+                    let b = format!("{tag}.biased_x");
+                    let c = format!("{tag}.rounded_x");
+                    let d = format!("{tag}.clipped_x");
+                    graph.node.push(node(
+                        "Mul",
+                        &format!("{tag}.q_mul"),
+                        &[&site.activation, &inv],
+                        &a,
+                        vec![],
+                    ));
+                    graph.node.push(node(
+                        "Add",
+                        &format!("{tag}.q_add"),
+                        &[&a, &magic],
+                        &b,
+                        vec![],
+                    ));
+                    graph.node.push(node(
+                        "Sub",
+                        &format!("{tag}.q_sub"),
+                        &[&b, &magic],
+                        &c,
+                        vec![],
+                    ));
+                    graph.node.push(node(
+                        "Clip",
+                        &format!("{tag}.q_clip"),
+                        &[&c, "q.lo", "q.hi"],
+                        &d,
+                        vec![],
+                    ));
+                    graph.node.push(node(
+                        "Cast",
+                        &format!("{tag}.q_cast"),
+                        &[&d],
+                        &xq,
+                        vec![int_attr("to", DataType::Int8 as i64)],
+                    ));
+                } else {
+                    graph.node.push(node(
+                        "QuantizeLinear",
+                        &format!("{tag}.quantize"),
+                        &[&site.activation, &scale, &zp],
+                        &xq,
+                        vec![],
+                    ));
+                }
+                quantized.insert(site.activation.clone(), (xq.clone(), sx));
+                (xq, sx)
+            }
+        };
+        let wdata = f32_data(w)?;
+        let axis = match site.kind {
+            SiteKind::MatMul => 1,
+            SiteKind::Conv => 0,
+        };
+        let (wq, sw) = quantize_weight(&wdata, &w.dims, axis, opts.per_channel);
+        let wq_name = format!("{}.i8", site.weight);
+        new_inits.push(i8_init(&wq_name, &w.dims, &wq));
+        let acc = format!("{tag}.acc_i32");
+        let accf = format!("{tag}.acc_f32");
+        let rescale: Vec<f32> = sw.iter().map(|s| s * sx).collect();
+        let rescale_name = format!("{}.rescale", site.weight);
+        match site.kind {
+            SiteKind::MatMul => {
+                graph.node.push(node(
+                    "MatMulInteger",
+                    &format!("{tag}.matmul"),
+                    &[&xq, &wq_name],
+                    &acc,
+                    vec![],
+                ));
+                graph.node.push(node(
+                    "Cast",
+                    &format!("{tag}.cast"),
+                    &[&acc],
+                    &accf,
+                    vec![int_attr("to", DataType::Float as i64)],
+                ));
+                new_inits.push(f32_init(&rescale_name, &[rescale.len() as i64], &rescale));
+                graph.node.push(node(
+                    "Mul",
+                    &format!("{tag}.rescale"),
+                    &[&accf, &rescale_name],
+                    &out,
+                    vec![],
+                ));
+            }
+            SiteKind::Conv => {
+                let attrs: Vec<AttributeProto> = n
+                    .attribute
+                    .iter()
+                    .filter(|a| a.name != "group")
+                    .cloned()
+                    .collect();
+                graph.node.push(node(
+                    "ConvInteger",
+                    &format!("{tag}.conv"),
+                    &[&xq, &wq_name],
+                    &acc,
+                    attrs,
+                ));
+                graph.node.push(node(
+                    "Cast",
+                    &format!("{tag}.cast"),
+                    &[&acc],
+                    &accf,
+                    vec![int_attr("to", DataType::Float as i64)],
+                ));
+                let co = w.dims[0];
+                new_inits.push(f32_init(&rescale_name, &[1, co, 1, 1], &rescale));
+                match n.input.get(2).filter(|b| !b.is_empty()) {
+                    Some(b) => {
+                        let bias =
+                            f32_data(inits.get(b).with_context(|| {
+                                format!("conv bias `{b}` is not an initializer")
+                            })?)?;
+                        let bias_name = format!("{b}.nchw");
+                        new_inits.push(f32_init(&bias_name, &[1, co, 1, 1], &bias));
+                        let scaled = format!("{tag}.scaled");
+                        graph.node.push(node(
+                            "Mul",
+                            &format!("{tag}.rescale"),
+                            &[&accf, &rescale_name],
+                            &scaled,
+                            vec![],
+                        ));
+                        graph.node.push(node(
+                            "Add",
+                            &format!("{tag}.bias"),
+                            &[&scaled, &bias_name],
+                            &out,
+                            vec![],
+                        ));
+                    }
+                    None => {
+                        graph.node.push(node(
+                            "Mul",
+                            &format!("{tag}.rescale"),
+                            &[&accf, &rescale_name],
+                            &out,
+                            vec![],
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    graph.initializer.extend(new_inits);
+    // Drop the initializers nothing reads any more (the f32 weights that became int8).
+    let used: HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().map(|s| s.as_str()))
+        .collect();
+    let keep: Vec<TensorProto> = graph
+        .initializer
+        .iter()
+        .filter(|t| used.contains(t.name.as_str()))
+        .cloned()
+        .collect();
+    graph.initializer = keep;
+    model.doc_string = format!("{} (int8: linesight static PTQ)", model.doc_string);
+    Ok((model.encode_to_vec(), reports))
+}
+
+/// What tract's optimized plan of a quantised model contains.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanSummary {
+    /// Op name -> how many nodes of it the optimized plan has.
+    pub ops: Vec<(String, usize)>,
+    /// Known slow patterns found (empty when the plan is clean).
+    pub slow_patterns: Vec<String>,
+}
+
+/// Loads `onnx` in tract, optimizes it, and looks for the patterns that made int8 slower
+/// than f32 in tract 0.23.9: a `Reduce<Sum>` over integer data (zero-point correction sums
+/// recomputed per run) and weight packing at run time (a pack op whose input is a constant).
+pub fn plan_check(onnx: &[u8], input_shape: &[usize]) -> Result<PlanSummary> {
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(onnx))
+        .context("tract cannot read the int8 ONNX")?
+        .with_input_fact(0, f32::fact(input_shape).into())?
+        .into_optimized()
+        .context("tract cannot optimize the int8 ONNX")?;
+    let mut ops: HashMap<String, usize> = HashMap::new();
+    let mut slow = Vec::new();
+    for n in model.nodes() {
+        let name = n.op.name().to_string();
+        *ops.entry(name.clone()).or_default() += 1;
+        let input_facts: Vec<&TypedFact> = n
+            .inputs
+            .iter()
+            .filter_map(|o| model.outlet_fact(*o).ok())
+            .collect();
+        let int_input = input_facts
+            .iter()
+            .any(|f| matches!(f.datum_type, DatumType::I8 | DatumType::U8 | DatumType::I32));
+        if name.contains("Reduce") && name.contains("Sum") && int_input {
+            slow.push(format!(
+                "node `{}`: {name} over integer data, recomputed on every run",
+                n.name
+            ));
+        }
+        let all_const = !input_facts.is_empty() && input_facts.iter().all(|f| f.konst.is_some());
+        if name.to_lowercase().contains("pack") && all_const {
+            slow.push(format!(
+                "node `{}`: {name} packs a constant on every run",
+                n.name
+            ));
+        }
+    }
+    let mut ops: Vec<(String, usize)> = ops.into_iter().collect();
+    ops.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(PlanSummary {
+        ops,
+        slow_patterns: slow,
+    })
+}
