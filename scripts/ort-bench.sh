@@ -61,6 +61,7 @@ SBS=target/debug/side-by-side
 mkdir -p "$OUT"
 MODEL_ARGS=()
 VIT_ARGS=()
+USED=()
 for spec in "mnv2 $MNV2_F32 $MNV2_INT8" "vit-b16 $VIT_F32 $VIT_INT8"; do
   read -r name f32 int8 <<<"$spec"
   if [ ! -f "$f32" ]; then log "$name: no f32 bundle at $f32, skipped"; continue; fi
@@ -84,6 +85,7 @@ for spec in "mnv2 $MNV2_F32 $MNV2_INT8" "vit-b16 $VIT_F32 $VIT_INT8"; do
     done
     "$EDGE" bench --bundle "$b" --iterations 5 --profile >"$OUT/edge-profile-$(basename "$b" .lsb).txt"
   done
+  USED+=("$f32" $int8)
   arg="$name=$f32,$int8,$W/$name/ort-int8.onnx"
   if [ "$name" = mnv2 ]; then MODEL_ARGS+=(--model "$arg"); else VIT_ARGS+=(--model "$arg"); fi
 done
@@ -105,7 +107,7 @@ Commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- edge-runtime ben
 rustc: $(rustc --version)
 tract: 0.23.9; onnxruntime: $ORT_VERSION (PyPI wheel, $LIB)
 CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores
-Bundles: $MNV2_F32 $MNV2_INT8 $VIT_F32 $VIT_INT8
+Bundles: ${USED[*]:-none}
 
 Files: \`*/side-by-side.{md,json}\` (medians, p95, ratios; raw latencies in the JSON),
 \`edge-bench-*.json\` (\`linesight-edge bench --json\`: load time, peak RSS per bundle),
