@@ -27,6 +27,10 @@ pub struct InspectReport {
     pub preprocess: serde_json::Value,
     pub decision: serde_json::Value,
     pub parity: serde_json::Value,
+    /// int8 bundles (format 2): per class, how the int8 model kept the f32 model's top-1
+    /// on the parity images.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parity_per_class: Vec<ClassParityReport>,
     pub provenance: serde_json::Value,
     pub min_runtime_version: String,
     /// Manifest fields this report does not name (those of newer format versions).
@@ -41,6 +45,16 @@ pub struct InspectReport {
     /// Where the ONNX bytes were written (`--extract-onnx`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extracted_onnx: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClassParityReport {
+    pub label: String,
+    /// Parity images the f32 model put in this class.
+    pub reference: u32,
+    /// Of those, kept in this class by the int8 model.
+    pub kept: u32,
+    pub recall: f32,
 }
 
 fn json(v: &impl Serialize) -> serde_json::Value {
@@ -104,6 +118,18 @@ pub fn run(s: &InspectSettings) -> Result<InspectReport> {
         preprocess: json(&m.preprocess),
         decision: json(&m.decision),
         parity: json(&m.parity),
+        parity_per_class: m
+            .v2
+            .parity_per_class
+            .iter()
+            .zip(&m.labels)
+            .map(|(c, l)| ClassParityReport {
+                label: l.clone(),
+                reference: c.reference,
+                kept: c.kept,
+                recall: c.recall(),
+            })
+            .collect(),
         provenance: json(&m.provenance),
         min_runtime_version: m.min_runtime_version.clone(),
         other,
@@ -168,6 +194,27 @@ impl InspectReport {
             self.labels.len(),
             self.labels.join(", "),
         );
+        if !self.parity_per_class.is_empty() {
+            let mut lost: Vec<&ClassParityReport> = self
+                .parity_per_class
+                .iter()
+                .filter(|c| c.kept < c.reference)
+                .collect();
+            lost.sort_by(|a, b| a.recall.total_cmp(&b.recall));
+            let list = lost
+                .iter()
+                .map(|c| format!("{} {}/{}", c.label, c.kept, c.reference))
+                .collect::<Vec<_>>()
+                .join(", ");
+            out.push_str(&format!(
+                "per class    int8 kept f32's top-1 in every class{}\n",
+                if lost.is_empty() {
+                    String::new()
+                } else {
+                    format!(" but {}: {list}", lost.len())
+                }
+            ));
+        }
         for (k, v) in &self.other {
             out.push_str(&format!("{k:<12} {}\n", fields(v)));
         }

@@ -94,3 +94,29 @@ fn inspect_json_is_one_object_with_the_manifest() {
     assert_eq!(v["model_version"], "3");
     assert_eq!(v["preprocess"]["crop"], 8);
 }
+
+#[test]
+fn inspect_shows_the_per_class_parity_of_a_format_2_bundle() {
+    use linesight_shared::manifest::ClassParity;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("int8.lsb");
+    let b = tiny::bundle("3", 1.0);
+    let mut m = b.manifest.clone();
+    m.v2.parity_per_class = (0..tiny::LABELS as u32)
+        .map(|i| ClassParity {
+            reference: 4,
+            kept: if i == 1 { 3 } else { 4 },
+        })
+        .collect();
+    Bundle::new(m, b.model.clone()).write(&path).unwrap();
+    let r = inspect::run(&InspectSettings {
+        bundle: path,
+        extract_onnx: None,
+    })
+    .unwrap();
+    assert_eq!(r.format_version, 2);
+    assert_eq!(r.parity_per_class.len(), tiny::LABELS);
+    assert_eq!(r.parity_per_class[1].recall, 0.75);
+    let text = r.render();
+    assert!(text.contains("but 1: class1 3/4"), "{text}");
+}

@@ -64,7 +64,7 @@ fn damaged_bundles_are_refused_with_their_own_message() {
     let manifest_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
 
     let mut future = bytes.clone();
-    future[8..12].copy_from_slice(&2u32.to_le_bytes());
+    future[8..12].copy_from_slice(&3u32.to_le_bytes());
     let mut flipped_model = bytes.clone();
     flipped_model[24 + manifest_len + 1000] ^= 0x10;
     let mut not_a_bundle = bytes.clone();
@@ -79,7 +79,7 @@ fn damaged_bundles_are_refused_with_their_own_message() {
         (
             "future.lsb",
             future,
-            "bundle format version 2 is newer than this runtime supports (up to 1)",
+            "bundle format version 3 is newer than this runtime supports (up to 2)",
         ),
         ("wrong-magic.lsb", not_a_bundle, "not a linesight bundle"),
         ("empty.lsb", vec![], "not a linesight bundle"),
