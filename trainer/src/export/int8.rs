@@ -67,6 +67,9 @@ pub struct Int8Report {
     /// With `fallback_layers`: every int8 layer's logit error when it alone is put back
     /// in f32, most sensitive first.
     pub sensitivity: Vec<LayerSensitivity>,
+    /// f32 vs int8 latency in tract on the exporting machine (not the line box: a hint,
+    /// `linesight-edge bench` on the box is the measurement).
+    pub host_speed: HostSpeed,
     /// False when the gate failed and `allow_parity_drop` let the bundle through.
     pub parity_passed: bool,
 }
@@ -77,6 +80,45 @@ pub struct ClassRecall {
     pub reference: u32,
     pub kept: u32,
     pub recall: f32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostSpeed {
+    pub runs: usize,
+    pub f32_median_ms: f64,
+    pub int8_median_ms: f64,
+    /// Ratio of the medians: below 1 the int8 model is faster.
+    pub int8_over_f32: f64,
+}
+
+/// Median latency of both engines on one input, runs interleaved so drift hits both.
+fn host_speed(
+    f32_engine: &mut Engine,
+    int8_engine: &mut Engine,
+    input: &[f32],
+) -> Result<HostSpeed> {
+    const RUNS: usize = 7;
+    let mut out = vec![0.0; f32_engine.output_len()];
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let t = std::time::Instant::now();
+        f32_engine.infer(input, &mut out)?;
+        a.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = std::time::Instant::now();
+        int8_engine.infer(input, &mut out)?;
+        b.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (fa, fb) = (median(&mut a), median(&mut b));
+    Ok(HostSpeed {
+        runs: RUNS,
+        f32_median_ms: fa,
+        int8_median_ms: fb,
+        int8_over_f32: fb / fa,
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -306,6 +348,19 @@ pub fn export_int8(
         );
     }
 
+    let speed = host_speed(
+        &mut f32_engine,
+        &mut int8_engine,
+        &tensor(&mut pre, &parity[0])?,
+    )?;
+    if speed.int8_over_f32 >= 1.0 {
+        tracing::warn!(
+            f32_ms = speed.f32_median_ms,
+            int8_ms = speed.int8_median_ms,
+            "the int8 model is not faster than f32 in tract on this machine; measure on the target box (`linesight-edge bench`) before shipping it"
+        );
+    }
+
     // Self-test vectors: the f32 bundle's crops with the int8 model's logits.
     let mut self_test = Vec::new();
     let mut logits = vec![0.0; classes];
@@ -344,6 +399,7 @@ pub fn export_int8(
         int8_onnx_bytes: int8_onnx.len(),
         plan,
         sensitivity,
+        host_speed: speed,
         parity_passed: passed,
     };
     Ok((Bundle::new(manifest, int8_onnx), report))
