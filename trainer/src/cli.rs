@@ -56,6 +56,10 @@ pub struct QuantArgs {
     /// One weight scale per tensor instead of per output channel.
     #[arg(long)]
     pub per_tensor: bool,
+    /// Quantise matmuls of two activations too (attention's Q K^T); measured slower in
+    /// tract 0.23.9, so off by default.
+    #[arg(long)]
+    pub quantize_attention: bool,
     /// Put back in f32 the N layers whose int8 error moves the logits most (measured one
     /// layer at a time on --sensitivity-images calibration images; costs one model build
     /// and run per layer).

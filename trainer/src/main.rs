@@ -429,6 +429,7 @@ fn int8_request(int8: bool, q: &cli::QuantArgs) -> Result<Option<quantize::Int8R
     opts.quant.conv = !q.no_conv;
     opts.quant.matmul = !q.no_matmul;
     opts.quant.per_channel = !q.per_tensor;
+    opts.quant.activation_matmul = q.quantize_attention;
     opts.quant.keep_first_last = !q.quantize_first_last;
     opts.quant.quantize_linear_op = q.quantize_linear_op;
     opts.fallback_layers = q.fallback_layers;

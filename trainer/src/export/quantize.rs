@@ -35,6 +35,11 @@ pub struct QuantOptions {
     pub matmul: bool,
     /// Quantise ungrouped `Conv` (group 1). Depthwise convolutions always stay f32.
     pub conv: bool,
+    /// Quantise matmuls of two activations (attention's Q K^T; never a softmax output,
+    /// whose small probabilities int8 would flatten). Off by default: measured slower in
+    /// tract 0.23.9 (ViT-B/16: the 12 Q K^T matmuls took ~30 ms in int8 against ~9 ms
+    /// saved in f32, both operands being packed on every run; docs/benchmarks.md).
+    pub activation_matmul: bool,
     /// One weight scale per output channel (else one per tensor).
     pub per_channel: bool,
     /// A `MatMul` whose activation has fewer rows than this stays f32 (GEMV).
@@ -54,6 +59,7 @@ impl Default for QuantOptions {
         QuantOptions {
             matmul: true,
             conv: true,
+            activation_matmul: false,
             per_channel: true,
             min_rows: 2,
             keep_first_last: true,
@@ -67,6 +73,8 @@ impl Default for QuantOptions {
 pub enum SiteKind {
     MatMul,
     Conv,
+    /// A matmul of two activations (attention's Q K^T): both sides quantised.
+    ActMatMul,
 }
 
 /// A node with a constant weight that could run in int8.
@@ -75,6 +83,7 @@ pub struct Site {
     pub node: usize,
     pub kind: SiteKind,
     pub activation: String,
+    /// The weight initializer, or for [`SiteKind::ActMatMul`] the second activation.
     pub weight: String,
 }
 
@@ -88,6 +97,8 @@ pub struct ActStats {
     pub max_abs: f32,
     /// The largest |value| seen on any calibration image.
     pub peak_abs: f32,
+    /// [`SiteKind::ActMatMul`]: `max_abs` of the second activation.
+    pub max_abs_b: f32,
     /// Rows of the matmul (elements / inner dimension) or spatial positions of the conv.
     pub rows: usize,
 }
@@ -119,7 +130,7 @@ fn f32_data(t: &TensorProto) -> Result<Vec<f32>> {
         bail!("initializer `{}` is not f32", t.name);
     }
     if !t.raw_data.is_empty() {
-        if t.raw_data.len() % 4 != 0 {
+        if !t.raw_data.len().is_multiple_of(4) {
             bail!("initializer `{}` has a truncated raw_data", t.name);
         }
         Ok(t.raw_data
@@ -137,7 +148,31 @@ pub fn find_sites(model: &ModelProto) -> Result<Vec<Site>> {
     let inits = initializer_map(model)?;
     let g = model.graph.as_ref().context("ONNX model has no graph")?;
     let mut sites = Vec::new();
+    let producer: HashMap<&str, &str> = g
+        .node
+        .iter()
+        .flat_map(|n| {
+            n.output
+                .iter()
+                .map(move |o| (o.as_str(), n.op_type.as_str()))
+        })
+        .collect();
     for (i, n) in g.node.iter().enumerate() {
+        if n.op_type == "MatMul"
+            && n.input.len() == 2
+            && n.input.iter().all(|x| !inits.contains_key(x))
+            && n.input
+                .iter()
+                .all(|x| producer.get(x.as_str()) != Some(&"Softmax"))
+        {
+            sites.push(Site {
+                node: i,
+                kind: SiteKind::ActMatMul,
+                activation: n.input[0].clone(),
+                weight: n.input[1].clone(),
+            });
+            continue;
+        }
         let kind = match n.op_type.as_str() {
             "MatMul" => SiteKind::MatMul,
             "Conv" => SiteKind::Conv,
@@ -152,6 +187,7 @@ pub fn find_sites(model: &ModelProto) -> Result<Vec<Site>> {
         let rank_ok = match kind {
             SiteKind::MatMul => w.dims.len() == 2,
             SiteKind::Conv => w.dims.len() == 4,
+            SiteKind::ActMatMul => false,
         };
         if rank_ok && w.data_type == DataType::Float as i32 {
             sites.push(Site {
@@ -180,6 +216,9 @@ pub fn calibrate(
     for s in sites {
         if !names.contains(&s.activation) {
             names.push(s.activation.clone());
+        }
+        if s.kind == SiteKind::ActMatMul && !names.contains(&s.weight) {
+            names.push(s.weight.clone());
         }
     }
     let mut m = tract_onnx::onnx()
@@ -223,11 +262,24 @@ pub fn calibrate(
                 .iter()
                 .position(|n| *n == s.activation)
                 .expect("listed");
+            let mean_max = |name: &str| {
+                let k = names.iter().position(|n| n == name).expect("listed");
+                (sum_max[k] / count as f64) as f32
+            };
+            if s.kind == SiteKind::ActMatMul {
+                return Ok(ActStats {
+                    max_abs: mean_max(&s.activation),
+                    peak_abs: max_abs[k],
+                    max_abs_b: mean_max(&s.weight),
+                    rows: len[k],
+                });
+            }
             let w = inits[&s.weight];
             let inner = match s.kind {
                 // x[.., K] @ W[K, N]
                 SiteKind::MatMul => w.dims[0] as usize,
                 // x[1, Cin, H, W]: rows are the spatial positions (before any stride)
+                SiteKind::ActMatMul => unreachable!("handled above"),
                 SiteKind::Conv => {
                     (w.dims[1] as usize)
                         * attr_int(&model.graph.as_ref().expect("graph").node[s.node], "group")
@@ -237,6 +289,7 @@ pub fn calibrate(
             Ok(ActStats {
                 max_abs: (sum_max[k] / count as f64) as f32,
                 peak_abs: max_abs[k],
+                max_abs_b: 0.0,
                 rows: len[k] / inner.max(1),
             })
         })
@@ -354,18 +407,89 @@ pub fn rewrite(
             match s.kind {
                 SiteKind::MatMul => opts.matmul && st.rows >= opts.min_rows,
                 SiteKind::Conv => opts.conv && attr_int(n, "group").unwrap_or(1) == 1,
+                SiteKind::ActMatMul => false,
             }
         })
         .map(|(s, _)| s.node)
         .collect();
     let ends = [eligible.first().copied(), eligible.last().copied()];
-    let zp = "q.zero_point_i8".to_string();
-    new_inits.push(i8_init(&zp, &[], &[0]));
+    if opts.quantize_linear_op {
+        new_inits.push(i8_init(ZERO_POINT, &[], &[0]));
+    }
     for (i, n) in old_nodes.into_iter().enumerate() {
         let Some((site, st)) = by_node.get(&i) else {
             graph.node.push(n);
             continue;
         };
+        if site.kind == SiteKind::ActMatMul {
+            let skip = if !opts.activation_matmul {
+                Some("activation matmul quantisation off")
+            } else if st.max_abs == 0.0 || st.max_abs_b == 0.0 {
+                Some("an operand is all zeros on calibration")
+            } else if keep_f32.contains(&i) {
+                Some("most sensitive layer: kept f32 for agreement")
+            } else {
+                None
+            };
+            reports.push(SiteReport {
+                node: n.name.clone(),
+                op: site.kind,
+                weight: site.weight.clone(),
+                weight_shape: vec![],
+                decision: skip.map_or("int8".into(), |r| format!("f32: {r}")),
+                activation_max_abs: st.max_abs,
+            });
+            if skip.is_some() {
+                graph.node.push(n);
+                continue;
+            }
+            let out = n.output.first().context("node without output")?.clone();
+            let tag = format!("q{i}");
+            let (aq, sa) = quantize_activation(
+                &mut graph.node,
+                &mut new_inits,
+                &mut quantized,
+                &site.activation,
+                st.max_abs,
+                &tag,
+                opts,
+            );
+            let (bq, sb) = quantize_activation(
+                &mut graph.node,
+                &mut new_inits,
+                &mut quantized,
+                &site.weight,
+                st.max_abs_b,
+                &tag,
+                opts,
+            );
+            let acc = format!("{tag}.acc_i32");
+            let accf = format!("{tag}.acc_f32");
+            let rescale = format!("{tag}.rescale_ab");
+            new_inits.push(f32_init(&rescale, &[], &[sa * sb]));
+            graph.node.push(node(
+                "MatMulInteger",
+                &format!("{tag}.matmul"),
+                &[&aq, &bq],
+                &acc,
+                vec![],
+            ));
+            graph.node.push(node(
+                "Cast",
+                &format!("{tag}.cast"),
+                &[&acc],
+                &accf,
+                vec![int_attr("to", DataType::Float as i64)],
+            ));
+            graph.node.push(node(
+                "Mul",
+                &format!("{tag}.rescale"),
+                &[&accf, &rescale],
+                &out,
+                vec![],
+            ));
+            continue;
+        }
         let w = &inits[&site.weight];
         let group = attr_int(&n, "group").unwrap_or(1);
         let skip = match site.kind {
@@ -401,81 +525,19 @@ pub fn rewrite(
         }
         let out = n.output.first().context("node without output")?.clone();
         let tag = format!("q{i}");
-        let (xq, sx) = match quantized.get(&site.activation) {
-            Some(v) => v.clone(),
-            None => {
-                let sx = st.max_abs / 127.0;
-                let scale = format!("{}.scale", site.activation);
-                new_inits.push(f32_init(&scale, &[], &[sx]));
-                let xq = format!("{}.i8", site.activation);
-                if !opts.quantize_linear_op {
-                    // x / s, rounded half to even by adding and subtracting 1.5 * 2^23
-                    // (exact for |x / s| < 2^22), clipped, cast: all vectorised elementwise
-                    // ops in tract, where QuantizeLinear's rounding runs one value at a time.
-                    let inv = format!("{}.inv_scale", site.activation);
-                    new_inits.push(f32_init(&inv, &[], &[1.0 / sx]));
-                    let magic = "q.round_magic".to_string();
-                    if !new_inits.iter().any(|t| t.name == magic) {
-                        new_inits.push(f32_init(&magic, &[], &[12_582_912.0]));
-                        new_inits.push(f32_init("q.lo", &[], &[-127.0]));
-                        new_inits.push(f32_init("q.hi", &[], &[127.0]));
-                    }
-                    let a = format!("{tag}.scaled_x");
-                    let b = format!("{tag}.biased_x");
-                    let c = format!("{tag}.rounded_x");
-                    let d = format!("{tag}.clipped_x");
-                    graph.node.push(node(
-                        "Mul",
-                        &format!("{tag}.q_mul"),
-                        &[&site.activation, &inv],
-                        &a,
-                        vec![],
-                    ));
-                    graph.node.push(node(
-                        "Add",
-                        &format!("{tag}.q_add"),
-                        &[&a, &magic],
-                        &b,
-                        vec![],
-                    ));
-                    graph.node.push(node(
-                        "Sub",
-                        &format!("{tag}.q_sub"),
-                        &[&b, &magic],
-                        &c,
-                        vec![],
-                    ));
-                    graph.node.push(node(
-                        "Clip",
-                        &format!("{tag}.q_clip"),
-                        &[&c, "q.lo", "q.hi"],
-                        &d,
-                        vec![],
-                    ));
-                    graph.node.push(node(
-                        "Cast",
-                        &format!("{tag}.q_cast"),
-                        &[&d],
-                        &xq,
-                        vec![int_attr("to", DataType::Int8 as i64)],
-                    ));
-                } else {
-                    graph.node.push(node(
-                        "QuantizeLinear",
-                        &format!("{tag}.quantize"),
-                        &[&site.activation, &scale, &zp],
-                        &xq,
-                        vec![],
-                    ));
-                }
-                quantized.insert(site.activation.clone(), (xq.clone(), sx));
-                (xq, sx)
-            }
-        };
+        let (xq, sx) = quantize_activation(
+            &mut graph.node,
+            &mut new_inits,
+            &mut quantized,
+            &site.activation,
+            st.max_abs,
+            &tag,
+            opts,
+        );
         let wdata = f32_data(w)?;
         let axis = match site.kind {
             SiteKind::MatMul => 1,
-            SiteKind::Conv => 0,
+            SiteKind::Conv | SiteKind::ActMatMul => 0,
         };
         let (wq, sw) = quantize_weight(&wdata, &w.dims, axis, opts.per_channel);
         let wq_name = format!("{}.i8", site.weight);
@@ -509,6 +571,7 @@ pub fn rewrite(
                     vec![],
                 ));
             }
+            SiteKind::ActMatMul => unreachable!("handled above"),
             SiteKind::Conv => {
                 let attrs: Vec<AttributeProto> = n
                     .attribute
@@ -586,6 +649,92 @@ pub fn rewrite(
     model.doc_string = format!("{} (int8: linesight static PTQ)", model.doc_string);
     Ok((model.encode_to_vec(), reports))
 }
+
+/// Quantises activation `x` to int8 with scale `max_abs / 127` (once per tensor: `done`
+/// caches the int8 tensor's name and scale). Returns both.
+fn quantize_activation(
+    nodes: &mut Vec<NodeProto>,
+    inits: &mut Vec<TensorProto>,
+    done: &mut HashMap<String, (String, f32)>,
+    x: &str,
+    max_abs: f32,
+    tag: &str,
+    opts: &QuantOptions,
+) -> (String, f32) {
+    if let Some(v) = done.get(x) {
+        return v.clone();
+    }
+    let sx = max_abs / 127.0;
+    let xq = format!("{x}.i8");
+    if opts.quantize_linear_op {
+        let scale = format!("{x}.scale");
+        inits.push(f32_init(&scale, &[], &[sx]));
+        nodes.push(node(
+            "QuantizeLinear",
+            &format!("{tag}.{x}.quantize"),
+            &[x, &scale, ZERO_POINT],
+            &xq,
+            vec![],
+        ));
+    } else {
+        // x / s, rounded half to even by adding and subtracting 1.5 * 2^23 (exact for
+        // |x / s| < 2^22), clipped, cast: elementwise ops tract fuses and vectorises,
+        // where its QuantizeLinear rounds one value at a time.
+        let inv = format!("{x}.inv_scale");
+        inits.push(f32_init(&inv, &[], &[1.0 / sx]));
+        if !inits.iter().any(|t| t.name == ROUND_MAGIC) {
+            inits.push(f32_init(ROUND_MAGIC, &[], &[12_582_912.0]));
+            inits.push(f32_init("q.lo", &[], &[-127.0]));
+            inits.push(f32_init("q.hi", &[], &[127.0]));
+        }
+        let (a, b, c, d) = (
+            format!("{tag}.{x}.scaled"),
+            format!("{tag}.{x}.biased"),
+            format!("{tag}.{x}.rounded"),
+            format!("{tag}.{x}.clipped"),
+        );
+        nodes.push(node(
+            "Mul",
+            &format!("{tag}.{x}.q_mul"),
+            &[x, &inv],
+            &a,
+            vec![],
+        ));
+        nodes.push(node(
+            "Add",
+            &format!("{tag}.{x}.q_add"),
+            &[&a, ROUND_MAGIC],
+            &b,
+            vec![],
+        ));
+        nodes.push(node(
+            "Sub",
+            &format!("{tag}.{x}.q_sub"),
+            &[&b, ROUND_MAGIC],
+            &c,
+            vec![],
+        ));
+        nodes.push(node(
+            "Clip",
+            &format!("{tag}.{x}.q_clip"),
+            &[&c, "q.lo", "q.hi"],
+            &d,
+            vec![],
+        ));
+        nodes.push(node(
+            "Cast",
+            &format!("{tag}.{x}.q_cast"),
+            &[&d],
+            &xq,
+            vec![int_attr("to", DataType::Int8 as i64)],
+        ));
+    }
+    done.insert(x.to_string(), (xq.clone(), sx));
+    (xq, sx)
+}
+
+const ZERO_POINT: &str = "q.zero_point_i8";
+const ROUND_MAGIC: &str = "q.round_magic";
 
 /// What tract's optimized plan of a quantised model contains.
 #[derive(Debug, Clone, Serialize)]

@@ -108,13 +108,25 @@ fn the_rewrite_emits_the_fast_encoding_and_the_bundle_records_its_parity() {
         .iter()
         .filter(|n| n.op_type == "MatMulInteger" || n.op_type == "ConvInteger")
         .collect();
-    // tiny: 2 layers x (q, k, v, out, fc1, fc2) + patch conv, less first and last kept f32.
+    // tiny: 2 layers x (q, k, v, out, fc1, fc2) + patch conv, less the first and last
+    // weight layers kept f32; attention stays f32 by default.
     assert_eq!(integer_ops.len(), report.int8_sites);
     assert_eq!(report.int8_sites, 11, "{:#?}", report.sites);
+    let kept: Vec<&str> = report
+        .sites
+        .iter()
+        .filter(|s| s.decision != "int8")
+        .map(|s| s.decision.as_str())
+        .collect();
+    // first, last, the two single-row matmuls, the two Q K^T
+    assert_eq!(kept.len(), 6, "{kept:?}");
     for n in &integer_ops {
         assert_eq!(n.input.len(), 2, "{} has zero-point inputs", n.name);
-        let w = g.initializer.iter().find(|t| t.name == n.input[1]).unwrap();
-        assert_eq!(w.data_type, DataType::Int8 as i32, "{}", w.name);
+        match g.initializer.iter().find(|t| t.name == n.input[1]) {
+            Some(w) => assert_eq!(w.data_type, DataType::Int8 as i32, "{}", w.name),
+            // Q K^T: both operands are activations quantised in the graph.
+            None => assert!(n.input.iter().all(|x| x.ends_with(".i8")), "{:?}", n.input),
+        }
     }
     assert!(!g.node.iter().any(|n| n.op_type == "QuantizeLinear"));
     assert!(report.plan.slow_patterns.is_empty());
@@ -141,6 +153,42 @@ fn the_rewrite_emits_the_fast_encoding_and_the_bundle_records_its_parity() {
     // It runs in the edge engine and passes its own self-test.
     let mut engine = Engine::from_bundle(&bundle).unwrap();
     assert!(engine.self_test(m).unwrap() <= 1e-4);
+}
+
+#[test]
+fn attention_q_k_can_be_quantised_too_but_never_the_softmax_output() {
+    let f32_bundle = tiny_clip_bundle();
+    let mut opts = Int8Options {
+        allow_parity_drop: true,
+        ..Default::default()
+    };
+    opts.quant.activation_matmul = true;
+    let (bundle, report) =
+        export_int8(&f32_bundle, &views(8), &views(12)[8..], &opts, &no_progress).unwrap();
+    assert_eq!(report.int8_sites, 13, "{:#?}", report.sites);
+    let g = ModelProto::decode(bundle.model.as_slice())
+        .unwrap()
+        .graph
+        .unwrap();
+    let softmax_outputs: Vec<&String> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Softmax")
+        .flat_map(|n| &n.output)
+        .collect();
+    assert_eq!(softmax_outputs.len(), 2);
+    for n in g.node.iter().filter(|n| n.op_type == "MatMul") {
+        if n.input.iter().any(|x| softmax_outputs.contains(&x)) {
+            continue; // softmax x V: still f32, as it must be
+        }
+        assert!(
+            g.initializer.iter().any(|t| t.name == n.input[1]),
+            "an activation matmul stayed f32: {:?}",
+            n.input
+        );
+    }
+    let mut engine = Engine::from_bundle(&Bundle::from_bytes(&bundle.to_bytes()).unwrap()).unwrap();
+    assert!(engine.self_test(&bundle.manifest).unwrap() <= 1e-4);
 }
 
 #[test]
