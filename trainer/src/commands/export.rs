@@ -124,7 +124,6 @@ pub fn run(s: &ExportSettings) -> Result<ExportCmdReport> {
     let (f32_out, bundle_bytes, signature, int8) = crate::commands::quantize::write_with_int8(
         &mut bundle,
         key.as_ref(),
-        s.sign.as_deref(),
         &s.out,
         s.int8.as_ref(),
     )?;

@@ -5,7 +5,6 @@ use crate::dataset;
 use crate::export::int8::{self, Int8Options, Int8Report};
 use crate::mllm::images;
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use linesight_shared::bundle::Bundle;
 use linesight_shared::preprocess::RgbImage;
 use linesight_shared::signature::SecretKey;
@@ -115,27 +114,19 @@ fn open_all(paths: &[PathBuf], unreadable: &mut Vec<String>) -> Vec<RgbImage> {
         .collect()
 }
 
-/// Quantises `f32_bundle` and writes the int8 bundle to `out` (signed with `sign`).
+/// Quantises `f32_bundle` and writes the int8 bundle to `out` (signed with `key`).
 pub fn quantize_bundle(
     f32_bundle: &Bundle,
     sets: &ImageSets,
     opts: &Int8Options,
-    sign: Option<&Path>,
+    key: Option<&SecretKey>,
     out: &Path,
 ) -> Result<QuantizeReport> {
-    let key = sign.map(SecretKey::read).transpose()?;
     let (cal_paths, par_paths) = split_sets(sets)?;
     let mut unreadable = Vec::new();
     let calibration = open_all(&cal_paths, &mut unreadable);
     let parity = open_all(&par_paths, &mut unreadable);
-    let bar = ProgressBar::new(0);
-    if std::env::var("LINESIGHT_NO_PROGRESS").is_ok() {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} images ({eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = crate::embed::progress_bar(0, "calibrate");
     let progress = |stage: &str, i: usize, n: usize| {
         if bar.message() != stage {
             bar.set_message(stage.to_string());
@@ -146,7 +137,7 @@ pub fn quantize_bundle(
     let result = int8::export_int8(f32_bundle, &calibration, &parity, opts, &progress);
     bar.finish_and_clear();
     let (mut bundle, report) = result?;
-    let (bundle_bytes, signature) = crate::export::sign_and_write(&mut bundle, key.as_ref(), out)?;
+    let (bundle_bytes, signature) = crate::export::sign_and_write(&mut bundle, key, out)?;
     Ok(QuantizeReport {
         out: out.display().to_string(),
         bundle_bytes,
@@ -164,8 +155,9 @@ pub fn run(
     sign: Option<&Path>,
     out: &Path,
 ) -> Result<QuantizeReport> {
+    let key = sign.map(SecretKey::read).transpose()?;
     let f32_bundle = Bundle::read(bundle)?;
-    quantize_bundle(&f32_bundle, sets, opts, sign, out)
+    quantize_bundle(&f32_bundle, sets, opts, key.as_ref(), out)
 }
 
 /// `--int8` on `export` / `prototypes`: what to do after the f32 bundle is built.
@@ -190,7 +182,6 @@ pub fn f32_path(out: &Path) -> PathBuf {
 pub fn write_with_int8(
     bundle: &mut Bundle,
     key: Option<&SecretKey>,
-    sign: Option<&Path>,
     out: &Path,
     int8: Option<&Int8Request>,
 ) -> Result<(PathBuf, u64, String, Option<QuantizeReport>)> {
@@ -202,7 +193,7 @@ pub fn write_with_int8(
         Some(req) => {
             let f32_out = f32_path(out);
             let (bytes, sig) = crate::export::sign_and_write(bundle, key, &f32_out)?;
-            let q = quantize_bundle(bundle, &req.sets, &req.opts, sign, out)?;
+            let q = quantize_bundle(bundle, &req.sets, &req.opts, key, out)?;
             Ok((f32_out, bytes, sig, Some(q)))
         }
     }

@@ -152,6 +152,7 @@ fn mean_sq_err(engine: &mut Engine, probe: &[Vec<f32>], reference: &[Vec<f32>]) 
 /// in f32; sorted by that error, lowest (most sensitive layer) first.
 fn layer_sensitivity(
     f32_bundle: &Bundle,
+    model: &tract_onnx::pb::ModelProto,
     sites: &[quantize::Site],
     stats: &[ActStats],
     q: &QuantOptions,
@@ -167,7 +168,7 @@ fn layer_sensitivity(
         reference.push(out);
     }
     let none = std::collections::HashSet::new();
-    let (all, reports) = quantize::rewrite(&f32_bundle.model, sites, stats, q, &none)?;
+    let (all, reports) = quantize::rewrite(model, sites, stats, q, &none)?;
     let mse_all = mean_sq_err(&mut Engine::new(&all, &shape)?, probe, &reference)?;
     let int8_nodes: Vec<(usize, String)> = sites
         .iter()
@@ -179,7 +180,7 @@ fn layer_sensitivity(
     for (k, (node_index, node)) in int8_nodes.iter().enumerate() {
         progress("sensitivity", k + 1, int8_nodes.len());
         let keep = std::collections::HashSet::from([*node_index]);
-        let (onnx, _) = quantize::rewrite(&f32_bundle.model, sites, stats, q, &keep)?;
+        let (onnx, _) = quantize::rewrite(model, sites, stats, q, &keep)?;
         let mse = mean_sq_err(&mut Engine::new(&onnx, &shape)?, probe, &reference)?;
         out.push(LayerSensitivity {
             node: node.clone(),
@@ -258,7 +259,8 @@ pub fn export_int8(
         progress("calibrate", i + 1, total);
         tensor(&mut pre, img)
     });
-    let stats: Vec<ActStats> = quantize::calibrate(&f32_bundle.model, &shape, &sites, &mut it)?;
+    let stats: Vec<ActStats> =
+        quantize::calibrate(&f32_bundle.model, &model_proto, &shape, &sites, &mut it)?;
     let mut keep = std::collections::HashSet::new();
     let mut sensitivity = Vec::new();
     if opts.fallback_layers > 0 {
@@ -267,7 +269,15 @@ pub fn export_int8(
             .take(opts.sensitivity_images.max(1))
             .map(|img| tensor(&mut pre, img))
             .collect::<Result<_>>()?;
-        sensitivity = layer_sensitivity(f32_bundle, &sites, &stats, &opts.quant, &probe, progress)?;
+        sensitivity = layer_sensitivity(
+            f32_bundle,
+            &model_proto,
+            &sites,
+            &stats,
+            &opts.quant,
+            &probe,
+            progress,
+        )?;
         keep.extend(
             sensitivity
                 .iter()
@@ -276,7 +286,7 @@ pub fn export_int8(
         );
     }
     let (int8_onnx, site_reports) =
-        quantize::rewrite(&f32_bundle.model, &sites, &stats, &opts.quant, &keep)?;
+        quantize::rewrite(&model_proto, &sites, &stats, &opts.quant, &keep)?;
     let plan = quantize::plan_check(&int8_onnx, &shape)?;
     if !plan.slow_patterns.is_empty() {
         bail!(

@@ -201,16 +201,17 @@ pub fn find_sites(model: &ModelProto) -> Result<Vec<Site>> {
     Ok(sites)
 }
 
-/// Runs the f32 model on every calibration input with the sites' activations as extra
-/// outputs and returns their statistics (same order as `sites`).
+/// Runs the f32 model (`onnx`, decoded as `model`) on every calibration input with the
+/// sites' activations as extra outputs and returns their statistics (same order as
+/// `sites`).
 pub fn calibrate(
     onnx: &[u8],
+    model: &ModelProto,
     input_shape: &[usize],
     sites: &[Site],
     inputs: &mut dyn Iterator<Item = Result<Vec<f32>>>,
 ) -> Result<Vec<ActStats>> {
-    let model = ModelProto::decode(onnx).context("the f32 ONNX does not decode")?;
-    let inits = initializer_map(&model)?;
+    let inits = initializer_map(model)?;
     // Distinct activation tensors: several sites may read the same one.
     let mut names: Vec<String> = Vec::new();
     for s in sites {
@@ -238,7 +239,7 @@ pub fn calibrate(
         let t = Tensor::from_shape(input_shape, &input)?;
         let out = plan.run(tvec!(t.into_tvalue()))?;
         for (k, o) in out.iter().enumerate() {
-            let v = o.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+            let v = o.try_as_plain_ram()?.as_slice::<f32>()?;
             len[k] = v.len();
             let m = v.iter().fold(0f32, |a, &x| a.max(x.abs()));
             if !m.is_finite() {
@@ -376,17 +377,14 @@ fn quantize_weight(w: &[f32], dims: &[i64], axis: usize, per_channel: bool) -> (
 /// `keep_f32` lists sites (by node index) that stay f32 whatever the rules say (the
 /// sensitivity fallback of [`super::int8`]).
 pub fn rewrite(
-    onnx: &[u8],
+    f32_model: &ModelProto,
     sites: &[Site],
     stats: &[ActStats],
     opts: &QuantOptions,
     keep_f32: &HashSet<usize>,
 ) -> Result<(Vec<u8>, Vec<SiteReport>)> {
-    let mut model = ModelProto::decode(onnx).context("the f32 ONNX does not decode")?;
-    let inits: HashMap<String, TensorProto> = initializer_map(&model)?
-        .into_iter()
-        .map(|(k, v)| (k, v.clone()))
-        .collect();
+    let inits = initializer_map(f32_model)?;
+    let mut model = f32_model.clone();
     let graph = model.graph.as_mut().context("ONNX model has no graph")?;
     let old_nodes = std::mem::take(&mut graph.node);
     let by_node: HashMap<usize, (&Site, &ActStats)> = sites
@@ -463,34 +461,20 @@ pub fn rewrite(
                 &tag,
                 opts,
             );
-            let acc = format!("{tag}.acc_i32");
-            let accf = format!("{tag}.acc_f32");
             let rescale = format!("{tag}.rescale_ab");
             new_inits.push(f32_init(&rescale, &[], &[sa * sb]));
-            graph.node.push(node(
+            integer_op(
+                &mut graph.node,
                 "MatMulInteger",
-                &format!("{tag}.matmul"),
-                &[&aq, &bq],
-                &acc,
+                &tag,
+                [&aq, &bq],
                 vec![],
-            ));
-            graph.node.push(node(
-                "Cast",
-                &format!("{tag}.cast"),
-                &[&acc],
-                &accf,
-                vec![int_attr("to", DataType::Float as i64)],
-            ));
-            graph.node.push(node(
-                "Mul",
-                &format!("{tag}.rescale"),
-                &[&accf, &rescale],
+                &rescale,
                 &out,
-                vec![],
-            ));
+            );
             continue;
         }
-        let w = &inits[&site.weight];
+        let w = inits[&site.weight];
         let group = attr_int(&n, "group").unwrap_or(1);
         let skip = match site.kind {
             SiteKind::MatMul if !opts.matmul => Some("matmul quantisation off".to_string()),
@@ -542,34 +526,20 @@ pub fn rewrite(
         let (wq, sw) = quantize_weight(&wdata, &w.dims, axis, opts.per_channel);
         let wq_name = format!("{}.i8", site.weight);
         new_inits.push(i8_init(&wq_name, &w.dims, &wq));
-        let acc = format!("{tag}.acc_i32");
-        let accf = format!("{tag}.acc_f32");
         let rescale: Vec<f32> = sw.iter().map(|s| s * sx).collect();
         let rescale_name = format!("{}.rescale", site.weight);
         match site.kind {
             SiteKind::MatMul => {
-                graph.node.push(node(
-                    "MatMulInteger",
-                    &format!("{tag}.matmul"),
-                    &[&xq, &wq_name],
-                    &acc,
-                    vec![],
-                ));
-                graph.node.push(node(
-                    "Cast",
-                    &format!("{tag}.cast"),
-                    &[&acc],
-                    &accf,
-                    vec![int_attr("to", DataType::Float as i64)],
-                ));
                 new_inits.push(f32_init(&rescale_name, &[rescale.len() as i64], &rescale));
-                graph.node.push(node(
-                    "Mul",
-                    &format!("{tag}.rescale"),
-                    &[&accf, &rescale_name],
-                    &out,
+                integer_op(
+                    &mut graph.node,
+                    "MatMulInteger",
+                    &tag,
+                    [&xq, &wq_name],
                     vec![],
-                ));
+                    &rescale_name,
+                    &out,
+                );
             }
             SiteKind::ActMatMul => unreachable!("handled above"),
             SiteKind::Conv => {
@@ -579,20 +549,6 @@ pub fn rewrite(
                     .filter(|a| a.name != "group")
                     .cloned()
                     .collect();
-                graph.node.push(node(
-                    "ConvInteger",
-                    &format!("{tag}.conv"),
-                    &[&xq, &wq_name],
-                    &acc,
-                    attrs,
-                ));
-                graph.node.push(node(
-                    "Cast",
-                    &format!("{tag}.cast"),
-                    &[&acc],
-                    &accf,
-                    vec![int_attr("to", DataType::Float as i64)],
-                ));
                 let co = w.dims[0];
                 new_inits.push(f32_init(&rescale_name, &[1, co, 1, 1], &rescale));
                 match n.input.get(2).filter(|b| !b.is_empty()) {
@@ -604,13 +560,15 @@ pub fn rewrite(
                         let bias_name = format!("{b}.nchw");
                         new_inits.push(f32_init(&bias_name, &[1, co, 1, 1], &bias));
                         let scaled = format!("{tag}.scaled");
-                        graph.node.push(node(
-                            "Mul",
-                            &format!("{tag}.rescale"),
-                            &[&accf, &rescale_name],
+                        integer_op(
+                            &mut graph.node,
+                            "ConvInteger",
+                            &tag,
+                            [&xq, &wq_name],
+                            attrs,
+                            &rescale_name,
                             &scaled,
-                            vec![],
-                        ));
+                        );
                         graph.node.push(node(
                             "Add",
                             &format!("{tag}.bias"),
@@ -620,13 +578,15 @@ pub fn rewrite(
                         ));
                     }
                     None => {
-                        graph.node.push(node(
-                            "Mul",
-                            &format!("{tag}.rescale"),
-                            &[&accf, &rescale_name],
+                        integer_op(
+                            &mut graph.node,
+                            "ConvInteger",
+                            &tag,
+                            [&xq, &wq_name],
+                            attrs,
+                            &rescale_name,
                             &out,
-                            vec![],
-                        ));
+                        );
                     }
                 }
             }
@@ -731,6 +691,36 @@ fn quantize_activation(
     }
     done.insert(x.to_string(), (xq.clone(), sx));
     (xq, sx)
+}
+
+/// `op` (`MatMulInteger` or `ConvInteger`, no zero points) on the two int8 `inputs`, its
+/// i32 result cast to f32 and multiplied by `rescale` into `out`.
+fn integer_op(
+    nodes: &mut Vec<NodeProto>,
+    op: &str,
+    tag: &str,
+    inputs: [&str; 2],
+    attrs: Vec<AttributeProto>,
+    rescale: &str,
+    out: &str,
+) {
+    let acc = format!("{tag}.acc_i32");
+    let accf = format!("{tag}.acc_f32");
+    nodes.push(node(op, &format!("{tag}.{op}"), &inputs, &acc, attrs));
+    nodes.push(node(
+        "Cast",
+        &format!("{tag}.cast"),
+        &[&acc],
+        &accf,
+        vec![int_attr("to", DataType::Float as i64)],
+    ));
+    nodes.push(node(
+        "Mul",
+        &format!("{tag}.rescale"),
+        &[&accf, rescale],
+        out,
+        vec![],
+    ));
 }
 
 const ZERO_POINT: &str = "q.zero_point_i8";
