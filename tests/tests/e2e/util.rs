@@ -162,6 +162,44 @@ impl Measured {
     pub fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
+
+    /// Asserts that stderr says `needle`.
+    #[track_caller]
+    pub fn assert_stderr_has(&self, needle: &str) {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr should say `{needle}`:\n{}",
+            self.stderr
+        );
+    }
+
+    /// Asserts that the peak RSS stayed below `kib` KiB.
+    #[track_caller]
+    pub fn assert_peak_below(&self, kib: u64) {
+        assert!(
+            self.peak_rss_kib < kib,
+            "peak RSS {} KiB, bound {kib} KiB",
+            self.peak_rss_kib
+        );
+    }
+}
+
+/// `linesight-edge ARGS`.
+pub fn edge(args: &[&str]) -> Command {
+    let mut c = Command::new(bin("linesight-edge"));
+    c.args(args);
+    c
+}
+
+/// `linesight-edge classify --json --bundle tiny.lsb PATHS...` to its end (killed after
+/// `timeout`).
+pub fn classify_tiny(paths: &[&Path], timeout: std::time::Duration) -> Measured {
+    run_bounded(
+        edge(&["classify", "--json", "--bundle"])
+            .arg(tiny_bundle())
+            .args(paths),
+        timeout,
+    )
 }
 
 /// A running child whose output is being collected.

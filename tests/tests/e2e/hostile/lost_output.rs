@@ -13,10 +13,8 @@ use std::time::Duration;
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn run_tiny(args: &[&str]) -> Command {
-    let mut c = Command::new(bin("linesight-edge"));
-    c.args(["run", "--no-store", "--bundle"])
-        .arg(tiny_bundle())
-        .args(args);
+    let mut c = edge(&["run", "--no-store", "--bundle"]);
+    c.arg(tiny_bundle()).args(args);
     c
 }
 
@@ -39,8 +37,8 @@ fn decisions_a_full_disk_did_not_take_are_an_error() {
     assert_eq!(report["decisions"], 0, "nothing was written");
     assert_eq!(report["decisions_lost"], 5);
     assert!(report["sink_errors"].as_u64().unwrap() >= 5);
-    assert!(m.stderr.contains("5 decisions NOT written"), "{}", m.stderr);
-    assert!(m.stderr.contains("No space left on device"), "{}", m.stderr);
+    m.assert_stderr_has("5 decisions NOT written");
+    m.assert_stderr_has("No space left on device");
 
     // The plain summary says it too.
     let m = run_bounded(
@@ -55,11 +53,7 @@ fn decisions_a_full_disk_did_not_take_are_an_error() {
         TIMEOUT,
     );
     assert_eq!(m.code, Some(1));
-    assert!(
-        m.stderr.contains("0 decisions written, 3 NOT written"),
-        "{}",
-        m.stderr
-    );
+    m.assert_stderr_has("0 decisions written, 3 NOT written");
 }
 
 #[test]
@@ -90,14 +84,10 @@ fn a_station_outside_the_frame_stops_the_run_naming_it() {
         Some(2),
         "a run that can never decide for a station is refused"
     );
-    assert!(
-        m.stderr.contains(&format!(
+    m.assert_stderr_has(&format!(
             "station `far`: region 600,0 100x100 does not fit a 320x240 frame (the first frame from `dir:{}`)",
             d.display()
-        )),
-        "{}",
-        m.stderr
-    );
+        ));
     // With the synthetic source the frame size is known: refused before anything runs.
     let m = run_bounded(
         &mut run_tiny(&[
@@ -110,11 +100,7 @@ fn a_station_outside_the_frame_stops_the_run_naming_it() {
         TIMEOUT,
     );
     assert_eq!(m.code, Some(2));
-    assert!(
-        m.stderr.contains("station `far`: region 600,0 100x100 does not fit a 640x480 frame (source.synthetic_size = [640, 480])"),
-        "{}",
-        m.stderr
-    );
+    m.assert_stderr_has("station `far`: region 600,0 100x100 does not fit a 640x480 frame (source.synthetic_size = [640, 480])");
 }
 
 /// `cmd`'s stdout is a pipe whose reader is gone (what `| head -1` leaves behind).
@@ -131,11 +117,6 @@ fn a_closed_pipe_is_a_quiet_clean_exit_in_both_binaries() {
         std::fs::copy(demo_photo(), d.join(format!("{i}.jpg"))).unwrap();
     }
     let t = tiny_bundle();
-    let edge = |args: &[&str]| {
-        let mut c = Command::new(bin("linesight-edge"));
-        c.args(args);
-        c
-    };
     let d_s = d.to_str().unwrap();
     let t_s = t.to_str().unwrap();
     let cases: Vec<Command> = vec![
@@ -202,7 +183,7 @@ fn a_closed_pipe_is_a_quiet_clean_exit_in_both_binaries() {
     }
     // stderr closed as well (`2>&1 | head -1`): the summary line must not panic either.
     let m = spawn_io(
-        Command::new(bin("linesight-edge")).args(["classify", "--bundle", t_s, d_s]),
+        &mut edge(&["classify", "--bundle", t_s, d_s]),
         Some(closed_pipe()),
         Some(closed_pipe()),
     )

@@ -15,12 +15,6 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// reading or decoding the hostile input would take.
 const BOUND_KIB: u64 = 150 << 10;
 
-fn edge(args: &[&str]) -> Command {
-    let mut c = Command::new(bin("linesight-edge"));
-    c.args(args);
-    c
-}
-
 /// A sparse 2 GiB file: nothing on disk, 2 GiB if read.
 fn sparse(path: &Path, len: u64) {
     std::fs::File::create(path).unwrap().set_len(len).unwrap();
@@ -47,13 +41,8 @@ fn a_2gb_file_named_lsb_is_refused_from_its_header() {
         let m = run_bounded(&mut cmd, TIMEOUT);
         assert!(!m.timed_out);
         assert_eq!(m.code, Some(2), "{:?}", cmd);
-        assert!(m.stderr.contains("not a linesight bundle"), "{}", m.stderr);
-        assert!(
-            m.peak_rss_kib < BOUND_KIB,
-            "{:?}: peak RSS {} KiB",
-            cmd,
-            m.peak_rss_kib
-        );
+        m.assert_stderr_has("not a linesight bundle");
+        m.assert_peak_below(BOUND_KIB);
     }
     let m = run_bounded(
         Command::new(bin("linesight-train"))
@@ -62,12 +51,8 @@ fn a_2gb_file_named_lsb_is_refused_from_its_header() {
         TIMEOUT,
     );
     assert_eq!(m.code, Some(2));
-    assert!(m.stderr.contains("not a linesight bundle"), "{}", m.stderr);
-    assert!(
-        m.peak_rss_kib < BOUND_KIB,
-        "peak RSS {} KiB",
-        m.peak_rss_kib
-    );
+    m.assert_stderr_has("not a linesight bundle");
+    m.assert_peak_below(BOUND_KIB);
 
     // A real bundle followed by 2 GiB it does not announce: refused unread as well.
     let padded = tmp.path().join("padded.lsb");
@@ -82,16 +67,8 @@ fn a_2gb_file_named_lsb_is_refused_from_its_header() {
         TIMEOUT,
     );
     assert_eq!(m.code, Some(2));
-    assert!(
-        m.stderr.contains("unexpected bytes after its checksum"),
-        "{}",
-        m.stderr
-    );
-    assert!(
-        m.peak_rss_kib < BOUND_KIB,
-        "peak RSS {} KiB",
-        m.peak_rss_kib
-    );
+    m.assert_stderr_has("unexpected bytes after its checksum");
+    m.assert_peak_below(BOUND_KIB);
 }
 
 #[test]
@@ -101,14 +78,7 @@ fn a_12000x12000_png_is_refused_from_its_header_by_both_binaries() {
     std::fs::create_dir_all(&d).unwrap();
     let big = d.join("big.png");
     std::fs::write(&big, black_png(12000, 12000)).unwrap();
-    let m = run_bounded(
-        Command::new(bin("linesight-edge"))
-            .args(["classify", "--json", "--bundle"])
-            .arg(tiny_bundle())
-            .arg(&big)
-            .arg(demo_photo()),
-        TIMEOUT,
-    );
+    let m = classify_tiny(&[&big, &demo_photo()], TIMEOUT);
     assert!(!m.timed_out);
     assert_eq!(
         m.code,
@@ -124,16 +94,12 @@ fn a_12000x12000_png_is_refused_from_its_header_by_both_binaries() {
         "{out}"
     );
     assert!(out.contains("\"label\""));
-    assert!(
-        m.peak_rss_kib < BOUND_KIB,
-        "peak RSS {} KiB",
-        m.peak_rss_kib
-    );
+    m.assert_peak_below(BOUND_KIB);
 
     // The dir: source: a bad frame, counted; the photo decided.
     std::fs::copy(demo_photo(), d.join("photo.jpg")).unwrap();
     let m = run_bounded(
-        Command::new(bin("linesight-edge"))
+        edge(&[])
             .args(["run", "--no-store", "--json", "--sink", "none", "--bundle"])
             .arg(tiny_bundle())
             .arg(format!("--source=dir:{}", d.display())),
@@ -145,12 +111,8 @@ fn a_12000x12000_png_is_refused_from_its_header_by_both_binaries() {
         (report["bad_frames"].as_u64(), report["decisions"].as_u64()),
         (Some(1), Some(1))
     );
-    assert!(m.stderr.contains("144 megapixels"), "{}", m.stderr);
-    assert!(
-        m.peak_rss_kib < BOUND_KIB,
-        "peak RSS {} KiB",
-        m.peak_rss_kib
-    );
+    m.assert_stderr_has("144 megapixels");
+    m.assert_peak_below(BOUND_KIB);
 
     // The trainer's calibration images go through the same decoder: the big one is
     // refused and reported, the others calibrate the tiny model.
@@ -180,11 +142,7 @@ fn a_12000x12000_png_is_refused_from_its_header_by_both_binaries() {
         .unwrap()
         .contains("12000x12000 is 144 megapixels"));
     assert_eq!(report["int8"]["calibration_images"], 3);
-    assert!(
-        m.peak_rss_kib < 2 * BOUND_KIB,
-        "peak RSS {} KiB",
-        m.peak_rss_kib
-    );
+    m.assert_peak_below(2 * BOUND_KIB);
 }
 
 #[test]
@@ -194,7 +152,7 @@ fn the_image_limit_is_a_setting_on_both_binaries() {
     std::fs::write(&img, black_png(3000, 2000)).unwrap();
     let classify = |mp: &str| {
         run_bounded(
-            Command::new(bin("linesight-edge"))
+            edge(&[])
                 .args([
                     "--max-image-megapixels",
                     mp,
@@ -230,7 +188,7 @@ fn the_image_limit_is_a_setting_on_both_binaries() {
         TIMEOUT,
     );
     assert_eq!(m.code, Some(2));
-    assert!(m.stderr.contains("out of range 1..=1000"), "{}", m.stderr);
+    m.assert_stderr_has("out of range 1..=1000");
 }
 
 #[test]
@@ -251,18 +209,10 @@ fn size_arguments_are_validated_before_anything_is_allocated() {
     ] {
         let m = run_bounded(&mut edge(&args), TIMEOUT);
         assert_eq!(m.code, Some(2), "{args:?}");
-        assert!(
-            m.stderr.contains(
-                "--size: 100000x100000 is 10000 megapixels, more than the limit of 50 megapixels"
-            ),
-            "{}",
-            m.stderr
+        m.assert_stderr_has(
+            "--size: 100000x100000 is 10000 megapixels, more than the limit of 50 megapixels",
         );
-        assert!(
-            m.peak_rss_kib < BOUND_KIB,
-            "peak RSS {} KiB",
-            m.peak_rss_kib
-        );
+        m.assert_peak_below(BOUND_KIB);
     }
     // edge.toml: the synthetic frame size, and a region outside it.
     let cfg = tmp.path().join("edge.toml");
@@ -289,7 +239,7 @@ fn size_arguments_are_validated_before_anything_is_allocated() {
             TIMEOUT,
         );
         assert_eq!(m.code, Some(2));
-        assert!(m.stderr.contains(needle), "{}", m.stderr);
+        m.assert_stderr_has(needle);
     }
     // A manifest asking for a 100000-pixel model input (120 GB of floats).
     let mut b = linesight_shared::bundle::Bundle::read(&tiny_bundle()).unwrap();
@@ -315,9 +265,5 @@ fn size_arguments_are_validated_before_anything_is_allocated() {
         "{}",
         m.stderr
     );
-    assert!(
-        m.peak_rss_kib < BOUND_KIB,
-        "peak RSS {} KiB",
-        m.peak_rss_kib
-    );
+    m.assert_peak_below(BOUND_KIB);
 }

@@ -38,13 +38,7 @@ fn classify_walks_loops_fifos_and_duplicates_once_and_ends() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("d");
     let _socket = hostile_folder(&d);
-    let m = run_bounded(
-        Command::new(bin("linesight-edge"))
-            .args(["classify", "--json", "--bundle"])
-            .arg(tiny_bundle())
-            .arg(&d),
-        TIMEOUT,
-    );
+    let m = classify_tiny(&[&d], TIMEOUT);
     assert!(!m.timed_out, "classify did not end");
     assert_eq!(m.code, Some(0), "skips are said, not failures");
     let lines: Vec<serde_json::Value> = m
@@ -76,18 +70,14 @@ fn classify_walks_loops_fifos_and_duplicates_once_and_ends() {
         "(a loop)",
         "already listed",
     ] {
-        assert!(m.stderr.contains(needle), "stderr should say `{needle}`");
+        m.assert_stderr_has(needle);
     }
     assert!(
         m.stderr
             .contains("3 not regular files, 2 duplicates, 3 symbolic-link loops"),
         "the summary counts the skips"
     );
-    assert!(
-        m.peak_rss_kib < 200 << 10,
-        "peak RSS {} KiB",
-        m.peak_rss_kib
-    );
+    m.assert_peak_below(200 << 10);
 }
 
 #[test]
@@ -95,14 +85,7 @@ fn a_fifo_named_on_the_command_line_is_an_error_not_a_hang() {
     let tmp = tempfile::tempdir().unwrap();
     let fifo = tmp.path().join("x.jpg");
     mkfifo(&fifo);
-    let m = run_bounded(
-        Command::new(bin("linesight-edge"))
-            .args(["classify", "--json", "--bundle"])
-            .arg(tiny_bundle())
-            .arg(&fifo)
-            .arg(demo_photo()),
-        TIMEOUT,
-    );
+    let m = classify_tiny(&[&fifo, &demo_photo()], TIMEOUT);
     assert!(!m.timed_out);
     assert_eq!(
         m.code,
@@ -117,19 +100,12 @@ fn a_fifo_named_on_the_command_line_is_an_error_not_a_hang() {
     assert!(out.contains("\"label\""), "the photo is still classified");
     // The bundle too.
     let m = run_bounded(
-        Command::new(bin("linesight-edge"))
-            .args(["classify", "--bundle"])
-            .arg(&fifo)
-            .arg(demo_photo()),
+        edge(&["classify", "--bundle"]).arg(&fifo).arg(demo_photo()),
         TIMEOUT,
     );
     assert!(!m.timed_out);
     assert_eq!(m.code, Some(2));
-    assert!(
-        m.stderr.contains("is a FIFO (named pipe), not a file"),
-        "{}",
-        m.stderr
-    );
+    m.assert_stderr_has("is a FIFO (named pipe), not a file");
 }
 
 #[test]
@@ -138,9 +114,8 @@ fn run_over_a_hostile_folder_ends_each_image_once_and_answers_sigterm() {
     let d = tmp.path().join("d");
     let _socket = hostile_folder(&d);
     let run = |extra: &[&str], decisions: &Path| {
-        let mut cmd = Command::new(bin("linesight-edge"));
-        cmd.args(["run", "--no-store", "--json", "--bundle"])
-            .arg(tiny_bundle())
+        let mut cmd = edge(&["run", "--no-store", "--json", "--bundle"]);
+        cmd.arg(tiny_bundle())
             .arg(format!("--source=dir:{}", d.display()))
             .arg(format!("--sink=jsonl:{}", decisions.display()))
             .args(extra);
@@ -155,7 +130,7 @@ fn run_over_a_hostile_folder_ends_each_image_once_and_answers_sigterm() {
     assert_eq!(report["end"], "source-ended");
     assert_eq!(report["decisions"], 3);
     assert_eq!(report["bad_frames"], 0);
-    assert!(m.stderr.contains("FIFO"));
+    m.assert_stderr_has("FIFO");
     assert_eq!(std::fs::read_to_string(&once).unwrap().lines().count(), 3);
 
     // Looping at 20 fps until SIGTERM: it must stop within a second or two.
@@ -171,11 +146,7 @@ fn run_over_a_hostile_folder_ends_each_image_once_and_answers_sigterm() {
     let report: serde_json::Value = serde_json::from_str(m.stdout_text().trim()).unwrap();
     assert_eq!(report["end"], "stopped");
     assert!(report["decisions"].as_u64().unwrap() >= 3, "{report}");
-    assert!(
-        m.peak_rss_kib < 200 << 10,
-        "peak RSS {} KiB",
-        m.peak_rss_kib
-    );
+    m.assert_peak_below(200 << 10);
 }
 
 /// The trainer's walks (`label --images`, refine, pipeline, calibration folders) are the
@@ -203,7 +174,7 @@ fn trainer_walks_end_and_skip_what_is_not_a_file() {
         "already listed",
         "3 symbolic-link loops",
     ] {
-        assert!(m.stderr.contains(needle), "stderr should say `{needle}`");
+        m.assert_stderr_has(needle);
     }
 
     let loops = tmp.path().join("loops");
@@ -223,6 +194,6 @@ fn trainer_walks_end_and_skip_what_is_not_a_file() {
     );
     assert!(!m.timed_out, "quantize did not end");
     assert_eq!(m.code, Some(2));
-    assert!(m.stderr.contains("no image files"), "{}", m.stderr);
-    assert!(m.stderr.contains("FIFO"), "{}", m.stderr);
+    m.assert_stderr_has("no image files");
+    m.assert_stderr_has("FIFO");
 }
