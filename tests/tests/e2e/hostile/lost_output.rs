@@ -54,6 +54,49 @@ fn decisions_a_full_disk_did_not_take_are_an_error() {
     );
     assert_eq!(m.code, Some(1));
     m.assert_stderr_has("0 decisions written, 3 NOT written");
+
+    // And /metrics, while it runs.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = spawn(
+        &mut run_tiny(&[
+            "--source",
+            "synthetic:20",
+            "--sink",
+            "jsonl:/dev/full",
+            "--http",
+            &addr,
+        ]),
+        None,
+    );
+    let mut lost = None;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(n) = metric(&addr, "linesight_decisions_lost_total").filter(|n| *n > 0) {
+            lost = Some(n);
+            break;
+        }
+    }
+    child.signal(libc::SIGTERM);
+    let m = child.wait(TIMEOUT);
+    assert!(lost.is_some(), "/metrics never showed a lost decision");
+    assert_eq!(m.code, Some(1));
+}
+
+/// One counter's value from `GET /metrics` (None while the endpoint is not up).
+fn metric(addr: &str, name: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} ")))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[test]
