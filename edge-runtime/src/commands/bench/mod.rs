@@ -122,11 +122,25 @@ fn check_size((width, height): (u32, u32)) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("--size: {e}"))
 }
 
+/// The most iterations, warm-up images, frames or rounds a bench takes: each is kept or
+/// counted in memory (a typo of 10^13 would ask for 80 TB of timings).
+pub const MAX_COUNT: u64 = 10_000_000;
+
+/// Fails when a count argument is above [`MAX_COUNT`], naming the flag.
+fn check_count(flag: &str, n: u64) -> Result<()> {
+    if n > MAX_COUNT {
+        anyhow::bail!("{flag} {n} is more than the {MAX_COUNT} a bench takes");
+    }
+    Ok(())
+}
+
 /// Loads the bundle (timing each step) and measures it. Fails when the frame size is over
-/// the process's image limit, the bundle cannot be read, verified or loaded, or an
-/// inference fails.
+/// the process's image limit, a count is over [`MAX_COUNT`], the bundle cannot be read,
+/// verified or loaded, or an inference fails.
 pub fn run(s: &BenchSettings) -> Result<BenchReport> {
     check_size(s.size)?;
+    check_count("--iterations", s.iterations as u64)?;
+    check_count("--warmup", s.warmup as u64)?;
     let path = match &s.bundle {
         Some(p) => p.clone(),
         None => crate::commands::run::load_bundle(None, &s.root)?.0,

@@ -90,10 +90,12 @@ fn spread(v: &[f64]) -> f64 {
     }
 }
 
-/// Runs the benchmark. Fails when the frame size is over the process's image limit or
-/// the bundle cannot be loaded.
+/// Runs the benchmark. Fails when the frame size is over the process's image limit, a
+/// count is over [`super::MAX_COUNT`], or the bundle cannot be loaded.
 pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
     super::check_size(s.size)?;
+    super::check_count("--frames", s.frames)?;
+    super::check_count("--rounds", s.rounds as u64)?;
     let (path, bundle) = load_bundle(s.bundle.as_deref(), &s.root)?;
     let mut engine = Engine::from_bundle(&bundle)
         .with_context(|| format!("cannot load the model in `{}`", path.display()))?;

@@ -214,6 +214,28 @@ fn size_arguments_are_validated_before_anything_is_allocated() {
         );
         m.assert_peak_below(BOUND_KIB);
     }
+    // Counts a bench keeps in memory.
+    for (args, needle) in [
+        (
+            vec!["bench", "--bundle", t, "--iterations", "10000000000000"],
+            "--iterations 10000000000000 is more than the 10000000 a bench takes",
+        ),
+        (
+            vec![
+                "bench",
+                "--bundle",
+                t,
+                "--pipeline",
+                "--rounds",
+                "18446744073709551615",
+            ],
+            "--rounds 18446744073709551615 is more than",
+        ),
+    ] {
+        let m = run_bounded(&mut edge(&args), TIMEOUT);
+        assert_eq!(m.code, Some(2), "{args:?}");
+        m.assert_stderr_has(needle);
+    }
     // edge.toml: the synthetic frame size, and a region outside it.
     let cfg = tmp.path().join("edge.toml");
     for (text, needle) in [

@@ -197,3 +197,22 @@ fn trainer_walks_end_and_skip_what_is_not_a_file() {
     m.assert_stderr_has("no image files");
     m.assert_stderr_has("FIFO");
 }
+
+/// `ROOT/trusted-keys/` is a folder `install` (and `run`'s hot swap) reads every `*.pub`
+/// of: a FIFO there must be refused, naming it, not waited on for ever.
+#[test]
+fn a_fifo_among_the_trusted_keys_is_refused_not_waited_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("trusted-keys")).unwrap();
+    mkfifo(&root.join("trusted-keys/line3.pub"));
+    let m = run_bounded(
+        edge(&["install", "--allow-unsigned", "--root"])
+            .arg(&root)
+            .arg(tiny_bundle()),
+        TIMEOUT,
+    );
+    assert!(!m.timed_out, "install waited on the FIFO");
+    assert_eq!(m.code, Some(2));
+    m.assert_stderr_has("line3.pub`: it is a FIFO (named pipe), not a regular file");
+}
