@@ -28,8 +28,11 @@ pub struct Cli {
 pub enum Command {
     /// Classify image files and folders with a bundle, one line per image.
     ///
-    /// Folders are searched recursively for .jpg/.jpeg/.png/.bmp/.webp files. An image that
-    /// cannot be read or decoded gets a line with its error and the run goes on; the exit
+    /// Folders are searched recursively for .jpg/.jpeg/.png/.bmp/.webp files (hidden
+    /// entries passed over); symbolic-link loops, second paths to a file already listed and
+    /// FIFOs, sockets or devices named like images are skipped and said on stderr, never
+    /// opened. An image that cannot be read or decoded (or is larger than
+    /// --max-image-megapixels) gets a line with its error and the run goes on; the exit
     /// code is then 1.
     ///
     /// Example: linesight-edge classify --bundle model.lsb --json photos/

@@ -36,7 +36,7 @@
 //! ```
 
 use crate::regular_file::FileKind;
-use std::collections::HashSet;
+use std::collections::hash_map::{Entry, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -179,9 +179,18 @@ impl Walk {
 /// the returned [`Walk`].
 pub fn walk(paths: &[PathBuf], opts: &WalkOptions) -> Result<Walk, Cancelled> {
     let mut out = Walk::default();
-    // (device, inode) -> the path it was listed under; folders and files alike.
-    let mut seen: HashSet<(u64, u64)> = HashSet::new();
-    let mut first_path: std::collections::HashMap<(u64, u64), PathBuf> = Default::default();
+    // (device, inode) -> the path it was first met under; folders and files alike.
+    let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    // None the first time `path` (of metadata `md`) is met, else where it was met before.
+    let mut met_before = |md: &std::fs::Metadata, path: &Path| -> Option<PathBuf> {
+        match seen.entry((md.dev(), md.ino())) {
+            Entry::Occupied(first) => Some(first.get().clone()),
+            Entry::Vacant(v) => {
+                v.insert(path.to_path_buf());
+                None
+            }
+        }
+    };
     let cancelled = || opts.cancel.is_some_and(|c| c());
     for root in paths {
         if cancelled() {
@@ -209,15 +218,12 @@ pub fn walk(paths: &[PathBuf], opts: &WalkOptions) -> Result<Walk, Cancelled> {
             }
         };
         if md.is_file() {
-            let id = (md.dev(), md.ino());
-            if seen.insert(id) {
-                first_path.insert(id, root.clone());
-                out.files.push(root.clone());
-            } else {
-                out.skipped.push(Skipped {
+            match met_before(&md, root) {
+                None => out.files.push(root.clone()),
+                Some(first) => out.skipped.push(Skipped {
                     path: root.clone(),
-                    reason: SkipReason::Duplicate(first_path[&id].clone()),
-                });
+                    reason: SkipReason::Duplicate(first),
+                }),
             }
             continue;
         }
@@ -288,24 +294,22 @@ pub fn walk(paths: &[PathBuf], opts: &WalkOptions) -> Result<Walk, Cancelled> {
                         .into_io_error()
                         .unwrap_or_else(|| std::io::Error::other("stat failed"));
                     out.errors.push(WalkError::List {
-                        path: root.clone(),
+                        path: entry.into_path(),
                         source,
                     });
                     continue;
                 }
             };
-            let id = (md.dev(), md.ino());
-            if !seen.insert(id) {
+            if let Some(first) = met_before(&md, entry.path()) {
                 if is_dir {
                     it.skip_current_dir();
                 }
                 out.skipped.push(Skipped {
                     path: entry.into_path(),
-                    reason: SkipReason::Duplicate(first_path[&id].clone()),
+                    reason: SkipReason::Duplicate(first),
                 });
                 continue;
             }
-            first_path.insert(id, entry.path().to_path_buf());
             if !is_dir {
                 out.files.push(entry.into_path());
             }
