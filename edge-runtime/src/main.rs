@@ -35,6 +35,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             bundle,
             json,
             top_k,
+            logits,
             threads,
             paths,
         } => {
@@ -43,6 +44,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 paths,
                 json,
                 top_k,
+                logits,
                 threads,
             };
             let stdout = std::io::stdout();
