@@ -502,6 +502,14 @@ test_binary() {
   aarch64-linux-gnu-strip -o "$2" "$exe"
 }
 
+# Tests left out in the box, with why:
+# - deps:: runs `cargo tree`, a property of the build on the host (no cargo in the box).
+# - swap::a_new_current_takes_over_between_frames_without_a_gap: its run lasts 3 s of
+#   frames at a fixed rate and the swap's self-test (20,002 vectors) must finish inside
+#   it; emulated, the self-test alone takes longer (the swap itself is checked by the
+#   other swap tests, which pass in the box).
+ARM_TEST_SKIPS="deps::,swap::a_new_current_takes_over_between_frames_without_a_gap"
+
 case_arm_tests() {
   stage_new arm-tests
   [ -f "$TEST_LIST" ] || die "no $TEST_LIST: run scripts/box.sh build"
@@ -516,8 +524,7 @@ case_arm_tests() {
   : >"$STAGE/tests/list"
   while read -r name exe; do
     aarch64-linux-gnu-strip -o "$STAGE/tests/$name" "$exe"
-    # deps:: runs `cargo tree` (a property of the build on the host; no cargo in the box).
-    echo "$name /box/tests/$name $ROOT/edge-runtime deps::" >>"$STAGE/tests/list"
+    echo "$name /box/tests/$name $ROOT/edge-runtime $ARM_TEST_SKIPS" >>"$STAGE/tests/list"
   done <"$TEST_LIST"
   BOX_MEM=3072 stage_boot arm-tests || return $?
   grep -h "test result" "$RUN"/out/test-*.txt >&2

@@ -137,7 +137,7 @@ fn a_bad_camera_override_is_refused_by_name() {
     .unwrap();
     run_fails_with(
         &["--config", cfg.to_str().unwrap()],
-        &["source.camera.format `H264` is not one of YUYV, YUY2, NV12, MJPG"],
+        &["source.camera.format `H264` is not one of YUYV, YUY2, NV12, NM12, MJPG"],
     );
     std::fs::write(&cfg, "[source.camera]\nfourcc = \"MJPG\"\n").unwrap();
     run_fails_with(
