@@ -11,7 +11,7 @@ vivid_load multiplanar=1
 node0=$(readlink -f "$VIVID")
 cat >/tmp/edge.toml <<TOML
 [source]
-stall_timeout_ms = 2000
+stall_timeout_ms = 30000
 reopen_backoff_ms = 200
 reopen_backoff_max_ms = 1000
 [source.camera]
