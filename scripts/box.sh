@@ -365,6 +365,10 @@ case_smoke() {
 
 # The host's x86 binaries (built by scripts/test.sh's cargo test or `cargo build --bins`).
 HOST_BIN_DIR="${LINESIGHT_HOST_BIN_DIR:-$ROOT/target/debug}"
+host_bins_edge() {
+  HOST_EDGE="$HOST_BIN_DIR/linesight-edge"
+  [ -x "$HOST_EDGE" ] || die "no x86 linesight-edge in $HOST_BIN_DIR (cargo build --bins --features linesight-edge/camera)"
+}
 host_bins() {
   HOST_EDGE="$HOST_BIN_DIR/linesight-edge"
   HOST_TRAIN="$HOST_BIN_DIR/linesight-train"
@@ -390,6 +394,15 @@ bundles() {
       { tail -20 "$BUNDLES/prototypes.log" >&2; die "linesight-train prototypes failed"; }
     mv "$BUNDLES/int8.f32.lsb" "$BUNDLES/f32.lsb"
   fi
+}
+
+# The tiny bundles of the camera, replug and power-cut cases (edge-runtime/examples/
+# tiny_bundles.rs says why not MobileNetV2 there), built by the host.
+tiny_bundles() {
+  TINY="$BOX/tiny"
+  rm -rf "$TINY"
+  cargo run --quiet --features linesight-edge/camera --example tiny_bundles -- "$TINY" >/dev/null ||
+    die "cannot build the tiny bundles (cargo run --example tiny_bundles)"
 }
 
 # The photos of same-answers: the 45 demo photos and the 10 fixtures of models/box.
@@ -458,10 +471,10 @@ PY
 }
 
 case_camera() {
-  bundles
+  tiny_bundles
   stage_new camera
   mkdir -p "$STAGE/data"
-  cp "$BUNDLES/f32.lsb" "$STAGE/data/"
+  cp "$TINY/tiny-a.lsb" "$STAGE/data/"
   mkdir -p "$STAGE/tests"
   test_binary it "$STAGE/tests/it"
   # BOX_FRAMES: fewer frames per format for a quick local look (CI: 100).
@@ -488,10 +501,10 @@ PY
 }
 
 case_replug() {
-  bundles
+  tiny_bundles
   stage_new replug
   mkdir -p "$STAGE/data"
-  cp "$BUNDLES/f32.lsb" "$STAGE/data/"
+  cp "$TINY/tiny-a.lsb" "$STAGE/data/"
   stage_boot replug || return $?
   say "replug: $(tr -d '\n' <"$RUN/out/replug.json")"
 }
@@ -536,44 +549,62 @@ case_arm_tests() {
 # the guest checks what the previous cut left and starts the next install, and the host
 # SIGKILLs qemu at a moment spread over the install's duration.
 case_powercut() {
-  bundles
+  tiny_bundles
+  host_bins_edge
   stage_new powercut
   mkdir -p "$STAGE/data"
-  cp "$BUNDLES/f32.lsb" "$BUNDLES/int8.lsb" "$STAGE/data/"
+  cp "$TINY/tiny-a.lsb" "$TINY/tiny-b.lsb" "$STAGE/data/"
   stage_pack
   local img="$RUN/models.img" cuts="${BOX_CUTS:-30}"
-  truncate -s 256M "$img"
+  truncate -s 64M "$img"
   mkfs.ext4 -q -F -L models "$img"
   local disk=(-drive "if=none,id=models,file=$img,format=raw" -device virtio-blk-pci,drive=models,serial=models)
-  # The first install (no cut), timed: the cuts are spread over its duration.
-  BOX_ARGS="boxcheck=0 boxinstall=f32" boot powercut "$RUN/boot-000.log" "${disk[@]}" ||
+  # The first install (no cut), timed: the whole install, and its writing part (from its
+  # first step that writes, `slot:write-model`, to its end).
+  BOX_ARGS="boxcheck=0 boxinstall=tiny-a" boot powercut "$RUN/boot-000.log" "${disk[@]}" ||
     { tail -20 "$RUN/boot-000.log" >&2; return 1; }
-  local d
-  d=$(awk '/BOX-INSTALL-START/ { s = $2 } /BOX-INSTALL-DONE/ { e = $2 } END { print e - s }' "$RUN/boot-000.log")
-  say "powercut: a whole install takes $d s in the box; $cuts cuts spread over it"
-  local i next log pid delay t
+  local whole writing
+  read -r whole writing < <(python3 - "$RUN/boot-000.log" <<'PY'
+import re, sys
+log = open(sys.argv[1], errors="replace").read()
+start = float(re.search(r"BOX-INSTALL-START ([0-9.]+)", log).group(1))
+end = float(re.search(r"BOX-INSTALL-DONE ([0-9.]+)", log).group(1))
+w = float(re.search(r'([0-9.]+) .*install step.*step="slot:write-model"', log).group(1))
+print(f"{end - start:.3f} {end - w:.3f}")
+PY
+)
+  say "powercut: an install takes $whole s in the box, $writing s of it from its first write; $cuts cuts"
+  # Cut i of n: every fourth one at a moment spread over the whole install (most of it is
+  # verification: reading, hashing, loading, self-testing); the others spread over its
+  # writing part, timed from the console line of its first write step.
+  local i next log pid delay marker t
   for ((i = 1; i <= cuts + 1; i++)); do
-    next=$([ $((i % 2)) = 1 ] && echo int8 || echo f32)
+    next=$([ $((i % 2)) = 1 ] && echo tiny-b || echo tiny-a)
     log=$(printf '%s/boot-%03d.log' "$RUN" "$i")
     if ((i > cuts)); then
       # The last boot: check the last cut, then an install that must succeed.
       BOX_ARGS="boxinstall=$next" boot powercut "$log" "${disk[@]}" || { tail -30 "$log" >&2; return 1; }
       break
     fi
-    # Moment i of cuts, from the start of the install to 10 % past its usual end.
-    delay=$(awk -v i="$i" -v n="$cuts" -v d="$d" 'BEGIN { printf "%.3f", d * 1.1 * (i - 0.5) / n }')
+    if ((i % 4 == 0)); then
+      marker=BOX-INSTALL-START
+      delay=$(awk -v i="$((i / 4))" -v n="$((cuts / 4))" -v d="$whole" 'BEGIN { printf "%.3f", d * (i - 0.5) / n }')
+    else
+      marker='step="slot:write-model"'
+      delay=$(awk -v i="$((i - i / 4))" -v n="$((cuts - cuts / 4))" -v d="$writing" 'BEGIN { printf "%.3f", d * 1.1 * (i - 0.5) / n }')
+    fi
     BOX_ARGS="boxinstall=$next" qemu_argv powercut "${disk[@]}"
     LD_LIBRARY_PATH="$QEMU_LD" "${QARGV[@]}" </dev/null >"$log" 2>&1 &
     pid=$!
     t=0
-    until grep -q -a 'BOX-INSTALL-START\|BOX-RESULT' "$log"; do
-      sleep 0.02
+    until grep -q -a -F -e "$marker" -e BOX-RESULT "$log"; do
+      sleep 0.01
       t=$((t + 1))
-      if ((t > 15000)) || ! kill -0 $pid 2>/dev/null; then
+      if ((t > 30000)) || ! kill -0 $pid 2>/dev/null; then
         break
       fi
     done
-    if ! grep -q -a 'BOX-INSTALL-START' "$log"; then
+    if ! grep -q -a -F "$marker" "$log"; then
       kill -9 $pid 2>/dev/null || true
       wait $pid 2>/dev/null || true
       tail -30 "$log" >&2
@@ -583,14 +614,13 @@ case_powercut() {
     sleep "$delay"
     kill -9 $pid 2>/dev/null || true
     wait $pid 2>/dev/null || true
-    echo "$i $next $delay" >>"$RUN/cuts.txt"
   done
   # A disk that loses its write cache: one more boot (check, then a whole install) with
   # every write and flush of the disk logged by qemu's blklogwrites driver, then the disk
   # is rebuilt on the host at each flush point and checked there (scripts/box/log_writes.py).
   cp "$img" "$RUN/logged-base.img"
   : >"$RUN/writes.log"
-  next=$([ $(((cuts + 2) % 2)) = 1 ] && echo int8 || echo f32)
+  next=$([ $(((cuts + 2) % 2)) = 1 ] && echo tiny-b || echo tiny-a)
   BOX_ARGS="boxinstall=$next" boot powercut "$RUN/boot-logged.log" \
     -blockdev "driver=file,filename=$img,node-name=models-file" \
     -blockdev "driver=file,filename=$RUN/writes.log,node-name=models-log" \
@@ -598,7 +628,7 @@ case_powercut() {
     -device virtio-blk-pci,drive=models-logged,serial=models || { tail -30 "$RUN/boot-logged.log" >&2; return 1; }
   local replay_rc=0
   python3 scripts/box/log_writes.py "$RUN/logged-base.img" "$RUN/writes.log" "$RUN/replay" "$HOST_EDGE" \
-    "$BUNDLES/f32.lsb" "$BUNDLES/int8.lsb" >"$RUN/replay.json" || replay_rc=$?
+    "$TINY/tiny-a.lsb" "$TINY/tiny-b.lsb" >"$RUN/replay.json" || replay_rc=$?
   python3 - "$RUN/replay.json" <<'PY' || replay_rc=1
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -609,42 +639,41 @@ for f in r["failures"][:5]:
     print(f"box: powercut: replay FAILED at entry {f['entry']}: {f['state']}", file=sys.stderr)
 sys.exit(0 if r["all_ok"] and r["flush_points"] > 0 else 1)
 PY
-  python3 - "$RUN" "$cuts" "$BUNDLES" <<'PY' || return 1
+  python3 - "$RUN" "$cuts" "$TINY" <<'PY' || return 1
 # Per cut: where the install was (its last logged step), and what the next boot found.
-import glob, hashlib, json, re, sys
-run, cuts, bundles = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-sha = {hashlib.sha256(open(f"{bundles}/{b}.lsb", "rb").read()).hexdigest(): b for b in ("f32", "int8")}
+import hashlib, json, re, sys
+from collections import Counter
+run, cuts, tiny = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+sha = {hashlib.sha256(open(f"{tiny}/{b}.lsb", "rb").read()).hexdigest(): b for b in ("tiny-a", "tiny-b")}
 def log(i):
     return open(f"{run}/boot-{i:03d}.log", errors="replace").read()
-rows, ok = [], True
-installed = "f32"
+rows, ok, installed = [], True, "tiny-a"
 for i in range(1, cuts + 1):
-    cut = log(i)
-    target = "int8" if i % 2 else "f32"
+    cut, target = log(i), ("tiny-b" if i % 2 else "tiny-a")
     if "BOX-INSTALL-DONE" in cut:
-        where = "completed"
+        where = "after the install (completed)"
     else:
-        steps = re.findall(r'install step.*?step="?([a-z:-]+)', cut) or re.findall(r'step="?([a-z:-]+)"?[^\n]*install step', cut)
-        where = steps[-1] if steps else "verify (before the first write)"
+        steps = re.findall(r'install step.*step="([a-z:-]+)"', cut)
+        where = steps[-1] if steps else "verifying (before the first write)"
     nxt = log(i + 1)
-    st = re.search(r"BOX-STATUS (.*)", nxt)
-    rn = re.search(r"BOX-RUN (.*)", nxt)
-    status = json.loads(st.group(1)) if st else None
-    cur = [s for s in (status or {}).get("slots", []) if s.get("current")]
-    model = sha.get(((cur[0].get("info") or {}).get("bundle_sha256")) if cur else None)
+    st, rn = re.search(r"BOX-STATUS (.*)", nxt), re.search(r"BOX-RUN (.*)", nxt)
+    status = json.loads(st.group(1)) if st else {}
+    cur = [s for s in status.get("slots", []) if s.get("current")]
+    model = sha.get((cur[0].get("info") or {}).get("bundle_sha256")) if cur else None
     good = bool(st and rn and model in (installed, target))
     ok &= good
     rows.append({"cut": i, "installing": target, "landed": where, "next_boot_current": model,
-                 "status": bool(st), "run_5_frames": bool(rn), "ok": good})
+                 "status_ok": bool(st), "run_5_frames_ok": bool(rn), "ok": good})
     if model:
         installed = model
-ok &= "BOX-INSTALL-DONE" in log(cuts + 1)
+last_ok = "BOX-INSTALL-DONE" in log(cuts + 1)
+ok &= last_ok
 json.dump(rows, open(f"{run}/powercut.json", "w"), indent=1)
-from collections import Counter
 landed = Counter(r["landed"] for r in rows)
-print(f"box: powercut: {cuts} cuts; landed at: " + ", ".join(f"{k} x{v}" for k, v in landed.items()), file=sys.stderr)
-print(f"box: powercut: {sum(r['ok'] for r in rows)}/{cuts} following boots found a current that loads, "
-      f"self-tests and is the old or the new model; the last install {'succeeded' if 'BOX-INSTALL-DONE' in log(cuts + 1) else 'FAILED'}", file=sys.stderr)
+print(f"box: powercut: {cuts} cuts landed at: " + ", ".join(f"{k} x{v}" for k, v in sorted(landed.items())), file=sys.stderr)
+print(f"box: powercut: {sum(r['ok'] for r in rows)}/{cuts} following boots found a current that loads, passes its "
+      f"self-test and is the old or the new model; the install after the last cut {'succeeded' if last_ok else 'FAILED'}",
+      file=sys.stderr)
 sys.exit(0 if ok else 1)
 PY
   return $replay_rc

@@ -5,7 +5,7 @@
 # its colour bars (tests/it/camera.rs, vivid_colour_bars).
 . /box/lib.sh
 ROOT=/tmp/models
-run "$EDGE" install /box/data/f32.lsb --root "$ROOT" --allow-unsigned
+run "$EDGE" install /box/data/tiny-a.lsb --root "$ROOT" --allow-unsigned
 for api in single multi; do
   if [ $api = single ]; then
     vivid_load multiplanar=1

@@ -17,8 +17,11 @@ if [ "${boxcheck:-1}" = 1 ]; then
 fi
 if [ -n "${boxinstall:-}" ]; then
   echo "BOX-INSTALL-START $(now)"
-  RUST_LOG=info,linesight_edge::slots=debug "$EDGE" install "/box/data/$boxinstall.lsb" --root "$ROOT" --allow-unsigned ||
-    fail "install $boxinstall"
+  # Through a pipe: plain log lines (no colours) the host can match; its steps carry the
+  # guest's uptime so the host can time the writing part.
+  { RUST_LOG=info,linesight_edge::slots=debug "$EDGE" install "/box/data/$boxinstall.lsb" --root "$ROOT" \
+    --allow-unsigned; echo $? >/tmp/install.rc; } 2>&1 | while IFS= read -r line; do echo "$(now) $line"; done
+  [ "$(cat /tmp/install.rc)" = 0 ] || fail "install $boxinstall"
   echo "BOX-INSTALL-DONE $(now)"
 fi
 umount /mnt

@@ -6,7 +6,7 @@
 . /box/lib.sh
 ROOT=/tmp/models
 H=http://127.0.0.1:9464
-run "$EDGE" install /box/data/f32.lsb --root "$ROOT" --allow-unsigned
+run "$EDGE" install /box/data/tiny-a.lsb --root "$ROOT" --allow-unsigned
 vivid_load multiplanar=1
 node0=$(readlink -f "$VIVID")
 cat >/tmp/edge.toml <<TOML
