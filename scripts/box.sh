@@ -29,13 +29,16 @@ TRIPLE=aarch64-unknown-linux-gnu
 BOX="${LINESIGHT_BOX_DIR:-$ROOT/target/box}"
 # The cross build shares the workspace target folder: Debian's rustc differs from the
 # host's, so nothing is shared with the host build anyway, and the binary lands at
-# target/aarch64-unknown-linux-gnu/release/linesight-edge.
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+# target/aarch64-unknown-linux-gnu/release/linesight-edge. (LINESIGHT_BOX_TARGET_DIR
+# moves it; the host's own build is always the workspace's target/.)
+TARGET_DIR="${LINESIGHT_BOX_TARGET_DIR:-$ROOT/target}"
+unset CARGO_TARGET_DIR
 ARM_BIN="$TARGET_DIR/$TRIPLE/release/linesight-edge"
 # The list of cross-built test binaries (written by `build`, read by the `arm-tests` case).
 TEST_LIST="$TARGET_DIR/$TRIPLE/release/box-test-binaries.txt"
 
-HOST_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross linux-libc-dev-arm64-cross libclang-dev)
+# e2fsprogs: mkfs.ext4, e2fsck and debugfs for the power-cut disk.
+HOST_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross linux-libc-dev-arm64-cross libclang-dev e2fsprogs)
 
 say() { echo "box: $*" >&2; }
 die() {
@@ -415,6 +418,7 @@ stage_photos() {
 case_same_answers() {
   bundles
   stage_new same-answers
+  mkdir -p "$STAGE/data"
   cp "$BUNDLES/f32.lsb" "$BUNDLES/int8.lsb" "$STAGE/data/"
   stage_photos
   local b
@@ -693,6 +697,7 @@ cmd_test() {
   [ -x "$ARM_BIN.stripped" ] || die "no aarch64 binary at $ARM_BIN: run scripts/box.sh build first"
   local t0 t
   t0=$(date +%s)
+  host_packages
   guest_prepare
   say "guest ready in $(($(date +%s) - t0)) s"
   local passed=0 failed=0 rc summary=() cpu

@@ -430,9 +430,9 @@ fn nv12_avx2(f: &RawFrame, stride: usize, c: &Coeffs, rgb: &mut [u8]) {
 #[inline(always)]
 fn nv12_impl(f: &RawFrame, stride: usize, c: &Coeffs, rgb: &mut [u8]) {
     let (w, h) = (f.width as usize, f.height as usize);
-    let (luma, chroma) = match f.chroma {
-        Some(chroma) => (f.data, chroma),
-        None => f.data.split_at(stride * h),
+    let (luma, chroma) = match (f.format, f.chroma) {
+        (PixelFormat::Nv12M, Some(chroma)) => (f.data, chroma),
+        _ => f.data.split_at(stride * h),
     };
     let mut p = Planes::new();
     for (y, out) in rgb.chunks_exact_mut(w * 3).enumerate() {

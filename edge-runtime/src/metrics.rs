@@ -508,7 +508,10 @@ mod tests {
         m.set_source_state(SourceState::Streaming);
         assert!(m.healthy());
         m.set_source_state(SourceState::Gone);
-        assert!(!m.healthy(), "a lost source is unhealthy before the window passes");
+        assert!(
+            !m.healthy(),
+            "a lost source is unhealthy before the window passes"
+        );
         let text = m.render_prometheus();
         assert!(text.contains("linesight_frames_total 1\n"), "{text}");
         assert!(text.contains("state=\"gone\"} 1\n"), "{text}");

@@ -60,11 +60,19 @@ vivid_unload() {
   i=0
   until rmmod vivid 2>/dev/null; do
     i=$((i + 1))
-    [ $i -lt 300 ] || fail "cannot unload vivid (device still open?)"
+    if [ $i -ge 300 ]; then
+      grep vivid /proc/modules
+      ls -l /proc/[0-9]*/fd 2>/dev/null | grep video
+      grep video /proc/[0-9]*/maps 2>/dev/null | head
+      fail "cannot unload vivid (device still open?)"
+    fi
     sleep 0.1
   done
   v4l_links
 }
 
-# HTTP status of a loopback URL (busybox wget: 0 on 2xx, else 1).
-http_ok() { wget -q -T 2 -O /dev/null "$1" 2>/dev/null; }
+# GET a path of the loopback health endpoint on port $HTTP_PORT; prints the response.
+# (busybox nc: the static busybox's wget crashes resolving an address without NSS.)
+HTTP_PORT=9464
+http_get() { printf 'GET %s HTTP/1.0\r\n\r\n' "$1" | nc -w 3 127.0.0.1 "$HTTP_PORT" 2>/dev/null; }
+http_ok() { http_get "$1" | head -1 | grep -q " 200 "; }

@@ -217,7 +217,11 @@ fn vivid_colour_bars() {
     let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
     let id = env("LINESIGHT_VIVID");
     let reference = std::fs::read(env("LINESIGHT_VIVID_REF")).unwrap();
-    assert_eq!(reference.len(), W * H * 3, "the reference is one RGB24 frame");
+    assert_eq!(
+        reference.len(),
+        W * H * 3,
+        "the reference is one RGB24 frame"
+    );
     // Mean colour of a bar's interior (8 columns of margin each side, all rows but the
     // first and last 16).
     let bar_pixels = |rgb: &[u8], bar: usize| {
@@ -253,7 +257,11 @@ fn vivid_colour_bars() {
     for (bar, want) in on.iter().enumerate() {
         let m = mean(&bar_pixels(&reference, bar));
         for c in 0..3 {
-            let ok = if want[c] == 1 { m[c] > 150.0 } else { m[c] < 40.0 };
+            let ok = if want[c] == 1 {
+                m[c] > 150.0
+            } else {
+                m[c] < 40.0
+            };
             assert!(ok, "reference bar {bar} is {m:?}, not a colour bar");
         }
     }

@@ -65,7 +65,11 @@ pub fn modes(device: &Device, multiplanar: bool) -> std::io::Result<Vec<Mode>> {
     let fourccs = if multiplanar {
         mplane::formats(&device.handle())?
     } else {
-        device.enum_formats()?.into_iter().map(|d| d.fourcc).collect()
+        device
+            .enum_formats()?
+            .into_iter()
+            .map(|d| d.fourcc)
+            .collect()
     };
     for fourcc in fourccs {
         let Some(format) = fourcc.str().ok().and_then(PixelFormat::parse) else {
@@ -187,17 +191,21 @@ impl Stream {
                 let (buf, meta) = s.next()?;
                 let used = meta.bytesused as usize;
                 Ok(Dequeued {
-                    data: if used > 0 { &buf[..used.min(buf.len())] } else { buf },
+                    data: if used > 0 {
+                        &buf[..used.min(buf.len())]
+                    } else {
+                        buf
+                    },
                     chroma: None,
                     sequence: meta.sequence,
                     error: meta.flags.contains(v4l::buffer::Flags::ERROR),
                 })
             }
             Stream::Multi(s) => {
-                let (meta, [luma, chroma]) = s.next(wait)?;
+                let (meta, luma, chroma) = s.next(wait)?;
                 Ok(Dequeued {
                     data: luma,
-                    chroma: Some(chroma),
+                    chroma,
                     sequence: meta.sequence,
                     error: meta.error,
                 })
@@ -288,7 +296,11 @@ impl CameraSource {
             let got = mplane::set_format(&handle, fourcc, mode.width, mode.height)
                 .map_err(|e| at(&format!("cannot set {mode} on"), e))?;
             // NM12's chroma plane is read with the luma plane's stride.
-            let planes = if mode.format == PixelFormat::Nv12M { 2 } else { 1 };
+            let planes = if mode.format == PixelFormat::Nv12M {
+                2
+            } else {
+                1
+            };
             if got.fourcc != fourcc
                 || got.width != mode.width
                 || got.height != mode.height

@@ -72,7 +72,12 @@ pub struct PlaneFormat {
 }
 
 /// Sets the capture format; returns what the driver chose.
-pub fn set_format(handle: &Handle, fourcc: FourCC, width: u32, height: u32) -> io::Result<PlaneFormat> {
+pub fn set_format(
+    handle: &Handle,
+    fourcc: FourCC,
+    width: u32,
+    height: u32,
+) -> io::Result<PlaneFormat> {
     // SAFETY: a plain C struct, all zero is a valid value.
     let mut f: v4l2_format = unsafe { std::mem::zeroed() };
     f.type_ = TYPE;
@@ -209,9 +214,9 @@ impl MplaneStream {
     }
 
     /// The next frame: waits at most `wait` (the first call queues every buffer and starts
-    /// streaming). Returns the bytes of each plane (from the driver's data offset to its
-    /// `bytesused`).
-    pub fn next(&mut self, wait: Duration) -> io::Result<(FrameMeta, [&[u8]; 2])> {
+    /// streaming). Returns the bytes of the first plane and, for a two-plane format, of the
+    /// second (each from the driver's data offset to its `bytesused`).
+    pub fn next(&mut self, wait: Duration) -> io::Result<(FrameMeta, &[u8], Option<&[u8]>)> {
         if !self.streaming {
             for index in 0..self.buffers.len() as u32 {
                 self.queue(index)?;
@@ -230,7 +235,11 @@ impl MplaneStream {
         let mut b = buffer(0, &mut p, self.planes);
         ioctl(self.handle.fd(), vidioc::VIDIOC_DQBUF, &mut b)?;
         let maps = self.buffers.get(b.index as usize).ok_or_else(|| {
-            io::Error::other(format!("the driver returned buffer {} of {}", b.index, self.buffers.len()))
+            io::Error::other(format!(
+                "the driver returned buffer {} of {}",
+                b.index,
+                self.buffers.len()
+            ))
         })?;
         self.lent = Some(b.index);
         for (i, (plane, map)) in p.iter().zip(maps).enumerate() {
@@ -245,7 +254,10 @@ impl MplaneStream {
                 // driver does not write a dequeued buffer until it is queued again, which
                 // needs `&mut self`.
                 Some(m) => unsafe {
-                    std::slice::from_raw_parts(m.ptr.add(self.used[i].0), self.used[i].1 - self.used[i].0)
+                    std::slice::from_raw_parts(
+                        m.ptr.add(self.used[i].0),
+                        self.used[i].1 - self.used[i].0,
+                    )
                 },
                 None => &[],
             }
@@ -255,7 +267,8 @@ impl MplaneStream {
                 sequence: b.sequence,
                 error: b.flags & FLAG_ERROR != 0,
             },
-            [bytes(0), bytes(1)],
+            bytes(0),
+            (self.planes > 1).then(|| bytes(1)),
         ))
     }
 }
