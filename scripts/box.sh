@@ -578,16 +578,17 @@ print(f"{end - start:.3f} {end - w:.3f}")
 PY
 )
   say "powercut: an install takes $whole s in the box, $writing s of it from its first write; $cuts cuts"
-  # Cut i of n: every fourth one at a moment spread over the whole install (most of it is
+  # Each boot installs the bundle that is not current (boxinstall=other), so every cut
+  # interrupts a change of model. Cut i of n: every fourth one at a moment spread over the
+  # whole install (most of it is
   # verification: reading, hashing, loading, self-testing); the others spread over its
   # writing part, timed from the console line of its first write step.
-  local i next log pid delay marker t
+  local i log pid delay marker t
   for ((i = 1; i <= cuts + 1; i++)); do
-    next=$([ $((i % 2)) = 1 ] && echo tiny-b || echo tiny-a)
     log=$(printf '%s/boot-%03d.log' "$RUN" "$i")
     if ((i > cuts)); then
       # The last boot: check the last cut, then an install that must succeed.
-      BOX_ARGS="boxinstall=$next" boot powercut "$log" "${disk[@]}" || { tail -30 "$log" >&2; return 1; }
+      BOX_ARGS="boxinstall=other" boot powercut "$log" "${disk[@]}" || { tail -30 "$log" >&2; return 1; }
       break
     fi
     if ((i % 4 == 0)); then
@@ -597,11 +598,12 @@ PY
       marker='step="slot:write-model"'
       delay=$(awk -v i="$((i - i / 4))" -v n="$((cuts - cuts / 4))" -v d="$writing" 'BEGIN { printf "%.3f", d * 1.1 * (i - 0.5) / n }')
     fi
-    BOX_ARGS="boxinstall=$next" qemu_argv powercut "${disk[@]}"
+    : >"$log"
+    BOX_ARGS="boxinstall=other" qemu_argv powercut "${disk[@]}"
     LD_LIBRARY_PATH="$QEMU_LD" "${QARGV[@]}" </dev/null >"$log" 2>&1 &
     pid=$!
     t=0
-    until grep -q -a -F -e "$marker" -e BOX-RESULT "$log"; do
+    until grep -q -s -a -F -e "$marker" -e BOX-RESULT "$log"; do
       sleep 0.01
       t=$((t + 1))
       if ((t > 30000)) || ! kill -0 $pid 2>/dev/null; then
@@ -624,8 +626,7 @@ PY
   # is rebuilt on the host at each flush point and checked there (scripts/box/log_writes.py).
   cp "$img" "$RUN/logged-base.img"
   : >"$RUN/writes.log"
-  next=$([ $(((cuts + 2) % 2)) = 1 ] && echo tiny-b || echo tiny-a)
-  BOX_ARGS="boxinstall=$next" boot powercut "$RUN/boot-logged.log" \
+  BOX_ARGS="boxinstall=other" boot powercut "$RUN/boot-logged.log" \
     -blockdev "driver=file,filename=$img,node-name=models-file" \
     -blockdev "driver=file,filename=$RUN/writes.log,node-name=models-log" \
     -blockdev "driver=blklogwrites,node-name=models-logged,file=models-file,log=models-log,log-sector-size=512" \
@@ -651,9 +652,10 @@ run, cuts, tiny = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 sha = {hashlib.sha256(open(f"{tiny}/{b}.lsb", "rb").read()).hexdigest(): b for b in ("tiny-a", "tiny-b")}
 def log(i):
     return open(f"{run}/boot-{i:03d}.log", errors="replace").read()
-rows, ok, installed = [], True, "tiny-a"
+rows, ok, installed = [], True, "tiny-a"  # boot 0 installed tiny-a
 for i in range(1, cuts + 1):
-    cut, target = log(i), ("tiny-b" if i % 2 else "tiny-a")
+    cut = log(i)
+    target = re.search(r"BOX-INSTALLING (\S+)", cut).group(1)
     if "BOX-INSTALL-DONE" in cut:
         where = "after the install (completed)"
     else:
@@ -663,7 +665,7 @@ for i in range(1, cuts + 1):
     st, rn = re.search(r"BOX-STATUS (.*)", nxt), re.search(r"BOX-RUN (.*)", nxt)
     status = json.loads(st.group(1)) if st else {}
     cur = [s for s in status.get("slots", []) if s.get("current")]
-    model = sha.get((cur[0].get("info") or {}).get("bundle_sha256")) if cur else None
+    model = sha.get(cur[0].get("bundle_sha256")) if cur else None
     good = bool(st and rn and model in (installed, target))
     ok &= good
     rows.append({"cut": i, "installing": target, "landed": where, "next_boot_current": model,
@@ -683,9 +685,10 @@ PY
   return $replay_rc
 }
 
-# CPU seconds (user + system) used so far by the processes this shell waited for.
+# CPU seconds (user + system) used by the processes this shell waited for, from the
+# output of `times` in file $1 (`times` must run in this shell, not in a $(...) subshell).
 children_cpu() {
-  times | awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); print u[1] * 60 + u[2] + s[1] * 60 + s[2] }'
+  awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); print u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$1"
 }
 
 cmd_test() {
@@ -703,12 +706,14 @@ cmd_test() {
   local passed=0 failed=0 rc summary=() cpu
   for c in "${want[@]}"; do
     t=$(date +%s)
-    cpu=$(children_cpu)
+    times >"$BOX/times-before"
     rc=0
     "case_${c//-/_}" || rc=$?
     # Wall time, and the CPU time of everything the case ran (qemu's above all): on a
     # shared machine the wall time says more about the neighbours than about the case.
-    cpu=$(awk -v a="$cpu" -v b="$(children_cpu)" 'BEGIN { printf "%.0f", b - a }')
+    times >"$BOX/times-after"
+    cpu=$(awk -v a="$(children_cpu "$BOX/times-before")" -v b="$(children_cpu "$BOX/times-after")" \
+      'BEGIN { printf "%.0f", b - a }')
     if [ $rc = 0 ]; then
       passed=$((passed + 1))
       summary+=("  $c: ok ($(($(date +%s) - t)) s, cpu $cpu s)")

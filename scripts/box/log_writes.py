@@ -80,12 +80,12 @@ def check(image, work, edge, bundles):
     cur = [s for s in status["slots"] if s.get("current")]
     if not status.get("current"):
         return True, {"current": None, "note": "nothing installed yet"}
-    if not cur or not cur[0].get("info"):
+    if not cur or not cur[0].get("bundle_sha256"):
         return False, f"current `{status.get('current')}` has no readable slot: {st.stdout[-400:]}"
     model = os.path.join(root, "slots", status["current"], "model.lsb")
     h = sha256(model) if os.path.exists(model) else None
     which = bundles.get(h)
-    if which is None or h != cur[0]["info"]["bundle_sha256"]:
+    if which is None or h != cur[0]["bundle_sha256"]:
         return False, f"current `{status['current']}`: model.lsb is not a complete bundle (sha256 {h})"
     return True, {"current": status["current"], "bundle": which}
 

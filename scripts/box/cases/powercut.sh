@@ -15,7 +15,13 @@ if [ "${boxcheck:-1}" = 1 ]; then
   echo "BOX-STATUS $(tr -d '\n' </tmp/status.json)"
   echo "BOX-RUN $(tr -d '\n' </tmp/run.json)"
 fi
+if [ "${boxinstall:-}" = other ]; then
+  # The bundle that is not current: every cut interrupts a change of model.
+  cur=$(tr -d '\n' </tmp/status.json | grep -o '"current":true,"previous":[a-z]*,"model_id":"[^"]*"' | sed 's/.*"model_id":"//; s/"$//')
+  boxinstall=$([ "$cur" = tiny-a ] && echo tiny-b || echo tiny-a)
+fi
 if [ -n "${boxinstall:-}" ]; then
+  echo "BOX-INSTALLING $boxinstall"
   echo "BOX-INSTALL-START $(now)"
   # Through a pipe: plain log lines (no colours) the host can match; its steps carry the
   # guest's uptime so the host can time the writing part.
