@@ -10,7 +10,7 @@ for b in f32 int8; do
     >"/out/install-$b.json" 2>"/out/install-$b.log" || { cat "/out/install-$b.log"; fail "install $b (self-test on aarch64)"; }
   cat "/out/install-$b.json"
   t0=$(now)
-  "$EDGE" classify --bundle "/box/data/$b.lsb" --json --logits --threads 1 /box/data/photos \
+  "$EDGE" classify --bundle "/box/data/$b.lsb" --json --logits --threads 2 /box/data/photos \
     >"/out/arm-$b.jsonl" 2>"/out/classify-$b.log" || { cat "/out/classify-$b.log"; fail "classify $b"; }
   echo "box: $b: classified $(wc -l <"/out/arm-$b.jsonl") photos in $(awk "BEGIN { print $(now) - $t0 }") s"
 done
