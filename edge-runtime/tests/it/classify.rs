@@ -20,7 +20,7 @@ fn classify(dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {
 fn logits_are_the_model_outputs_before_softmax() {
     let dir = tempfile::tempdir().unwrap();
     tiny::bundle("1", 1.0)
-        .write(dir.path().join("tiny.lsb"))
+        .write(&dir.path().join("tiny.lsb"))
         .unwrap();
     let img = image::RgbImage::from_fn(16, 12, |x, y| {
         image::Rgb([(x * 15) as u8, (y * 20) as u8, 90])
