@@ -426,7 +426,9 @@ case_same_answers() {
     "$HOST_EDGE" classify --bundle "$STAGE/data/$b.lsb" --json --logits --threads 1 "$STAGE/data/photos" \
       >"$RUN/x86-$b.jsonl" 2>"$RUN/x86-$b.log" || die "x86 classify $b failed ($RUN/x86-$b.log)"
   done
-  stage_boot same-answers || return $?
+  local guest=0
+  stage_boot same-answers || guest=$?
+  [ -f "$RUN/out/arm-int8.jsonl" ] || return "$((guest > 0 ? guest : 1))"
   python3 - "$RUN" "$STAGE/data/photos" <<'PY'
 # ARM vs x86: the same photos through the same bundles; max |logit difference| against
 # the bundle's self-test tolerance, top-1 agreement (a disagreement is allowed only where
@@ -449,7 +451,10 @@ for b in ("f32", "int8"):
     tol = [float(t) for t in re.findall(r"tolerance[^0-9]*([0-9.eE+-]+)", open(f"{run}/out/inspect-{b}.txt").read())]
     if not tol:
         sys.exit(f"box: {b}: no self-test tolerance in inspect's output")
-    install = json.load(open(f"{run}/out/install-{b}.json"))
+    try:
+        install = json.load(open(f"{run}/out/install-{b}.json"))
+    except ValueError:
+        install = "refused: " + open(f"{run}/out/install-{b}.log").read().strip().splitlines()[-1][-300:]
     diff, agree, close = 0.0, 0, 0
     for k in x86:
         a, x = arm[k], x86[k]
@@ -472,6 +477,7 @@ for b in ("f32", "int8"):
 json.dump(report, open(f"{run}/same-answers.json", "w"), indent=1)
 sys.exit(0 if ok else 1)
 PY
+  return "$guest"
 }
 
 case_camera() {
