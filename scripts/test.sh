@@ -36,3 +36,12 @@ export LINESIGHT_REQUIRE_WEIGHTS=1 LINESIGHT_NO_PROGRESS=1
 # end-to-end tests build the binaries with the same features (LINESIGHT_E2E_FEATURES).
 export LINESIGHT_E2E_FEATURES=linesight-edge/camera
 cargo test --features "$LINESIGHT_E2E_FEATURES" --no-fail-fast
+
+# The edge runtime on ARM64 (scripts/box.sh, docs/box.md): cross-build linesight-edge and
+# its test binaries for aarch64 once, then boot the emulated ARM64 box for every case
+# (same answers as x86, the vivid camera, unplug/replug, power cuts on ext4, the edge
+# crate's tests on ARM). LINESIGHT_BOX=0 leaves it out of a local run; CI runs it.
+if [ "${LINESIGHT_BOX:-1}" != 0 ]; then
+  scripts/box.sh build
+  scripts/box.sh test
+fi

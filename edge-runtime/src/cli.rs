@@ -46,6 +46,10 @@ pub enum Command {
         /// How many best labels to list per image.
         #[arg(long, default_value_t = 3)]
         top_k: usize,
+        /// With --json: add the model's raw logits (before softmax), to compare boxes and
+        /// builds (scripts/box.sh compares aarch64 with x86 this way).
+        #[arg(long)]
+        logits: bool,
         /// Threads tract runs the model on (1: this thread only).
         #[arg(long, default_value_t = linesight_edge::config::DEFAULT_THREADS)]
         threads: usize,

@@ -182,6 +182,7 @@ pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::SourceState;
     use std::time::Instant;
 
     #[test]
@@ -193,8 +194,16 @@ mod tests {
         assert_eq!((code, body.as_str()), (503, "model not loaded\n"));
         m.set_model("tiny");
         assert_eq!(get(addr, "/healthz").unwrap().1, "no frame yet\n");
+        m.set_source_state(SourceState::Streaming);
         m.frame_done(Instant::now());
         assert_eq!(get(addr, "/healthz").unwrap(), (200, "ok\n".into()));
+        // An unplugged camera: 503 at once, not a health window later.
+        m.set_source_state(SourceState::Gone);
+        let (code, body) = get(addr, "/healthz").unwrap();
+        assert_eq!(code, 503);
+        assert!(body.contains("(source gone)"), "{body}");
+        m.set_source_state(SourceState::Streaming);
+        assert_eq!(get(addr, "/healthz").unwrap().0, 200);
         std::thread::sleep(Duration::from_millis(400));
         let (code, body) = get(addr, "/healthz").unwrap();
         assert_eq!(code, 503);

@@ -54,6 +54,7 @@ fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<Ex
             bundle,
             json,
             top_k,
+            logits,
             threads,
             paths,
         } => {
@@ -62,6 +63,7 @@ fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<Ex
                 paths,
                 json,
                 top_k,
+                logits,
                 threads,
             };
             let stdout = std::io::stdout();

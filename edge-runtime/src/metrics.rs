@@ -306,9 +306,15 @@ impl Metrics {
         })
     }
 
-    /// Healthy: the model is loaded and a frame was processed within the health window.
+    /// Healthy: the model is loaded, a frame was processed within the health window, and
+    /// the source is not known to be lost (gone, stalled or being reopened: an unplugged
+    /// camera turns `/healthz` to 503 at once, not a health window later).
     pub fn healthy(&self) -> bool {
         self.model_loaded.load(Relaxed)
+            && matches!(
+                self.source_state(),
+                SourceState::Streaming | SourceState::Ended
+            )
             && self
                 .last_frame_age()
                 .is_some_and(|age| age <= self.health_window)
@@ -507,8 +513,14 @@ mod tests {
         m.frame_done(Instant::now());
         assert!(!m.healthy(), "no model yet");
         m.set_model("tiny\"1");
+        assert!(!m.healthy(), "the source never streamed");
+        m.set_source_state(SourceState::Streaming);
         assert!(m.healthy());
         m.set_source_state(SourceState::Gone);
+        assert!(
+            !m.healthy(),
+            "a lost source is unhealthy before the window passes"
+        );
         let text = m.render_prometheus();
         assert!(text.contains("linesight_frames_total 1\n"), "{text}");
         assert!(text.contains("state=\"gone\"} 1\n"), "{text}");

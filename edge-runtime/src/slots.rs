@@ -158,6 +158,8 @@ pub const POINTER_STEPS: [&str; 4] = ["write", "fsync", "rename", "fsync-dir"];
 
 /// Returns `Err(Fault)` (or dies of SIGKILL) when `fault_at` names `step`.
 pub fn fault_point(fault_at: FaultAt, step: &str) -> Result<(), Fault> {
+    // Where an install is (the power-cut box test reads it off the console).
+    tracing::debug!(step, "install step");
     match fault_at {
         Some((f, FaultMode::Stop)) if f == step => Err(Fault(step.to_string())),
         Some((f, FaultMode::Kill)) if f == step => {

@@ -18,6 +18,8 @@ pub struct ClassifySettings {
     pub paths: Vec<PathBuf>,
     pub json: bool,
     pub top_k: usize,
+    /// Add the raw logits to each result.
+    pub logits: bool,
     /// Tract threads (1: this thread only).
     pub threads: usize,
 }
@@ -42,6 +44,9 @@ pub struct ImageResult {
     pub topk: Vec<TopK>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    /// The model's raw outputs, in label order (`--logits`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logits: Option<Vec<f32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -109,6 +114,7 @@ pub fn run(s: &ClassifySettings, out: &mut dyn Write) -> Result<ClassifyReport> 
                 ImageResult::failed(&path, e)
             }
             Ok(()) => {
+                let logits = s.logits.then(|| scores.clone());
                 decide::softmax(&mut scores);
                 let d = decide::decide(&scores, &m.decision, s.top_k);
                 if d.class.is_none() {
@@ -132,6 +138,7 @@ pub fn run(s: &ClassifySettings, out: &mut dyn Write) -> Result<ClassifyReport> 
                         })
                         .collect(),
                     latency_ms: Some(t0.elapsed().as_secs_f64() * 1e3),
+                    logits,
                     error: None,
                 }
             }
@@ -150,6 +157,7 @@ impl ImageResult {
             margin: None,
             topk: vec![],
             latency_ms: None,
+            logits: None,
             error: Some(error),
         }
     }

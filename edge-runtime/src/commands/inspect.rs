@@ -37,6 +37,9 @@ pub struct InspectReport {
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     pub other: serde_json::Map<String, serde_json::Value>,
     pub self_test_vectors: usize,
+    /// The largest |logit difference| a self-test vector allows (each vector carries its
+    /// own; `install` and the hot swap refuse a model beyond it). None without vectors.
+    pub self_test_tolerance: Option<f32>,
     /// `ed25519:` + 16 hex of the signing key, or `unsigned`. Not a trust decision:
     /// `install` checks the key against the box's trusted keys.
     pub signature: String,
@@ -134,6 +137,7 @@ pub fn run(s: &InspectSettings) -> Result<InspectReport> {
         min_runtime_version: m.min_runtime_version.clone(),
         other,
         self_test_vectors: m.self_test.len(),
+        self_test_tolerance: m.self_test.iter().map(|v| v.tolerance).reduce(f32::max),
         signature: b
             .signature
             .as_ref()
@@ -172,7 +176,7 @@ impl InspectReport {
              parity       {}\n\
              provenance   {}\n\
              runtime      >= {}\n\
-             self-test    {} vectors\n\
+             self-test    {} vectors{}\n\
              labels       {} ({})\n",
             self.bundle,
             self.bundle_bytes,
@@ -191,6 +195,9 @@ impl InspectReport {
             fields(&self.provenance),
             self.min_runtime_version,
             self.self_test_vectors,
+            self.self_test_tolerance
+                .map(|t| format!(", tolerance {t:.0e} (max |logit difference|)"))
+                .unwrap_or_default(),
             self.labels.len(),
             self.labels.join(", "),
         );

@@ -29,6 +29,13 @@ fn extracted_onnx_equals_the_bundles_model_bytes() {
     );
     assert_eq!(r.signature, "unsigned");
     assert_eq!(r.self_test_vectors, 2);
+    assert_eq!(r.self_test_tolerance, Some(1e-4));
+    assert!(
+        r.render()
+            .contains("self-test    2 vectors, tolerance 1e-4 (max |logit difference|)"),
+        "{}",
+        r.render()
+    );
     assert_eq!(r.labels.len(), tiny::LABELS);
     assert_eq!(r.extracted_onnx.as_deref(), Some(out.to_str().unwrap()));
     let text = r.render();
@@ -85,6 +92,7 @@ fn inspect_json_is_one_object_with_the_manifest() {
         "parity",
         "provenance",
         "self_test_vectors",
+        "self_test_tolerance",
         "signature",
         "onnx_bytes",
         "onnx_sha256",
