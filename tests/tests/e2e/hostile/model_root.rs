@@ -183,14 +183,10 @@ fn status_and_rollback_check_records_and_signatures_not_take_them_on_trust() {
             .args(extra));
         assert!(o.status.success());
     };
-    let rollback = |extra: &[&str]| {
-        run(edge()
-            .args(["rollback", "--root"])
-            .arg(&root)
-            .arg("--trusted-key")
-            .arg(&public)
-            .args(extra))
-    };
+    // The key is pinned in the root, so rollback and status find it without flags.
+    std::fs::create_dir_all(root.join("trusted-keys")).unwrap();
+    std::fs::copy(&public, root.join("trusted-keys/line.pub")).unwrap();
+    let rollback = |extra: &[&str]| run(edge().args(["rollback", "--root"]).arg(&root).args(extra));
     // Slot 0001 unsigned (installed with --allow-unsigned), slot 0002 signed.
     let unsigned = bundle_variant(shared_demo_bundle(), &tmp.path().join("u.lsb"), "u", None);
     let signed = bundle_variant(
@@ -234,7 +230,7 @@ fn status_and_rollback_check_records_and_signatures_not_take_them_on_trust() {
     );
     std::fs::write(rec("0001"), &r2).unwrap();
     std::fs::write(rec("0002"), &r1).unwrap();
-    let o = status(&root, &public);
+    let o = run(edge().args(["status", "--json", "--root"]).arg(&root));
     assert_eq!(o.status.code(), Some(1), "{}", all_output(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let problems = v["problems"].to_string();
