@@ -262,8 +262,14 @@ fn accept_all(listener: &TcpListener, conns: &mut Vec<Conn>, metrics: &Metrics) 
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
                 // E.g. out of file descriptors: the waiting connection stays in the
-                // backlog; the next poll tries again.
+                // backlog. Closing the oldest held connection frees one for the next try;
+                // with none held, wait a tick rather than spin on a readable listener.
                 tracing::warn!(error = %e, "health endpoint: accept failed");
+                if conns.is_empty() {
+                    std::thread::sleep(TICK);
+                } else {
+                    conns.remove(0);
+                }
                 return;
             }
         }

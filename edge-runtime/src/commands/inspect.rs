@@ -219,6 +219,11 @@ impl InspectReport {
                 }
             ));
         }
+        for e in &self.signature_check.key_errors {
+            out.push_str(&format!(
+                "signature    warning: a trusted key cannot be used: {e}\n"
+            ));
+        }
         for (k, v) in &self.other {
             out.push_str(&format!("{k:<12} {}\n", fields(v)));
         }

@@ -47,13 +47,8 @@ pub fn run(s: &ExportSettings) -> Result<ExportCmdReport> {
             .map(|f| ("a checkpoint file", f.as_path())),
     );
     inputs.extend(s.weights.as_deref().map(|w| ("the backbone weights", w)));
-    crate::commands::quantize::refuse_overwriting(
-        &s.out,
-        s.int8.is_some(),
-        s.int8.as_ref().map(|r| &r.sets),
-        s.sign.as_deref(),
-        &inputs,
-    )?;
+    let int8 = s.int8.as_ref();
+    crate::commands::quantize::refuse_overwriting(&s.out, int8, s.sign.as_deref(), &inputs)?;
     let device = Device::Cpu;
     let key = s.sign.as_deref().map(SecretKey::read).transpose()?;
     let checkpoint::Loaded {

@@ -68,13 +68,8 @@ pub fn run(s: &PrototypesSettings) -> Result<PrototypesReport> {
             .iter()
             .map(|e| ("a training image", e.path.as_path())),
     );
-    crate::commands::quantize::refuse_overwriting(
-        &s.out,
-        s.int8.is_some(),
-        s.int8.as_ref().map(|r| &r.sets),
-        s.sign.as_deref(),
-        &inputs,
-    )?;
+    let int8 = s.int8.as_ref();
+    crate::commands::quantize::refuse_overwriting(&s.out, int8, s.sign.as_deref(), &inputs)?;
     let labels = dataset::label_set(&entries);
     let encoder = backbone::load(s.backbone, &s.weights, &device)?;
     tracing::info!(

@@ -185,111 +185,26 @@ fn no_output_path_overwrites_an_input() {
     let ckpt_meta = f("ckpt/checkpoint.json", "{}");
     let key = f("signing.key", "secret");
     let weights = repo().join("models/weights/mobilenet_v2.safetensors");
-    let weights = weights.to_str().unwrap();
+    let weights = weights.display();
 
-    // The edge: the ONNX out of a bundle over the bundle; the sink over the bundle.
-    refused(
-        "linesight-edge",
-        &[
-            "inspect",
-            "--bundle",
-            "model.lsb",
-            "--extract-onnx",
-            "./model.lsb",
-        ],
-        d,
-        &[bundle.clone()],
-    );
-    // The trainer: refine over its answer log; label's accounting over the log; train's
-    // checkpoint over its input; export and quantize over their inputs and keys.
-    refused(
-        "linesight-train",
-        &[
-            "refine",
-            "--images",
-            "photos",
-            "--labels",
-            "labels.jsonl",
-            "--out",
-            "labels.jsonl",
-            "--weights",
-            weights,
-        ],
-        d,
-        &[labels.clone()],
-    );
-    refused(
-        "linesight-train",
-        &[
-            "label",
-            "--images",
-            "photos",
-            "--endpoint",
-            "http://127.0.0.1:9/v1",
-            "--model",
-            "m",
-            "--out",
-            "labels.jsonl",
-            "--accounting",
-            "labels.jsonl",
-        ],
-        d,
-        &[labels.clone()],
-    );
-    refused(
-        "linesight-train",
-        &[
-            "train",
-            "--refined",
-            "ckpt/checkpoint.json",
-            "--out",
-            "ckpt",
-            "--weights",
-            weights,
-        ],
-        d,
-        &[ckpt_meta.clone()],
-    );
-    refused(
-        "linesight-train",
-        &[
-            "export",
-            "--checkpoint",
-            "ckpt",
-            "--out",
-            "ckpt/checkpoint.json",
-        ],
-        d,
-        &[ckpt_meta.clone()],
-    );
-    refused(
-        "linesight-train",
-        &[
-            "export",
-            "--checkpoint",
-            "ckpt",
-            "--out",
-            "signing.key",
-            "--sign",
-            "signing.key",
-        ],
-        d,
-        &[key.clone()],
-    );
-    refused(
-        "linesight-train",
-        &[
-            "quantize",
-            "--bundle",
-            "model.lsb",
-            "--out",
-            "model.lsb",
-            "--calibration",
-            "photos",
-        ],
-        d,
-        &[bundle.clone()],
-    );
+    // (binary, command line, the input it must leave alone)
+    let w = format!("--weights {weights}");
+    let cases: Vec<(&str, String, &PathBuf)> = vec![
+        // The edge: the ONNX out of a bundle written over the bundle.
+        ("linesight-edge", "inspect --bundle model.lsb --extract-onnx ./model.lsb".into(), &bundle),
+        // The trainer: refine over its answer log; label's accounting over the log;
+        // train's checkpoint over its input; export and quantize over their inputs and keys.
+        ("linesight-train", format!("refine --images photos --labels labels.jsonl --out labels.jsonl {w}"), &labels),
+        ("linesight-train", "label --images photos --endpoint http://127.0.0.1:9/v1 --model m --out labels.jsonl --accounting labels.jsonl".into(), &labels),
+        ("linesight-train", format!("train --refined ckpt/checkpoint.json --out ckpt {w}"), &ckpt_meta),
+        ("linesight-train", "export --checkpoint ckpt --out ckpt/checkpoint.json".into(), &ckpt_meta),
+        ("linesight-train", "export --checkpoint ckpt --out signing.key --sign signing.key".into(), &key),
+        ("linesight-train", "quantize --bundle model.lsb --out model.lsb --calibration photos".into(), &bundle),
+    ];
+    for (b, line, kept) in cases {
+        let args: Vec<&str> = line.split(' ').collect();
+        refused(b, &args, d, std::slice::from_ref(kept));
+    }
 }
 
 #[test]

@@ -143,6 +143,24 @@ fn inspect_classify_and_bench_say_valid_invalid_untrusted_or_unsigned() {
     );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["signature_check"]["status"], "valid", "{v}");
+    // A trusted key file that cannot be used is said, not skipped silently.
+    let bad = tmp.path().join("bad.pub");
+    std::fs::write(&bad, "not a key\n").unwrap();
+    let o = edge(
+        &[
+            "inspect",
+            "--trusted-key",
+            bad.to_str().unwrap(),
+            "--bundle",
+        ],
+        valid,
+        &[],
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("a trusted key cannot be used") && text.contains("bad.pub"),
+        "{text}"
+    );
     // Without any trusted key the same bundle is untrusted, not valid.
     let o = edge(&["inspect", "--json", "--bundle"], valid, &[]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
