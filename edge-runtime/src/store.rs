@@ -53,6 +53,18 @@ pub enum StoreError {
     TooLarge { bytes: u64, max_bytes: u64 },
     #[error("{0}")]
     Refused(String),
+    #[error("cannot write the export `{path}`: {source}")]
+    Export {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+fn out_at(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Export {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -375,21 +387,21 @@ fn write_new(path: &Path, data: &[u8]) -> Result<bool, StoreError> {
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     {
-        let mut f = std::fs::File::create(&tmp).map_err(io_at(&tmp))?;
-        f.write_all(data).map_err(io_at(&tmp))?;
-        f.sync_all().map_err(io_at(&tmp))?;
+        let mut f = std::fs::File::create(&tmp).map_err(out_at(&tmp))?;
+        f.write_all(data).map_err(out_at(&tmp))?;
+        f.sync_all().map_err(out_at(&tmp))?;
     }
     match rename_no_replace(&tmp, path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            std::fs::remove_file(&tmp).map_err(io_at(&tmp))?;
+            std::fs::remove_file(&tmp).map_err(out_at(&tmp))?;
             return Ok(false);
         }
-        Err(e) => return Err(io_at(path)(e)),
+        Err(e) => return Err(out_at(path)(e)),
     }
-    let back = std::fs::read(path).map_err(io_at(path))?;
+    let back = std::fs::read(path).map_err(out_at(path))?;
     if back != data {
-        return Err(StoreError::Io {
+        return Err(StoreError::Export {
             path: path.display().to_string(),
             source: std::io::Error::other(format!(
                 "the copy reads back different from what was written ({} bytes, expected {}); the destination may be failing",
@@ -440,12 +452,12 @@ fn place(out: &Path, base: &str, png: &[u8], json: &[u8]) -> Result<Placed, Stor
         if !write_new(&j, json)? {
             // Someone took the record's name meanwhile: ours goes elsewhere, the image
             // written here is ours alone and is removed.
-            std::fs::remove_file(&p).map_err(io_at(&p))?;
+            std::fs::remove_file(&p).map_err(out_at(&p))?;
             continue;
         }
         return Ok(Placed::Written(name));
     }
-    Err(StoreError::Io {
+    Err(StoreError::Export {
         path: out.display().to_string(),
         source: std::io::Error::other(format!("no free name for entry {base}")),
     })
@@ -467,7 +479,7 @@ pub fn export(dir: &Path, out: &Path, clear: bool) -> Result<ExportReport, Store
     }
     linesight_shared::output::refuse_inputs(out, [("the uncertain store", dir)])
         .map_err(|e| StoreError::Refused(e.to_string()))?;
-    std::fs::create_dir_all(out).map_err(io_at(out))?;
+    std::fs::create_dir_all(out).map_err(out_at(out))?;
     let mut report = ExportReport {
         store: dir.display().to_string(),
         out: out.display().to_string(),
@@ -493,7 +505,9 @@ pub fn export(dir: &Path, out: &Path, clear: bool) -> Result<ExportReport, Store
         }
         report.entries += 1;
     }
-    fsync_dir(out)?;
+    std::fs::File::open(out)
+        .and_then(|f| f.sync_all())
+        .map_err(out_at(out))?;
     if clear {
         // Only now, with every copy fsynced and read back: record first, then image.
         for &id in &ids {

@@ -66,6 +66,8 @@ pub enum RollbackError {
     },
     #[error("no installed slot under `{root}` verifies, so `current` cannot be repaired by a rollback ({problems}); install a bundle with `linesight-edge install FILE --root {root}`")]
     NothingVerifies { root: String, problems: String },
+    #[error("no models root at `{root}` (nothing was installed there; check --root, $LINESIGHT_ROOT or the config's model.root)")]
+    NoRoot { root: String },
     #[error("cannot read the slots under `{root}`: {source}")]
     Io {
         root: String,
@@ -129,6 +131,9 @@ fn verify_slot(
 
 pub fn run(s: &RollbackSettings) -> Result<RollbackReport, RollbackError> {
     let root_shown = s.root.display().to_string();
+    if !s.root.is_dir() {
+        return Err(RollbackError::NoRoot { root: root_shown });
+    }
     let _lock = RootLock::acquire(&s.root, "rollback", slots::LOCK_WAIT)?;
     let trusted = trust::resolve(&s.root, &s.trusted_keys, &s.config_trusted_keys)
         .map_err(RollbackError::TrustedKey)?;

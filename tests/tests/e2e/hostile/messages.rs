@@ -50,11 +50,19 @@ fn causes_are_printed_once_by_both_binaries() {
     fails_once("linesight-train", &["keygen", "--out", "file/keys"], d);
     let store = d.join("store");
     std::fs::create_dir_all(&store).unwrap();
-    fails_once(
+    let e = fails_once(
         "linesight-edge",
         &["export-uncertain", "--store", "store", "--out", "file/usb"],
         d,
     );
+    assert!(e.contains("cannot write the export `file/usb`"), "{e}");
+    // A root that is not there is named as such.
+    let o = run(Command::new(bin("linesight-edge"))
+        .args(["rollback", "--root", "nope"])
+        .current_dir(d));
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("no models root at `nope`"), "{e}");
     fails_once(
         "linesight-train",
         &["label", "score", "missing.jsonl", "--truth", "missing.csv"],
