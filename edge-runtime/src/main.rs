@@ -4,15 +4,17 @@ mod cli;
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{Cli, Command, RunArgs};
+use cli::{Cli, Command, RunArgs, TrustArgs};
 use linesight_edge::commands::{
     bench, cameras, classify, export_uncertain, inspect, install, rollback, run, status,
 };
 use linesight_edge::config::{self, EdgeConfig, Overrides};
+use linesight_edge::trust::{KeySpec, SignatureReport, TrustSources};
 use linesight_edge::{notify, shutdown, slots};
 use linesight_shared::closed_pipe::is_closed_pipe;
 use linesight_shared::decode::{ImageLimits, DEFAULT_MAX_MEGAPIXELS};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -28,7 +30,11 @@ fn main() -> ExitCode {
         // The reader went away (`| head`): a quiet, clean end.
         Err(e) if is_closed_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("linesight-edge: error: {e:#}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "linesight-edge: error: {}",
+                linesight_shared::message::error_chain(e.as_ref())
+            );
             ExitCode::from(2)
         }
     }
@@ -39,6 +45,36 @@ macro_rules! note {
     ($($arg:tt)*) => {
         let _ = writeln!(std::io::stderr(), $($arg)*);
     };
+}
+
+/// The config (`--config`, else defaults) and where the trusted keys come from, the way
+/// `install` finds them: --root > the config's model.root > $LINESIGHT_ROOT > default.
+fn trust_sources(
+    root: Option<PathBuf>,
+    t: TrustArgs,
+) -> anyhow::Result<(TrustSources, EdgeConfig)> {
+    let cfg = match &t.config {
+        Some(p) => EdgeConfig::read(p)?,
+        None => EdgeConfig::default(),
+    };
+    let sources = TrustSources {
+        root: slots::resolve_root(root.or(cfg.model.root.clone())),
+        flags: t.trusted_keys,
+        config: cfg
+            .model
+            .trusted_keys
+            .iter()
+            .map(|k| KeySpec::parse(k, Path::new(".")))
+            .collect(),
+    };
+    Ok((sources, cfg))
+}
+
+/// Says on stderr what is wrong with a bundle's signature, if anything.
+fn warn_signature(bundle: &Path, check: &SignatureReport) {
+    if let Some(w) = check.warning(bundle) {
+        note!("linesight-edge: {}", w.replace('\n', "\nlinesight-edge: "));
+    }
 }
 
 fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<ExitCode> {
@@ -56,6 +92,8 @@ fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<Ex
             top_k,
             logits,
             threads,
+            root,
+            trust,
             paths,
         } => {
             let settings = classify::ClassifySettings {
@@ -65,15 +103,18 @@ fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<Ex
                 top_k,
                 logits,
                 threads,
+                trust: trust_sources(root, trust)?.0,
             };
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
             let report = classify::run(&settings, &mut out)?;
             out.flush()?;
+            warn_signature(&settings.bundle, &report.signature_check);
             note!(
-                "linesight-edge: classified {} images with `{}`: {} failed, {} rejected{}",
+                "linesight-edge: classified {} images with `{}` (signature {}): {} failed, {} rejected{}",
                 report.images,
                 report.model_id,
+                report.signature_check.status,
                 report.failed,
                 report.rejected,
                 if report.skipped > 0 {
@@ -94,24 +135,14 @@ fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<Ex
         Command::Install {
             file,
             root,
-            trusted_keys,
+            trust,
             allow_unsigned,
-            config: config_path,
             json,
         } => {
-            let cfg = match &config_path {
-                Some(p) => EdgeConfig::read(p)?,
-                None => EdgeConfig::default(),
-            };
-            let root = slots::resolve_root(root.or(cfg.model.root));
-            let mut settings = install::InstallSettings::new(file, root);
-            settings.trusted_keys = trusted_keys;
-            settings.config_trusted_keys = cfg
-                .model
-                .trusted_keys
-                .iter()
-                .map(|k| linesight_edge::trust::KeySpec::parse(k, std::path::Path::new(".")))
-                .collect();
+            let (sources, cfg) = trust_sources(root, trust)?;
+            let mut settings = install::InstallSettings::new(file, sources.root);
+            settings.trusted_keys = sources.flags;
+            settings.config_trusted_keys = sources.config;
             settings.allow_unsigned = allow_unsigned || cfg.model.allow_unsigned;
             settings.kill_at = std::env::var(install::FAULT_KILL_ENV)
                 .ok()
@@ -120,6 +151,9 @@ fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<Ex
                 tracing::warn!(step = %step, "{} is set: this install kills itself at that step (test hook)", install::FAULT_KILL_ENV);
             }
             let r = install::run(&settings)?;
+            if let Some(what) = &r.repaired {
+                note!("linesight-edge: repaired: {what}");
+            }
             if json {
                 writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
@@ -162,9 +196,23 @@ fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<Ex
             } else {
                 writeln!(
                     std::io::stdout(),
-                    "exported {} uncertain frames ({} bytes) from `{}` to `{}`{}",
+                    "exported {} uncertain frames ({} bytes written, {} already there{}) from `{}` to `{}`{}",
                     r.entries,
                     r.bytes,
+                    r.already_there,
+                    if r.renamed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ", {} under new names because an earlier export holds theirs: {}",
+                            r.renamed.len(),
+                            r.renamed
+                                .iter()
+                                .map(|(a, b)| format!("{a} -> {b}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    },
                     r.store,
                     r.out,
                     if clear {
@@ -179,6 +227,7 @@ fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<Ex
         Command::Bench {
             bundle,
             root,
+            trust,
             threads,
             iterations,
             warmup,
@@ -188,15 +237,18 @@ fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<Ex
             json,
             ..
         } => {
+            let trust = trust_sources(root, trust)?.0;
             let r = bench::run(&bench::BenchSettings {
                 bundle,
-                root: slots::resolve_root(root),
+                root: trust.root.clone(),
                 threads,
                 iterations: iterations.max(1),
                 warmup,
                 size,
                 profile,
+                trust,
             })?;
+            warn_signature(Path::new(&r.bundle), &r.signature_check);
             if json {
                 writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
@@ -207,11 +259,14 @@ fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<Ex
         Command::Inspect {
             bundle,
             extract_onnx,
+            root,
+            trust,
             json,
         } => {
             let r = inspect::run(&inspect::InspectSettings {
                 bundle,
                 extract_onnx,
+                trust: trust_sources(root, trust)?.0,
             })?;
             if json {
                 writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
@@ -223,6 +278,7 @@ fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<Ex
         Command::Bench {
             bundle,
             root,
+            trust,
             threads,
             frames,
             rounds,
@@ -230,14 +286,17 @@ fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<Ex
             json,
             ..
         } => {
+            let trust = trust_sources(root, trust)?.0;
             let r = bench::pipeline::run(&bench::pipeline::PipelineSettings {
                 bundle,
-                root: slots::resolve_root(root),
+                root: trust.root.clone(),
                 threads,
                 frames: frames.max(1),
                 rounds: rounds.max(1),
                 size,
+                trust,
             })?;
+            warn_signature(Path::new(&r.bundle), &r.signature_check);
             if json {
                 writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
@@ -263,10 +322,23 @@ fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<Ex
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Rollback { root, json } => {
-            let r = rollback::run(&rollback::RollbackSettings {
-                root: slots::resolve_root(root),
-            })?;
+        Command::Rollback {
+            root,
+            slot,
+            trust,
+            allow_unsigned,
+            json,
+        } => {
+            let (sources, cfg) = trust_sources(root, trust)?;
+            let mut settings = rollback::RollbackSettings::new(sources.root);
+            settings.slot = slot;
+            settings.trusted_keys = sources.flags;
+            settings.config_trusted_keys = sources.config;
+            settings.allow_unsigned = allow_unsigned || cfg.model.allow_unsigned;
+            let r = rollback::run(&settings)?;
+            if let Some(what) = &r.repaired {
+                note!("linesight-edge: repaired: {what}");
+            }
             if json {
                 writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
@@ -298,9 +370,10 @@ fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<Ex
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { root, json } => {
-            let root = slots::resolve_root(root);
-            let r = status::run(&status::StatusSettings { root: root.clone() }).map_err(|e| {
+        Command::Status { root, trust, json } => {
+            let trust = trust_sources(root, trust)?.0;
+            let root = trust.root.clone();
+            let r = status::run(&status::StatusSettings { trust }).map_err(|e| {
                 anyhow::anyhow!("cannot read the models root `{}`: {e}", root.display())
             })?;
             if json {
@@ -308,7 +381,21 @@ fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<Ex
             } else {
                 write!(std::io::stdout(), "{}", r.render())?;
             }
-            Ok(ExitCode::SUCCESS)
+            if r.healthy() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                note!(
+                    "linesight-edge: {} problem(s) under `{}`{}",
+                    r.problems.len(),
+                    r.root,
+                    if json {
+                        format!(": {}", r.problems.join("; "))
+                    } else {
+                        " (listed above)".to_string()
+                    }
+                );
+                Ok(ExitCode::from(1))
+            }
         }
     }
 }

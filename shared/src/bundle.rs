@@ -201,8 +201,8 @@ pub fn read_file_bytes(path: &Path) -> Result<Vec<u8>, BundleError> {
     Ok(bytes)
 }
 
-/// The optional ed25519 signature block (filled by `linesight-train prototypes --sign`
-/// through [`crate::signature::SecretKey::sign_bundle`]).
+/// The optional ed25519 signature block (filled by `linesight-train export`, `prototypes`
+/// or `quantize` with `--sign`, through [`crate::signature::SecretKey::sign_bundle`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
     pub public_key: [u8; 32],

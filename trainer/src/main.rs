@@ -33,7 +33,10 @@ fn main() -> ExitCode {
         // The reader went away (`| head`): a quiet, clean end.
         Err(e) if is_closed_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("linesight-train: error: {e:#}");
+            eprintln!(
+                "linesight-train: error: {}",
+                linesight_shared::message::error_chain(e.as_ref())
+            );
             ExitCode::from(2)
         }
     }
