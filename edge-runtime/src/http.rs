@@ -388,6 +388,7 @@ mod tests {
     fn idle_and_slow_clients_do_not_delay_a_probe() {
         let m = Arc::new(Metrics::new(Duration::from_secs(5)));
         m.set_model("tiny");
+        m.set_source_state(SourceState::Streaming);
         m.frame_done(Instant::now());
         let server = HttpServer::start("127.0.0.1:0".parse().unwrap(), m).unwrap();
         let addr = server.addr();
