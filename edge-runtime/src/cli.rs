@@ -55,7 +55,7 @@ pub enum Command {
     /// it was. A running `linesight-edge run` following `current` switches to the new
     /// model between two frames.
     ///
-    /// Models root: --root, else $LINESIGHT_ROOT, else the config's model.root, else
+    /// Models root: --root, else the config's model.root, else $LINESIGHT_ROOT, else
     /// /var/lib/linesight.
     ///
     /// Test hook: LINESIGHT_FAULT_KILL=STEP makes the process SIGKILL itself at that step
@@ -84,11 +84,17 @@ pub enum Command {
     },
     /// Make the previous model current again (after checking it still self-tests).
     ///
-    /// Example: linesight-edge rollback --root /var/lib/linesight
+    /// Models root: --root, else the config's model.root, else $LINESIGHT_ROOT, else
+    /// /var/lib/linesight (as for install).
+    ///
+    /// Example: linesight-edge rollback --config /etc/linesight/edge.toml
     Rollback {
-        /// Models root (default: $LINESIGHT_ROOT or /var/lib/linesight).
+        /// Models root (default: the config's model.root, $LINESIGHT_ROOT or /var/lib/linesight).
         #[arg(long)]
         root: Option<PathBuf>,
+        /// The box's edge.toml (its model.root).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -214,11 +220,17 @@ pub enum Command {
     },
     /// List the installed models: slots, ids, versions, signers, install times, current/previous.
     ///
-    /// Example: linesight-edge status --json
+    /// Models root: --root, else the config's model.root, else $LINESIGHT_ROOT, else
+    /// /var/lib/linesight (as for install).
+    ///
+    /// Example: linesight-edge status --config /etc/linesight/edge.toml --json
     Status {
-        /// Models root (default: $LINESIGHT_ROOT or /var/lib/linesight).
+        /// Models root (default: the config's model.root, $LINESIGHT_ROOT or /var/lib/linesight).
         #[arg(long)]
         root: Option<PathBuf>,
+        /// The box's edge.toml (its model.root).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Print the report as one JSON object.
         #[arg(long)]
         json: bool,

@@ -228,9 +228,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Rollback { root, json } => {
+        Command::Rollback { root, config, json } => {
             let r = rollback::run(&rollback::RollbackSettings {
-                root: slots::resolve_root(root),
+                root: models_root(root, config.as_deref())?,
             })?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -259,8 +259,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { root, json } => {
-            let root = slots::resolve_root(root);
+        Command::Status { root, config, json } => {
+            let root = models_root(root, config.as_deref())?;
             let r = status::run(&status::StatusSettings { root: root.clone() }).map_err(|e| {
                 anyhow::anyhow!("cannot read the models root `{}`: {e}", root.display())
             })?;
@@ -272,6 +272,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The models root of `rollback` and `status`: --root, else the config's model.root, else
+/// $LINESIGHT_ROOT, else the default; the same order `install` resolves it in.
+fn models_root(
+    flag: Option<std::path::PathBuf>,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<std::path::PathBuf> {
+    let file = match config {
+        Some(p) => EdgeConfig::read(p)?,
+        None => EdgeConfig::default(),
+    };
+    Ok(slots::resolve_root(flag.or(file.model.root)))
 }
 
 fn run_command(a: RunArgs) -> anyhow::Result<ExitCode> {

@@ -271,6 +271,50 @@ pub enum Command {
     ///
     /// Example: linesight-train simulate-mllm --truth data/cub26/manifest.csv --listen 127.0.0.1:8089
     SimulateMllm(Box<SimulateArgs>),
+    /// Wrap a signed bundle into a Mender artifact for the `linesight-model` Update Module.
+    ///
+    /// Verifies the bundle (checksum, model hash, signature: against --trusted-key files,
+    /// else the key it carries), then runs Mender's `mender-artifact write module-image`:
+    /// payload type `linesight-model` with the bundle as `model.lsb`, the --device-type(s),
+    /// provides `linesight.model.id` and `linesight.model.version`, and depends
+    /// `linesight.runtime.version` (Mender compares it by exact value with what the box's
+    /// runtime artifact provides; default: the bundle's min_runtime_version). The box
+    /// needs packaging/mender/linesight-model in /usr/share/mender/modules/v3/ (see
+    /// docs/fleet.md). Gate it on the validation report (`linesight-train validate`)
+    /// before a fleet sees it.
+    ///
+    /// Example: linesight-train mender-artifact --bundle model.lsb --device-type line-box-arm64 --runtime-version 0.1.0 --out model.mender
+    MenderArtifact {
+        /// The signed bundle (`*.lsb`).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Mender device type the artifact installs on; repeatable.
+        #[arg(long = "device-type", value_name = "TYPE", required = true)]
+        device_types: Vec<String>,
+        /// The artifact file to write (`*.mender`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Artifact name (default: MODEL_ID-MODEL_VERSION).
+        #[arg(long)]
+        artifact_name: Option<String>,
+        /// The linesight.runtime.version the boxes provide (default: the bundle's
+        /// min_runtime_version; refused when older than that).
+        #[arg(long, value_name = "VERSION")]
+        runtime_version: Option<String>,
+        /// Leave out the runtime depends (boxes whose runtime did not come through Mender
+        /// provide no linesight.runtime.version; install still checks the version).
+        #[arg(long, conflicts_with = "runtime_version")]
+        no_runtime_depends: bool,
+        /// Public key file (`signing.pub`) the bundle must be signed with; repeatable.
+        #[arg(long = "trusted-key", value_name = "PUB")]
+        trusted_keys: Vec<PathBuf>,
+        /// Accept an unsigned bundle (boxes refuse it unless their edge.toml allows it).
+        #[arg(long)]
+        allow_unsigned: bool,
+        /// The mender-artifact program.
+        #[arg(long, value_name = "PATH", default_value = "mender-artifact")]
+        mender_artifact: PathBuf,
+    },
 }
 
 /// Arguments of `label`.

@@ -6,7 +6,8 @@ use anyhow::Result;
 use clap::Parser;
 use cli::{Cli, Command};
 use linesight_trainer::commands::{
-    eval, export, keygen, label, pipeline, prototypes, quantize, refine, simulate_mllm, train,
+    eval, export, keygen, label, mender_artifact, pipeline, prototypes, quantize, refine,
+    simulate_mllm, train,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -199,6 +200,30 @@ fn run(command: Command, json: bool) -> Result<()> {
                 Some(split) => print_report(json, &simulate_mllm::direct(&s, split)?),
                 None => print_report(json, &simulate_mllm::run(&s)?),
             }
+        }
+        Command::MenderArtifact {
+            bundle,
+            device_types,
+            out,
+            artifact_name,
+            runtime_version,
+            no_runtime_depends,
+            trusted_keys,
+            allow_unsigned,
+            mender_artifact: tool,
+        } => {
+            let report = mender_artifact::run(&mender_artifact::MenderArtifactSettings {
+                bundle,
+                device_types,
+                out,
+                artifact_name,
+                runtime_version,
+                runtime_depends: !no_runtime_depends,
+                trusted_keys,
+                allow_unsigned,
+                tool,
+            })?;
+            print_report(json, &report)
         }
     }
 }

@@ -7,5 +7,6 @@
 
 mod bad_inputs;
 mod demo;
+mod mender;
 mod near;
 mod util;
