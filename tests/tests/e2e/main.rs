@@ -7,5 +7,6 @@
 
 mod bad_inputs;
 mod demo;
+mod hostile;
 mod near;
 mod util;
