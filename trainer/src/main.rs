@@ -316,6 +316,7 @@ fn simulate_settings(a: cli::SimulateArgs) -> Result<simulate_mllm::SimulateSett
         expert: a.expert,
         granularity: a.granularity,
     };
+    c.context_variety = a.context_variety;
     Ok(simulate_mllm::SimulateSettings {
         config: c,
         listen: a.listen,
@@ -378,8 +379,13 @@ fn train_settings(a: cli::TrainArgs) -> Result<train::TrainCmdSettings> {
     use linesight_trainer::near::{refined::Refined, train::TrainSettings};
     let mut t: TrainSettings = match &a.config {
         Some(p) => {
-            toml::from_str(&fs_err::read_to_string(p).context("cannot read the training settings")?)
-                .with_context(|| format!("`{}` is not valid training settings TOML", p.display()))?
+            let t: TrainSettings = toml::from_str(
+                &fs_err::read_to_string(p).context("cannot read the training settings")?,
+            )
+            .with_context(|| format!("`{}` is not valid training settings TOML", p.display()))?;
+            t.validate("")
+                .with_context(|| format!("`{}` is not valid training settings", p.display()))?;
+            t
         }
         None => TrainSettings::default(),
     };

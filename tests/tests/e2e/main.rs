@@ -7,6 +7,7 @@
 
 mod bad_inputs;
 mod demo;
+mod hostile;
 mod mender;
 mod near;
 mod util;

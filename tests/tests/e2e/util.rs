@@ -98,3 +98,90 @@ pub fn stdout_lines(o: &Output) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
         .collect()
 }
+
+/// A `linesight-train simulate-mllm` process on a free loopback port; killed when dropped,
+/// or stopped with SIGTERM by [`Simulator::stop`], which returns what it served.
+pub struct Simulator {
+    child: std::process::Child,
+    /// The base URL to give `label --endpoint`.
+    pub url: String,
+}
+
+impl Simulator {
+    /// Starts the simulator on `truth` with extra `args` (`--seed`, `--latency-ms`, ...).
+    pub fn start(truth: &Path, args: &[&str]) -> Simulator {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(bin("linesight-train"))
+            .args([
+                "--json",
+                "--log",
+                "warn",
+                "simulate-mllm",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--truth")
+            .arg(truth)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut url = String::new();
+        let mut seen = String::new();
+        for _ in 0..50 {
+            let mut line = String::new();
+            if err.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            seen.push_str(&line);
+            if let Some(pos) = line.find("http://") {
+                url = line[pos..].split_whitespace().next().unwrap().to_string();
+                break;
+            }
+        }
+        assert!(
+            url.ends_with("/v1"),
+            "the simulator printed no address:\n{seen}"
+        );
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        Simulator { child, url }
+    }
+
+    /// Stops the simulator (SIGTERM, as a technician's Ctrl-C) and returns its `stats`.
+    pub fn stop(mut self) -> serde_json::Value {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let mut out = String::new();
+        std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        let _ = self.child.wait();
+        let report: serde_json::Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("simulator report is not JSON: {e}: {out}"));
+        report["stats"].clone()
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `linesight-train ARGS` and asserts that clap refused it at parse time (exit 2,
+/// before any work) with a message naming `flag` and the allowed range.
+pub fn assert_train_flag_refused(args: &[&str], flag: &str) {
+    let o = run(Command::new(bin("linesight-train")).args(args));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{args:?} must be refused");
+    assert!(
+        err.contains(flag) && err.contains("expected"),
+        "{args:?}: the message must name {flag} and the range:\n{err}"
+    );
+}

@@ -6,6 +6,7 @@
 //! pipeline resumes at the stage it was in (and `label` itself resumes from its log).
 
 use crate::backbone::BackboneKind;
+use crate::bounds::{Bound, BoundError, Checker};
 use crate::commands::{eval, export, label, refine, train};
 use crate::embed::file_sha256;
 use crate::mllm::simulator::{RunningSimulator, SimulatorConfig};
@@ -199,10 +200,36 @@ struct State {
     done: BTreeMap<String, String>,
 }
 
-/// Reads a pipeline file, resolving relative paths against its folder.
+impl PipelineConfig {
+    /// Checks every number of every section against its range, naming it as written in
+    /// the file (`[train] lr`), before any stage runs.
+    pub fn validate(&self) -> Result<(), BoundError> {
+        let mut c = Checker::new("[label] ");
+        c.check("concurrency", self.label.concurrency, Bound::AT_LEAST_ONE)
+            .check("temperature", self.label.temperature, label::TEMPERATURE)
+            .check("samples", self.label.samples, Bound::AT_LEAST_ONE)
+            .finish()?;
+        if let Some(s) = &self.simulator {
+            Checker::new("[simulator] ")
+                .check("accuracy", s.accuracy, Bound::UNIT)
+                .check("systematic", s.systematic, Bound::UNIT)
+                .check("spread", s.spread, Bound::UNIT)
+                .finish()?;
+        }
+        self.refine.vocab.validate("[refine.vocab] ")?;
+        self.refine.candidates.validate("[refine.candidates] ")?;
+        self.refine.confusion.validate("[refine.confusion] ")?;
+        self.train.validate("[train] ")
+    }
+}
+
+/// Reads a pipeline file, resolving relative paths against its folder. Fails when the
+/// file is not valid TOML, has unknown keys, or a number out of its range.
 pub fn read_config(path: &Path) -> Result<PipelineConfig> {
     let text = fs_err::read_to_string(path).context("cannot read the pipeline config")?;
     let mut c: PipelineConfig = toml::from_str(&text)
+        .with_context(|| format!("`{}` is not a valid pipeline config", path.display()))?;
+    c.validate()
         .with_context(|| format!("`{}` is not a valid pipeline config", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let fix = |p: &mut PathBuf| {
@@ -443,6 +470,7 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
             "calls": report.calls,
             "cache_hits": report.cache_hits,
             "answers": report.answers,
+            "undecodable": report.undecodable,
             "wall_s": report.wall_s,
         }))
     })?;

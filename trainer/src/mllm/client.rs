@@ -107,6 +107,19 @@ pub enum FatalError {
         status: u16,
         message: String,
     },
+    /// No connection could be made, on every attempt (refused, no route, name not
+    /// resolved, connect timeout): every other image would fail the same way.
+    #[error(
+        "cannot connect to `{url}`: {cause} (after {attempts} attempts); check that the MLLM \
+         server is running and listening there, and that --endpoint is its base URL \
+         (e.g. `http://127.0.0.1:8000/v1`)"
+    )]
+    Unreachable {
+        url: String,
+        /// The innermost cause, e.g. `Connection refused (os error 111)`.
+        cause: String,
+        attempts: u32,
+    },
 }
 
 /// Why one request failed.
@@ -118,6 +131,8 @@ pub enum CallError {
         /// Short class for accounting: `429`, `503`, `timeout`, `connect`, `body`, ...
         kind: String,
         reason: String,
+        /// For `connect`: the innermost cause (`Connection refused (os error 111)`).
+        cause: Option<String>,
         retry_after: Option<Duration>,
         /// The body, when the server answered 2xx with something that is not a chat
         /// completion (recorded as malformed if every retry fails the same way).
@@ -334,19 +349,27 @@ impl Client {
                 Err(CallError::Retryable {
                     kind,
                     reason,
+                    cause,
                     retry_after,
                     garbled,
                 }) => {
                     let retry = attempts - 1;
                     if retry >= self.config.retry.max_retries {
-                        return Err(match garbled {
-                            Some(body) => AskError::Garbled {
+                        return Err(match (garbled, cause) {
+                            (Some(body), _) => AskError::Garbled {
                                 body,
                                 reason,
                                 attempts,
                                 latency: started.elapsed(),
                             },
-                            None => AskError::Failed {
+                            (None, Some(cause)) if kind == "connect" => {
+                                AskError::Fatal(FatalError::Unreachable {
+                                    url: self.url.clone(),
+                                    cause,
+                                    attempts,
+                                })
+                            }
+                            (None, _) => AskError::Failed {
                                 reason: format!("{reason} (after {attempts} attempts)"),
                                 attempts,
                             },
@@ -412,6 +435,7 @@ impl Client {
             return answer::parse_completion(&bytes).map_err(|reason| CallError::Retryable {
                 kind: "body".into(),
                 reason: format!("`{}`: {reason}", self.url),
+                cause: None,
                 retry_after: None,
                 garbled: Some(String::from_utf8_lossy(&bytes).chars().take(4000).collect()),
             });
@@ -462,6 +486,7 @@ impl Client {
             408 | 409 | 425 | 429 | 500..=599 => CallError::Retryable {
                 kind: code.to_string(),
                 reason: format!("`{url}` answered {status}: {message}"),
+                cause: None,
                 retry_after,
                 garbled: None,
             },
@@ -484,15 +509,22 @@ fn transport_error(e: reqwest::Error) -> CallError {
         "transport"
     };
     let mut reason = e.to_string();
+    let mut innermost = None;
     let mut src = std::error::Error::source(&e);
     while let Some(s) = src {
-        reason.push_str(": ");
-        reason.push_str(&s.to_string());
+        let text = s.to_string();
+        // hyper repeats its cause in its own message; keep each text once.
+        if !reason.contains(&text) {
+            reason.push_str(": ");
+            reason.push_str(&text);
+        }
+        innermost = Some(text);
         src = s.source();
     }
     CallError::Retryable {
         kind: kind.into(),
         reason,
+        cause: innermost.or_else(|| Some(e.to_string())),
         retry_after: None,
         garbled: None,
     }

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
+use linesight_shared::preprocess::RgbImage;
 use std::path::{Path, PathBuf};
 
 /// File extensions taken as images (case-insensitive).
@@ -64,6 +65,16 @@ fn has_image_extension(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// Whether image bytes decode with the project's one image decoder
+/// ([`RgbImage::decode`]: the decoder refine, train and the edge use, with its checks and
+/// size limits); `Err` says why not, naming the image as `name`. `label` sends no image
+/// that fails this: the MLLM would be asked about an image nothing downstream can read.
+pub fn check_decodable(bytes: &[u8], name: &str) -> Result<(), String> {
+    RgbImage::decode(bytes, name)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// The media type of image bytes, from their magic number, among the types that

@@ -5,6 +5,11 @@
 //! before the progress bar counts it. A fatal error stops new requests, keeps every answer
 //! already received, and ends the run with that error. Many failures in a row (the endpoint
 //! is down, say) also end the run rather than burning through every image.
+//!
+//! Each image is decoded with the project's one image decoder (`RgbImage::decode`, the
+//! one refine, train and the edge decode with, within its size limits) before it is sent:
+//! a file that does not decode (truncated, corrupt, too large, a format the project cannot
+//! read) is never sent; it is skipped and counted, not failed (asking again cannot help).
 
 use super::answer::{self, Interpretation, Status};
 use super::cache::{now_rfc3339, Log, Params, Record, Round, RECORD_VERSION};
@@ -42,6 +47,8 @@ pub struct Asked {
     /// Records appended to the log in this run.
     pub records: Vec<Record>,
     pub failures: Vec<Failure>,
+    /// Images not sent because they do not decode (with why), by cache key.
+    pub undecodable: Vec<(String, Failure)>,
 }
 
 /// Asks questions through one client and appends the answers to one log.
@@ -56,6 +63,8 @@ pub struct Labeler {
 enum Done {
     Answer(Box<Record>),
     Failed(Failure),
+    /// Not sent: the image does not decode. (cache key, why)
+    Undecodable(String, Failure),
     Fatal(super::client::FatalError),
 }
 
@@ -102,6 +111,10 @@ impl Labeler {
                         tracing::warn!(path = %fail.path, reason = %fail.reason, "no answer for this image in this run");
                         out.failures.push(fail);
                     }
+                    Done::Undecodable(key, why) => {
+                        tracing::warn!(path = %why.path, reason = %why.reason, "not sent: the image does not decode");
+                        out.undecodable.push((key, why));
+                    }
                     Done::Fatal(e) => fatal = Some(e),
                 }
             }
@@ -134,6 +147,27 @@ async fn ask_one(client: &Client, params: &Params, q: Question) -> Done {
         Ok(b) => b,
         Err(e) => return fail(format!("cannot read `{}`: {e}", q.image.abs.display())),
     };
+    let name = q.image.rel.clone();
+    let (bytes, decoded) = tokio::task::spawn_blocking(move || {
+        let decoded = images::check_decodable(&bytes, &name);
+        (bytes, decoded)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        (
+            Vec::new(),
+            Err(format!("the decoding task ended abnormally: {e}")),
+        )
+    });
+    if let Err(reason) = decoded {
+        return Done::Undecodable(
+            q.key.clone(),
+            Failure {
+                path: q.image.rel.clone(),
+                reason,
+            },
+        );
+    }
     let url = match images::data_url(&bytes) {
         Ok(u) => u,
         Err(e) => return fail(format!("cannot send `{}`: {e:#}", q.image.abs.display())),

@@ -9,6 +9,7 @@ mod clip_export;
 mod int8;
 mod mllm;
 mod mobilenet;
+mod numbers;
 mod pipeline;
 mod refine;
 mod sentence;

@@ -1,0 +1,2 @@
+mod labelling;
+mod numbers;
