@@ -253,7 +253,16 @@ pub enum Command {
     /// a rerun asks only what is missing for the same model + prompt + parameters, so a
     /// killed run resumes. Accounting is printed and written to `<out>.accounting.json`.
     ///
+    /// Several servers of the same model: give --endpoint once per server. Each request
+    /// goes to the endpoint with the fewest requests in flight, each within its own limit
+    /// (--concurrency, or `URL,concurrency=N`); an endpoint that fails 3 times in a row is
+    /// set aside with a doubling backoff and its requests go to the others. The log records
+    /// which endpoint answered; the cache key does not include it. The accounting has
+    /// calls, errors and latency per endpoint.
+    ///
     /// Example: linesight-train label --images photos/ --endpoint http://127.0.0.1:8000/v1 --model qwen2.5-vl-7b --out labels.jsonl
+    ///
+    /// Example: linesight-train label --images photos/ --endpoint http://gpu1:8000/v1 --endpoint http://gpu2:8000/v1,concurrency=4 --model qwen2.5-vl-7b --out labels.jsonl
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Label(Box<LabelArgs>),
     /// Serve a SIMULATOR of a multimodal LLM (same protocol) for tests and demos.
@@ -328,9 +337,10 @@ pub struct LabelArgs {
     /// Folder of images to label (searched recursively).
     #[arg(long, required = true)]
     pub images: Option<PathBuf>,
-    /// Base URL of the OpenAI-compatible API, e.g. `http://127.0.0.1:8000/v1`.
-    #[arg(long, required = true)]
-    pub endpoint: Option<String>,
+    /// Base URL of the OpenAI-compatible API, e.g. `http://127.0.0.1:8000/v1`; repeat it for
+    /// several servers of the same model. `URL,concurrency=N` gives one its own limit.
+    #[arg(long = "endpoint", value_name = "URL[,concurrency=N]", required = true)]
+    pub endpoints: Vec<String>,
     /// Model name sent with every request.
     #[arg(long, required = true)]
     pub model: Option<String>,
@@ -340,7 +350,7 @@ pub struct LabelArgs {
     /// Environment variable holding the API key (the key itself never goes on the command line or in a log).
     #[arg(long)]
     pub api_key_env: Option<String>,
-    /// Requests in flight at once.
+    /// Requests in flight at once, per endpoint (unless it has its own `,concurrency=N`).
     #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub concurrency: usize,
     /// Naming prompt file (default: the embedded prompts/v1/naming.txt).

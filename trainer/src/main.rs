@@ -235,12 +235,16 @@ fn label_settings(a: cli::LabelArgs) -> Result<label::LabelSettings> {
         accounting::Prices, cache::Params, client::ApiKey, prompt::Context1,
     };
     let missing = |what: &str| anyhow::anyhow!("label needs --{what}");
+    if a.endpoints.is_empty() {
+        return Err(missing("endpoint"));
+    }
     let mut s = label::LabelSettings::new(
         a.images.ok_or_else(|| missing("images"))?,
-        a.endpoint.ok_or_else(|| missing("endpoint"))?,
+        String::new(),
         a.model.ok_or_else(|| missing("model"))?,
         a.out.ok_or_else(|| missing("out"))?,
     );
+    s.endpoints = a.endpoints;
     s.api_key = a.api_key_env.as_deref().map(ApiKey::from_env).transpose()?;
     s.api_key_env = a.api_key_env;
     s.concurrency = a.concurrency;

@@ -132,6 +132,20 @@ fn fleet() -> &'static Fleet {
             out
         };
         let artifact_a = artifact(&bundle_a, DEVICE_TYPE, "a.mender");
+        // An artifact depending on a runtime older than the bundle needs is refused.
+        let o = run(Command::new(&train)
+            .args(["mender-artifact", "--bundle"])
+            .arg(&bundle_a)
+            .args([
+                "--device-type",
+                DEVICE_TYPE,
+                "--runtime-version",
+                "0.0.1",
+                "--out",
+            ])
+            .arg(dir.join("old-runtime.mender")));
+        assert_eq!(o.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--runtime-version 0.0.1 is older"));
         let artifact_b = artifact(&bundle_b, DEVICE_TYPE, "b.mender");
 
         // Tampered after signing: the labels in another order (a bundle that would name

@@ -21,6 +21,7 @@ use crate::mllm::answer::Status;
 use crate::mllm::cache::{CacheKey, Log, Params, Record, Repair, Round};
 use crate::mllm::client::{ApiKey, Client, ClientConfig, RetryPolicy};
 use crate::mllm::drift::{self, DriftReport, Side};
+use crate::mllm::endpoints::{EndpointReport, EndpointSpec, SetAside};
 use crate::mllm::images::{self, ImageFile};
 use crate::mllm::labeler::{Failure, Labeler, Question};
 use crate::mllm::prompt::{self, Context1, Rendered, Template};
@@ -48,14 +49,16 @@ pub enum Baseline {
 pub struct LabelSettings {
     /// Folder of images (searched recursively).
     pub images: PathBuf,
-    /// Base URL, e.g. `http://127.0.0.1:8000/v1`.
-    pub endpoint: String,
+    /// Endpoints: base URLs (e.g. `http://127.0.0.1:8000/v1`), each optionally with its own
+    /// limit, `URL,concurrency=N` ([`EndpointSpec::parse`]). At least one.
+    pub endpoints: Vec<String>,
     pub model: String,
     /// The answer log (also the cache).
     pub out: PathBuf,
     pub api_key: Option<ApiKey>,
     /// The variable the key was read from (named in errors).
     pub api_key_env: Option<String>,
+    /// Requests in flight per endpoint (one without its own `,concurrency=N`).
     pub concurrency: usize,
     /// Naming prompt file; `None`: the embedded v1.
     pub prompt: Option<PathBuf>,
@@ -129,11 +132,11 @@ impl LabelSettings {
         c.finish()
     }
 
-    /// Settings with the defaults of the CLI.
+    /// Settings with the defaults of the CLI, for one endpoint (push more onto `endpoints`).
     pub fn new(images: PathBuf, endpoint: String, model: String, out: PathBuf) -> Self {
         LabelSettings {
             images,
-            endpoint,
+            endpoints: vec![endpoint],
             model,
             out,
             api_key: None,
@@ -205,7 +208,8 @@ pub struct BaselineReport {
 pub struct LabelReport {
     pub log: PathBuf,
     pub accounting_file: PathBuf,
-    pub endpoint: String,
+    /// Per endpoint: calls, answers, errors by kind, times set aside, answer latency.
+    pub endpoints: Vec<EndpointReport>,
     pub model: String,
     pub params: Params,
     pub images_found: usize,
@@ -330,8 +334,11 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
         );
     }
 
+    let endpoints =
+        EndpointSpec::parse_all(&s.endpoints, s.concurrency).map_err(anyhow::Error::msg)?;
+    let total_concurrency: usize = endpoints.iter().map(|e| e.concurrency).sum();
     let client = Arc::new(Client::new(ClientConfig {
-        endpoint: s.endpoint.clone(),
+        endpoints,
         model: s.model.clone(),
         api_key: s.api_key.clone(),
         api_key_env: s.api_key_env.clone(),
@@ -341,13 +348,14 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
             base: s.retry_base,
             ..RetryPolicy::default()
         },
+        set_aside: SetAside::default(),
         pool: s.concurrency,
     })?);
     let labeler = Labeler {
         client: Arc::clone(&client),
         params: s.params.clone(),
-        concurrency: s.concurrency,
-        max_consecutive_failures: (2 * s.concurrency).max(10),
+        concurrency: total_concurrency,
+        max_consecutive_failures: (2 * total_concurrency).max(10),
     };
     let mut new_records: Vec<Record> = Vec::new();
 
@@ -428,7 +436,7 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
     let throughput = if answers_per_s > 0.0 {
         answers_per_s
     } else if per_answer.latency_ms > 0.0 {
-        s.concurrency as f64 * 1e3 / per_answer.latency_ms
+        total_concurrency as f64 * 1e3 / per_answer.latency_ms
     } else {
         0.0
     };
@@ -482,7 +490,7 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
     let report = LabelReport {
         log: s.out.clone(),
         accounting_file: accounting_file.clone(),
-        endpoint: client.endpoint().to_string(),
+        endpoints: client.endpoints().report(),
         model: s.model.clone(),
         params: s.params.clone(),
         images_found: files.len(),

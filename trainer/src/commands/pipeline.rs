@@ -75,8 +75,9 @@ pub struct SimulatorSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabelSection {
-    /// Base URL of the OpenAI-compatible API (ignored with [simulator]).
-    pub endpoint: Option<String>,
+    /// Base URL of the OpenAI-compatible API, or a list of them (servers of the same
+    /// model; `URL,concurrency=N` gives one its own limit); ignored with [simulator].
+    pub endpoint: Option<EndpointList>,
     pub model: String,
     /// Environment variable holding the API key.
     pub api_key_env: Option<String>,
@@ -93,6 +94,23 @@ pub struct LabelSection {
     pub samples: u32,
     /// Expected names offered in the naming prompt (one per line).
     pub vocabulary: Option<PathBuf>,
+}
+
+/// `endpoint = "URL"` or `endpoint = ["URL", "URL,concurrency=N", ...]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EndpointList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl EndpointList {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            EndpointList::One(e) => vec![e.clone()],
+            EndpointList::Many(v) => v.clone(),
+        }
+    }
 }
 
 fn default_samples() -> u32 {
@@ -278,6 +296,10 @@ pub fn read_config(path: &Path) -> Result<PipelineConfig> {
             path.display()
         );
     }
+    if let Some(e) = &c.label.endpoint {
+        crate::mllm::endpoints::EndpointSpec::parse_all(&e.to_vec(), c.label.concurrency)
+            .map_err(|m| anyhow::anyhow!("`{}`: [label] {m}", path.display()))?;
+    }
     Ok(c)
 }
 
@@ -422,16 +444,22 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
             }
             None => None,
         };
-        let endpoint = match &sim {
-            Some(sim) => sim.base_url(),
-            None => c.label.endpoint.clone().unwrap_or_default(),
+        let endpoints = match &sim {
+            Some(sim) => vec![sim.base_url()],
+            None => c
+                .label
+                .endpoint
+                .as_ref()
+                .map(EndpointList::to_vec)
+                .unwrap_or_default(),
         };
         let mut ls = label::LabelSettings::new(
             images_dir.clone(),
-            endpoint,
+            String::new(),
             c.label.model.clone(),
             labels.clone(),
         );
+        ls.endpoints = endpoints;
         ls.api_key = c
             .label
             .api_key_env

@@ -51,10 +51,13 @@ pub struct Asked {
     pub undecodable: Vec<(String, Failure)>,
 }
 
-/// Asks questions through one client and appends the answers to one log.
+/// Asks questions through one client (over one or more endpoints) and appends the answers
+/// to one log.
 pub struct Labeler {
     pub client: Arc<Client>,
     pub params: Params,
+    /// Questions in flight at once (all endpoints together; the client keeps each
+    /// endpoint within its own limit).
     pub concurrency: usize,
     /// Failures in a row (no answer in between) after which the run stops.
     pub max_consecutive_failures: usize,
@@ -175,14 +178,15 @@ async fn ask_one(client: &Client, params: &Params, q: Question) -> Done {
     drop(bytes);
     let body = client.request_body(&q.prompt.text, &url, params, q.sample);
     drop(url);
-    let base = |status: Status, raw: String| Record {
+    // `endpoint`: the one that answered (the log records it; it is not in the cache key).
+    let base = |status: Status, raw: String, endpoint: usize| Record {
         v: RECORD_VERSION,
         round: q.round,
         key: q.key.clone(),
         path: q.image.rel.clone(),
         image_sha256: q.image_sha256.clone(),
         sample: q.sample,
-        endpoint: client.endpoint().to_string(),
+        endpoint: client.endpoint_url(endpoint).to_string(),
         model: client.model().to_string(),
         prompt_sha256: q.prompt.sha256.clone(),
         params: params.clone(),
@@ -210,7 +214,7 @@ async fn ask_one(client: &Client, params: &Params, q: Question) -> Done {
                 Round::Name => answer::interpret_name(&a.reply),
                 Round::Category => answer::interpret_context(&a.reply),
             };
-            let mut r = base(status, a.reply.content.clone());
+            let mut r = base(status, a.reply.content.clone(), a.endpoint);
             r.name = name;
             r.context = context;
             r.problem = problem;
@@ -227,8 +231,9 @@ async fn ask_one(client: &Client, params: &Params, q: Question) -> Done {
             reason,
             attempts,
             latency,
+            endpoint,
         }) => {
-            let mut r = base(Status::Malformed, body);
+            let mut r = base(Status::Malformed, body, endpoint);
             r.problem = Some(reason);
             r.attempts = attempts;
             r.latency_ms = latency.as_secs_f64() * 1e3;

@@ -407,7 +407,7 @@ fn label_err(fx: &Fixture, s: &LabelSettings) -> String {
     let e = label::run(s).expect_err("the run must stop");
     let msg = format!("{e:#}");
     assert!(
-        msg.contains(&s.endpoint) || msg.contains("in a row"),
+        msg.contains(&s.endpoints[0]) || msg.contains("in a row"),
         "{msg}"
     );
     let _ = fx;
