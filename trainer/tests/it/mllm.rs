@@ -30,15 +30,15 @@ const CLASSES: [&str; 6] = [
 ];
 
 /// Generated images and their truth manifest in a temp folder.
-struct Fixture {
+pub(crate) struct Fixture {
     dir: tempfile::TempDir,
-    images: PathBuf,
-    truth: PathBuf,
+    pub(crate) images: PathBuf,
+    pub(crate) truth: PathBuf,
 }
 
 impl Fixture {
     /// `n` distinct 12x12 PNGs, classes assigned round-robin.
-    fn new(n: usize) -> Self {
+    pub(crate) fn new(n: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let images = dir.path().join("images");
         std::fs::create_dir_all(&images).unwrap();
@@ -61,17 +61,17 @@ impl Fixture {
         Fixture { dir, images, truth }
     }
 
-    fn out(&self, name: &str) -> PathBuf {
+    pub(crate) fn out(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn sim(&self, edit: impl FnOnce(&mut SimulatorConfig)) -> RunningSimulator {
+    pub(crate) fn sim(&self, edit: impl FnOnce(&mut SimulatorConfig)) -> RunningSimulator {
         let mut c = SimulatorConfig::new(self.truth.clone());
         edit(&mut c);
         RunningSimulator::start(c, "127.0.0.1:0").unwrap()
     }
 
-    fn settings(&self, sim: &RunningSimulator, out: &str) -> LabelSettings {
+    pub(crate) fn settings(&self, sim: &RunningSimulator, out: &str) -> LabelSettings {
         let mut s = LabelSettings::new(
             self.images.clone(),
             sim.base_url(),
@@ -87,7 +87,7 @@ impl Fixture {
     }
 }
 
-fn given_context() -> Option<Context1> {
+pub(crate) fn given_context() -> Option<Context1> {
     Some(Context1 {
         category: "bird".into(),
         expert: "ornithologist".into(),
@@ -95,7 +95,7 @@ fn given_context() -> Option<Context1> {
     })
 }
 
-fn naming_lines(log: &Path) -> Vec<Record> {
+pub(crate) fn naming_lines(log: &Path) -> Vec<Record> {
     cache::read(log)
         .unwrap()
         .0
@@ -105,7 +105,7 @@ fn naming_lines(log: &Path) -> Vec<Record> {
 }
 
 /// Every image has exactly one naming line.
-fn assert_each_image_once(log: &Path, n: usize) {
+pub(crate) fn assert_each_image_once(log: &Path, n: usize) {
     let mut per_image: BTreeMap<String, usize> = BTreeMap::new();
     for r in naming_lines(log) {
         *per_image.entry(r.image_sha256).or_default() += 1;
