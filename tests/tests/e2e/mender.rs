@@ -13,7 +13,8 @@
 //! tests skip loudly, and fail under `LINESIGHT_REQUIRE_MENDER=1` (`scripts/test.sh` sets
 //! it and installs the packages as root).
 //!
-//! The two bundles, the keys and the runtime artifact are made once per test process.
+//! The keys, the two bundles and their artifacts are made once per test process (in
+//! `target/tmp/mender-fleet`, replaced by the next run); each box installs its own runtime.
 
 use crate::util::*;
 use linesight_shared::bundle::Bundle;
@@ -86,12 +87,11 @@ fn fleet() -> &'static Fleet {
     static FLEET: OnceLock<Fleet> = OnceLock::new();
     FLEET.get_or_init(|| {
         install_module();
-        // Kept under the target dir's tmp folder: several tests share it.
-        let dir = tempfile::Builder::new()
-            .prefix("mender-fleet-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap()
-            .keep();
+        // Under the target dir's tmp folder, shared by the tests of this process; the next
+        // run replaces it.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mender-fleet");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
         let train = bin("linesight-train");
         assert!(run(Command::new(&train)
             .args(["keygen", "--out"])
