@@ -4,12 +4,14 @@ mod cli;
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{Cli, Command, RunArgs};
+use cli::{Cli, Command, RunArgs, TrustArgs};
 use linesight_edge::commands::{
     bench, cameras, classify, export_uncertain, inspect, install, rollback, run, status,
 };
 use linesight_edge::config::{self, EdgeConfig, Overrides};
+use linesight_edge::trust::{KeySpec, SignatureReport, TrustSources};
 use linesight_edge::{notify, shutdown, slots};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -23,9 +25,42 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("linesight-edge: error: {e:#}");
+            eprintln!(
+                "linesight-edge: error: {}",
+                linesight_shared::message::error_chain(e.as_ref())
+            );
             ExitCode::from(2)
         }
+    }
+}
+
+/// The config (`--config`, else defaults) and where the trusted keys come from, the way
+/// `install` finds them: --root > the config's model.root > $LINESIGHT_ROOT > default.
+fn trust_sources(
+    root: Option<PathBuf>,
+    t: TrustArgs,
+) -> anyhow::Result<(TrustSources, EdgeConfig)> {
+    let cfg = match &t.config {
+        Some(p) => EdgeConfig::read(p)?,
+        None => EdgeConfig::default(),
+    };
+    let sources = TrustSources {
+        root: slots::resolve_root(root.or(cfg.model.root.clone())),
+        flags: t.trusted_keys,
+        config: cfg
+            .model
+            .trusted_keys
+            .iter()
+            .map(|k| KeySpec::parse(k, Path::new(".")))
+            .collect(),
+    };
+    Ok((sources, cfg))
+}
+
+/// Says on stderr what is wrong with a bundle's signature, if anything.
+fn warn_signature(bundle: &Path, check: &SignatureReport) {
+    if let Some(w) = check.warning(bundle) {
+        eprintln!("linesight-edge: {}", w.replace('\n', "\nlinesight-edge: "));
     }
 }
 
@@ -36,6 +71,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
             top_k,
             threads,
+            root,
+            trust,
             paths,
         } => {
             let settings = classify::ClassifySettings {
@@ -44,13 +81,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 json,
                 top_k,
                 threads,
+                trust: trust_sources(root, trust)?.0,
             };
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
             let report = classify::run(&settings, &mut out)?;
+            warn_signature(&settings.bundle, &report.signature_check);
             eprintln!(
-                "linesight-edge: classified {} images with `{}`: {} failed, {} rejected",
-                report.images, report.model_id, report.failed, report.rejected
+                "linesight-edge: classified {} images with `{}` (signature {}): {} failed, {} rejected",
+                report.images,
+                report.model_id,
+                report.signature_check.status,
+                report.failed,
+                report.rejected
             );
             Ok(if report.failed > 0 {
                 ExitCode::from(1)
@@ -61,24 +104,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Install {
             file,
             root,
-            trusted_keys,
+            trust,
             allow_unsigned,
-            config: config_path,
             json,
         } => {
-            let cfg = match &config_path {
-                Some(p) => EdgeConfig::read(p)?,
-                None => EdgeConfig::default(),
-            };
-            let root = slots::resolve_root(root.or(cfg.model.root));
-            let mut settings = install::InstallSettings::new(file, root);
-            settings.trusted_keys = trusted_keys;
-            settings.config_trusted_keys = cfg
-                .model
-                .trusted_keys
-                .iter()
-                .map(|k| linesight_edge::trust::KeySpec::parse(k, std::path::Path::new(".")))
-                .collect();
+            let (sources, cfg) = trust_sources(root, trust)?;
+            let mut settings = install::InstallSettings::new(file, sources.root);
+            settings.trusted_keys = sources.flags;
+            settings.config_trusted_keys = sources.config;
             settings.allow_unsigned = allow_unsigned || cfg.model.allow_unsigned;
             settings.kill_at = std::env::var(install::FAULT_KILL_ENV)
                 .ok()
@@ -87,6 +120,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 tracing::warn!(step = %step, "{} is set: this install kills itself at that step (test hook)", install::FAULT_KILL_ENV);
             }
             let r = install::run(&settings)?;
+            if let Some(what) = &r.repaired {
+                eprintln!("linesight-edge: repaired: {what}");
+            }
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -128,9 +164,23 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "exported {} uncertain frames ({} bytes) from `{}` to `{}`{}",
+                    "exported {} uncertain frames ({} bytes written, {} already there{}) from `{}` to `{}`{}",
                     r.entries,
                     r.bytes,
+                    r.already_there,
+                    if r.renamed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ", {} under new names because an earlier export holds theirs: {}",
+                            r.renamed.len(),
+                            r.renamed
+                                .iter()
+                                .map(|(a, b)| format!("{a} -> {b}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    },
                     r.store,
                     r.out,
                     if clear {
@@ -145,6 +195,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench {
             bundle,
             root,
+            trust,
             threads,
             iterations,
             warmup,
@@ -154,15 +205,18 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
             ..
         } => {
+            let trust = trust_sources(root, trust)?.0;
             let r = bench::run(&bench::BenchSettings {
                 bundle,
-                root: slots::resolve_root(root),
+                root: trust.root.clone(),
                 threads,
                 iterations: iterations.max(1),
                 warmup,
                 size,
                 profile,
+                trust,
             })?;
+            warn_signature(Path::new(&r.bundle), &r.signature_check);
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -173,11 +227,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Inspect {
             bundle,
             extract_onnx,
+            root,
+            trust,
             json,
         } => {
             let r = inspect::run(&inspect::InspectSettings {
                 bundle,
                 extract_onnx,
+                trust: trust_sources(root, trust)?.0,
             })?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -189,6 +246,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench {
             bundle,
             root,
+            trust,
             threads,
             frames,
             rounds,
@@ -196,14 +254,17 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
             ..
         } => {
+            let trust = trust_sources(root, trust)?.0;
             let r = bench::pipeline::run(&bench::pipeline::PipelineSettings {
                 bundle,
-                root: slots::resolve_root(root),
+                root: trust.root.clone(),
                 threads,
                 frames: frames.max(1),
                 rounds: rounds.max(1),
                 size,
+                trust,
             })?;
+            warn_signature(Path::new(&r.bundle), &r.signature_check);
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -228,10 +289,23 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Rollback { root, config, json } => {
-            let r = rollback::run(&rollback::RollbackSettings {
-                root: models_root(root, config.as_deref())?,
-            })?;
+        Command::Rollback {
+            root,
+            slot,
+            trust,
+            allow_unsigned,
+            json,
+        } => {
+            let (sources, cfg) = trust_sources(root, trust)?;
+            let mut settings = rollback::RollbackSettings::new(sources.root);
+            settings.slot = slot;
+            settings.trusted_keys = sources.flags;
+            settings.config_trusted_keys = sources.config;
+            settings.allow_unsigned = allow_unsigned || cfg.model.allow_unsigned;
+            let r = rollback::run(&settings)?;
+            if let Some(what) = &r.repaired {
+                eprintln!("linesight-edge: repaired: {what}");
+            }
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -259,9 +333,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { root, config, json } => {
-            let root = models_root(root, config.as_deref())?;
-            let r = status::run(&status::StatusSettings { root: root.clone() }).map_err(|e| {
+        Command::Status { root, trust, json } => {
+            let trust = trust_sources(root, trust)?.0;
+            let root = trust.root.clone();
+            let r = status::run(&status::StatusSettings { trust }).map_err(|e| {
                 anyhow::anyhow!("cannot read the models root `{}`: {e}", root.display())
             })?;
             if json {
@@ -269,22 +344,23 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", r.render());
             }
-            Ok(ExitCode::SUCCESS)
+            if r.healthy() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!(
+                    "linesight-edge: {} problem(s) under `{}`{}",
+                    r.problems.len(),
+                    r.root,
+                    if json {
+                        format!(": {}", r.problems.join("; "))
+                    } else {
+                        " (listed above)".to_string()
+                    }
+                );
+                Ok(ExitCode::from(1))
+            }
         }
     }
-}
-
-/// The models root of `rollback` and `status`: --root, else the config's model.root, else
-/// $LINESIGHT_ROOT, else the default; the same order `install` resolves it in.
-fn models_root(
-    flag: Option<std::path::PathBuf>,
-    config: Option<&std::path::Path>,
-) -> anyhow::Result<std::path::PathBuf> {
-    let file = match config {
-        Some(p) => EdgeConfig::read(p)?,
-        None => EdgeConfig::default(),
-    };
-    Ok(slots::resolve_root(flag.or(file.model.root)))
 }
 
 fn run_command(a: RunArgs) -> anyhow::Result<ExitCode> {

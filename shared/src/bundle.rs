@@ -76,8 +76,8 @@ pub enum BundleError {
     ModelHashMismatch { expected: String, computed: String },
 }
 
-/// The optional ed25519 signature block (filled by `linesight-train prototypes --sign`
-/// through [`crate::signature::SecretKey::sign_bundle`]).
+/// The optional ed25519 signature block (filled by `linesight-train export`, `prototypes`
+/// or `quantize` with `--sign`, through [`crate::signature::SecretKey::sign_bundle`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
     pub public_key: [u8; 32],

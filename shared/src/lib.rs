@@ -6,7 +6,9 @@
 //! - [`manifest::Manifest`]: the wire types inside it (labels, preprocessing, decision
 //!   rule, self-test vectors, parity, provenance);
 //! - [`preprocess::Preprocessor`]: the one preprocessing implementation;
-//! - [`signature`]: ed25519 key files, bundle signing and verification against trusted keys.
+//! - [`signature`]: ed25519 key files, bundle signing and verification against trusted keys;
+//! - [`output`]: output paths refused when they name an input; [`message`]: an error and
+//!   its causes as one line, each cause once.
 //!
 //! This crate links neither candle nor tract nor any network crate.
 //!
@@ -21,5 +23,7 @@
 
 pub mod bundle;
 pub mod manifest;
+pub mod message;
+pub mod output;
 pub mod preprocess;
 pub mod signature;

@@ -20,6 +20,11 @@ const HEAD_FILE: &str = "head.safetensors";
 const META_FILE: &str = "checkpoint.json";
 pub const TARGETS_FILE: &str = "targets.jsonl";
 
+/// The files of the checkpoint folder `dir` (head, metadata, targets log).
+pub fn files(dir: &Path) -> [PathBuf; 3] {
+    [HEAD_FILE, META_FILE, TARGETS_FILE].map(|f| dir.join(f))
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckpointMeta {
     pub version: u32,

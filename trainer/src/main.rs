@@ -23,7 +23,10 @@ fn main() -> ExitCode {
     match run(cli.command, cli.json) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("linesight-train: error: {e:#}");
+            eprintln!(
+                "linesight-train: error: {}",
+                linesight_shared::message::error_chain(e.as_ref())
+            );
             ExitCode::from(2)
         }
     }

@@ -3,6 +3,7 @@
 
 use crate::decide::{self, REJECT};
 use crate::engine::Engine;
+use crate::trust::{SignatureReport, TrustSources};
 use crate::walk;
 use anyhow::{Context, Result};
 use linesight_shared::bundle::Bundle;
@@ -19,6 +20,8 @@ pub struct ClassifySettings {
     pub top_k: usize,
     /// Tract threads (1: this thread only).
     pub threads: usize,
+    /// Where the trusted keys come from (the bundle's signature is checked and shown).
+    pub trust: TrustSources,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,12 +48,15 @@ pub struct ImageResult {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct ClassifyReport {
     pub images: usize,
     pub failed: usize,
     pub rejected: usize,
     pub model_id: String,
+    /// The bundle's signature against the trusted keys (classify runs it whatever it is;
+    /// the binary warns on stderr when it is not valid).
+    pub signature_check: SignatureReport,
 }
 
 /// Classifies every image; writes one line per image to `out`. Fails only when the bundle
@@ -58,6 +64,7 @@ pub struct ClassifyReport {
 pub fn run(s: &ClassifySettings, out: &mut dyn Write) -> Result<ClassifyReport> {
     let bundle = Bundle::read(&s.bundle)
         .with_context(|| format!("cannot use bundle `{}`", s.bundle.display()))?;
+    let signature_check = s.trust.check(&bundle);
     let mut engine = Engine::from_bundle(&bundle)
         .with_context(|| format!("cannot load the model in `{}`", s.bundle.display()))?;
     engine.set_threads(s.threads)?;
@@ -67,8 +74,11 @@ pub fn run(s: &ClassifySettings, out: &mut dyn Write) -> Result<ClassifyReport> 
     let mut input = vec![0.0; engine.input_len()];
     let mut scores = vec![0.0; engine.output_len()];
     let mut report = ClassifyReport {
+        images: 0,
+        failed: 0,
+        rejected: 0,
         model_id: m.model_id.clone(),
-        ..Default::default()
+        signature_check,
     };
     let (files, listing_errors) = walk::image_files(&s.paths);
     for (path, err) in listing_errors {

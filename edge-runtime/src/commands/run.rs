@@ -15,7 +15,7 @@ use crate::http::HttpServer;
 use crate::metrics::{self, Metrics};
 use crate::notify::Notifier;
 use crate::run_loop::{self, DecisionOptions, EndReason, LoopOptions, Pipeline};
-use crate::sink::jsonl::JsonlSink;
+use crate::sink::jsonl::{JsonlSink, SinkSpec};
 use crate::slots;
 use crate::source;
 use crate::store::UncertainStore;
@@ -119,7 +119,9 @@ fn load_model(bundle: Option<&Path>, root: &Path) -> Result<(PathBuf, Bundle, Op
         Some(p) => (p.to_path_buf(), None),
         None => {
             let current = slots::read_pointer(root, slots::CURRENT)
-                .with_context(|| format!("cannot read the models root `{}`", root.display()))?
+                .map_err(|e| {
+                    anyhow::anyhow!("{e}; {}", slots::PointerError::repair_hint(root))
+                })?
                 .with_context(|| {
                     format!(
                         "no model: no --bundle given and no model installed under `{}` (install one with `linesight-edge install FILE`, or pass --bundle FILE / --root DIR)",
@@ -145,6 +147,27 @@ pub fn run(s: &RunSettings, stop: &AtomicBool, notifier: &mut Notifier) -> Resul
         .transpose()
         .context("cannot start the health endpoint")?;
     let (path, bundle, slot) = load_model(s.bundle.as_deref(), &s.root)?;
+    if let SinkSpec::File { path: sink } = &s.sink {
+        // The sink appends and rotates: none of its files may be something this run reads.
+        let (current, previous) = (s.root.join(slots::CURRENT), s.root.join(slots::PREVIOUS));
+        let mut inputs = vec![
+            ("the bundle", path.as_path()),
+            ("the `current` pointer", current.as_path()),
+            ("the `previous` pointer", previous.as_path()),
+        ];
+        if let Some(st) = &s.store {
+            inputs.push(("the uncertain store", st.dir.as_path()));
+        }
+        for i in 0..=s.keep {
+            let file = if i == 0 {
+                sink.clone()
+            } else {
+                crate::sink::jsonl::rotated(sink, i)
+            };
+            linesight_shared::output::refuse_inputs(&file, inputs.iter().copied())
+                .context("refusing the sink")?;
+        }
+    }
     let mut engine = Engine::from_bundle(&bundle)
         .with_context(|| format!("cannot load the model in `{}`", path.display()))?;
     engine.set_threads(s.threads)?;

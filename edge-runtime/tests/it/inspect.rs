@@ -15,6 +15,7 @@ fn extracted_onnx_equals_the_bundles_model_bytes() {
     let r = inspect::run(&InspectSettings {
         bundle: path.clone(),
         extract_onnx: Some(out.clone()),
+        trust: Default::default(),
     })
     .unwrap();
     let read_back = Bundle::read(&path).unwrap();
@@ -45,6 +46,7 @@ fn inspect_names_the_file_it_cannot_use() {
     let e = inspect::run(&InspectSettings {
         bundle: missing.clone(),
         extract_onnx: None,
+        trust: Default::default(),
     })
     .unwrap_err();
     assert!(
@@ -58,6 +60,7 @@ fn inspect_names_the_file_it_cannot_use() {
     let e = inspect::run(&InspectSettings {
         bundle: path,
         extract_onnx: Some(bad_out.clone()),
+        trust: Default::default(),
     })
     .unwrap_err();
     assert!(format!("{e:#}").contains("no-such-dir"), "{e:#}");
@@ -112,6 +115,7 @@ fn inspect_shows_the_per_class_parity_of_a_format_2_bundle() {
     let r = inspect::run(&InspectSettings {
         bundle: path,
         extract_onnx: None,
+        trust: Default::default(),
     })
     .unwrap();
     assert_eq!(r.format_version, 2);

@@ -185,3 +185,62 @@ pub fn assert_train_flag_refused(args: &[&str], flag: &str) {
         "{args:?}: the message must name {flag} and the range:\n{err}"
     );
 }
+
+/// The demo prototype bundle, built once per test run (the trainer takes a while) in a
+/// folder that lives as long as the test process; copy it before changing it.
+pub fn shared_demo_bundle() -> &'static Path {
+    static BUILT: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    let (_, p) = BUILT.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        let p = demo_bundle(d.path());
+        (d, p)
+    });
+    p
+}
+
+/// A copy of bundle `src` at `dst` with model version `version`, signed with `key` (or
+/// unsigned): a different, valid bundle of the same model.
+pub fn bundle_variant(
+    src: &Path,
+    dst: &Path,
+    version: &str,
+    key: Option<&linesight_shared::signature::SecretKey>,
+) -> PathBuf {
+    use linesight_shared::bundle::Bundle;
+    let b = Bundle::read(src).unwrap();
+    let mut m = b.manifest.clone();
+    m.model_version = version.to_string();
+    let mut v = Bundle::new(m, b.model.clone());
+    if let Some(k) = key {
+        k.sign_bundle(&mut v);
+    }
+    v.write(dst).unwrap();
+    dst.to_path_buf()
+}
+
+/// A signing key from `seed` with its `signing.pub` written under `dir`.
+pub fn key_pair(dir: &Path, seed: u8) -> (linesight_shared::signature::SecretKey, PathBuf) {
+    let k = linesight_shared::signature::SecretKey::from_seed([seed; 32]);
+    let (_, public) = k.write_pair(dir).unwrap();
+    (k, public)
+}
+
+/// sha256 of a file, in hex.
+pub fn sha256_file(p: &Path) -> String {
+    hex_of(&linesight_shared::bundle::sha256(
+        &std::fs::read(p).unwrap(),
+    ))
+}
+
+pub fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// stdout and stderr of a finished command, as one text.
+pub fn all_output(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}

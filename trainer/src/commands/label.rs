@@ -281,12 +281,42 @@ pub fn run(s: &LabelSettings) -> Result<LabelReport> {
             s.samples
         );
     }
+    refuse_overwriting_inputs(s)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("label")
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(run_async(s))
+}
+
+/// The accounting file: `--accounting`, else `<out>.accounting.json`.
+fn accounting_path(s: &LabelSettings) -> PathBuf {
+    s.accounting.clone().unwrap_or_else(|| {
+        let mut p = s.out.clone().into_os_string();
+        p.push(".accounting.json");
+        PathBuf::from(p)
+    })
+}
+
+/// The answer log (appended) and the accounting file (replaced) are none of the files
+/// `label` reads; the accounting file is not the answer log either.
+fn refuse_overwriting_inputs(s: &LabelSettings) -> Result<()> {
+    let mut inputs: Vec<(&str, &std::path::Path)> = vec![("the images folder", &s.images)];
+    inputs.extend(s.prompt.as_deref().map(|p| ("the naming prompt", p)));
+    inputs.extend(
+        s.category_prompt
+            .as_deref()
+            .map(|p| ("the round-1 prompt", p)),
+    );
+    inputs.extend(s.vocabulary.as_deref().map(|p| ("the vocabulary file", p)));
+    if let Some(Baseline::Manifest { path, .. }) = &s.baseline {
+        inputs.push(("the baseline manifest", path));
+    }
+    linesight_shared::output::refuse_each(&[&s.out], &inputs)?;
+    inputs.push(("the answer log", &s.out));
+    linesight_shared::output::refuse_each(&[&accounting_path(s)], &inputs)?;
+    Ok(())
 }
 
 async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
@@ -481,11 +511,7 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
         .filter(|r| r.attempts > 0)
         .map(|r| r.latency_ms)
         .collect();
-    let accounting_file = s.accounting.clone().unwrap_or_else(|| {
-        let mut p = s.out.clone().into_os_string();
-        p.push(".accounting.json");
-        PathBuf::from(p)
-    });
+    let accounting_file = accounting_path(s);
     let failed = failures.len();
     let report = LabelReport {
         log: s.out.clone(),

@@ -16,7 +16,7 @@ use linesight_shared::preprocess::RgbImage;
 use linesight_shared::signature::SecretKey;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub struct PrototypesSettings {
@@ -65,6 +65,22 @@ pub fn run(s: &PrototypesSettings) -> Result<PrototypesReport> {
     // Read the key first: a bad key path should not cost an embedding run.
     let key = s.sign.as_deref().map(SecretKey::read).transpose()?;
     let entries = dataset::read_split(&s.manifest, &s.split)?;
+    let mut inputs: Vec<(&str, &Path)> = vec![
+        ("the manifest", &s.manifest),
+        ("the backbone weights", &s.weights),
+    ];
+    inputs.extend(
+        entries
+            .iter()
+            .map(|e| ("a training image", e.path.as_path())),
+    );
+    crate::commands::quantize::refuse_overwriting(
+        &s.out,
+        s.int8.is_some(),
+        s.int8.as_ref().map(|r| &r.sets),
+        s.sign.as_deref(),
+        &inputs,
+    )?;
     let labels = dataset::label_set(&entries);
     let encoder = backbone::load(s.backbone, &s.weights, &device)?;
     tracing::info!(

@@ -155,9 +155,36 @@ pub fn run(
     sign: Option<&Path>,
     out: &Path,
 ) -> Result<QuantizeReport> {
+    refuse_overwriting(out, false, Some(sets), sign, &[("the f32 bundle", bundle)])?;
     let key = sign.map(SecretKey::read).transpose()?;
     let f32_bundle = Bundle::read(bundle)?;
     quantize_bundle(&f32_bundle, sets, opts, key.as_ref(), out)
+}
+
+/// Refuses (before any work) when a bundle this command would write (`out`, and with
+/// `int8` the f32 one beside it, [`f32_path`]) is one of its `inputs`, its signing key or
+/// an image set of the int8 step.
+pub fn refuse_overwriting(
+    out: &Path,
+    f32_beside: bool,
+    sets: Option<&ImageSets>,
+    sign: Option<&Path>,
+    inputs: &[(&str, &Path)],
+) -> Result<()> {
+    let mut all = inputs.to_vec();
+    all.extend(sign.map(|k| ("the signing key", k)));
+    if let Some(sets) = sets {
+        all.push(("the calibration images", sets.calibration.as_path()));
+        all.extend(sets.parity.as_deref().map(|p| ("the parity images", p)));
+    }
+    let f32_out = f32_path(out);
+    let outputs: Vec<&Path> = if f32_beside {
+        vec![out, &f32_out]
+    } else {
+        vec![out]
+    };
+    linesight_shared::output::refuse_each(&outputs, &all)?;
+    Ok(())
 }
 
 /// `--int8` on `export` / `prototypes`: what to do after the f32 bundle is built.
