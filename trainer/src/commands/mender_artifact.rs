@@ -87,6 +87,7 @@ pub fn run(s: &MenderArtifactSettings) -> Result<MenderArtifactReport> {
             bail!("device type `{t}` is empty or contains whitespace");
         }
     }
+    linesight_shared::output::refuse_each(&[&s.out], &[("the bundle", s.bundle.as_path())])?;
     let bytes = fs_err::read(&s.bundle)?;
     let bundle =
         Bundle::from_bytes(&bytes).with_context(|| format!("refusing `{}`", s.bundle.display()))?;
