@@ -10,6 +10,9 @@ use linesight_edge::commands::{
 };
 use linesight_edge::config::{self, EdgeConfig, Overrides};
 use linesight_edge::{notify, shutdown, slots};
+use linesight_shared::closed_pipe::is_closed_pipe;
+use linesight_shared::decode::{ImageLimits, DEFAULT_MAX_MEGAPIXELS};
+use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -20,8 +23,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(cli.command) {
+    match run(cli.command, cli.max_image_megapixels) {
         Ok(code) => code,
+        // The reader went away (`| head`): a quiet, clean end.
+        Err(e) if is_closed_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("linesight-edge: error: {e:#}");
             ExitCode::from(2)
@@ -29,8 +34,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<ExitCode> {
+/// A line on stderr that cannot panic (`eprintln!` does when stderr is a closed pipe).
+macro_rules! note {
+    ($($arg:tt)*) => {
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    };
+}
+
+fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<ExitCode> {
+    // `run` resolves it with its config file (flag > edge.toml > default).
+    if !matches!(command, Command::Run(_)) {
+        ImageLimits::megapixels(max_image_megapixels.unwrap_or(DEFAULT_MAX_MEGAPIXELS))
+            .map_err(anyhow::Error::msg)?
+            .set_process();
+    }
     match command {
+        Command::Run(args) => run_command(args, max_image_megapixels),
         Command::Classify {
             bundle,
             json,
@@ -48,9 +67,21 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
             let report = classify::run(&settings, &mut out)?;
-            eprintln!(
-                "linesight-edge: classified {} images with `{}`: {} failed, {} rejected",
-                report.images, report.model_id, report.failed, report.rejected
+            out.flush()?;
+            note!(
+                "linesight-edge: classified {} images with `{}`: {} failed, {} rejected{}",
+                report.images,
+                report.model_id,
+                report.failed,
+                report.rejected,
+                if report.skipped > 0 {
+                    format!(
+                        "; {} entries of the folders skipped ({})",
+                        report.skipped, report.skipped_summary
+                    )
+                } else {
+                    String::new()
+                }
             );
             Ok(if report.failed > 0 {
                 ExitCode::from(1)
@@ -88,9 +119,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             let r = install::run(&settings)?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                println!(
+                writeln!(
+                std::io::stdout(),
                     "installed {} {} into slot {} under `{}` (signature: {}, self-test: {} vectors, max diff {:.2e}); previous: {}",
                     r.model_id,
                     r.model_version,
@@ -100,11 +132,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     r.self_test_vectors,
                     r.self_test_max_abs_diff,
                     r.previous.as_deref().unwrap_or("none")
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run(args) => run_command(args),
         Command::ExportUncertain {
             out,
             store,
@@ -125,9 +156,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let r = export_uncertain::run(&settings)?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                println!(
+                writeln!(
+                    std::io::stdout(),
                     "exported {} uncertain frames ({} bytes) from `{}` to `{}`{}",
                     r.entries,
                     r.bytes,
@@ -138,7 +170,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     } else {
                         String::new()
                     }
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -164,9 +196,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 profile,
             })?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                print!("{}", r.render());
+                write!(std::io::stdout(), "{}", r.render())?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -180,9 +212,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 extract_onnx,
             })?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                print!("{}", r.render());
+                write!(std::io::stdout(), "{}", r.render())?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -205,9 +237,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 size,
             })?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                println!(
+                writeln!(
+                std::io::stdout(),
                     "{} ({:?}, frames {}x{}): bare infer {:.2} frames/s, pipeline {:.2} frames/s (medians of {} rounds x {} frames), overhead {:.1}% (paired rounds {:.1}%; from stages: {:.2} ms of each frame outside inference = {:.1}%); stages: preprocess {:.2} ms, infer {:.2} ms, decide+sink {:.3} ms",
                     r.model_id,
                     r.input_shape,
@@ -224,7 +257,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     r.preprocess_mean_ms,
                     r.infer_mean_ms,
                     r.decide_mean_ms
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -233,12 +266,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 root: slots::resolve_root(root),
             })?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                println!(
+                writeln!(
+                    std::io::stdout(),
                     "rolled back under `{}`: current is slot {} ({} {})",
-                    r.root, r.current, r.model_id, r.model_version
-                );
+                    r.root,
+                    r.current,
+                    r.model_id,
+                    r.model_version
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -253,9 +290,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             });
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                print!("{}", r.render());
+                write!(std::io::stdout(), "{}", r.render())?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -265,16 +302,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 anyhow::anyhow!("cannot read the models root `{}`: {e}", root.display())
             })?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                print!("{}", r.render());
+                write!(std::io::stdout(), "{}", r.render())?;
             }
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-fn run_command(a: RunArgs) -> anyhow::Result<ExitCode> {
+fn run_command(a: RunArgs, max_image_megapixels: Option<u32>) -> anyhow::Result<ExitCode> {
     let file = match &a.config {
         Some(p) => EdgeConfig::read(p)?,
         None => EdgeConfig::default(),
@@ -297,24 +334,39 @@ fn run_command(a: RunArgs) -> anyhow::Result<ExitCode> {
             stall_timeout_ms: a.stall_timeout_ms,
             top_k: a.top_k,
             threads: a.threads,
+            max_image_megapixels,
         },
     )?;
     if a.show_settings {
-        println!("{}", serde_json::to_string_pretty(&settings)?);
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&settings)?
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
+    settings.image_limits.set_process();
     let stop = shutdown::install().context("cannot install the SIGTERM handler")?;
     let mut notifier = notify::Notifier::from_env();
     let r = run::run(&settings, stop, &mut notifier)?;
+    if r.lost_output() {
+        note!(
+            "linesight-edge: error: output was lost: {} decisions NOT written, {} sink errors, {} station regions that did not fit their frame (see the log above; /metrics: linesight_decisions_lost_total)",
+            r.decisions_lost,
+            r.sink_errors,
+            r.roi_errors
+        );
+    }
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
     } else {
-        eprintln!(
-            "linesight-edge: {} frames in {:.1} s ({}): {} decisions, {} rejected, {} dropped, {} bad frames, {} source errors, {} stalls, {} reconnects, {} saved as uncertain",
+        note!(
+            "linesight-edge: {} frames in {:.1} s ({}): {} decisions written, {} NOT written, {} rejected, {} dropped, {} bad frames, {} source errors, {} stalls, {} reconnects, {} saved as uncertain",
             r.frames,
             r.seconds,
             r.end.as_str(),
             r.decisions,
+            r.decisions_lost,
             r.rejected,
             r.dropped,
             r.bad_frames,
@@ -324,5 +376,9 @@ fn run_command(a: RunArgs) -> anyhow::Result<ExitCode> {
             r.stored
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if r.lost_output() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

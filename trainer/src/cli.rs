@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 /// linesight-train: label, refine, train, export and evaluate linesight models.
 ///
-/// Exit codes: 0 success, 2 the command failed (the message says why).
+/// Exit codes: 0 success, 2 the command failed (the message says why). Output into a
+/// closed pipe (`| head`) ends quietly with 0.
 #[derive(Parser)]
 #[command(name = "linesight-train", version, about, long_about)]
 pub struct Cli {
@@ -19,6 +20,11 @@ pub struct Cli {
     /// Print the command's report as one JSON object on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The largest image decoded (embeddings, eval, calibration, labelling), in
+    /// megapixels (1..=1000; default 50). A larger image is refused from its header,
+    /// naming its size, before it takes memory.
+    #[arg(long, global = true, value_name = "MP")]
+    pub max_image_megapixels: Option<u32>,
     #[command(subcommand)]
     pub command: Command,
 }
