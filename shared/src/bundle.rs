@@ -648,9 +648,7 @@ pub(crate) mod tests {
         assert!(t.elapsed() < std::time::Duration::from_secs(5));
 
         let fifo = dir.path().join("fifo.lsb");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        crate::regular_file::tests::mkfifo(&fifo);
         let e = Bundle::read(&fifo).unwrap_err();
         assert!(e.to_string().contains("FIFO"), "{e}");
         let e = Bundle::read(dir.path()).unwrap_err();

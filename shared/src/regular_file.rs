@@ -181,11 +181,12 @@ pub fn read(path: &Path, max_bytes: u64, what: &'static str) -> Result<Vec<u8>, 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    fn mkfifo(p: &Path) {
+    /// Makes a FIFO at `p` (the unit tests of the modules that must never open one).
+    pub(crate) fn mkfifo(p: &Path) {
         let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);

@@ -317,6 +317,7 @@ pub fn walk(paths: &[PathBuf], opts: &WalkOptions) -> Result<Walk, Cancelled> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::regular_file::tests::mkfifo;
     use std::os::unix::fs::symlink;
 
     const EXT: &[&str] = &["jpg", "png"];
@@ -326,12 +327,6 @@ mod tests {
             .iter()
             .map(|p| p.strip_prefix(root).unwrap().display().to_string())
             .collect()
-    }
-
-    fn mkfifo(p: &Path) {
-        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
     }
 
     #[test]

@@ -17,7 +17,14 @@ pub fn repo() -> PathBuf {
 /// `LINESIGHT_E2E_FEATURES` (e.g. `linesight-edge/camera`) is passed on as `--features`:
 /// the test run that builds the camera feature sets it, so this build does not replace its
 /// binaries with ones built without the feature (which its own tests would then run).
+///
+/// `LINESIGHT_E2E_BIN_DIR=DIR` runs the binaries in `DIR` instead, without building:
+/// e.g. the hostile-input suite against binaries of an older commit, to see each test fail
+/// before its fix.
 pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("LINESIGHT_E2E_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
         let mut cmd = Command::new(env!("CARGO"));
@@ -226,7 +233,9 @@ pub struct Measured {
     pub signal: Option<i32>,
     pub stdout: Vec<u8>,
     pub stderr: String,
-    /// Peak resident memory (VmHWM), KiB.
+    /// Peak resident memory, KiB: the largest `VmHWM` of `/proc/PID/status` seen while it
+    /// ran (sampled every 5 ms). Not `wait4`'s `ru_maxrss`: Linux carries the spawning
+    /// process's high-water mark across `exec` into it, so it would measure this test.
     pub peak_rss_kib: u64,
     /// User + system CPU time, seconds.
     pub cpu_s: f64,
@@ -239,6 +248,44 @@ impl Measured {
     pub fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
+
+    /// Asserts that stderr says `needle`.
+    #[track_caller]
+    pub fn assert_stderr_has(&self, needle: &str) {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr should say `{needle}`:\n{}",
+            self.stderr
+        );
+    }
+
+    /// Asserts that the peak RSS stayed below `kib` KiB.
+    #[track_caller]
+    pub fn assert_peak_below(&self, kib: u64) {
+        assert!(
+            self.peak_rss_kib < kib,
+            "peak RSS {} KiB, bound {kib} KiB",
+            self.peak_rss_kib
+        );
+    }
+}
+
+/// `linesight-edge ARGS`.
+pub fn edge(args: &[&str]) -> Command {
+    let mut c = Command::new(bin("linesight-edge"));
+    c.args(args);
+    c
+}
+
+/// `linesight-edge classify --json --bundle tiny.lsb PATHS...` to its end (killed after
+/// `timeout`).
+pub fn classify_tiny(paths: &[&Path], timeout: std::time::Duration) -> Measured {
+    run_bounded(
+        edge(&["classify", "--json", "--bundle"])
+            .arg(tiny_bundle())
+            .args(paths),
+        timeout,
+    )
 }
 
 /// A running child whose output is being collected.
@@ -301,6 +348,7 @@ impl Running {
         // SAFETY: plain old data, filled by wait4.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         let mut timed_out = false;
+        let mut peak = 0;
         loop {
             let flags = if timed_out { 0 } else { libc::WNOHANG };
             // SAFETY: valid out pointers; our own child.
@@ -309,11 +357,12 @@ impl Running {
                 break;
             }
             assert_eq!(r, 0, "wait4: {}", std::io::Error::last_os_error());
+            peak = peak.max(vm_hwm_kib(self.pid).unwrap_or(0));
             if std::time::Instant::now() >= deadline {
                 timed_out = true;
                 self.signal(libc::SIGKILL);
             } else {
-                std::thread::sleep(std::time::Duration::from_millis(10));
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
         }
         let wall_s = self.start.elapsed().as_secs_f64();
@@ -328,7 +377,7 @@ impl Running {
             signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
             stdout,
             stderr,
-            peak_rss_kib: ru.ru_maxrss as u64,
+            peak_rss_kib: peak,
             cpu_s: tv(ru.ru_utime) + tv(ru.ru_stime),
             wall_s,
             timed_out,
@@ -340,6 +389,13 @@ impl Running {
         );
         m
     }
+}
+
+/// `VmHWM` of a live process, KiB (None once it has exited).
+fn vm_hwm_kib(pid: libc::pid_t) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Runs `cmd` to its end, killed after `timeout`.
