@@ -191,6 +191,7 @@ pub fn assert_train_flag_refused(args: &[&str], flag: &str) {
         err.contains(flag) && err.contains("expected"),
         "{args:?}: the message must name {flag} and the range:\n{err}"
     );
+}
 
 /// The tiny bundle committed for tests that need a runnable model without weights or a
 /// trainer: `tests/fixtures/tiny.lsb` (3 classes, 8x8 input; made and checked by
