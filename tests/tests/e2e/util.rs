@@ -181,16 +181,24 @@ impl Drop for Simulator {
     }
 }
 
-/// Runs `linesight-train ARGS` and asserts that clap refused it at parse time (exit 2,
-/// before any work) with a message naming `flag` and the allowed range.
-pub fn assert_train_flag_refused(args: &[&str], flag: &str) {
-    let o = run(Command::new(bin("linesight-train")).args(args));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{args:?} must be refused");
-    assert!(
-        err.contains(flag) && err.contains("expected"),
-        "{args:?}: the message must name {flag} and the range:\n{err}"
-    );
+/// Runs `linesight-train BASE FLAG BAD` and `BASE FLAG=BAD` and asserts that each was
+/// refused at parse time (exit 2, before any work) with a message naming `flag` and the
+/// allowed range. (`-inf` only in the `=` form: after a space clap takes it for a flag.)
+pub fn assert_train_flag_refused(base: &[&str], flag: &str, bad: &str) {
+    let joined = format!("{flag}={bad}");
+    let mut forms = vec![[base, &[joined.as_str()]].concat()];
+    if !bad.starts_with("-i") && !bad.starts_with("-n") {
+        forms.push([base, &[flag, bad]].concat());
+    }
+    for args in forms {
+        let o = run(Command::new(bin("linesight-train")).args(&args));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?} must be refused");
+        assert!(
+            err.contains(flag) && err.contains("expected"),
+            "{args:?}: the message must name {flag} and the range:\n{err}"
+        );
+    }
 }
 
 /// The tiny bundle committed for tests that need a runnable model without weights or a

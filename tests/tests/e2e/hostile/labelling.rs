@@ -326,9 +326,7 @@ fn out_of_range_label_and_simulator_numbers_are_refused() {
         ("--price-in", "-1"),
         ("--price-out", "nan"),
     ] {
-        let mut args = label_base.to_vec();
-        args.extend([flag, bad]);
-        assert_train_flag_refused(&args, flag);
+        assert_train_flag_refused(&label_base, flag, bad);
     }
     let sim_base = ["simulate-mllm", "--truth", "nowhere.csv"];
     for (flag, bad) in [
@@ -342,9 +340,7 @@ fn out_of_range_label_and_simulator_numbers_are_refused() {
         ("--fault-rate", "nan"),
         ("--context-variety", "1.1"),
     ] {
-        let mut args = sim_base.to_vec();
-        args.extend([flag, bad]);
-        assert_train_flag_refused(&args, flag);
+        assert_train_flag_refused(&sim_base, flag, bad);
     }
     // Shares that are each valid but all 0 leave no way to answer wrong.
     let o = run(Command::new(bin("linesight-train")).args([

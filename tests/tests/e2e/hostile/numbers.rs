@@ -159,9 +159,7 @@ fn out_of_range_numeric_flags_are_refused_before_any_work() {
         ),
     ];
     for (base, flag, bad) in cases {
-        let mut args = base.to_vec();
-        args.extend([*flag, *bad]);
-        assert_train_flag_refused(&args, flag);
+        assert_train_flag_refused(base, flag, bad);
     }
 }
 
