@@ -302,8 +302,8 @@ pub struct LabelArgs {
     /// Environment variable holding the API key (the key itself never goes on the command line or in a log).
     #[arg(long)]
     pub api_key_env: Option<String>,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
+    /// Requests in flight at once (1..=4096).
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = parser::<usize>(label::CONCURRENCY))]
     pub concurrency: usize,
     /// Naming prompt file (default: the embedded prompts/v1/naming.txt).
     #[arg(long)]
@@ -332,10 +332,10 @@ pub struct LabelArgs {
     /// First retry backoff in milliseconds (doubles per retry, full jitter; Retry-After wins).
     #[arg(long, default_value_t = 500)]
     pub retry_base_ms: u64,
-    /// Per-request timeout in seconds.
+    /// Per-request timeout in seconds (above 0, at most 86400).
     #[arg(long, default_value_t = 120.0, allow_negative_numbers = true, value_parser = parser::<f64>(label::TIMEOUT_S))]
     pub timeout: f64,
-    /// Sampling temperature (part of the cache key).
+    /// Sampling temperature, 0 to 2 (part of the cache key).
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parser::<f64>(label::TEMPERATURE))]
     pub temperature: f64,
     /// Answer token limit (part of the cache key; reasoning models need more).
@@ -365,8 +365,8 @@ pub struct LabelArgs {
     pub retry_malformed: bool,
     /// Answers per image (each sample is cached on its own; raising N later asks only for
     /// the missing ones). Needs --temperature above 0; refine weights the names by how
-    /// often they were given.
-    #[arg(long, default_value_t = 1, value_name = "N", allow_negative_numbers = true, value_parser = parser::<u32>(Bound::AT_LEAST_ONE))]
+    /// often they were given. At most 100.
+    #[arg(long, default_value_t = 1, value_name = "N", allow_negative_numbers = true, value_parser = parser::<u32>(label::SAMPLES))]
     pub samples: u32,
     /// File of expected names, one per line (a species list, a parts catalogue): the naming
     /// prompt offers them and allows "other". Default: no list (vocabulary-free).
