@@ -6,13 +6,20 @@ use std::path::PathBuf;
 /// linesight-edge runs a linesight model bundle (`*.lsb`) on this box, without network.
 ///
 /// Exit codes: 0 every item succeeded, 1 some items failed (each is reported on its own
-/// line), 2 the command could not run (bad bundle, bad arguments).
+/// line), 2 the command could not run (bad bundle, bad arguments). Output into a closed
+/// pipe (`| head`) ends quietly with 0.
 #[derive(Parser)]
 #[command(name = "linesight-edge", version, about, long_about)]
 pub struct Cli {
     /// Log filter, e.g. `info` or `linesight_edge=debug` (also RUST_LOG).
     #[arg(long, global = true, default_value = "warn")]
     pub log: String,
+    /// The largest image decoded, in megapixels (1..=1000; default 50, `run`: also
+    /// source.max_image_megapixels). A larger image is refused from its header, naming
+    /// its size, before it takes memory; bench --size and the synthetic size are held to
+    /// it too.
+    #[arg(long, global = true, value_name = "MP")]
+    pub max_image_megapixels: Option<u32>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -119,7 +126,10 @@ pub enum Command {
     ///
     /// One JSON line per station and frame goes to the sink (default stdout). A bad frame
     /// is skipped and counted; a source that fails or stalls is reopened with backoff.
-    /// SIGTERM / SIGINT finish the frame in hand, flush the sink and exit 0. Under systemd,
+    /// SIGTERM / SIGINT finish the frame in hand, flush the sink and exit 0; the exit code
+    /// is 1 when output was lost (decisions the sink could not write, e.g. a full disk; a
+    /// station region that did not fit a frame). A station region outside the first frame
+    /// stops the run (exit 2). Under systemd,
     /// READY=1 and WATCHDOG=1 are sent to $NOTIFY_SOCKET.
     ///
     /// Example: linesight-edge run --source dir:/data/parts --loop --fps 5 --http 127.0.0.1:9464

@@ -11,6 +11,9 @@ use linesight_edge::commands::{
 use linesight_edge::config::{self, EdgeConfig, Overrides};
 use linesight_edge::trust::{KeySpec, SignatureReport, TrustSources};
 use linesight_edge::{notify, shutdown, slots};
+use linesight_shared::closed_pipe::is_closed_pipe;
+use linesight_shared::decode::{ImageLimits, DEFAULT_MAX_MEGAPIXELS};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -22,8 +25,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(cli.command) {
+    match run(cli.command, cli.max_image_megapixels) {
         Ok(code) => code,
+        // The reader went away (`| head`): a quiet, clean end.
+        Err(e) if is_closed_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!(
                 "linesight-edge: error: {}",
@@ -32,6 +37,13 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// A line on stderr that cannot panic (`eprintln!` does when stderr is a closed pipe).
+macro_rules! note {
+    ($($arg:tt)*) => {
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    };
 }
 
 /// The config (`--config`, else defaults) and where the trusted keys come from, the way
@@ -60,12 +72,19 @@ fn trust_sources(
 /// Says on stderr what is wrong with a bundle's signature, if anything.
 fn warn_signature(bundle: &Path, check: &SignatureReport) {
     if let Some(w) = check.warning(bundle) {
-        eprintln!("linesight-edge: {}", w.replace('\n', "\nlinesight-edge: "));
+        note!("linesight-edge: {}", w.replace('\n', "\nlinesight-edge: "));
     }
 }
 
-fn run(command: Command) -> anyhow::Result<ExitCode> {
+fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<ExitCode> {
+    // `run` resolves it with its config file (flag > edge.toml > default).
+    if !matches!(command, Command::Run(_)) {
+        ImageLimits::megapixels(max_image_megapixels.unwrap_or(DEFAULT_MAX_MEGAPIXELS))
+            .map_err(anyhow::Error::msg)?
+            .set_process();
+    }
     match command {
+        Command::Run(args) => run_command(args, max_image_megapixels),
         Command::Classify {
             bundle,
             json,
@@ -87,13 +106,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let mut out = stdout.lock();
             let report = classify::run(&settings, &mut out)?;
             warn_signature(&settings.bundle, &report.signature_check);
-            eprintln!(
-                "linesight-edge: classified {} images with `{}` (signature {}): {} failed, {} rejected",
+            out.flush()?;
+            note!(
+                "linesight-edge: classified {} images with `{}` (signature {}): {} failed, {} rejected{}",
                 report.images,
                 report.model_id,
                 report.signature_check.status,
                 report.failed,
-                report.rejected
+                report.rejected,
+                if report.skipped > 0 {
+                    format!(
+                        "; {} entries of the folders skipped ({})",
+                        report.skipped, report.skipped_summary
+                    )
+                } else {
+                    String::new()
+                }
             );
             Ok(if report.failed > 0 {
                 ExitCode::from(1)
@@ -121,12 +149,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             let r = install::run(&settings)?;
             if let Some(what) = &r.repaired {
-                eprintln!("linesight-edge: repaired: {what}");
+                note!("linesight-edge: repaired: {what}");
             }
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                println!(
+                writeln!(
+                std::io::stdout(),
                     "installed {} {} into slot {} under `{}` (signature: {}, self-test: {} vectors, max diff {:.2e}); previous: {}",
                     r.model_id,
                     r.model_version,
@@ -136,11 +165,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     r.self_test_vectors,
                     r.self_test_max_abs_diff,
                     r.previous.as_deref().unwrap_or("none")
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run(args) => run_command(args),
         Command::ExportUncertain {
             out,
             store,
@@ -161,9 +189,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let r = export_uncertain::run(&settings)?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                println!(
+                writeln!(
+                    std::io::stdout(),
                     "exported {} uncertain frames ({} bytes written, {} already there{}) from `{}` to `{}`{}",
                     r.entries,
                     r.bytes,
@@ -188,7 +217,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     } else {
                         String::new()
                     }
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -218,9 +247,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             })?;
             warn_signature(Path::new(&r.bundle), &r.signature_check);
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                print!("{}", r.render());
+                write!(std::io::stdout(), "{}", r.render())?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -237,9 +266,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 trust: trust_sources(root, trust)?.0,
             })?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                print!("{}", r.render());
+                write!(std::io::stdout(), "{}", r.render())?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -266,9 +295,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             })?;
             warn_signature(Path::new(&r.bundle), &r.signature_check);
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                println!(
+                writeln!(
+                std::io::stdout(),
                     "{} ({:?}, frames {}x{}): bare infer {:.2} frames/s, pipeline {:.2} frames/s (medians of {} rounds x {} frames), overhead {:.1}% (paired rounds {:.1}%; from stages: {:.2} ms of each frame outside inference = {:.1}%); stages: preprocess {:.2} ms, infer {:.2} ms, decide+sink {:.3} ms",
                     r.model_id,
                     r.input_shape,
@@ -285,7 +315,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     r.preprocess_mean_ms,
                     r.infer_mean_ms,
                     r.decide_mean_ms
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -304,15 +334,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             settings.allow_unsigned = allow_unsigned || cfg.model.allow_unsigned;
             let r = rollback::run(&settings)?;
             if let Some(what) = &r.repaired {
-                eprintln!("linesight-edge: repaired: {what}");
+                note!("linesight-edge: repaired: {what}");
             }
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                println!(
+                writeln!(
+                    std::io::stdout(),
                     "rolled back under `{}`: current is slot {} ({} {})",
-                    r.root, r.current, r.model_id, r.model_version
-                );
+                    r.root,
+                    r.current,
+                    r.model_id,
+                    r.model_version
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -327,9 +361,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             });
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                print!("{}", r.render());
+                write!(std::io::stdout(), "{}", r.render())?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -340,14 +374,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 anyhow::anyhow!("cannot read the models root `{}`: {e}", root.display())
             })?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                print!("{}", r.render());
+                write!(std::io::stdout(), "{}", r.render())?;
             }
             if r.healthy() {
                 Ok(ExitCode::SUCCESS)
             } else {
-                eprintln!(
+                note!(
                     "linesight-edge: {} problem(s) under `{}`{}",
                     r.problems.len(),
                     r.root,
@@ -363,7 +397,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn run_command(a: RunArgs) -> anyhow::Result<ExitCode> {
+fn run_command(a: RunArgs, max_image_megapixels: Option<u32>) -> anyhow::Result<ExitCode> {
     let file = match &a.config {
         Some(p) => EdgeConfig::read(p)?,
         None => EdgeConfig::default(),
@@ -386,24 +420,39 @@ fn run_command(a: RunArgs) -> anyhow::Result<ExitCode> {
             stall_timeout_ms: a.stall_timeout_ms,
             top_k: a.top_k,
             threads: a.threads,
+            max_image_megapixels,
         },
     )?;
     if a.show_settings {
-        println!("{}", serde_json::to_string_pretty(&settings)?);
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&settings)?
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
+    settings.image_limits.set_process();
     let stop = shutdown::install().context("cannot install the SIGTERM handler")?;
     let mut notifier = notify::Notifier::from_env();
     let r = run::run(&settings, stop, &mut notifier)?;
+    if r.lost_output() {
+        note!(
+            "linesight-edge: error: output was lost: {} decisions NOT written, {} sink errors, {} station regions that did not fit their frame (see the log above; /metrics: linesight_decisions_lost_total)",
+            r.decisions_lost,
+            r.sink_errors,
+            r.roi_errors
+        );
+    }
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
     } else {
-        eprintln!(
-            "linesight-edge: {} frames in {:.1} s ({}): {} decisions, {} rejected, {} dropped, {} bad frames, {} source errors, {} stalls, {} reconnects, {} saved as uncertain",
+        note!(
+            "linesight-edge: {} frames in {:.1} s ({}): {} decisions written, {} NOT written, {} rejected, {} dropped, {} bad frames, {} source errors, {} stalls, {} reconnects, {} saved as uncertain",
             r.frames,
             r.seconds,
             r.end.as_str(),
             r.decisions,
+            r.decisions_lost,
             r.rejected,
             r.dropped,
             r.bad_frames,
@@ -413,5 +462,9 @@ fn run_command(a: RunArgs) -> anyhow::Result<ExitCode> {
             r.stored
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if r.lost_output() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

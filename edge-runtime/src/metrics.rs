@@ -155,6 +155,9 @@ pub struct Metrics {
     pub frames: AtomicU64,
     /// Decisions written (one per station and frame).
     pub decisions: AtomicU64,
+    /// Decisions made but not written: the sink failed (disk full, IO error). Never
+    /// expected; `run` exits 1 when there was any.
+    pub decisions_lost: AtomicU64,
     /// Decisions whose outcome was `reject`.
     pub rejected: AtomicU64,
     /// Frames a live source produced that the loop never saw (it kept only the latest).
@@ -174,7 +177,7 @@ pub struct Metrics {
     pub open_failures: AtomicU64,
     /// Inference errors (the frame is skipped).
     pub infer_errors: AtomicU64,
-    /// Lines the sink could not write.
+    /// Sink failures: lines it could not write, and a final flush or fsync that failed.
     pub sink_errors: AtomicU64,
     /// Uncertain / rejected frames saved to the store, and saves that failed.
     pub stored: AtomicU64,
@@ -213,6 +216,7 @@ impl Metrics {
             start: Instant::now(),
             frames: AtomicU64::new(0),
             decisions: AtomicU64::new(0),
+            decisions_lost: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
@@ -313,12 +317,17 @@ impl Metrics {
     /// The Prometheus text exposition of every counter (allocates; for the HTTP thread).
     pub fn render_prometheus(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &AtomicU64, &str); 16] = [
+        let counters: [(&str, &AtomicU64, &str); 17] = [
             ("frames", &self.frames, "frames processed"),
             (
                 "decisions",
                 &self.decisions,
                 "decisions written (station x frame)",
+            ),
+            (
+                "decisions_lost",
+                &self.decisions_lost,
+                "decisions made but not written (the sink failed)",
             ),
             ("rejected", &self.rejected, "decisions that were `reject`"),
             (

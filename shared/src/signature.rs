@@ -191,15 +191,30 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Key files are ~100 bytes; anything past this is not one.
+const MAX_KEY_FILE_BYTES: u64 = 64 << 10;
+
 fn read_key_file(path: &Path, header: &str) -> Result<[u8; 32], SignatureError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SignatureError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
     let bad = |problem: String| SignatureError::MalformedKey {
         path: path.display().to_string(),
         problem,
     };
+    // A key file is two short lines: a FIFO or a huge file in `trusted-keys/` must not
+    // hang or swamp `install` and `run`.
+    let bytes =
+        crate::regular_file::read(path, MAX_KEY_FILE_BYTES, "a key file").map_err(|e| match e {
+            crate::regular_file::OpenError::Io { source, .. } => SignatureError::Read {
+                path: path.display().to_string(),
+                source,
+            },
+            crate::regular_file::OpenError::NotRegular { kind, .. } => {
+                bad(format!("it is {kind}, not a regular file; it was not read"))
+            }
+            crate::regular_file::OpenError::TooLarge { size, limit, .. } => {
+                bad(format!("it is {size} bytes; a key file is at most {limit}"))
+            }
+        })?;
+    let text = String::from_utf8(bytes).map_err(|_| bad("it is not UTF-8 text".into()))?;
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or("");
     if first != header {

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 /// linesight-train: label, refine, train, export and evaluate linesight models.
 ///
-/// Exit codes: 0 success, 2 the command failed (the message says why).
+/// Exit codes: 0 success, 2 the command failed (the message says why). Output into a
+/// closed pipe (`| head`) ends quietly with 0.
 #[derive(Parser)]
 #[command(name = "linesight-train", version, about, long_about)]
 pub struct Cli {
@@ -19,6 +20,11 @@ pub struct Cli {
     /// Print the command's report as one JSON object on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The largest image decoded (embeddings, eval, calibration, labelling), in
+    /// megapixels (1..=1000; default 50). A larger image is refused from its header,
+    /// naming its size, before it takes memory.
+    #[arg(long, global = true, value_name = "MP")]
+    pub max_image_megapixels: Option<u32>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -350,8 +356,9 @@ pub struct LabelArgs {
     /// Environment variable holding the API key (the key itself never goes on the command line or in a log).
     #[arg(long)]
     pub api_key_env: Option<String>,
-    /// Requests in flight at once, per endpoint (unless it has its own `,concurrency=N`).
-    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
+    /// Requests in flight at once, per endpoint (unless it has its own `,concurrency=N`;
+    /// 1..=4096).
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = parser::<usize>(label::CONCURRENCY))]
     pub concurrency: usize,
     /// Naming prompt file (default: the embedded prompts/v1/naming.txt).
     #[arg(long)]
@@ -380,10 +387,10 @@ pub struct LabelArgs {
     /// First retry backoff in milliseconds (doubles per retry, full jitter; Retry-After wins).
     #[arg(long, default_value_t = 500)]
     pub retry_base_ms: u64,
-    /// Per-request timeout in seconds.
+    /// Per-request timeout in seconds (above 0, at most 86400).
     #[arg(long, default_value_t = 120.0, allow_negative_numbers = true, value_parser = parser::<f64>(label::TIMEOUT_S))]
     pub timeout: f64,
-    /// Sampling temperature (part of the cache key).
+    /// Sampling temperature, 0 to 2 (part of the cache key).
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parser::<f64>(label::TEMPERATURE))]
     pub temperature: f64,
     /// Answer token limit (part of the cache key; reasoning models need more).
@@ -413,8 +420,8 @@ pub struct LabelArgs {
     pub retry_malformed: bool,
     /// Answers per image (each sample is cached on its own; raising N later asks only for
     /// the missing ones). Needs --temperature above 0; refine weights the names by how
-    /// often they were given.
-    #[arg(long, default_value_t = 1, value_name = "N", allow_negative_numbers = true, value_parser = parser::<u32>(Bound::AT_LEAST_ONE))]
+    /// often they were given. At most 100.
+    #[arg(long, default_value_t = 1, value_name = "N", allow_negative_numbers = true, value_parser = parser::<u32>(label::SAMPLES))]
     pub samples: u32,
     /// File of expected names, one per line (a species list, a parts catalogue): the naming
     /// prompt offers them and allows "other". Default: no list (vocabulary-free).

@@ -5,10 +5,13 @@ mod cli;
 use anyhow::Result;
 use clap::Parser;
 use cli::{Cli, Command};
+use linesight_shared::closed_pipe::is_closed_pipe;
+use linesight_shared::decode::{ImageLimits, DEFAULT_MAX_MEGAPIXELS};
 use linesight_trainer::commands::{
     eval, export, keygen, label, mender_artifact, pipeline, prototypes, quantize, refine,
     simulate_mllm, train,
 };
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -20,8 +23,16 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(cli.command, cli.json) {
+    let limits =
+        ImageLimits::megapixels(cli.max_image_megapixels.unwrap_or(DEFAULT_MAX_MEGAPIXELS))
+            .map_err(anyhow::Error::msg);
+    match limits.and_then(|l| {
+        l.set_process();
+        run(cli.command, cli.json)
+    }) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`| head`): a quiet, clean end.
+        Err(e) if is_closed_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!(
                 "linesight-train: error: {}",
@@ -39,11 +50,17 @@ fn weights_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/weights"))
 }
 
+/// Prints the report on stdout; a closed pipe comes back as an error `main` ends quietly on
+/// (`println!` would panic).
 fn print_report<T: serde::Serialize + std::fmt::Debug>(json: bool, report: &T) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string(report)?);
+        writeln!(std::io::stdout(), "{}", serde_json::to_string(report)?)?;
     } else {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(report)?
+        )?;
     }
     Ok(())
 }

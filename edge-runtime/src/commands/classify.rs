@@ -4,10 +4,11 @@
 use crate::decide::{self, REJECT};
 use crate::engine::Engine;
 use crate::trust::{SignatureReport, TrustSources};
-use crate::walk;
 use anyhow::{Context, Result};
 use linesight_shared::bundle::Bundle;
+use linesight_shared::decode::IMAGE_EXTENSIONS;
 use linesight_shared::preprocess::{Preprocessor, RgbImage};
+use linesight_shared::walk::{self, WalkOptions};
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
@@ -53,14 +54,20 @@ pub struct ClassifyReport {
     pub images: usize,
     pub failed: usize,
     pub rejected: usize,
+    /// Entries of the folders passed over (not regular files, second paths to a file
+    /// already classified, symbolic-link loops), each said on stderr.
+    pub skipped: usize,
+    /// What was skipped, e.g. "1 not a regular file, 2 duplicates" (empty: nothing).
+    pub skipped_summary: String,
     pub model_id: String,
     /// The bundle's signature against the trusted keys (classify runs it whatever it is;
     /// the binary warns on stderr when it is not valid).
     pub signature_check: SignatureReport,
 }
 
-/// Classifies every image; writes one line per image to `out`. Fails only when the bundle
-/// cannot be used or no image path could be listed at all.
+/// Classifies every image; writes one line per image to `out`. Fails when the bundle
+/// cannot be used or a line cannot be written (a closed pipe included: the caller ends
+/// quietly on that, see `linesight_shared::closed_pipe`).
 pub fn run(s: &ClassifySettings, out: &mut dyn Write) -> Result<ClassifyReport> {
     let bundle = Bundle::read(&s.bundle)
         .with_context(|| format!("cannot use bundle `{}`", s.bundle.display()))?;
@@ -77,15 +84,27 @@ pub fn run(s: &ClassifySettings, out: &mut dyn Write) -> Result<ClassifyReport> 
         images: 0,
         failed: 0,
         rejected: 0,
+        skipped: 0,
+        skipped_summary: String::new(),
         model_id: m.model_id.clone(),
         signature_check,
     };
-    let (files, listing_errors) = walk::image_files(&s.paths);
-    for (path, err) in listing_errors {
-        report.failed += 1;
-        emit(out, s.json, &ImageResult::failed(&path, err))?;
+    let found = walk::walk(&s.paths, &WalkOptions::images(&IMAGE_EXTENSIONS))
+        .expect("a walk without a cancel hook is never cancelled");
+    for skipped in &found.skipped {
+        tracing::warn!("{skipped}");
     }
-    for path in files {
+    report.skipped = found.skipped.len();
+    report.skipped_summary = found.skipped_summary();
+    for err in &found.errors {
+        report.failed += 1;
+        emit(
+            out,
+            s.json,
+            &ImageResult::failed(err.path(), err.to_string()),
+        )?;
+    }
+    for path in found.files {
         report.images += 1;
         let t0 = Instant::now();
         let result = RgbImage::open(&path)
@@ -148,10 +167,13 @@ impl ImageResult {
     }
 }
 
+/// One line, written with IO errors kept as `std::io::Error` (so a closed pipe is
+/// recognised; serde_json would wrap it).
 fn emit(out: &mut dyn Write, json: bool, r: &ImageResult) -> Result<()> {
     if json {
-        serde_json::to_writer(&mut *out, r)?;
-        writeln!(out)?;
+        let mut line = serde_json::to_vec(r)?;
+        line.push(b'\n');
+        out.write_all(&line)?;
     } else if let Some(e) = &r.error {
         writeln!(out, "{}\tERROR\t{e}", r.path)?;
     } else {

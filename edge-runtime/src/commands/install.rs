@@ -233,15 +233,12 @@ pub fn check_compatible(bundle: &Bundle) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads a bundle file; the error names it.
+/// Reads a bundle file, its header first ([`linesight_shared::bundle::read_file_bytes`]:
+/// a file that is not a bundle is refused before its body is read); the error names it.
 pub fn read_bundle_file(path: &Path) -> Result<Vec<u8>, InstallError> {
-    let shown = path.display().to_string();
-    std::fs::read(path).map_err(|source| InstallError::Bundle {
-        path: shown.clone(),
-        source: BundleError::Read {
-            path: shown,
-            source,
-        },
+    linesight_shared::bundle::read_file_bytes(path).map_err(|source| InstallError::Bundle {
+        path: path.display().to_string(),
+        source,
     })
 }
 

@@ -39,6 +39,8 @@ pub struct RunReport {
     pub seconds: f64,
     pub frames: u64,
     pub decisions: u64,
+    /// Decisions made but not written (the sink failed): an error, `run` exits 1.
+    pub decisions_lost: u64,
     pub rejected: u64,
     pub dropped: u64,
     pub bad_frames: u64,
@@ -65,6 +67,13 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// Output that should exist and does not: decisions the sink lost, a sink that could
+    /// not flush, station regions skipped on frames they did not fit. `run` exits 1 then
+    /// (0 when everything decided was written).
+    pub fn lost_output(&self) -> bool {
+        self.decisions_lost > 0 || self.sink_errors > 0 || self.roi_errors > 0
+    }
+
     pub fn from_metrics(m: &Metrics, end: EndReason, seconds: f64) -> Self {
         let l = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
         let frames = l(&m.frames);
@@ -77,6 +86,7 @@ impl RunReport {
             seconds,
             frames,
             decisions: l(&m.decisions),
+            decisions_lost: l(&m.decisions_lost),
             rejected: l(&m.rejected),
             dropped: l(&m.dropped),
             bad_frames: l(&m.bad_frames),
@@ -176,8 +186,17 @@ pub fn run(s: &RunSettings, stop: &AtomicBool, notifier: &mut Notifier) -> Resul
 
     let mut src = source::build(&s.source, &s.source_options)?;
     metrics.set_source_name(src.name());
-    src.open()
-        .context("cannot start: the source cannot be opened")?;
+    if let Err(e) = src.open() {
+        // A SIGTERM while a large folder was being listed: a stop, not a failure.
+        if stop.load(Relaxed) {
+            tracing::info!("stopped while opening the source");
+            let mut report = RunReport::from_metrics(&metrics, EndReason::Stopped, 0.0);
+            report.bundle = path.display().to_string();
+            report.source = src.name().to_string();
+            return Ok(report);
+        }
+        return Err(anyhow::Error::new(e).context("cannot start: the source cannot be opened"));
+    }
     let sink = JsonlSink::open(&s.sink, s.rotate_bytes, s.keep)?;
     let store = s
         .store
@@ -238,6 +257,14 @@ pub fn run(s: &RunSettings, stop: &AtomicBool, notifier: &mut Notifier) -> Resul
     let end = run_loop::run(&mut pipeline, src.as_mut(), &opts, stop, notifier);
     notifier.stopping();
     drop(pipeline.take_swapper());
+    if end == EndReason::RoiOutsideFrame {
+        anyhow::bail!(
+            "{}",
+            pipeline
+                .refusal()
+                .unwrap_or("a station's region does not fit the frame")
+        );
+    }
     let mut report = RunReport::from_metrics(&metrics, end, t0.elapsed().as_secs_f64());
     report.model_id = pipeline.model().model_id().to_string();
     report.model_version = pipeline.model().model_version().to_string();

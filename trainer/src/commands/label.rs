@@ -90,6 +90,10 @@ pub struct LabelSettings {
 
 /// `--temperature`: the range OpenAI-compatible servers accept.
 pub const TEMPERATURE: Bound = Bound::between(0.0, 2.0);
+/// `--concurrency`: requests in flight (each holds one image in memory).
+pub const CONCURRENCY: Bound = Bound::between(1.0, 4096.0);
+/// `--samples`: naming answers per image.
+pub const SAMPLES: Bound = Bound::between(1.0, 100.0);
 /// `--timeout` in seconds: above 0, at most a day.
 pub const TIMEOUT_S: Bound = Bound {
     min: 0.0,
@@ -103,11 +107,11 @@ impl LabelSettings {
     /// the CLI's parsers and the pipeline's config reader check the same ranges earlier.
     pub fn validate(&self) -> Result<(), BoundError> {
         let mut c = Checker::new("--");
-        c.check("concurrency", self.concurrency, Bound::AT_LEAST_ONE)
+        c.check("concurrency", self.concurrency, CONCURRENCY)
             .check("context-images", self.context_images, Bound::AT_LEAST_ONE)
             .check("temperature", self.params.temperature, TEMPERATURE)
             .check("max-tokens", self.params.max_tokens, Bound::AT_LEAST_ONE)
-            .check("samples", self.samples, Bound::AT_LEAST_ONE)
+            .check("samples", self.samples, SAMPLES)
             .check("timeout", self.timeout.as_secs_f64(), TIMEOUT_S);
         if let Some(tp) = self.params.top_p {
             c.check(
@@ -367,6 +371,12 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
     let endpoints =
         EndpointSpec::parse_all(&s.endpoints, s.concurrency).map_err(anyhow::Error::msg)?;
     let total_concurrency: usize = endpoints.iter().map(|e| e.concurrency).sum();
+    // Each request holds one image in memory, whichever endpoint it waits for.
+    crate::bounds::check(
+        "concurrency of all endpoints together",
+        total_concurrency,
+        CONCURRENCY,
+    )?;
     let client = Arc::new(Client::new(ClientConfig {
         endpoints,
         model: s.model.clone(),

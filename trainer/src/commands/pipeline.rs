@@ -223,9 +223,9 @@ impl PipelineConfig {
     /// the file (`[train] lr`), before any stage runs.
     pub fn validate(&self) -> Result<(), BoundError> {
         let mut c = Checker::new("[label] ");
-        c.check("concurrency", self.label.concurrency, Bound::AT_LEAST_ONE)
+        c.check("concurrency", self.label.concurrency, label::CONCURRENCY)
             .check("temperature", self.label.temperature, label::TEMPERATURE)
-            .check("samples", self.label.samples, Bound::AT_LEAST_ONE)
+            .check("samples", self.label.samples, label::SAMPLES)
             .finish()?;
         if let Some(s) = &self.simulator {
             Checker::new("[simulator] ")

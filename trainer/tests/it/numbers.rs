@@ -59,37 +59,21 @@ impl Data {
 #[test]
 fn training_refuses_out_of_range_settings_naming_them() {
     let d = data(16);
-    for (s, name) in [
+    let cases: [(fn(&mut TrainSettings), &str); 4] = [
         (
-            TrainSettings {
-                lr: f64::NAN,
-                method: Method::Naive,
-                ..Default::default()
+            |s| {
+                s.method = Method::Naive;
+                s.lr = f64::NAN;
             },
             "lr = NaN",
         ),
-        (
-            TrainSettings {
-                gmm_threshold: 1.5,
-                ..Default::default()
-            },
-            "gmm_threshold = 1.5",
-        ),
-        (
-            TrainSettings {
-                scale: f32::INFINITY,
-                ..Default::default()
-            },
-            "scale = inf",
-        ),
-        (
-            TrainSettings {
-                batch: 0,
-                ..Default::default()
-            },
-            "batch = 0",
-        ),
-    ] {
+        (|s| s.gmm_threshold = 1.5, "gmm_threshold = 1.5"),
+        (|s| s.scale = f32::INFINITY, "scale = inf"),
+        (|s| s.batch = 0, "batch = 0"),
+    ];
+    for (edit, name) in cases {
+        let mut s = TrainSettings::default();
+        edit(&mut s);
         let e = train(&d.view(), &s, &Device::Cpu).err().expect(name);
         assert!(format!("{e:#}").contains(name), "{name}: {e:#}");
     }

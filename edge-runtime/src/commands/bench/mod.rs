@@ -119,15 +119,26 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Loads the bundle (timing each step) and measures it. Fails when the bundle cannot be
-/// read, verified or loaded, or an inference fails.
+/// `--size`: within the process's image limit, checked before anything is allocated (a
+/// 100000x100000 frame would ask for 30 GB).
+fn check_size((width, height): (u32, u32)) -> Result<()> {
+    linesight_shared::decode::ImageLimits::process()
+        .check(width, height)
+        .map_err(|e| anyhow::anyhow!("--size: {e}"))
+}
+
+/// Loads the bundle (timing each step) and measures it. Fails when the frame size is over
+/// the process's image limit, the bundle cannot be read, verified or loaded, or an
+/// inference fails.
 pub fn run(s: &BenchSettings) -> Result<BenchReport> {
+    check_size(s.size)?;
     let path = match &s.bundle {
         Some(p) => p.clone(),
         None => crate::commands::run::load_bundle(None, &s.root)?.0,
     };
     let t = Instant::now();
-    let bytes = fs_err::read(&path).context("cannot read the bundle")?;
+    let bytes =
+        linesight_shared::bundle::read_file_bytes(&path).context("cannot read the bundle")?;
     let load_read = t.elapsed();
 
     let t = Instant::now();

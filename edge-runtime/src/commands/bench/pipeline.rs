@@ -94,8 +94,10 @@ fn spread(v: &[f64]) -> f64 {
     }
 }
 
-/// Runs the benchmark. Fails when the bundle cannot be loaded.
+/// Runs the benchmark. Fails when the frame size is over the process's image limit or
+/// the bundle cannot be loaded.
 pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
+    super::check_size(s.size)?;
     let (path, bundle) = load_bundle(s.bundle.as_deref(), &s.root)?;
     let signature_check = s.trust.check(&bundle);
     let mut engine = Engine::from_bundle(&bundle)

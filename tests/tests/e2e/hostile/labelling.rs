@@ -185,43 +185,6 @@ fn a_killed_label_run_resumes_without_asking_any_image_twice() {
     assert_eq!(ties, 8, "8 seeds whose two round-1 answers disagree");
 }
 
-/// CRC-32 (IEEE) of PNG chunks, bit by bit: a few bytes for a test fixture.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// A PNG whose header says `width` x `height` (RGB, 8 bits), with an empty image stream:
-/// a few hundred bytes that claim gigabytes once decoded.
-fn huge_png(width: u32, height: u32) -> Vec<u8> {
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = |kind: &[u8], data: &[u8]| {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut body = kind.to_vec();
-        body.extend_from_slice(data);
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&crc32(&body).to_be_bytes());
-    };
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    chunk(b"IHDR", &ihdr);
-    chunk(b"IDAT", &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
-    chunk(b"IEND", &[]);
-    out
-}
-
 /// Issue 16: a truncated JPEG and a 20000x20000 PNG went to the API. Both are in the
 /// simulator's truth (it would answer them), and round 1 is asked about every image: neither
 /// may reach the simulator; both are skipped, counted and named in the report, and the run
@@ -242,7 +205,7 @@ fn images_that_do_not_decode_are_never_sent() {
     let truncated = images.join("truncated.jpg");
     std::fs::write(&truncated, &bytes[..bytes.len() * 3 / 5]).unwrap();
     let huge = images.join("huge.png");
-    std::fs::write(&huge, huge_png(20_000, 20_000)).unwrap();
+    std::fs::write(&huge, black_png(20_000, 20_000)).unwrap();
     for (p, label) in [(&truncated, &photos[7].1), (&huge, &photos[8].1)] {
         csv.push_str(&format!("{},{label},train\n", p.display()));
     }
@@ -352,6 +315,7 @@ fn out_of_range_label_and_simulator_numbers_are_refused() {
         ("--temperature", "inf"),
         ("--temperature", "2.5"),
         ("--concurrency", "0"),
+        ("--concurrency", "100000"),
         ("--context-images", "0"),
         ("--dry-run", "0"),
         ("--timeout", "nan"),
@@ -359,13 +323,12 @@ fn out_of_range_label_and_simulator_numbers_are_refused() {
         ("--timeout", "-3"),
         ("--max-tokens", "0"),
         ("--samples", "0"),
+        ("--samples", "1000"),
         ("--baseline-images", "0"),
         ("--price-in", "-1"),
         ("--price-out", "nan"),
     ] {
-        let mut args = label_base.to_vec();
-        args.extend([flag, bad]);
-        assert_train_flag_refused(&args, flag);
+        assert_train_flag_refused(&label_base, flag, bad);
     }
     let sim_base = ["simulate-mllm", "--truth", "nowhere.csv"];
     for (flag, bad) in [
@@ -379,9 +342,7 @@ fn out_of_range_label_and_simulator_numbers_are_refused() {
         ("--fault-rate", "nan"),
         ("--context-variety", "1.1"),
     ] {
-        let mut args = sim_base.to_vec();
-        args.extend([flag, bad]);
-        assert_train_flag_refused(&args, flag);
+        assert_train_flag_refused(&sim_base, flag, bad);
     }
     // Shares that are each valid but all 0 leave no way to answer wrong.
     let o = run(Command::new(bin("linesight-train")).args([

@@ -11,157 +11,66 @@ use std::process::Command;
 /// simulate-mllm's are in `labelling.rs`).
 #[test]
 fn out_of_range_numeric_flags_are_refused_before_any_work() {
-    let cases: &[(&[&str], &str, &str)] = &[
+    let train = ["train", "--refined", "r.json", "--out", "c"];
+    let refine = ["refine", "--images", "i", "--labels", "l", "--out", "o"];
+    let prototypes = ["prototypes", "--manifest", "m.csv", "--out", "o.lsb"];
+    let quantize = ["quantize", "--bundle", "b.lsb", "--out", "o.lsb"];
+    let export = ["export", "--checkpoint", "c", "--out", "o.lsb"];
+    let cases: &[(&[&str], &[(&str, &str)])] = &[
         (
-            &["train", "--refined", "r.json", "--out", "c"],
-            "--lr",
-            "nan",
+            &train,
+            &[
+                ("--lr", "nan"),
+                ("--lr", "-0.1"),
+                ("--lr", "inf"),
+                ("--epochs", "0"),
+                ("--rounds", "0"),
+                ("--gmm-threshold", "1.5"),
+                ("--trainable-blocks", "99"),
+                ("--finetune-epochs", "0"),
+                ("--finetune-lr", "NaN"),
+                ("--anchor-weight", "-inf"),
+                ("--batch", "0"),
+            ],
         ),
         (
-            &["train", "--refined", "r.json", "--out", "c"],
-            "--lr",
-            "-0.1",
+            &refine,
+            &[
+                ("--synonym-threshold", "1.2"),
+                ("--hint-threshold", "nan"),
+                ("--min-images", "0"),
+                ("--k", "0"),
+                ("--self-weight", "-1"),
+                ("--power", "nan"),
+                ("--anchor-weight", "0"),
+                ("--batch", "0"),
+            ],
         ),
         (
-            &["train", "--refined", "r.json", "--out", "c"],
-            "--lr",
-            "inf",
+            &prototypes,
+            &[
+                ("--scale", "nan"),
+                ("--scale", "0"),
+                ("--batch", "0"),
+                ("--check-images", "0"),
+            ],
         ),
         (
-            &["train", "--refined", "r.json", "--out", "c"],
-            "--epochs",
-            "0",
+            &quantize,
+            &[
+                ("--min-agreement", "1.01"),
+                ("--min-agreement", "nan"),
+                ("--calibration-images", "0"),
+                ("--parity-images", "0"),
+                ("--sensitivity-images", "0"),
+            ],
         ),
-        (
-            &["train", "--refined", "r.json", "--out", "c"],
-            "--rounds",
-            "0",
-        ),
-        (
-            &["train", "--refined", "r.json", "--out", "c"],
-            "--gmm-threshold",
-            "1.5",
-        ),
-        (
-            &["train", "--refined", "r.json", "--out", "c"],
-            "--trainable-blocks",
-            "99",
-        ),
-        (
-            &["train", "--refined", "r.json", "--out", "c"],
-            "--finetune-epochs",
-            "0",
-        ),
-        (
-            &["train", "--refined", "r.json", "--out", "c"],
-            "--finetune-lr",
-            "NaN",
-        ),
-        (
-            &["train", "--refined", "r.json", "--out", "c"],
-            "--anchor-weight",
-            "-inf",
-        ),
-        (
-            &["train", "--refined", "r.json", "--out", "c"],
-            "--batch",
-            "0",
-        ),
-        (
-            &["refine", "--images", "i", "--labels", "l", "--out", "o"],
-            "--synonym-threshold",
-            "1.2",
-        ),
-        (
-            &["refine", "--images", "i", "--labels", "l", "--out", "o"],
-            "--hint-threshold",
-            "nan",
-        ),
-        (
-            &["refine", "--images", "i", "--labels", "l", "--out", "o"],
-            "--min-images",
-            "0",
-        ),
-        (
-            &["refine", "--images", "i", "--labels", "l", "--out", "o"],
-            "--k",
-            "0",
-        ),
-        (
-            &["refine", "--images", "i", "--labels", "l", "--out", "o"],
-            "--self-weight",
-            "-1",
-        ),
-        (
-            &["refine", "--images", "i", "--labels", "l", "--out", "o"],
-            "--power",
-            "nan",
-        ),
-        (
-            &["refine", "--images", "i", "--labels", "l", "--out", "o"],
-            "--anchor-weight",
-            "0",
-        ),
-        (
-            &["refine", "--images", "i", "--labels", "l", "--out", "o"],
-            "--batch",
-            "0",
-        ),
-        (
-            &["prototypes", "--manifest", "m.csv", "--out", "o.lsb"],
-            "--scale",
-            "nan",
-        ),
-        (
-            &["prototypes", "--manifest", "m.csv", "--out", "o.lsb"],
-            "--scale",
-            "0",
-        ),
-        (
-            &["prototypes", "--manifest", "m.csv", "--out", "o.lsb"],
-            "--batch",
-            "0",
-        ),
-        (
-            &["prototypes", "--manifest", "m.csv", "--out", "o.lsb"],
-            "--check-images",
-            "0",
-        ),
-        (
-            &["quantize", "--bundle", "b.lsb", "--out", "o.lsb"],
-            "--min-agreement",
-            "1.01",
-        ),
-        (
-            &["quantize", "--bundle", "b.lsb", "--out", "o.lsb"],
-            "--min-agreement",
-            "nan",
-        ),
-        (
-            &["quantize", "--bundle", "b.lsb", "--out", "o.lsb"],
-            "--calibration-images",
-            "0",
-        ),
-        (
-            &["quantize", "--bundle", "b.lsb", "--out", "o.lsb"],
-            "--parity-images",
-            "0",
-        ),
-        (
-            &["quantize", "--bundle", "b.lsb", "--out", "o.lsb"],
-            "--sensitivity-images",
-            "0",
-        ),
-        (
-            &["export", "--checkpoint", "c", "--out", "o.lsb"],
-            "--parity-images",
-            "0",
-        ),
+        (&export, &[("--parity-images", "0")]),
     ];
-    for (base, flag, bad) in cases {
-        let mut args = base.to_vec();
-        args.extend([*flag, *bad]);
-        assert_train_flag_refused(&args, flag);
+    for (base, bad_values) in cases {
+        for (flag, bad) in *bad_values {
+            assert_train_flag_refused(base, flag, bad);
+        }
     }
 }
 
