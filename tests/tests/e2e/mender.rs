@@ -500,14 +500,25 @@ fn a_good_artifact_installs_commits_and_a_rollback_restores_the_previous_model()
     eprintln!("status after the rollback: {}", b.status());
 }
 
-#[test]
-fn a_tampered_bundle_fails_in_artifact_install_and_the_old_model_keeps_deciding() {
-    if !ready("a_tampered_bundle_fails_in_artifact_install_and_the_old_model_keeps_deciding") {
-        return;
+/// For a test named `test`: the fleet fixtures and a new box with model A deployed and
+/// committed; None (after saying why) when the tests cannot run here.
+fn box_with_model_a(test: &str) -> Option<(&'static Fleet, TestBox)> {
+    if !ready(test) {
+        return None;
     }
     let f = fleet();
     let b = TestBox::new(f);
     b.deploy(&f.artifact_a);
+    Some((f, b))
+}
+
+#[test]
+fn a_tampered_bundle_fails_in_artifact_install_and_the_old_model_keeps_deciding() {
+    let Some((f, b)) = box_with_model_a(
+        "a_tampered_bundle_fails_in_artifact_install_and_the_old_model_keeps_deciding",
+    ) else {
+        return;
+    };
     let name_a = b.mender_stdout(&["show-artifact"]);
 
     let o = b.mender(&["install"], Some(&f.artifact_tampered));
@@ -557,12 +568,11 @@ fn a_tampered_bundle_fails_in_artifact_install_and_the_old_model_keeps_deciding(
 
 #[test]
 fn a_wrong_device_type_or_runtime_is_refused_before_the_module_runs() {
-    if !ready("a_wrong_device_type_or_runtime_is_refused_before_the_module_runs") {
+    let Some((f, b)) =
+        box_with_model_a("a_wrong_device_type_or_runtime_is_refused_before_the_module_runs")
+    else {
         return;
-    }
-    let f = fleet();
-    let b = TestBox::new(f);
-    b.deploy(&f.artifact_a);
+    };
     let other_type = f.dir.join("other-type.mender");
     let other_runtime = f.dir.join("other-runtime.mender");
     let train = bin("linesight-train");
@@ -610,14 +620,13 @@ fn a_wrong_device_type_or_runtime_is_refused_before_the_module_runs() {
 
 #[test]
 fn a_second_install_while_run_is_deciding_swaps_without_a_gap() {
-    if !ready("a_second_install_while_run_is_deciding_swaps_without_a_gap") {
-        return;
-    }
     const FPS: u32 = 10;
     const PERIOD_MS: u64 = 1000 / FPS as u64;
-    let f = fleet();
-    let b = TestBox::new(f);
-    b.deploy(&f.artifact_a);
+    let Some((f, b)) =
+        box_with_model_a("a_second_install_while_run_is_deciding_swaps_without_a_gap")
+    else {
+        return;
+    };
     let out = b.dir.join("decisions.jsonl");
     let child = b.start_run(&out, FPS, None);
     let pid = child.id().to_string();
