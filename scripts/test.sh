@@ -28,6 +28,21 @@ if ! have_libclang; then
   fi
 fi
 
+# The fleet tests (tests/tests/e2e/mender.rs) drive the real Mender client: Debian's
+# mender-client (3.4) and mender-artifact (3.9). As root with apt they are installed here
+# (installing them starts no daemon); the tests then copy the Update Module into
+# /usr/share/mender/modules/v3/ and create /etc/mender/artifact_info if it is missing,
+# which needs root. LINESIGHT_REQUIRE_MENDER=1 makes a test that cannot run fail instead
+# of skipping; set LINESIGHT_REQUIRE_MENDER=0 to let them skip on a machine without root.
+if ! { command -v mender && command -v mender-artifact; } >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq mender-client mender-artifact
+  else
+    echo "test.sh: mender-client / mender-artifact not found; the fleet tests need them (as root: apt-get install mender-client mender-artifact), or set LINESIGHT_REQUIRE_MENDER=0 to skip them" >&2
+  fi
+fi
+export LINESIGHT_REQUIRE_MENDER="${LINESIGHT_REQUIRE_MENDER:-1}"
+
 scripts/fetch-weights.sh
 export LINESIGHT_REQUIRE_WEIGHTS=1 LINESIGHT_NO_PROGRESS=1
 # One run over the default members, with the V4L2 camera source (off by default) built in

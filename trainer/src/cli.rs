@@ -2,6 +2,9 @@
 
 use clap::{Parser, Subcommand};
 use linesight_trainer::backbone::BackboneKind;
+use linesight_trainer::bounds::{parser, Bound};
+use linesight_trainer::commands::label;
+use linesight_trainer::near::train::TrainSettings;
 use std::path::PathBuf;
 
 /// linesight-train: label, refine, train, export and evaluate linesight models.
@@ -42,13 +45,13 @@ pub struct QuantArgs {
     #[arg(long, value_name = "DIR|CSV")]
     pub parity: Option<PathBuf>,
     /// At most this many calibration images (evenly spaced).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub calibration_images: usize,
     /// At most this many parity images (evenly spaced).
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 400, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub parity_images: usize,
     /// Refuse the int8 bundle below this top-1 agreement with the f32 model (0..1).
-    #[arg(long, default_value_t = 0.99)]
+    #[arg(long, default_value_t = 0.99, allow_negative_numbers = true, value_parser = parser::<f32>(Bound::UNIT))]
     pub min_agreement: f32,
     /// Write the int8 bundle even below --min-agreement (its figures are recorded).
     #[arg(long)]
@@ -72,7 +75,7 @@ pub struct QuantArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub fallback_layers: usize,
     /// Calibration images the --fallback-layers measurement runs on.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub sensitivity_images: usize,
     /// Quantise the first layer (reads the image) and the last one (makes the embedding)
     /// too; by default they stay f32.
@@ -114,13 +117,13 @@ pub enum Command {
         #[arg(long, default_value = "prototypes")]
         model_id: String,
         /// Logit scale of the cosine head.
-        #[arg(long, default_value_t = linesight_trainer::head::DEFAULT_SCALE)]
+        #[arg(long, default_value_t = linesight_trainer::head::DEFAULT_SCALE, allow_negative_numbers = true, value_parser = parser::<f32>(Bound::POSITIVE))]
         scale: f32,
         /// Images per forward pass.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
         batch: usize,
         /// Training images compared between candle and tract at export.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
         check_images: usize,
         /// Sign the bundle with this secret key file (`signing.key` from `keygen`).
         #[arg(long, value_name = "KEY")]
@@ -256,7 +259,16 @@ pub enum Command {
     /// a rerun asks only what is missing for the same model + prompt + parameters, so a
     /// killed run resumes. Accounting is printed and written to `<out>.accounting.json`.
     ///
+    /// Several servers of the same model: give --endpoint once per server. Each request
+    /// goes to the endpoint with the fewest requests in flight, each within its own limit
+    /// (--concurrency, or `URL,concurrency=N`); an endpoint that fails 3 times in a row is
+    /// set aside with a doubling backoff and its requests go to the others. The log records
+    /// which endpoint answered; the cache key does not include it. The accounting has
+    /// calls, errors and latency per endpoint.
+    ///
     /// Example: linesight-train label --images photos/ --endpoint http://127.0.0.1:8000/v1 --model qwen2.5-vl-7b --out labels.jsonl
+    ///
+    /// Example: linesight-train label --images photos/ --endpoint http://gpu1:8000/v1 --endpoint http://gpu2:8000/v1,concurrency=4 --model qwen2.5-vl-7b --out labels.jsonl
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Label(Box<LabelArgs>),
     /// Serve a SIMULATOR of a multimodal LLM (same protocol) for tests and demos.
@@ -277,6 +289,50 @@ pub enum Command {
     ///
     /// Example: linesight-train simulate-mllm --truth data/cub26/manifest.csv --listen 127.0.0.1:8089
     SimulateMllm(Box<SimulateArgs>),
+    /// Wrap a signed bundle into a Mender artifact for the `linesight-model` Update Module.
+    ///
+    /// Verifies the bundle (checksum, model hash, signature: against --trusted-key files,
+    /// else the key it carries), then runs Mender's `mender-artifact write module-image`:
+    /// payload type `linesight-model` with the bundle as `model.lsb`, the --device-type(s),
+    /// provides `linesight.model.id` and `linesight.model.version`, and depends
+    /// `linesight.runtime.version` (Mender compares it by exact value with what the box's
+    /// runtime artifact provides; default: the bundle's min_runtime_version). The box
+    /// needs packaging/mender/linesight-model in /usr/share/mender/modules/v3/ (see
+    /// docs/fleet.md). Gate it on the validation report (`linesight-train validate`)
+    /// before a fleet sees it.
+    ///
+    /// Example: linesight-train mender-artifact --bundle model.lsb --device-type line-box-arm64 --runtime-version 0.1.0 --out model.mender
+    MenderArtifact {
+        /// The signed bundle (`*.lsb`).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Mender device type the artifact installs on; repeatable.
+        #[arg(long = "device-type", value_name = "TYPE", required = true)]
+        device_types: Vec<String>,
+        /// The artifact file to write (`*.mender`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Artifact name (default: MODEL_ID-MODEL_VERSION).
+        #[arg(long)]
+        artifact_name: Option<String>,
+        /// The linesight.runtime.version the boxes provide (default: the bundle's
+        /// min_runtime_version; refused when older than that).
+        #[arg(long, value_name = "VERSION")]
+        runtime_version: Option<String>,
+        /// Leave out the runtime depends (boxes whose runtime did not come through Mender
+        /// provide no linesight.runtime.version; install still checks the version).
+        #[arg(long, conflicts_with = "runtime_version")]
+        no_runtime_depends: bool,
+        /// Public key file (`signing.pub`) the bundle must be signed with; repeatable.
+        #[arg(long = "trusted-key", value_name = "PUB")]
+        trusted_keys: Vec<PathBuf>,
+        /// Accept an unsigned bundle (boxes refuse it unless their edge.toml allows it).
+        #[arg(long)]
+        allow_unsigned: bool,
+        /// The mender-artifact program.
+        #[arg(long, value_name = "PATH", default_value = "mender-artifact")]
+        mender_artifact: PathBuf,
+    },
 }
 
 /// Arguments of `label`.
@@ -287,9 +343,10 @@ pub struct LabelArgs {
     /// Folder of images to label (searched recursively).
     #[arg(long, required = true)]
     pub images: Option<PathBuf>,
-    /// Base URL of the OpenAI-compatible API, e.g. `http://127.0.0.1:8000/v1`.
-    #[arg(long, required = true)]
-    pub endpoint: Option<String>,
+    /// Base URL of the OpenAI-compatible API, e.g. `http://127.0.0.1:8000/v1`; repeat it for
+    /// several servers of the same model. `URL,concurrency=N` gives one its own limit.
+    #[arg(long = "endpoint", value_name = "URL[,concurrency=N]", required = true)]
+    pub endpoints: Vec<String>,
     /// Model name sent with every request.
     #[arg(long, required = true)]
     pub model: Option<String>,
@@ -299,8 +356,9 @@ pub struct LabelArgs {
     /// Environment variable holding the API key (the key itself never goes on the command line or in a log).
     #[arg(long)]
     pub api_key_env: Option<String>,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 8)]
+    /// Requests in flight at once, per endpoint (unless it has its own `,concurrency=N`;
+    /// 1..=4096).
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = parser::<usize>(label::CONCURRENCY))]
     pub concurrency: usize,
     /// Naming prompt file (default: the embedded prompts/v1/naming.txt).
     #[arg(long)]
@@ -318,10 +376,10 @@ pub struct LabelArgs {
     #[arg(long, requires = "category")]
     pub granularity: Option<String>,
     /// Images asked in round 1.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub context_images: usize,
     /// Label only the first N images (path order) and project the cost of all of them.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub dry_run: Option<usize>,
     /// Retries per request after the first attempt (429, 5xx, timeouts, resets).
     #[arg(long, default_value_t = 6)]
@@ -329,23 +387,23 @@ pub struct LabelArgs {
     /// First retry backoff in milliseconds (doubles per retry, full jitter; Retry-After wins).
     #[arg(long, default_value_t = 500)]
     pub retry_base_ms: u64,
-    /// Per-request timeout in seconds.
-    #[arg(long, default_value_t = 120.0)]
+    /// Per-request timeout in seconds (above 0, at most 86400).
+    #[arg(long, default_value_t = 120.0, allow_negative_numbers = true, value_parser = parser::<f64>(label::TIMEOUT_S))]
     pub timeout: f64,
-    /// Sampling temperature (part of the cache key).
-    #[arg(long, default_value_t = 0.0)]
+    /// Sampling temperature, 0 to 2 (part of the cache key).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parser::<f64>(label::TEMPERATURE))]
     pub temperature: f64,
     /// Answer token limit (part of the cache key; reasoning models need more).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, allow_negative_numbers = true, value_parser = parser::<u32>(Bound::AT_LEAST_ONE))]
     pub max_tokens: u32,
     /// Price per million input tokens (any currency; enables money figures).
-    #[arg(long, requires = "price_out")]
+    #[arg(long, requires = "price_out", allow_negative_numbers = true, value_parser = parser::<f64>(Bound::NON_NEGATIVE))]
     pub price_in: Option<f64>,
     /// Price per million output tokens.
-    #[arg(long, requires = "price_in")]
+    #[arg(long, requires = "price_in", allow_negative_numbers = true, value_parser = parser::<f64>(Bound::NON_NEGATIVE))]
     pub price_out: Option<f64>,
     /// Project the direct-MLLM baseline (asking the model about every image) for N images.
-    #[arg(long, value_name = "N", conflicts_with = "baseline_manifest")]
+    #[arg(long, value_name = "N", conflicts_with = "baseline_manifest", allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub baseline_images: Option<usize>,
     /// Project the direct-MLLM baseline for the rows of --baseline-split of this manifest.
     #[arg(long)]
@@ -356,13 +414,14 @@ pub struct LabelArgs {
     /// Accounting file (default: `<out>.accounting.json`).
     #[arg(long)]
     pub accounting: Option<PathBuf>,
-    /// Ask again for images whose logged answer is refused or malformed.
+    /// Ask again for images whose logged naming answer is refused or malformed (round 1's
+    /// answers are kept, so the context it voted stays).
     #[arg(long)]
     pub retry_malformed: bool,
     /// Answers per image (each sample is cached on its own; raising N later asks only for
     /// the missing ones). Needs --temperature above 0; refine weights the names by how
-    /// often they were given.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    /// often they were given. At most 100.
+    #[arg(long, default_value_t = 1, value_name = "N", allow_negative_numbers = true, value_parser = parser::<u32>(label::SAMPLES))]
     pub samples: u32,
     /// File of expected names, one per line (a species list, a parts catalogue): the naming
     /// prompt offers them and allows "other". Default: no list (vocabulary-free).
@@ -426,23 +485,23 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "127.0.0.1:8089")]
     pub listen: String,
     /// Probability that a naming answer is correct.
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = 0.7, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::UNIT))]
     pub accuracy: f64,
     /// Share of wrong answers naming a confusable sibling class.
-    #[arg(long, default_value_t = 0.6)]
+    #[arg(long, default_value_t = 0.6, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::NON_NEGATIVE))]
     pub sibling_share: f64,
     /// Share of wrong answers that name one fixed partner class per class, whatever the
     /// image (a habit, as real MLLMs have); the rest follow the shares above.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::UNIT))]
     pub systematic: f64,
     /// Per-class accuracy = --accuracy +- up to this (fixed per class and --seed).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::UNIT))]
     pub spread: f64,
     /// Share of wrong answers that are coarse ("a small bird").
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::NON_NEGATIVE))]
     pub coarse_share: f64,
     /// Share of wrong answers naming something outside the data set.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::NON_NEGATIVE))]
     pub outside_share: f64,
     /// Seed of every random draw.
     #[arg(long, default_value_t = 0)]
@@ -451,7 +510,7 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub groups: Option<PathBuf>,
     /// Probability that a request gets an injected fault.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::UNIT))]
     pub fault_rate: f64,
     /// Faults drawn from, comma-separated: 429, 500, slow, malformed, garbled.
     #[arg(long, value_delimiter = ',', default_value = "429,500,slow,malformed")]
@@ -483,6 +542,10 @@ pub struct SimulateArgs {
     /// Round-1 answer: granularity.
     #[arg(long, default_value = "species")]
     pub granularity: String,
+    /// Share of round-1 answers worded differently, as real models do from image to image
+    /// (the expert as "bird expert" or "bird specialist", sometimes "small bird").
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::UNIT))]
+    pub context_variety: f64,
     /// Do not serve: print what asking the simulator about every image of this split of
     /// the truth would score (greedy answers to the embedded naming prompt with the
     /// context above), then exit.
@@ -524,22 +587,22 @@ pub struct RefineArgs {
     #[arg(long)]
     pub category: Option<String>,
     /// Cosine of sentence embeddings at which two names are merged as synonyms.
-    #[arg(long, default_value_t = linesight_trainer::vocab::VocabSettings::default().synonym_threshold)]
+    #[arg(long, default_value_t = linesight_trainer::vocab::VocabSettings::default().synonym_threshold, allow_negative_numbers = true, value_parser = parser::<f32>(Bound::COSINE))]
     pub synonym_threshold: f32,
     /// A name (and a vote class) needs at least this many images to be a class.
-    #[arg(long, default_value_t = linesight_trainer::vocab::VocabSettings::default().min_images)]
+    #[arg(long, default_value_t = linesight_trainer::vocab::VocabSettings::default().min_images, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub min_images: usize,
     /// Neighbours per image.
-    #[arg(long, default_value_t = linesight_trainer::near::candidates::CandidateSettings::default().k)]
+    #[arg(long, default_value_t = linesight_trainer::near::candidates::CandidateSettings::default().k, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub k: usize,
     /// Weight of an image's own names against its neighbours' (each at most 1).
-    #[arg(long, default_value_t = linesight_trainer::near::candidates::CandidateSettings::default().self_weight)]
+    #[arg(long, default_value_t = linesight_trainer::near::candidates::CandidateSettings::default().self_weight, allow_negative_numbers = true, value_parser = parser::<f32>(Bound::NON_NEGATIVE))]
     pub self_weight: f32,
     /// Neighbour weight = similarity ^ power.
-    #[arg(long, default_value_t = linesight_trainer::near::candidates::CandidateSettings::default().power)]
+    #[arg(long, default_value_t = linesight_trainer::near::candidates::CandidateSettings::default().power, allow_negative_numbers = true, value_parser = parser::<f32>(Bound::NON_NEGATIVE))]
     pub power: f32,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub batch: usize,
     /// File of expected names, one per line (the list given to `label --vocabulary`, or a
     /// species list / parts catalogue): answers are snapped to the closest listed name
@@ -547,7 +610,7 @@ pub struct RefineArgs {
     #[arg(long, value_name = "FILE")]
     pub vocabulary: Option<PathBuf>,
     /// Sentence cosine at which an answer snaps to a listed name.
-    #[arg(long, default_value_t = linesight_trainer::vocab::VocabSettings::default().hint_threshold)]
+    #[arg(long, default_value_t = linesight_trainer::vocab::VocabSettings::default().hint_threshold, allow_negative_numbers = true, value_parser = parser::<f32>(Bound::COSINE))]
     pub hint_threshold: f32,
     /// Manifest CSV (`path,label,split`) of images an expert checked, as few as 1-3 per
     /// class: matched to the images by content, kept as trusted anchors in training, and
@@ -559,7 +622,7 @@ pub struct RefineArgs {
     #[arg(long)]
     pub correct_confusion: bool,
     /// A verified image counts this many times in the confusion estimate.
-    #[arg(long, default_value_t = linesight_trainer::near::confusion::ConfusionSettings::default().anchor_weight)]
+    #[arg(long, default_value_t = linesight_trainer::near::confusion::ConfusionSettings::default().anchor_weight, allow_negative_numbers = true, value_parser = parser::<f32>(Bound::POSITIVE))]
     pub anchor_weight: f32,
 }
 
@@ -585,33 +648,33 @@ pub struct TrainArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// naive/vote: passes over the training images.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub epochs: Option<usize>,
     /// near: rounds of target refinement (GMM split, refined targets, head refit).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub rounds: Option<usize>,
     /// Learning rate (AdamW).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::POSITIVE))]
     pub lr: Option<f64>,
     /// near: clean posterior threshold of the GMM split.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::UNIT))]
     pub gmm_threshold: Option<f64>,
     /// Seed of the batch order.
     #[arg(long)]
     pub seed: Option<u64>,
     /// Backbone stages fine-tuned with the head after the method settled the targets
     /// (0: frozen backbone; 1: MobileNetV2's last 1x1 convolution; 2: also its last block).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<usize>(TrainSettings::TRAINABLE_BLOCKS))]
     pub trainable_blocks: Option<usize>,
     /// Fine-tuning passes over the images.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub finetune_epochs: Option<usize>,
     /// Fine-tuning learning rate.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::POSITIVE))]
     pub finetune_lr: Option<f64>,
     /// near: an expert-verified image (refine --verified) counts this many times in its
     /// class's prototype.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<f32>(Bound::POSITIVE))]
     pub anchor_weight: Option<f32>,
     /// Score on this labelled manifest after training (`path,label,split`).
     #[arg(long)]
@@ -623,6 +686,6 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     pub sentence_model: Option<PathBuf>,
     /// Images per forward pass when embedding.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub batch: usize,
 }

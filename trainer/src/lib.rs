@@ -16,6 +16,7 @@
 //! ```
 
 pub mod backbone;
+pub mod bounds;
 pub mod checkpoint;
 pub mod commands;
 pub mod dataset;

@@ -8,7 +8,8 @@ use cli::{Cli, Command};
 use linesight_shared::closed_pipe::is_closed_pipe;
 use linesight_shared::decode::{ImageLimits, DEFAULT_MAX_MEGAPIXELS};
 use linesight_trainer::commands::{
-    eval, export, keygen, label, pipeline, prototypes, quantize, refine, simulate_mllm, train,
+    eval, export, keygen, label, mender_artifact, pipeline, prototypes, quantize, refine,
+    simulate_mllm, train,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -220,6 +221,30 @@ fn run(command: Command, json: bool) -> Result<()> {
                 None => print_report(json, &simulate_mllm::run(&s)?),
             }
         }
+        Command::MenderArtifact {
+            bundle,
+            device_types,
+            out,
+            artifact_name,
+            runtime_version,
+            no_runtime_depends,
+            trusted_keys,
+            allow_unsigned,
+            mender_artifact: tool,
+        } => {
+            let report = mender_artifact::run(&mender_artifact::MenderArtifactSettings {
+                bundle,
+                device_types,
+                out,
+                artifact_name,
+                runtime_version,
+                runtime_depends: !no_runtime_depends,
+                trusted_keys,
+                allow_unsigned,
+                tool,
+            })?;
+            print_report(json, &report)
+        }
     }
 }
 
@@ -230,12 +255,16 @@ fn label_settings(a: cli::LabelArgs) -> Result<label::LabelSettings> {
         accounting::Prices, cache::Params, client::ApiKey, prompt::Context1,
     };
     let missing = |what: &str| anyhow::anyhow!("label needs --{what}");
+    if a.endpoints.is_empty() {
+        return Err(missing("endpoint"));
+    }
     let mut s = label::LabelSettings::new(
         a.images.ok_or_else(|| missing("images"))?,
-        a.endpoint.ok_or_else(|| missing("endpoint"))?,
+        String::new(),
         a.model.ok_or_else(|| missing("model"))?,
         a.out.ok_or_else(|| missing("out"))?,
     );
+    s.endpoints = a.endpoints;
     s.api_key = a.api_key_env.as_deref().map(ApiKey::from_env).transpose()?;
     s.api_key_env = a.api_key_env;
     s.concurrency = a.concurrency;
@@ -311,6 +340,7 @@ fn simulate_settings(a: cli::SimulateArgs) -> Result<simulate_mllm::SimulateSett
         expert: a.expert,
         granularity: a.granularity,
     };
+    c.context_variety = a.context_variety;
     Ok(simulate_mllm::SimulateSettings {
         config: c,
         listen: a.listen,
@@ -373,8 +403,13 @@ fn train_settings(a: cli::TrainArgs) -> Result<train::TrainCmdSettings> {
     use linesight_trainer::near::{refined::Refined, train::TrainSettings};
     let mut t: TrainSettings = match &a.config {
         Some(p) => {
-            toml::from_str(&fs_err::read_to_string(p).context("cannot read the training settings")?)
-                .with_context(|| format!("`{}` is not valid training settings TOML", p.display()))?
+            let t: TrainSettings = toml::from_str(
+                &fs_err::read_to_string(p).context("cannot read the training settings")?,
+            )
+            .with_context(|| format!("`{}` is not valid training settings TOML", p.display()))?;
+            t.validate("")
+                .with_context(|| format!("`{}` is not valid training settings", p.display()))?;
+            t
         }
         None => TrainSettings::default(),
     };

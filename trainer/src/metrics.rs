@@ -195,6 +195,11 @@ pub fn score_names(
     sentence: Option<&SentenceEncoder>,
 ) -> anyhow::Result<NameScores> {
     anyhow::ensure!(predicted.len() == truth.len(), "one prediction per truth");
+    // Scores of nothing would be NaN (0 / 0), written into reports and checkpoints.
+    anyhow::ensure!(
+        !predicted.is_empty(),
+        "nothing to score: none of the images could be read"
+    );
     let index = |names: &[String]| -> Vec<usize> {
         let mut distinct: Vec<&String> = names.iter().collect();
         distinct.sort();

@@ -187,7 +187,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> InstallError + '_ {
 }
 
 /// `major.minor.patch` (a `-pre` suffix is ignored) -> comparable triple.
-fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
+pub fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
     let core = v.trim().split(['-', '+']).next()?;
     let mut it = core.split('.').map(|p| p.parse::<u64>().ok());
     let t = (it.next()??, it.next()??, it.next()??);

@@ -8,5 +8,6 @@
 mod bad_inputs;
 mod demo;
 mod hostile;
+mod mender;
 mod near;
 mod util;

@@ -106,6 +106,101 @@ pub fn stdout_lines(o: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A `linesight-train simulate-mllm` process on a free loopback port; killed when dropped,
+/// or stopped with SIGTERM by [`Simulator::stop`], which returns what it served.
+pub struct Simulator {
+    child: std::process::Child,
+    /// The base URL to give `label --endpoint`.
+    pub url: String,
+}
+
+impl Simulator {
+    /// Starts the simulator on `truth` with extra `args` (`--seed`, `--latency-ms`, ...).
+    pub fn start(truth: &Path, args: &[&str]) -> Simulator {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(bin("linesight-train"))
+            .args([
+                "--json",
+                "--log",
+                "warn",
+                "simulate-mllm",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--truth")
+            .arg(truth)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut url = String::new();
+        let mut seen = String::new();
+        for _ in 0..50 {
+            let mut line = String::new();
+            if err.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            seen.push_str(&line);
+            if let Some(pos) = line.find("http://") {
+                url = line[pos..].split_whitespace().next().unwrap().to_string();
+                break;
+            }
+        }
+        assert!(
+            url.ends_with("/v1"),
+            "the simulator printed no address:\n{seen}"
+        );
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        Simulator { child, url }
+    }
+
+    /// Stops the simulator (SIGTERM, as a technician's Ctrl-C) and returns its `stats`.
+    pub fn stop(mut self) -> serde_json::Value {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let mut out = String::new();
+        std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        let _ = self.child.wait();
+        let report: serde_json::Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("simulator report is not JSON: {e}: {out}"));
+        report["stats"].clone()
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `linesight-train BASE FLAG BAD` and `BASE FLAG=BAD` and asserts that each was
+/// refused at parse time (exit 2, before any work) with a message naming `flag` and the
+/// allowed range. (`-inf` only in the `=` form: after a space clap takes it for a flag.)
+pub fn assert_train_flag_refused(base: &[&str], flag: &str, bad: &str) {
+    let joined = format!("{flag}={bad}");
+    let mut forms = vec![[base, &[joined.as_str()]].concat()];
+    if !bad.starts_with("-i") && !bad.starts_with("-n") {
+        forms.push([base, &[flag, bad]].concat());
+    }
+    for args in forms {
+        let o = run(Command::new(bin("linesight-train")).args(&args));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?} must be refused");
+        assert!(
+            err.contains(flag) && err.contains("expected"),
+            "{args:?}: the message must name {flag} and the range:\n{err}"
+        );
+    }
+}
+
 /// The tiny bundle committed for tests that need a runnable model without weights or a
 /// trainer: `tests/fixtures/tiny.lsb` (3 classes, 8x8 input; made and checked by
 /// `edge-runtime/tests/it/tiny.rs`).
@@ -402,6 +497,7 @@ pub fn black_png(width: u32, height: u32) -> Vec<u8> {
     chunk(b"IEND", &[]);
     png
 }
+
 /// The demo prototype bundle, built once per test run (the trainer takes a while) in a
 /// folder that lives as long as the test process; copy it before changing it.
 pub fn shared_demo_bundle() -> &'static Path {

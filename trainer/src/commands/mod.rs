@@ -5,6 +5,7 @@ pub mod eval;
 pub mod export;
 pub mod keygen;
 pub mod label;
+pub mod mender_artifact;
 pub mod pipeline;
 pub mod prototypes;
 pub mod quantize;

@@ -4,6 +4,7 @@
 //! few labelled images per class.
 
 use crate::backbone::{self, BackboneKind};
+use crate::bounds::{Bound, Checker};
 use crate::dataset;
 use crate::embed;
 use crate::export::{self, ExportOptions, ExportReport, Head};
@@ -55,6 +56,11 @@ pub struct PrototypesReport {
 }
 
 pub fn run(s: &PrototypesSettings) -> Result<PrototypesReport> {
+    Checker::new("--")
+        .check("scale", s.scale, Bound::POSITIVE)
+        .check("batch", s.batch, Bound::AT_LEAST_ONE)
+        .check("check-images", s.check_images, Bound::AT_LEAST_ONE)
+        .finish()?;
     let device = Device::Cpu;
     // Read the key first: a bad key path should not cost an embedding run.
     let key = s.sign.as_deref().map(SecretKey::read).transpose()?;

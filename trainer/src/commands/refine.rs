@@ -137,6 +137,12 @@ pub fn read_answers(
 }
 
 pub fn run(s: &RefineSettings) -> Result<RefineReport> {
+    s.vocab.validate("")?;
+    s.candidates.validate("")?;
+    if let Some(c) = &s.confusion {
+        c.validate("confusion.")?;
+    }
+    crate::bounds::check("batch", s.batch, crate::bounds::Bound::AT_LEAST_ONE)?;
     let mut inputs: Vec<(&str, &Path)> = vec![
         ("the answer log", &s.labels),
         ("the images folder", &s.images),

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
+use linesight_shared::preprocess::RgbImage;
 use linesight_shared::walk::{self, WalkOptions};
 use std::path::{Path, PathBuf};
 
@@ -58,6 +59,16 @@ pub fn list(dir: &Path) -> Result<Vec<ImageFile>> {
     }
     out.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(out)
+}
+
+/// Whether image bytes decode with the project's one image decoder
+/// ([`RgbImage::decode`]: the decoder refine, train and the edge use, with its checks and
+/// size limits); `Err` says why not, naming the image as `name`. `label` sends no image
+/// that fails this: the MLLM would be asked about an image nothing downstream can read.
+pub fn check_decodable(bytes: &[u8], name: &str) -> Result<(), String> {
+    RgbImage::decode(bytes, name)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// The media type of image bytes, from their magic number, among the types that
