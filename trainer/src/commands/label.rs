@@ -298,6 +298,20 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
         Some(p) => Some(crate::vocab::read_hint(p)?),
         None => None,
     };
+    // The endpoint is checked before any image is read.
+    let client = Arc::new(Client::new(ClientConfig {
+        endpoint: s.endpoint.clone(),
+        model: s.model.clone(),
+        api_key: s.api_key.clone(),
+        api_key_env: s.api_key_env.clone(),
+        timeout: s.timeout,
+        retry: RetryPolicy {
+            max_retries: s.max_retries,
+            base: s.retry_base,
+            ..RetryPolicy::default()
+        },
+        pool: s.concurrency,
+    })?);
     let files = images::list(&s.images)?;
     let mut log = Log::open(&s.out)?;
     let repair = log.repair().clone();
@@ -334,19 +348,6 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
         );
     }
 
-    let client = Arc::new(Client::new(ClientConfig {
-        endpoint: s.endpoint.clone(),
-        model: s.model.clone(),
-        api_key: s.api_key.clone(),
-        api_key_env: s.api_key_env.clone(),
-        timeout: s.timeout,
-        retry: RetryPolicy {
-            max_retries: s.max_retries,
-            base: s.retry_base,
-            ..RetryPolicy::default()
-        },
-        pool: s.concurrency,
-    })?);
     let labeler = Labeler {
         client: Arc::clone(&client),
         params: s.params.clone(),

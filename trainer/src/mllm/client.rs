@@ -256,6 +256,12 @@ impl Client {
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
             anyhow::bail!("--endpoint `{endpoint}` is not an http(s) URL (expected e.g. `http://127.0.0.1:8000/v1`)");
         }
+        // A malformed URL (bad port, bad IPv6 address) fails here, once, not per image.
+        if let Err(e) = reqwest::Url::parse(&endpoint) {
+            anyhow::bail!(
+                "--endpoint `{endpoint}` is not a valid URL: {e} (expected e.g. `http://127.0.0.1:8000/v1`)"
+            );
+        }
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))

@@ -293,6 +293,19 @@ fn a_refused_connection_is_reported_as_one() {
         !err.contains("round 1"),
         "not a message about round 1: {err}"
     );
+    // A malformed endpoint is refused once, at the start, not retried per image.
+    for (url, why) in [
+        ("http://127.0.0.1:99999/v1", "invalid port number"),
+        ("http://[::1/v1", "invalid IPv6 address"),
+    ] {
+        let o = run(&mut label(url, &images, &tmp.path().join("l.jsonl")));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(
+            err.contains("is not a valid URL") && err.contains(why),
+            "{err}"
+        );
+    }
 }
 
 /// Found on the second pass: `--out` naming a file that is not an answer log (an image,
