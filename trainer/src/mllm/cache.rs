@@ -8,6 +8,8 @@
 //!   are asked again on the next run (a call is spent twice, nothing is duplicated). A torn
 //!   last line (no trailing newline) is repaired on open: kept when it is a complete record,
 //!   cut off otherwise, and reported either way.
+//! - A file that is not a log (not empty, no record, not starting like one: an image or a
+//!   manifest given as `--out` by mistake) is refused and left untouched.
 //! - One writer at a time: the log file is locked (advisory, released by the OS when the
 //!   process dies, SIGKILL included).
 //! - Answers are looked up by [`CacheKey`]: image sha256, model, prompt sha256, sampling
