@@ -332,6 +332,30 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
         Some(p) => Some(crate::vocab::read_hint(p)?),
         None => None,
     };
+    // The endpoints are checked before any image is read.
+    let endpoints =
+        EndpointSpec::parse_all(&s.endpoints, s.concurrency).map_err(anyhow::Error::msg)?;
+    let total_concurrency: usize = endpoints.iter().map(|e| e.concurrency).sum();
+    // Each request holds one image in memory, whichever endpoint it waits for.
+    crate::bounds::check(
+        "concurrency of all endpoints together",
+        total_concurrency,
+        CONCURRENCY,
+    )?;
+    let client = Arc::new(Client::new(ClientConfig {
+        endpoints,
+        model: s.model.clone(),
+        api_key: s.api_key.clone(),
+        api_key_env: s.api_key_env.clone(),
+        timeout: s.timeout,
+        retry: RetryPolicy {
+            max_retries: s.max_retries,
+            base: s.retry_base,
+            ..RetryPolicy::default()
+        },
+        set_aside: SetAside::default(),
+        pool: s.concurrency,
+    })?);
     let files = images::list(&s.images)?;
     let mut log = Log::open(&s.out)?;
     let repair = log.repair().clone();
@@ -368,29 +392,6 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
         );
     }
 
-    let endpoints =
-        EndpointSpec::parse_all(&s.endpoints, s.concurrency).map_err(anyhow::Error::msg)?;
-    let total_concurrency: usize = endpoints.iter().map(|e| e.concurrency).sum();
-    // Each request holds one image in memory, whichever endpoint it waits for.
-    crate::bounds::check(
-        "concurrency of all endpoints together",
-        total_concurrency,
-        CONCURRENCY,
-    )?;
-    let client = Arc::new(Client::new(ClientConfig {
-        endpoints,
-        model: s.model.clone(),
-        api_key: s.api_key.clone(),
-        api_key_env: s.api_key_env.clone(),
-        timeout: s.timeout,
-        retry: RetryPolicy {
-            max_retries: s.max_retries,
-            base: s.retry_base,
-            ..RetryPolicy::default()
-        },
-        set_aside: SetAside::default(),
-        pool: s.concurrency,
-    })?);
     let labeler = Labeler {
         client: Arc::clone(&client),
         params: s.params.clone(),

@@ -275,6 +275,13 @@ impl Client {
             if !(e.url.starts_with("http://") || e.url.starts_with("https://")) {
                 anyhow::bail!("--endpoint `{}` is not an http(s) URL (expected e.g. `http://127.0.0.1:8000/v1`)", e.url);
             }
+            // A malformed URL (bad port, bad IPv6 address) fails here, once, not per image.
+            if let Err(err) = reqwest::Url::parse(&e.url) {
+                anyhow::bail!(
+                    "--endpoint `{}` is not a valid URL: {err} (expected e.g. `http://127.0.0.1:8000/v1`)",
+                    e.url
+                );
+            }
         }
         let pool = specs.iter().map(|e| e.concurrency).max().unwrap_or(1);
         let http = reqwest::Client::builder()

@@ -5,6 +5,7 @@
 //! - images that do not decode (a truncated JPEG, a 20000x20000 PNG) are never sent, and
 //!   are skipped and counted;
 //! - a refused connection is reported as one, naming the endpoint;
+//! - an `--out` that is not an answer log is refused and left unchanged;
 //! - every numeric flag of `label` and the simulator's noise settings are range-checked.
 
 use crate::util::*;
@@ -292,6 +293,49 @@ fn a_refused_connection_is_reported_as_one() {
         !err.contains("round 1"),
         "not a message about round 1: {err}"
     );
+    // A malformed endpoint is refused once, at the start, not retried per image.
+    for (url, why) in [
+        ("http://127.0.0.1:99999/v1", "invalid port number"),
+        ("http://[::1/v1", "invalid IPv6 address"),
+    ] {
+        let o = run(&mut label(url, &images, &tmp.path().join("l.jsonl")));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(
+            err.contains("is not a valid URL") && err.contains(why),
+            "{err}"
+        );
+    }
+}
+
+/// Found on the second pass: `--out` naming a file that is not an answer log (an image,
+/// the manifest) had its "torn last line" cut off and answers appended to it. It is refused
+/// and left byte for byte as it was.
+#[test]
+fn an_out_file_that_is_not_an_answer_log_is_left_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    let photo = &demo_photos()[0].0;
+    std::fs::copy(photo, images.join("0.jpg")).unwrap();
+    let manifest = tmp.path().join("manifest.csv");
+    std::fs::write(&manifest, "path,label,split\nimages/0.jpg,A,train").unwrap();
+    for out in [images.join("0.jpg"), manifest] {
+        let before = std::fs::read(&out).unwrap();
+        let o = run(&mut label("http://127.0.0.1:9/v1", &images, &out));
+        assert_eq!(o.status.code(), Some(2));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("is not an answer log"),
+            "{}",
+            out.display()
+        );
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            before,
+            "{} unchanged",
+            out.display()
+        );
+    }
 }
 
 /// Issue 16: `--temperature -1` and NaN were accepted. Every numeric flag of `label` and
