@@ -28,6 +28,17 @@ if ! have_libclang; then
   fi
 fi
 
+# The validate report's end-to-end test opens the page in headless Chromium (Debian's
+# `chromium`); as root with apt (CI) it is installed here, elsewhere the script says so.
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+  else
+    echo "test.sh: chromium not found; the validate report's end-to-end test needs it: apt-get install chromium" >&2
+    exit 2
+  fi
+fi
+
 scripts/fetch-weights.sh
 export LINESIGHT_REQUIRE_WEIGHTS=1 LINESIGHT_NO_PROGRESS=1
 # One run over the default members, with the V4L2 camera source (off by default) built in

@@ -29,4 +29,5 @@ pub mod metrics;
 pub mod mllm;
 pub mod near;
 pub mod sentence;
+pub mod validate;
 pub mod vocab;

@@ -9,3 +9,4 @@ mod bad_inputs;
 mod demo;
 mod near;
 mod util;
+mod validate;
