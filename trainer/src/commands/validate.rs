@@ -100,6 +100,9 @@ pub struct ValidateSummary {
     pub global_threshold: f32,
     pub global_coverage: f64,
     pub global_precision: Option<f64>,
+    /// The per-class recommendation's two-fold check (chosen on half, scored on the other).
+    pub held_out_coverage: f64,
+    pub held_out_precision: Option<f64>,
 }
 
 /// One manifest row that was scored.
@@ -202,7 +205,7 @@ pub fn run(s: &ValidateSettings) -> Result<ValidateSummary> {
         host::measure(&s.bundle, s.threads, s.bench_iterations)
     });
     let mut base = match &s.baseline {
-        Some(p) => Some(LoadedBundle::load(p, "baseline", &trusted)?),
+        Some(p) => Some(LoadedBundle::load(p, "baseline bundle", &trusted)?),
         None => None,
     };
     let int8 = new.manifest.precision == Precision::Int8;
@@ -216,7 +219,7 @@ pub fn run(s: &ValidateSettings) -> Result<ValidateSummary> {
         });
     let mut twin = match &twin_path {
         Some(p) => {
-            let t = LoadedBundle::load(p, "twin", &trusted)?;
+            let t = LoadedBundle::load(p, "f32 twin bundle", &trusted)?;
             ensure!(
                 t.manifest.labels == new.manifest.labels,
                 "`{}` is not the twin of `{}`: their labels differ",
@@ -352,6 +355,13 @@ pub fn run(s: &ValidateSettings) -> Result<ValidateSummary> {
         })
         .collect();
     let current_rule = outcome(&images, &new.manifest.decision);
+    let (held_out_per_class, held_out_global) = thresholds::two_fold(
+        &candidates,
+        &new.manifest.labels,
+        new.manifest.decision.min_margin,
+        s.target_precision,
+        |i, rule| score::decision(&images[i].probs, rule).class.is_some(),
+    );
 
     // galleries
     let mut mistakes: Vec<usize> = (0..n).filter(|&i| !images[i].correct).collect();
@@ -511,6 +521,8 @@ pub fn run(s: &ValidateSettings) -> Result<ValidateSummary> {
             per_class_rule,
             per_class: class_thresholds,
             current_rule,
+            held_out_per_class,
+            held_out_global,
         },
         galleries: Galleries {
             confident_mistakes: mistakes,
@@ -560,6 +572,8 @@ pub fn run(s: &ValidateSettings) -> Result<ValidateSummary> {
         global_threshold: c.global.rule.min_score,
         global_coverage: c.global.coverage,
         global_precision: c.global.precision.map(|e| e.value),
+        held_out_coverage: c.held_out_per_class.coverage,
+        held_out_precision: c.held_out_per_class.precision.map(|e| e.value),
     })
 }
 

@@ -417,7 +417,17 @@ fn confidence(o: &mut String, r: &Report) {
     outcome_row(o, "the bundle's rule now", &format!("min_score {}{}", now.min_score, if now.per_class_min_score.is_empty() { String::new() } else { " and per class".into() }), &c.current_rule);
     outcome_row(o, "global", &format!("{}", c.global.rule.min_score), &c.global);
     outcome_row(o, "<b>per class (thresholds.toml)</b>", "below", &c.per_class_rule);
-    o.push_str("</table>");
+    for (name, h) in [("global", &c.held_out_global), ("per class", &c.held_out_per_class)] {
+        let _ = write!(
+            o,
+            "<tr><td>{name}, two-fold check</td><td>chosen on half, scored on the other</td><td class=\"num\">{} of {}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            h.accepted,
+            h.total,
+            pct(h.coverage),
+            opt_est(&h.precision)
+        );
+    }
+    o.push_str("</table><p class=\"note\">The two-fold rows are what to expect on new images: thresholds chosen on the even-numbered images are applied to the odd-numbered ones and the other way round. Per-class thresholds rest on few images each and flatter themselves most.</p>");
     o.push_str("<h3>Accuracy at fixed coverage</h3><table><tr><th class=\"num\">coverage</th><th class=\"num\">threshold</th><th class=\"num\">accuracy of the accepted</th></tr>");
     for level in [1.0, 0.9, 0.8, 0.7, 0.5] {
         if let Some(p) = c.curve.iter().find(|p| p.coverage >= level - 1e-9) {

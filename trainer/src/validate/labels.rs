@@ -155,6 +155,23 @@ mod tests {
     }
 
     #[test]
+    fn targets_are_read_and_a_bad_line_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("targets.jsonl");
+        std::fs::write(
+            &p,
+            "{\"path\":\"a.jpg\",\"vote\":\"Crow\",\"target\":\"Crow\",\"clean\":0.25}\n\n{\"path\":\"b.jpg\",\"vote\":null,\"target\":null,\"clean\":null}\n",
+        )
+        .unwrap();
+        let t = read_targets(&p).unwrap();
+        assert_eq!(t["a.jpg"], (Some("Crow".to_string()), Some(0.25)));
+        assert_eq!(t["b.jpg"], (None, None));
+        std::fs::write(&p, "{\"path\":\"a.jpg\"}\nnot json\n").unwrap();
+        let e = format!("{:#}", read_targets(&p).unwrap_err());
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
     fn disagreement_by_hand() {
         use crate::near::refined::RefineSummary;
         use crate::vocab::{VocabSettings, Vocabulary};

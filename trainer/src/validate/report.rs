@@ -12,6 +12,7 @@ use super::interval::Estimate;
 use super::labels::LabelRow;
 use super::rules::Verdict;
 use super::score::SignatureStatus;
+use super::thresholds::HeldOut;
 use linesight_shared::manifest::{DecisionRule, Parity};
 use serde::Serialize;
 
@@ -158,6 +159,10 @@ pub struct Confidence {
     pub per_class: Vec<ClassThreshold>,
     /// The rule the bundle carries now, on the same images.
     pub current_rule: RuleOutcome,
+    /// Two-fold check: per-class / global thresholds chosen on half of the images, scored
+    /// on the other half (what to expect on images they were not chosen on).
+    pub held_out_per_class: HeldOut,
+    pub held_out_global: HeldOut,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -30,7 +30,7 @@ pub struct SignatureStatus {
 
 /// A bundle loaded for scoring.
 pub struct LoadedBundle {
-    /// `bundle`, `baseline`, `twin`: names it in messages.
+    /// `bundle`, `baseline bundle`, `f32 twin bundle`: names it in messages.
     pub role: &'static str,
     pub path: PathBuf,
     pub file_bytes: u64,
@@ -88,13 +88,13 @@ impl LoadedBundle {
     pub fn load(path: &Path, role: &'static str, trusted: &[PublicKey]) -> Result<Self> {
         let t = std::time::Instant::now();
         let file_bytes = fs_err::metadata(path)
-            .with_context(|| format!("cannot read the {role} bundle"))?
+            .with_context(|| format!("cannot read the {role}"))?
             .len();
         let bundle = Bundle::read(path)
-            .with_context(|| format!("cannot use the {role} bundle `{}`", path.display()))?;
+            .with_context(|| format!("cannot use the {role} `{}`", path.display()))?;
         let mut engine = Engine::from_bundle(&bundle).with_context(|| {
             format!(
-                "the {role} bundle `{}` does not load: tract cannot run its model",
+                "the {role} `{}` does not load: tract cannot run its model",
                 path.display()
             )
         })?;
@@ -103,7 +103,7 @@ impl LoadedBundle {
             .self_test(&bundle.manifest)
             .map_err(|e| e.to_string());
         if let Err(e) = &self_test {
-            tracing::warn!(bundle = %path.display(), error = %e, "the {role} bundle fails its self-test");
+            tracing::warn!(bundle = %path.display(), error = %e, "the {role} fails its self-test");
         }
         let pre = Preprocessor::new(bundle.manifest.preprocess);
         Ok(LoadedBundle {
@@ -130,7 +130,7 @@ impl LoadedBundle {
         let mut scores = vec![0.0; self.engine.output_len()];
         self.engine
             .infer(&self.input, &mut scores)
-            .map_err(|e| format!("{} bundle: {e}", self.role))?;
+            .map_err(|e| format!("{}: {e}", self.role))?;
         decide::softmax(&mut scores);
         Ok(scores)
     }
