@@ -34,6 +34,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// Scored images embedded as the drift reference, at most (evenly spaced).
+pub const REFERENCE_IMAGES: usize = 300;
+
 /// Exit code of a no-go verdict (0 is go, 2 a failure to make the report).
 pub const NO_GO_EXIT: u8 = 3;
 
@@ -907,7 +910,10 @@ fn drift_distances(
     let train_rows: Vec<f32> = embed(&train)?.into_iter().flatten().flatten().collect();
     let train_n = train_rows.len() / dim;
     ensure!(train_n > 0, "none of the {} training images could be embedded", train.len());
-    let scored_paths: Vec<PathBuf> = images.iter().map(|i| i.path.clone()).collect();
+    // The reference: up to REFERENCE_IMAGES of the scored images, evenly spaced (its 95th
+    // percentile is what the frames are compared with; more images cost embedding time).
+    let step = images.len().div_ceil(REFERENCE_IMAGES).max(1);
+    let scored_paths: Vec<PathBuf> = images.iter().step_by(step).map(|i| i.path.clone()).collect();
     let reference_rows: Vec<f32> = embed(&scored_paths)?.into_iter().flatten().flatten().collect();
     let reference = drift::nearest_distance(&reference_rows, &train_rows, dim);
     let frame_paths: Vec<PathBuf> = frames.iter().map(|f| PathBuf::from(&f.file)).collect();

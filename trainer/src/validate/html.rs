@@ -126,6 +126,7 @@ td.num,th.num{text-align:right}
 .big{display:inline-block;margin:6px 24px 6px 0}
 .big b{font-size:28px;display:block}
 .plots{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
+.plots>div{max-width:440px}
 .grid{display:flex;flex-wrap:wrap;gap:8px}
 figure.thumb{margin:0;width:124px;font-size:11px;line-height:1.3}
 figure.thumb img{display:block;max-width:112px;max-height:112px;border:1px solid #ccc}

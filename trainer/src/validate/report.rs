@@ -251,7 +251,8 @@ pub struct Line {
     pub bad_entries: Vec<BadEntry>,
     /// Why there are no distances, when there are none.
     pub drift_note: Option<String>,
-    /// Distances of the scored images (the reference) and their 95th percentile.
+    /// Distances of the scored images (the reference: up to 300, evenly spaced) and their
+    /// 95th percentile.
     pub reference_distances: Vec<f32>,
     pub reference_p95: Option<f32>,
     pub training_images: usize,

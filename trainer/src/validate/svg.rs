@@ -130,7 +130,8 @@ pub fn heatmap(c: &Confusion) -> String {
         * 6.2
         + 10.0;
     let (left, top) = (label_w, label_w);
-    let width = left + cell * c.columns.len() as f64 + 10.0;
+    // the column names are turned 60 degrees: they reach half their length to the right
+    let width = left + cell * c.columns.len() as f64 + label_w * 0.5;
     let height = top + cell * c.rows.len() as f64 + 10.0;
     let mut out = String::new();
     open(&mut out, "plot-confusion", width, height, "confusion matrix");
