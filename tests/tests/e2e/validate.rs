@@ -26,15 +26,6 @@ const SECTIONS: [&str; 11] = [
     "unreadable",
 ];
 
-/// Kills the simulator when the test ends, passed or not.
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Debian's chromium, or None (the test then skips loudly, and fails in CI).
 fn chromium(test: &str) -> Option<PathBuf> {
     for name in ["chromium", "chromium-browser"] {
@@ -205,47 +196,8 @@ fn validate_renders_an_offline_report_that_chromium_opens() {
     write_manifest(&manifest, &rows);
 
     // Training labels: the simulator names the 30 training photos, refine votes.
-    let images = t.join("images");
-    std::fs::create_dir(&images).unwrap();
-    for (i, (p, _)) in train_rows.iter().enumerate() {
-        std::os::unix::fs::symlink(p, images.join(format!("{i:03}.jpg"))).unwrap();
-    }
-    let mut sim = Child(
-        Command::new(&train_bin)
-            .args(["--log", "warn", "simulate-mllm", "--listen", "127.0.0.1:0", "--accuracy", "0.6", "--seed", "3", "--truth"])
-            .arg(repo().join("models/demo/manifest.csv"))
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = {
-        use std::io::{BufRead, BufReader};
-        let mut lines = BufReader::new(sim.0.stderr.take().unwrap()).lines();
-        loop {
-            let line = lines.next().expect("simulator exited").unwrap();
-            if let Some(at) = line.find("http://") {
-                let end = line[at..].find("/v1").map_or(line.len(), |e| at + e + 3);
-                break line[at..end].to_string();
-            }
-        }
-    };
-    let labels = t.join("labels.jsonl");
-    let o = run(Command::new(&train_bin)
-        .args(["--json", "label", "--model", "simulated", "--images"])
-        .arg(&images)
-        .args(["--endpoint", &url, "--out"])
-        .arg(&labels));
-    assert!(o.status.success());
-    drop(sim);
-    let refined = t.join("refined.json");
-    let o = run(Command::new(&train_bin)
-        .args(["--json", "refine", "--min-images", "2", "--k", "5", "--images"])
-        .arg(&images)
-        .arg("--labels")
-        .arg(&labels)
-        .arg("--out")
-        .arg(&refined));
+    let (images, _) = demo_unlabeled(t);
+    let (refined, o) = label_and_refine(t, &images, "0.6", "3");
     assert!(o.status.success());
 
     // What the line saw: the box runs a bundle that rejects everything over the

@@ -332,12 +332,18 @@ pub fn run(s: &ValidateSettings) -> Result<ValidateSummary> {
         precision: o.precision.map_or(0.0, |e| e.value),
     };
     let source = format!("{n} images of split `{}` of `{}`", s.split, s.manifest.display());
-    let text = thresholds::render(&rec, &new.manifest, &source, &predicted_fig(&per_class_pre), &predicted_fig(&global));
+    let text = thresholds::render(
+        &rec,
+        &(&new.manifest).into(),
+        &source,
+        &predicted_fig(&per_class_pre),
+        &predicted_fig(&global),
+    );
     fs_err::write(&thresholds_path, text)?;
     // What the file says, read back the way `linesight-train thresholds` reads it.
     let applied = thresholds::apply(
         &thresholds::read(&thresholds_path)?,
-        &new.manifest,
+        &(&new.manifest).into(),
         &thresholds_path.display().to_string(),
     )?;
     let per_class_rule = outcome(&images, &applied);

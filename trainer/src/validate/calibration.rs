@@ -179,17 +179,20 @@ mod tests {
         assert_eq!((bins.len(), ece), (10, 0.0));
     }
 
-    #[test]
-    fn coverage_by_hand() {
-        // sorted: 0.9 R, 0.8 W, 0.8 R (tie), 0.5 R, 0.3 W
-        let items = [
+    /// Sorted: 0.9 R, 0.8 W, 0.8 R (tie), 0.5 R, 0.3 W.
+    fn sample() -> [Scored; 5] {
+        [
             s(0.8, false),
             s(0.3, false),
             s(0.9, true),
             s(0.5, true),
             s(0.8, true),
-        ];
-        let c = coverage_curve(&items);
+        ]
+    }
+
+    #[test]
+    fn coverage_by_hand() {
+        let c = coverage_curve(&sample());
         let got: Vec<(f32, usize, usize)> = c
             .iter()
             .map(|p| (p.threshold, p.accepted, p.correct))
@@ -205,13 +208,7 @@ mod tests {
 
     #[test]
     fn thresholds_by_hand() {
-        let items = [
-            s(0.8, false),
-            s(0.3, false),
-            s(0.9, true),
-            s(0.5, true),
-            s(0.8, true),
-        ];
+        let items = sample();
         // precision at 0.9: 1/1, 0.8: 2/3, 0.5: 3/4, 0.3: 3/5
         let c = lowest_threshold(&items, 0.75);
         assert_eq!((c.threshold, c.accepted, c.correct, c.reached), (0.5, 4, 3, true));

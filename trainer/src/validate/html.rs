@@ -103,6 +103,46 @@ fn shaded(v: Option<f64>, text: &str) -> String {
     }
 }
 
+/// A plain cell.
+fn td(text: impl std::fmt::Display) -> String {
+    format!("<td>{text}</td>")
+}
+
+/// A right-aligned (number) cell.
+fn num(text: impl std::fmt::Display) -> String {
+    format!("<td class=\"num\">{text}</td>")
+}
+
+/// A table: the header (a name starting with `#` is a number column, right-aligned) and
+/// one string of ready `<td>` cells per row.
+fn table(o: &mut String, head: &[&str], rows: impl IntoIterator<Item = String>) {
+    o.push_str("<table><tr>");
+    for h in head {
+        match h.strip_prefix('#') {
+            Some(h) => {
+                let _ = write!(o, "<th class=\"num\">{h}</th>");
+            }
+            None => {
+                let _ = write!(o, "<th>{h}</th>");
+            }
+        }
+    }
+    o.push_str("</tr>");
+    for r in rows {
+        let _ = write!(o, "<tr>{r}</tr>");
+    }
+    o.push_str("</table>");
+}
+
+/// A two-column table of (name, value) rows.
+fn facts(o: &mut String, rows: &[(&str, String)]) {
+    o.push_str("<table>");
+    for (k, v) in rows {
+        let _ = write!(o, "<tr><th>{k}</th><td>{v}</td></tr>");
+    }
+    o.push_str("</table>");
+}
+
 const STYLE: &str = r#"
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0;color:#222;background:#fff}
 header{background:#263238;color:#fff;padding:14px 24px}
@@ -209,19 +249,17 @@ fn verdict(o: &mut String, r: &Report) {
         escape(&v.summary)
     );
     if !v.rules.is_empty() {
-        o.push_str("<table><tr><th>rule</th><th class=\"num\">value</th><th>result</th><th>note</th></tr>");
-        for c in &v.rules {
-            let _ = write!(
-                o,
-                "<tr><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
-                escape(&c.rule),
-                c.value.map_or("–".into(), |v| format!("{:.4}", v)),
+        let rows = v.rules.iter().map(|c| {
+            format!(
+                "{}{}<td class=\"{}\">{}</td>{}",
+                td(format!("<code>{}</code>", escape(&c.rule))),
+                num(c.value.map_or("–".into(), |v| format!("{v:.4}"))),
                 if c.pass { "pass" } else { "fail" },
                 if c.pass { "pass" } else { "FAIL" },
-                escape(c.note.as_deref().unwrap_or(""))
-            );
-        }
-        o.push_str("</table>");
+                td(escape(c.note.as_deref().unwrap_or("")))
+            )
+        });
+        table(o, &["rule", "#value", "result", "note"], rows);
     }
     o.push_str("<p class=\"note\">Exit code of <code>linesight-train validate</code>: 0 go, 3 no-go, 2 the report could not be made.</p></section>");
 }
@@ -293,31 +331,27 @@ fn headline(o: &mut String, r: &Report) {
             ),
         ),
     ];
-    o.push_str("<table>");
-    for (k, v) in rows {
-        let _ = write!(o, "<tr><th>{k}</th><td>{v}</td></tr>");
-    }
-    o.push_str("</table></section>");
+    facts(o, &rows);
+    o.push_str("</section>");
 }
 
 fn per_class(o: &mut String, r: &Report) {
     open_section(o, "per-class", "");
     o.push_str("<p class=\"note\">Worst first (lowest F1). Intervals: Wilson, 95 %. A name with no image in the split is a name the model learnt that the test set does not have: its predictions are all wrong.</p>");
-    o.push_str("<table><tr><th>class</th><th class=\"num\">support</th><th class=\"num\">predicted</th><th class=\"num\">right</th><th>precision</th><th>recall</th><th class=\"num\">F1</th></tr>");
-    for c in &r.per_class {
-        let _ = write!(
-            o,
-            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>{}{}{}</tr>",
-            escape(&c.name),
-            c.support,
-            c.predicted,
-            c.correct,
+    let rows = r.per_class.iter().map(|c| {
+        [
+            td(escape(&c.name)),
+            num(c.support),
+            num(c.predicted),
+            num(c.correct),
             shaded(c.precision.map(|e| e.value), &opt_est(&c.precision)),
             shaded(c.recall.map(|e| e.value), &opt_est(&c.recall)),
             shaded(Some(c.f1), &format!("{:.3}", c.f1)),
-        );
-    }
-    o.push_str("</table></section>");
+        ]
+        .concat()
+    });
+    table(o, &["class", "#support", "#predicted", "#right", "precision", "recall", "#F1"], rows);
+    o.push_str("</section>");
 }
 
 fn card(o: &mut String, thumbs: &mut Thumbs, img: &ImageRecord, lines: &[String]) {
@@ -385,15 +419,20 @@ fn confusion(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
     o.push_str("</section>");
 }
 
-fn outcome_row(o: &mut String, name: &str, threshold: &str, x: &RuleOutcome) {
-    let _ = write!(
-        o,
-        "<tr><td>{name}</td><td>{threshold}</td><td class=\"num\">{} of {}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-        x.accepted,
-        x.total,
-        pct(x.coverage),
-        opt_est(&x.precision)
-    );
+/// A row of the thresholds table: what a rule accepted.
+fn accepted_row(name: &str, threshold: &str, accepted: usize, total: usize, coverage: f64, precision: &Option<Estimate>) -> String {
+    [
+        td(name),
+        td(threshold),
+        num(format!("{accepted} of {total}")),
+        num(pct(coverage)),
+        td(opt_est(precision)),
+    ]
+    .concat()
+}
+
+fn outcome_row(name: &str, threshold: &str, x: &RuleOutcome) -> String {
+    accepted_row(name, threshold, x.accepted, x.total, x.coverage, &x.precision)
 }
 
 fn confidence(o: &mut String, r: &Report) {
@@ -413,36 +452,40 @@ fn confidence(o: &mut String, r: &Report) {
         pct(c.target_precision),
         pct(c.target_precision)
     );
-    o.push_str("<table><tr><th>rule</th><th>threshold</th><th class=\"num\">accepted</th><th class=\"num\">coverage</th><th>precision (Wilson)</th></tr>");
     let now = &c.current_rule.rule;
-    outcome_row(o, "the bundle's rule now", &format!("min_score {}{}", now.min_score, if now.per_class_min_score.is_empty() { String::new() } else { " and per class".into() }), &c.current_rule);
-    outcome_row(o, "global", &format!("{}", c.global.rule.min_score), &c.global);
-    outcome_row(o, "<b>per class (thresholds.toml)</b>", "below", &c.per_class_rule);
+    let mut rows = vec![
+        outcome_row(
+            "the bundle's rule now",
+            &format!(
+                "min_score {}{}",
+                now.min_score,
+                if now.per_class_min_score.is_empty() { "" } else { " and per class" }
+            ),
+            &c.current_rule,
+        ),
+        outcome_row("global", &c.global.rule.min_score.to_string(), &c.global),
+        outcome_row("<b>per class (thresholds.toml)</b>", "below", &c.per_class_rule),
+    ];
     for (name, h) in [("global", &c.held_out_global), ("per class", &c.held_out_per_class)] {
-        let _ = write!(
-            o,
-            "<tr><td>{name}, two-fold check</td><td>chosen on half, scored on the other</td><td class=\"num\">{} of {}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+        rows.push(accepted_row(
+            &format!("{name}, two-fold check"),
+            "chosen on half, scored on the other",
             h.accepted,
             h.total,
-            pct(h.coverage),
-            opt_est(&h.precision)
-        );
+            h.coverage,
+            &h.precision,
+        ));
     }
-    o.push_str("</table><p class=\"note\">The two-fold rows are what to expect on new images: thresholds chosen on the even-numbered images are applied to the odd-numbered ones and the other way round. Per-class thresholds rest on few images each and flatter themselves most.</p>");
-    o.push_str("<h3>Accuracy at fixed coverage</h3><table><tr><th class=\"num\">coverage</th><th class=\"num\">threshold</th><th class=\"num\">accuracy of the accepted</th></tr>");
-    for level in [1.0, 0.9, 0.8, 0.7, 0.5] {
-        if let Some(p) = c.curve.iter().find(|p| p.coverage >= level - 1e-9) {
-            let _ = write!(
-                o,
-                "<tr><td class=\"num\">{}</td><td class=\"num\">{:.4}</td><td class=\"num\">{}</td></tr>",
-                pct(p.coverage),
-                p.threshold,
-                pct(p.accuracy)
-            );
-        }
-    }
-    o.push_str("</table><h3>Per-class thresholds</h3><table><tr><th>label</th><th class=\"num\">threshold</th><th class=\"num\">predicted</th><th class=\"num\">accepted</th><th class=\"num\">right</th><th>note</th></tr>");
-    for t in &c.per_class {
+    table(o, &["rule", "threshold", "#accepted", "#coverage", "precision (Wilson)"], rows);
+    o.push_str("<p class=\"note\">The two-fold rows are what to expect on new images: thresholds chosen on the even-numbered images are applied to the odd-numbered ones and the other way round. Per-class thresholds rest on few images each and flatter themselves most.</p>");
+    o.push_str("<h3>Accuracy at fixed coverage</h3>");
+    let rows = [1.0, 0.9, 0.8, 0.7, 0.5].iter().filter_map(|level| {
+        let p = c.curve.iter().find(|p| p.coverage >= level - 1e-9)?;
+        Some([num(pct(p.coverage)), num(format!("{:.4}", p.threshold)), num(pct(p.accuracy))].concat())
+    });
+    table(o, &["#coverage", "#threshold", "#accuracy of the accepted"], rows);
+    o.push_str("<h3>Per-class thresholds</h3>");
+    let rows = c.per_class.iter().map(|t| {
         let (pred, acc, right, note) = match &t.choice {
             Some(ch) => (
                 ch.total.to_string(),
@@ -452,15 +495,18 @@ fn confidence(o: &mut String, r: &Report) {
             ),
             None => ("0".into(), "–".into(), "–".into(), "never predicted here: the global threshold".into()),
         };
-        let _ = write!(
-            o,
-            "<tr><td>{}</td><td class=\"num\">{:.4}</td><td class=\"num\">{pred}</td><td class=\"num\">{acc}</td><td class=\"num\">{right}</td><td>{}</td></tr>",
-            escape(&t.label),
-            t.threshold,
-            escape(&note)
-        );
-    }
-    o.push_str("</table></section>");
+        [
+            td(escape(&t.label)),
+            num(format!("{:.4}", t.threshold)),
+            num(pred),
+            num(acc),
+            num(right),
+            td(escape(&note)),
+        ]
+        .concat()
+    });
+    table(o, &["label", "#threshold", "#predicted", "#accepted", "#right", "note"], rows);
+    o.push_str("</section>");
 }
 
 fn galleries(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
@@ -470,22 +516,18 @@ fn galleries(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
     o.push_str("<h3>Most uncertain (smallest margin between the two best names)</h3>");
     gallery(o, r, thumbs, &r.galleries.most_uncertain);
     let wrong: Vec<&ImageRecord> = r.images.iter().filter(|i| !i.correct).collect();
-    let _ = write!(
-        o,
-        "<details><summary>All {} misclassified files</summary><table><tr><th>file</th><th>truth</th><th>predicted</th><th class=\"num\">score</th></tr>",
-        wrong.len()
-    );
-    for i in wrong {
-        let _ = write!(
-            o,
-            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td class=\"num\">{:.3}</td></tr>",
-            escape(&i.path),
-            escape(&i.truth),
-            escape(&i.predicted),
-            i.score
-        );
-    }
-    o.push_str("</table></details></section>");
+    let _ = write!(o, "<details><summary>All {} misclassified files</summary>", wrong.len());
+    let rows = wrong.iter().map(|i| {
+        [
+            td(format!("<code>{}</code>", escape(&i.path))),
+            td(escape(&i.truth)),
+            td(escape(&i.predicted)),
+            num(format!("{:.3}", i.score)),
+        ]
+        .concat()
+    });
+    table(o, &["file", "truth", "predicted", "#score"], rows);
+    o.push_str("</details></section>");
 }
 
 fn baseline(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
@@ -514,19 +556,17 @@ fn baseline(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
                 );
             }
             o.push_str(&svg::deltas(&b.per_class));
-            o.push_str("<table><tr><th>class</th><th class=\"num\">images</th><th class=\"num\">deployed recall</th><th class=\"num\">new recall</th><th>delta, points (Newcombe)</th></tr>");
-            for d in &b.per_class {
-                let _ = write!(
-                    o,
-                    "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>{}</tr>",
-                    escape(&d.name),
-                    d.support,
-                    pct(d.base_recall),
-                    pct(d.new_recall),
-                    shaded(Some((d.delta.value + 1.0) / 2.0), &signed_pts(&d.delta))
-                );
-            }
-            o.push_str("</table>");
+            let rows = b.per_class.iter().map(|d| {
+                [
+                    td(escape(&d.name)),
+                    num(d.support),
+                    num(pct(d.base_recall)),
+                    num(pct(d.new_recall)),
+                    shaded(Some((d.delta.value + 1.0) / 2.0), &signed_pts(&d.delta)),
+                ]
+                .concat()
+            });
+            table(o, &["class", "#images", "#deployed recall", "#new recall", "delta, points (Newcombe)"], rows);
             let _ = write!(o, "<h3>Right → wrong ({})</h3>", b.right_to_wrong.len());
             flip_gallery(o, r, thumbs, &b.right_to_wrong);
             let _ = write!(o, "<h3>Wrong → right ({})</h3>", b.wrong_to_right.len());
@@ -539,21 +579,20 @@ fn baseline(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
         Some(t) => {
             let _ = write!(
                 o,
-                "<p>Top-1 agreement {} — {}.</p><table><tr><th>class (as the f32 twin decided)</th><th class=\"num\">f32 decisions</th><th class=\"num\">kept by int8</th><th>agreement (Wilson)</th></tr>",
+                "<p>Top-1 agreement {} — {}.</p>",
                 opt_est(&t.agreement),
                 escape(&t.source)
             );
-            for c in &t.per_class {
-                let _ = write!(
-                    o,
-                    "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>{}</tr>",
-                    escape(&c.name),
-                    c.reference,
-                    c.kept,
-                    shaded(c.agreement.map(|e| e.value), &opt_est(&c.agreement))
-                );
-            }
-            o.push_str("</table>");
+            let rows = t.per_class.iter().map(|c| {
+                [
+                    td(escape(&c.name)),
+                    num(c.reference),
+                    num(c.kept),
+                    shaded(c.agreement.map(|e| e.value), &opt_est(&c.agreement)),
+                ]
+                .concat()
+            });
+            table(o, &["class (as the f32 twin decided)", "#f32 decisions", "#kept by int8", "agreement (Wilson)"], rows);
         }
     }
     o.push_str("</section>");
@@ -590,29 +629,43 @@ fn labels(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
         escape(&l.csv),
         escape(&l.csv)
     );
-    o.push_str("<table><tr><th></th><th>MLLM said</th><th>vote</th><th>final target</th><th>this bundle</th><th class=\"num\">names</th></tr>");
-    for row in l.rows.iter().take(LABEL_ROWS) {
-        let p = row.path.display().to_string();
-        let thumb = thumbs
-            .uri(&row.path)
-            .map_or_else(String::new, |u| format!("<img src=\"{u}\" alt=\"\" style=\"max-width:72px;max-height:72px\"><br>"));
-        let o_ = |v: &Option<String>| escape(v.as_deref().unwrap_or("–"));
-        let _ = write!(
-            o,
-            "<tr><td title=\"{}\">{thumb}<small>{}</small></td><td>{}{}</td><td>{}</td><td>{}{}</td><td>{}{}</td><td class=\"num\">{}</td></tr>",
-            escape(&p),
-            escape(&short(&p)),
-            o_(&row.mllm),
-            row.mllm_class.as_ref().map_or(" <span class=\"ci\">(no class)</span>".to_string(), |c| format!(" <span class=\"ci\">→ {}</span>", escape(c))),
-            o_(&row.vote),
-            o_(&row.target),
-            row.clean.map_or(String::new(), |c| format!(" <span class=\"ci\">clean {c:.2}</span>")),
-            o_(&row.model),
-            row.model_score.map_or(String::new(), |s| format!(" <span class=\"ci\">{s:.2}</span>")),
-            row.distinct
-        );
-    }
-    o.push_str("</table></section>");
+    let o_ = |v: &Option<String>| escape(v.as_deref().unwrap_or("–"));
+    let rows: Vec<String> = l
+        .rows
+        .iter()
+        .take(LABEL_ROWS)
+        .map(|row| {
+            let p = row.path.display().to_string();
+            let thumb = thumbs.uri(&row.path).map_or_else(String::new, |u| {
+                format!("<img src=\"{u}\" alt=\"\" style=\"max-width:72px;max-height:72px\"><br>")
+            });
+            [
+                format!("<td title=\"{}\">{thumb}<small>{}</small></td>", escape(&p), escape(&short(&p))),
+                td(format!(
+                    "{}{}",
+                    o_(&row.mllm),
+                    row.mllm_class.as_ref().map_or(" <span class=\"ci\">(no class)</span>".to_string(), |c| {
+                        format!(" <span class=\"ci\">→ {}</span>", escape(c))
+                    })
+                )),
+                td(o_(&row.vote)),
+                td(format!(
+                    "{}{}",
+                    o_(&row.target),
+                    row.clean.map_or(String::new(), |c| format!(" <span class=\"ci\">clean {c:.2}</span>"))
+                )),
+                td(format!(
+                    "{}{}",
+                    o_(&row.model),
+                    row.model_score.map_or(String::new(), |s| format!(" <span class=\"ci\">{s:.2}</span>"))
+                )),
+                num(row.distinct),
+            ]
+            .concat()
+        })
+        .collect();
+    table(o, &["", "MLLM said", "vote", "final target", "this bundle", "#names"], rows);
+    o.push_str("</section>");
 }
 
 fn line(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
@@ -711,11 +764,8 @@ fn host(o: &mut String, r: &Report) {
             h.peak_rss_bytes.map_or("unknown".into(), |b| format!("{:.1} MB", b as f64 / 1e6)),
         ),
     ];
-    o.push_str("<table>");
-    for (k, v) in rows {
-        let _ = write!(o, "<tr><th>{k}</th><td>{v}</td></tr>");
-    }
-    let _ = write!(o, "</table><p class=\"note\">{}</p></section>", escape(&h.note));
+    facts(o, &rows);
+    let _ = write!(o, "<p class=\"note\">{}</p></section>", escape(&h.note));
 }
 
 fn unreadable(o: &mut String, r: &Report) {
@@ -725,18 +775,27 @@ fn unreadable(o: &mut String, r: &Report) {
     }
     let _ = write!(
         o,
-        "<p class=\"fail\">{} manifest rows could not be scored (not counted in any figure):</p><table><tr><th>file</th><th>problem</th></tr>",
+        "<p class=\"fail\">{} manifest rows could not be scored (not counted in any figure):</p>",
         r.unreadable.len()
     );
-    for u in &r.unreadable {
-        let _ = write!(o, "<tr><td><code>{}</code></td><td>{}</td></tr>", escape(&u.path), escape(&u.error));
-    }
-    o.push_str("</table></section>");
+    let rows = r
+        .unreadable
+        .iter()
+        .map(|u| [td(format!("<code>{}</code>", escape(&u.path))), td(escape(&u.error))].concat());
+    table(o, &["file", "problem"], rows);
+    o.push_str("</section>");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables() {
+        let mut o = String::new();
+        table(&mut o, &["a", "#n"], [[td("x"), num(3)].concat()]);
+        assert_eq!(o, "<table><tr><th>a</th><th class=\"num\">n</th></tr><tr><td>x</td><td class=\"num\">3</td></tr></table>");
+    }
 
     #[test]
     fn escaping() {

@@ -50,6 +50,18 @@ struct Frame {
 }
 
 impl Frame {
+    /// A plot area at (`left`, `top`) of `width` x `height` pixels showing `x` and `y`.
+    fn new(left: f64, top: f64, width: f64, height: f64, x: (f64, f64), y: (f64, f64)) -> Self {
+        Frame {
+            left,
+            top,
+            width,
+            height,
+            x,
+            y,
+        }
+    }
+
     fn px(&self, x: f64) -> f64 {
         r1(self.left + (x - self.x.0) / (self.x.1 - self.x.0) * self.width)
     }
@@ -189,14 +201,7 @@ pub fn heatmap(c: &Confusion) -> String {
 /// The reliability diagram: per score bin, the share right (bars) against the mean score
 /// (the diagonal a calibrated model follows); counts under the bars.
 pub fn reliability(bins: &[Bin], ece: f64) -> String {
-    let f = Frame {
-        left: 56.0,
-        top: 28.0,
-        width: 320.0,
-        height: 240.0,
-        x: (0.0, 1.0),
-        y: (0.0, 1.0),
-    };
+    let f = Frame::new(56.0, 28.0, 320.0, 240.0, (0.0, 1.0), (0.0, 1.0));
     let mut out = String::new();
     open(&mut out, "plot-reliability", 400.0, 320.0, "reliability diagram");
     let ticks = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0];
@@ -243,14 +248,7 @@ pub fn coverage(curve: &[CoveragePoint], target: f64, chosen: Option<(f64, f64, 
         .fold(1.0f64, f64::min)
         .min(target);
     let y0 = ((min_acc - 0.05) * 10.0).floor().max(0.0) / 10.0;
-    let f = Frame {
-        left: 56.0,
-        top: 28.0,
-        width: 320.0,
-        height: 240.0,
-        x: (0.0, 1.0),
-        y: (y0, 1.0),
-    };
+    let f = Frame::new(56.0, 28.0, 320.0, 240.0, (0.0, 1.0), (y0, 1.0));
     let mut out = String::new();
     open(&mut out, "plot-coverage", 400.0, 320.0, "accuracy against coverage");
     let yt: Vec<f64> = (0..=10)
@@ -301,14 +299,8 @@ pub fn coverage(curve: &[CoveragePoint], target: f64, chosen: Option<(f64, f64, 
 pub fn deltas(rows: &[ClassDelta]) -> String {
     let row_h = 16.0;
     let label_w = rows.iter().map(|r| r.name.chars().count()).max().unwrap_or(4) as f64 * 6.2 + 12.0;
-    let f = Frame {
-        left: label_w,
-        top: 10.0,
-        width: 360.0,
-        height: row_h * rows.len().max(1) as f64,
-        x: (-1.0, 1.0),
-        y: (0.0, rows.len().max(1) as f64),
-    };
+    let n = rows.len().max(1) as f64;
+    let f = Frame::new(label_w, 10.0, 360.0, row_h * n, (-1.0, 1.0), (0.0, n));
     let mut out = String::new();
     open(&mut out, "plot-deltas", label_w + 380.0, f.height + 50.0, "per-class recall deltas");
     f.axes(&mut out, &[-1.0, -0.5, 0.0, 0.5, 1.0], &[], "new recall - deployed recall", "", true);
@@ -364,14 +356,7 @@ pub fn drift(reference: &[f32], frames: &[f32], cut: f32) -> String {
     };
     let (hr, hf) = (hist(reference), hist(frames));
     let top = hr.iter().chain(&hf).copied().fold(0.0, f64::max).max(0.01);
-    let f = Frame {
-        left: 56.0,
-        top: 28.0,
-        width: 360.0,
-        height: 220.0,
-        x: (0.0, x1),
-        y: (0.0, top),
-    };
+    let f = Frame::new(56.0, 28.0, 360.0, 220.0, (0.0, x1), (0.0, top));
     let mut out = String::new();
     open(&mut out, "plot-drift", 440.0, 300.0, "distance to the training set");
     let xt: Vec<f64> = (0..=4).map(|i| r1(x1 * i as f64 / 4.0 * 100.0) / 100.0).collect();
@@ -423,14 +408,7 @@ mod tests {
 
     #[test]
     fn frame_maps_data_to_pixels() {
-        let f = Frame {
-            left: 10.0,
-            top: 20.0,
-            width: 100.0,
-            height: 50.0,
-            x: (0.0, 1.0),
-            y: (0.5, 1.0),
-        };
+        let f = Frame::new(10.0, 20.0, 100.0, 50.0, (0.0, 1.0), (0.5, 1.0));
         assert_eq!((f.px(0.0), f.px(1.0), f.px(0.25)), (10.0, 110.0, 35.0));
         assert_eq!((f.py(0.5), f.py(1.0), f.py(0.75)), (70.0, 20.0, 45.0));
         assert_eq!(tint((0, 0, 0), 0.0), "rgb(255,255,255)");

@@ -164,6 +164,28 @@ pub fn two_fold(
     )
 }
 
+/// What `thresholds.toml` names of the model it was made for.
+pub struct ModelRef<'a> {
+    pub id: &'a str,
+    pub version: &'a str,
+    pub precision: String,
+    pub sha256: [u8; 32],
+    /// In logit order.
+    pub labels: &'a [String],
+}
+
+impl<'a> From<&'a Manifest> for ModelRef<'a> {
+    fn from(m: &'a Manifest) -> Self {
+        ModelRef {
+            id: &m.model_id,
+            version: &m.model_version,
+            precision: m.precision.to_string(),
+            sha256: m.model_sha256,
+            labels: &m.labels,
+        }
+    }
+}
+
 /// `thresholds.toml` as read back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -204,7 +226,7 @@ pub struct Predicted {
 /// global rule gave on the scored images in comments.
 pub fn render(
     rec: &Recommendation,
-    manifest: &Manifest,
+    model: &ModelRef,
     source: &str,
     per_class: &Predicted,
     global: &Predicted,
@@ -223,9 +245,9 @@ pub fn render(
          # This per-class rule accepted {} of those images at {} precision. Without the\n\
          # [decision.per_class_min_score] table, min_score alone applies to every class\n\
          # (the global rule): {} accepted at {} precision.",
-        manifest.model_id,
-        manifest.model_version,
-        manifest.precision,
+        model.id,
+        model.version,
+        model.precision,
         rec.target_precision,
         source,
         pct(per_class.coverage),
@@ -236,7 +258,7 @@ pub fn render(
     let _ = writeln!(
         out,
         "\nmodel_sha256 = \"{}\"\n\n[decision]\nmin_score = {}\nmin_margin = {}\n\n[decision.per_class_min_score]",
-        hex::encode(manifest.model_sha256),
+        hex::encode(model.sha256),
         float(rec.global.threshold),
         float(rec.min_margin),
     );
@@ -281,8 +303,8 @@ pub fn read(path: &Path) -> Result<ThresholdsFile> {
 
 /// The manifest's decision rule for `file`. Fails when the file was made for another
 /// model, names a class the model lacks, or holds a threshold outside 0..=1.01.
-pub fn apply(file: &ThresholdsFile, manifest: &Manifest, origin: &str) -> Result<DecisionRule> {
-    let sha = hex::encode(manifest.model_sha256);
+pub fn apply(file: &ThresholdsFile, model: &ModelRef, origin: &str) -> Result<DecisionRule> {
+    let sha = hex::encode(model.sha256);
     if !file.model_sha256.eq_ignore_ascii_case(&sha) {
         bail!(
             "`{origin}` was made for model sha256 {} but this bundle's model is {sha}; run validate on this bundle",
@@ -299,7 +321,7 @@ pub fn apply(file: &ThresholdsFile, manifest: &Manifest, origin: &str) -> Result
         );
     }
     for (name, &v) in &d.per_class_min_score {
-        if !manifest.labels.contains(name) {
+        if !model.labels.contains(name) {
             bail!("`{origin}`: class `{name}` is not one of the model's labels");
         }
         if !valid(v) {
@@ -309,7 +331,7 @@ pub fn apply(file: &ThresholdsFile, manifest: &Manifest, origin: &str) -> Result
     let per_class = if d.per_class_min_score.is_empty() {
         Vec::new()
     } else {
-        manifest
+        model
             .labels
             .iter()
             .map(|l| d.per_class_min_score.get(l).copied().unwrap_or(d.min_score))
@@ -396,34 +418,21 @@ mod tests {
         assert_eq!(pc.precision.unwrap().value, 0.0);
     }
 
-    fn manifest() -> Manifest {
-        use linesight_shared::manifest::*;
-        let spec = TensorSpec {
-            name: "x".into(),
-            shape: vec![1],
-        };
-        Manifest {
-            model_id: "m".into(),
-            model_version: "1".into(),
-            labels: labels(),
-            preprocess: PreprocessSpec::imagenet(),
-            input: spec.clone(),
-            output: spec,
-            precision: Precision::F32,
-            model_sha256: [7; 32],
-            decision: DecisionRule::default(),
-            self_test: vec![],
-            parity: Parity::default(),
-            provenance: Provenance::default(),
-            min_runtime_version: "0.1.0".into(),
-            v2: ManifestV2::default(),
+    fn model(labels: &[String]) -> ModelRef<'_> {
+        ModelRef {
+            id: "m",
+            version: "1",
+            precision: "f32".into(),
+            sha256: [7; 32],
+            labels,
         }
     }
 
     #[test]
     fn the_file_reads_back_as_the_rule_it_was_written_from() {
         let r = recommend(&images(), &labels(), 0.0, 0.75);
-        let m = manifest();
+        let l = labels();
+        let m = model(&l);
         let p = Predicted {
             coverage: 0.5,
             precision: 0.9,
@@ -442,7 +451,8 @@ mod tests {
 
     #[test]
     fn a_file_for_another_model_or_label_is_refused() {
-        let m = manifest();
+        let l = labels();
+        let m = model(&l);
         let mut file = ThresholdsFile {
             model_sha256: "00".repeat(32),
             decision: DecisionTable {
@@ -453,7 +463,7 @@ mod tests {
         };
         let e = apply(&file, &m, "thr.toml").unwrap_err().to_string();
         assert!(e.contains("was made for model sha256"), "{e}");
-        file.model_sha256 = hex::encode(m.model_sha256);
+        file.model_sha256 = hex::encode(m.sha256);
         assert!(apply(&file, &m, "t").unwrap().per_class_min_score.is_empty());
         file.decision.per_class_min_score.insert("zebra".into(), 0.5);
         let e = apply(&file, &m, "thr.toml").unwrap_err().to_string();
