@@ -8,7 +8,7 @@
 //! `baseline`, `labels`, `line`, `host`, `unreadable`.
 
 use super::interval::Estimate;
-use super::report::{ImageRecord, Report, RuleOutcome};
+use super::report::{FrameRow, ImageRecord, Report, RuleOutcome};
 use super::svg;
 use super::thumbs::Thumbs;
 use std::fmt::Write as _;
@@ -703,11 +703,15 @@ fn line(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
     };
     let _ = write!(
         o,
-        "<p class=\"note\">The box decided: {}. This bundle with the recommended thresholds: {}.</p><div class=\"grid\">",
+        "<p class=\"note\">The box decided: {}. This bundle with the recommended thresholds: {}.{}</p><div class=\"grid\">",
         list(&by_box),
-        list(&by_new)
+        list(&by_new),
+        if l.reference_p95.is_some() { " Frames farthest from the training set first." } else { "" }
     );
-    for f in l.frames.iter().take(GALLERY * 2) {
+    // farthest from the training set first: what the line sees that training did not
+    let mut shown: Vec<&FrameRow> = l.frames.iter().collect();
+    shown.sort_by(|a, b| b.distance.unwrap_or(0.0).total_cmp(&a.distance.unwrap_or(0.0)));
+    for f in shown.into_iter().take(GALLERY * 2) {
         let _ = write!(o, "<figure class=\"thumb\" title=\"{}\">", escape(&f.file));
         if let Some(u) = thumbs.uri(Path::new(&f.file)) {
             let _ = write!(o, "<img src=\"{u}\" alt=\"\">");
