@@ -6,8 +6,8 @@ use anyhow::Result;
 use clap::Parser;
 use cli::{Cli, Command};
 use linesight_trainer::commands::{
-    eval, export, keygen, label, pipeline, prototypes, quantize, refine, simulate_mllm,
-    thresholds, train, validate,
+    eval, export, keygen, label, pipeline, prototypes, quantize, refine, simulate_mllm, thresholds,
+    train, validate,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

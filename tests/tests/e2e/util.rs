@@ -162,7 +162,15 @@ pub fn label_and_refine(t: &Path, images: &Path, accuracy: &str, seed: &str) -> 
     assert!(url.ends_with("/v1"), "simulator address not printed: {url}");
     let labels = t.join("labels.jsonl");
     let o = run(Command::new(&train)
-        .args(["--json", "label", "--model", "simulated", "--endpoint", &url, "--images"])
+        .args([
+            "--json",
+            "label",
+            "--model",
+            "simulated",
+            "--endpoint",
+            &url,
+            "--images",
+        ])
         .arg(images)
         .arg("--out")
         .arg(&labels));
@@ -170,7 +178,15 @@ pub fn label_and_refine(t: &Path, images: &Path, accuracy: &str, seed: &str) -> 
     drop(sim);
     let refined = t.join("refined.json");
     let o = run(Command::new(&train)
-        .args(["--json", "refine", "--min-images", "2", "--k", "5", "--images"])
+        .args([
+            "--json",
+            "refine",
+            "--min-images",
+            "2",
+            "--k",
+            "5",
+            "--images",
+        ])
         .arg(images)
         .arg("--labels")
         .arg(&labels)

@@ -40,7 +40,9 @@ fn chromium(test: &str) -> Option<PathBuf> {
         }
     }
     if std::env::var("LINESIGHT_REQUIRE_WEIGHTS").as_deref() == Ok("1") {
-        panic!("{test}: no `chromium` on PATH; scripts/test.sh installs it (apt-get install chromium)");
+        panic!(
+            "{test}: no `chromium` on PATH; scripts/test.sh installs it (apt-get install chromium)"
+        );
     }
     eprintln!("SKIPPED {test}: no `chromium` on PATH (apt-get install chromium)");
     None
@@ -48,7 +50,13 @@ fn chromium(test: &str) -> Option<PathBuf> {
 
 /// Runs headless Chromium on `page` with a fresh profile and a net log; `mode` is
 /// `--dump-dom` or `--screenshot=FILE`. Returns stdout and the net log's text.
-fn open_in_chromium(exe: &Path, page: &Path, work: &Path, mode: &str, tag: &str) -> (String, String) {
+fn open_in_chromium(
+    exe: &Path,
+    page: &Path,
+    work: &Path,
+    mode: &str,
+    tag: &str,
+) -> (String, String) {
     let profile = work.join(format!("profile-{tag}"));
     let netlog = work.join(format!("netlog-{tag}.json"));
     let o = Command::new(exe)
@@ -177,7 +185,15 @@ fn validate_renders_an_offline_report_that_chromium_opens() {
     write_manifest(&t.join("bad.csv"), &bad);
     let bundle = t.join("candidate.lsb");
     let o = run(Command::new(&train_bin)
-        .args(["--json", "prototypes", "--split", "train", "--model-id", "demo-new", "--manifest"])
+        .args([
+            "--json",
+            "prototypes",
+            "--split",
+            "train",
+            "--model-id",
+            "demo-new",
+            "--manifest",
+        ])
         .arg(t.join("bad.csv"))
         .arg("--out")
         .arg(&bundle));
@@ -204,7 +220,9 @@ fn validate_renders_an_offline_report_that_chromium_opens() {
     // held-out photos, keeps them in its store, and exports them.
     let strict = t.join("strict.toml");
     let sha = {
-        let o = run(Command::new(&edge_bin).args(["inspect", "--json", "--bundle"]).arg(&bundle));
+        let o = run(Command::new(&edge_bin)
+            .args(["inspect", "--json", "--bundle"])
+            .arg(&bundle));
         assert!(o.status.success());
         json(&o)["onnx_sha256"].as_str().unwrap().to_string()
     };
@@ -268,7 +286,14 @@ fn validate_renders_an_offline_report_that_chromium_opens() {
             .arg(&refined)
             .arg("--uncertain")
             .arg(&usb)
-            .args(["--target-precision", "0.95", "--bench-iterations", "5", "--resamples", "200"])
+            .args([
+                "--target-precision",
+                "0.95",
+                "--bench-iterations",
+                "5",
+                "--resamples",
+                "200",
+            ])
             .args(["--require", require, "--out"])
             .arg(&out))
     };
@@ -279,7 +304,10 @@ fn validate_renders_an_offline_report_that_chromium_opens() {
     assert_eq!(o.status.code(), Some(0), "go must exit 0");
     let summary = json(&o);
     assert_eq!(summary["go"], true);
-    assert_eq!((summary["images"].as_u64(), summary["unreadable"].as_u64()), (Some(15), Some(2)));
+    assert_eq!(
+        (summary["images"].as_u64(), summary["unreadable"].as_u64()),
+        (Some(15), Some(2))
+    );
     let page = out.join("report.html");
     let html = std::fs::read_to_string(&page).unwrap();
     let report: serde_json::Value =
@@ -291,14 +319,27 @@ fn validate_renders_an_offline_report_that_chromium_opens() {
         .iter()
         .map(|u| u["path"].as_str().unwrap())
         .collect();
-    assert!(unreadable.iter().any(|p| p.ends_with("missing.jpg")) && unreadable.iter().any(|p| p.ends_with("corrupt.jpg")));
+    assert!(
+        unreadable.iter().any(|p| p.ends_with("missing.jpg"))
+            && unreadable.iter().any(|p| p.ends_with("corrupt.jpg"))
+    );
     assert_eq!(report["line"]["frames"].as_array().unwrap().len(), 15);
-    assert!(report["line"]["reference_p95"].as_f64().is_some(), "drift computed");
+    assert!(
+        report["line"]["reference_p95"].as_f64().is_some(),
+        "drift computed"
+    );
     assert!(report["baseline"]["per_class"].as_array().unwrap().len() == 5);
     assert!(report["labels"]["images"].as_u64() == Some(30));
     assert!(out.join("to-verify.csv").exists() && out.join("thresholds.toml").exists());
     // self-contained: no reference to anything outside the file
-    for needle in ["<script", "<link", "src=\"http", "href=\"http", "url(http", "@import"] {
+    for needle in [
+        "<script",
+        "<link",
+        "src=\"http",
+        "href=\"http",
+        "url(http",
+        "@import",
+    ] {
         assert!(!html.contains(needle), "the page contains `{needle}`");
     }
     assert!(html.len() < 3_000_000, "{} bytes", html.len());
@@ -333,24 +374,53 @@ fn validate_renders_an_offline_report_that_chromium_opens() {
         assert!(pos > at, "section `{id}` out of order");
         at = pos;
     }
-    for plot in ["plot-confusion", "plot-reliability", "plot-coverage", "plot-deltas", "plot-drift"] {
-        assert!(dom.contains(&format!("<svg id=\"{plot}\"")), "plot `{plot}` not in the DOM");
+    for plot in [
+        "plot-confusion",
+        "plot-reliability",
+        "plot-coverage",
+        "plot-deltas",
+        "plot-drift",
+    ] {
+        assert!(
+            dom.contains(&format!("<svg id=\"{plot}\"")),
+            "plot `{plot}` not in the DOM"
+        );
     }
-    assert!(dom.matches("src=\"data:image/jpeg;base64,").count() >= 15, "thumbnails");
-    assert_eq!(page_requests(&netlog), Vec::<String>::new(), "the page asked the network");
+    assert!(
+        dom.matches("src=\"data:image/jpeg;base64,").count() >= 15,
+        "thumbnails"
+    );
+    assert_eq!(
+        page_requests(&netlog),
+        Vec::<String>::new(),
+        "the page asked the network"
+    );
 
     // Chromium: the screenshot, kept under target/.
     let artefacts = repo().join("target/validate-e2e");
     std::fs::create_dir_all(&artefacts).unwrap();
     let shot = artefacts.join("report.png");
     let _ = std::fs::remove_file(&shot);
-    let (_, netlog) = open_in_chromium(&chrome, &page, &work, &format!("--screenshot={}", shot.display()), "shot");
-    assert_eq!(page_requests(&netlog), Vec::<String>::new(), "the page asked the network");
+    let (_, netlog) = open_in_chromium(
+        &chrome,
+        &page,
+        &work,
+        &format!("--screenshot={}", shot.display()),
+        "shot",
+    );
+    assert_eq!(
+        page_requests(&netlog),
+        Vec::<String>::new(),
+        "the page asked the network"
+    );
     std::fs::copy(&page, artefacts.join("report.html")).unwrap();
     let img = image::open(&shot).unwrap().to_rgba8();
     let white = count_colour(&img, (255, 255, 255), 2);
     let total = (img.width() * img.height()) as usize;
-    assert!(white < total * 95 / 100, "the screenshot is blank: {white} of {total} pixels white");
+    assert!(
+        white < total * 95 / 100,
+        "the screenshot is blank: {white} of {total} pixels white"
+    );
     // Each plot's signature colour (trainer/src/validate/svg.rs) is on screen: the
     // browser drew the SVG, not only parsed it.
     for (what, rgb) in [
@@ -360,18 +430,28 @@ fn validate_renders_an_offline_report_that_chromium_opens() {
         ("drift histogram", (27, 120, 55)),
     ] {
         let n = count_colour(&img, rgb, 12);
-        assert!(n >= 40, "{what}: only {n} pixels of rgb{rgb:?} in the screenshot");
+        assert!(
+            n >= 40,
+            "{what}: only {n} pixels of rgb{rgb:?} in the screenshot"
+        );
     }
 
     // The control: the same check finds a request when the page makes one.
     let leaky = work.join("leaky.html");
     std::fs::write(
         &leaky,
-        html.replacen("</body>", "<img src=\"http://127.0.0.1:9/probe.png\"></body>", 1),
+        html.replacen(
+            "</body>",
+            "<img src=\"http://127.0.0.1:9/probe.png\"></body>",
+            1,
+        ),
     )
     .unwrap();
     let (_, netlog) = open_in_chromium(&chrome, &leaky, &work, "--dump-dom", "control");
-    assert_eq!(page_requests(&netlog), vec!["http://127.0.0.1:9/probe.png".to_string()]);
+    assert_eq!(
+        page_requests(&netlog),
+        vec!["http://127.0.0.1:9/probe.png".to_string()]
+    );
 
     // The recommended thresholds, written into the bundle, accept in `classify` exactly
     // what the report predicted.
@@ -401,13 +481,23 @@ fn validate_renders_an_offline_report_that_chromium_opens() {
         .count();
     let rule = &report["confidence"]["per_class_rule"];
     let n_accepted = accepted.iter().filter(|a| **a).count();
-    assert!(n_accepted > 0 && n_accepted < 15, "the thresholds reject some: {n_accepted} of 15 accepted");
-    assert_eq!(accepted.iter().filter(|a| **a).count() as u64, rule["accepted"].as_u64().unwrap());
+    assert!(
+        n_accepted > 0 && n_accepted < 15,
+        "the thresholds reject some: {n_accepted} of 15 accepted"
+    );
+    assert_eq!(
+        accepted.iter().filter(|a| **a).count() as u64,
+        rule["accepted"].as_u64().unwrap()
+    );
     assert_eq!(right as u64, rule["correct"].as_u64().unwrap());
     // image by image
     for (l, rec) in lines.iter().zip(report["images"].as_array().unwrap()) {
         assert_eq!(l["path"].as_str(), rec["path"].as_str());
-        assert_eq!(l["label"] != "reject", rec["accepted"].as_bool().unwrap(), "{l}");
+        assert_eq!(
+            l["label"] != "reject",
+            rec["accepted"].as_bool().unwrap(),
+            "{l}"
+        );
     }
 
     // A bundle that does not load stops validate with exit 2, naming the file.
@@ -423,5 +513,8 @@ fn validate_renders_an_offline_report_that_chromium_opens() {
         .arg(t.join("never")));
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("broken.lsb") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("broken.lsb") && err.contains("truncated"),
+        "{err}"
+    );
 }

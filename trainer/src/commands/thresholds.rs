@@ -40,7 +40,11 @@ pub fn run(s: &ThresholdsSettings) -> Result<ThresholdsReport> {
     let bundle = Bundle::read(&s.bundle)
         .with_context(|| format!("cannot use bundle `{}`", s.bundle.display()))?;
     let file = thresholds::read(&s.set)?;
-    let rule = thresholds::apply(&file, &(&bundle.manifest).into(), &s.set.display().to_string())?;
+    let rule = thresholds::apply(
+        &file,
+        &(&bundle.manifest).into(),
+        &s.set.display().to_string(),
+    )?;
     let before = bundle.manifest.decision.clone();
     let mut manifest = bundle.manifest;
     manifest.decision = rule.clone();

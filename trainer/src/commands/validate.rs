@@ -204,7 +204,10 @@ pub fn run(s: &ValidateSettings) -> Result<ValidateSummary> {
 
     let mut new = LoadedBundle::load(&s.bundle, "bundle", &trusted)?;
     let host = (s.bench_iterations > 0).then(|| {
-        tracing::info!(iterations = s.bench_iterations, "measuring load time and latency on this host");
+        tracing::info!(
+            iterations = s.bench_iterations,
+            "measuring load time and latency on this host"
+        );
         host::measure(&s.bundle, s.threads, s.bench_iterations)
     });
     let mut base = match &s.baseline {
@@ -212,7 +215,10 @@ pub fn run(s: &ValidateSettings) -> Result<ValidateSummary> {
         None => None,
     };
     let int8 = new.manifest.precision == Precision::Int8;
-    let twin_path = s.twin.clone().or_else(|| if int8 { twin_beside(&s.bundle) } else { None });
+    let twin_path = s
+        .twin
+        .clone()
+        .or_else(|| if int8 { twin_beside(&s.bundle) } else { None });
     let baseline_is_twin = twin_path.is_none()
         && int8
         && base.as_ref().is_some_and(|b| {
@@ -263,7 +269,13 @@ pub fn run(s: &ValidateSettings) -> Result<ValidateSummary> {
         })
         .collect();
 
-    let (images, unreadable) = split_rows(rows, &canon_true, &label_class, base.is_some(), twin.is_some());
+    let (images, unreadable) = split_rows(
+        rows,
+        &canon_true,
+        &label_class,
+        base.is_some(),
+        twin.is_some(),
+    );
     let n = images.len();
     if n == 0 {
         bail!(
@@ -285,7 +297,10 @@ pub fn run(s: &ValidateSettings) -> Result<ValidateSummary> {
         cluster_accuracy(&p, &t).0
     })
     .expect("n > 0");
-    let pred_names: Vec<String> = images.iter().map(|i| new.manifest.labels[i.top1].clone()).collect();
+    let pred_names: Vec<String> = images
+        .iter()
+        .map(|i| new.manifest.labels[i.top1].clone())
+        .collect();
     let truth_names: Vec<String> = images.iter().map(|i| i.truth.clone()).collect();
     let (sacc, sacc_note) = sentence_accuracy(s, &pred_names, &truth_names)?;
     let mut predicted = top1_idx.clone();
@@ -331,7 +346,11 @@ pub fn run(s: &ValidateSettings) -> Result<ValidateSummary> {
         coverage: o.coverage,
         precision: o.precision.map_or(0.0, |e| e.value),
     };
-    let source = format!("{n} images of split `{}` of `{}`", s.split, s.manifest.display());
+    let source = format!(
+        "{n} images of split `{}` of `{}`",
+        s.split,
+        s.manifest.display()
+    );
     let text = thresholds::render(
         &rec,
         &(&new.manifest).into(),
@@ -348,7 +367,8 @@ pub fn run(s: &ValidateSettings) -> Result<ValidateSummary> {
     )?;
     let per_class_rule = outcome(&images, &applied);
     ensure!(
-        per_class_rule.accepted == per_class_pre.accepted && per_class_rule.correct == per_class_pre.correct,
+        per_class_rule.accepted == per_class_pre.accepted
+            && per_class_rule.correct == per_class_pre.correct,
         "`{}` does not read back as the thresholds it was written from",
         thresholds_path.display()
     );
@@ -376,16 +396,33 @@ pub fn run(s: &ValidateSettings) -> Result<ValidateSummary> {
     let mut mistakes: Vec<usize> = (0..n).filter(|&i| !images[i].correct).collect();
     mistakes.sort_by(|&a, &b| images[b].score.total_cmp(&images[a].score).then(a.cmp(&b)));
     let mut uncertain_idx: Vec<usize> = (0..n).collect();
-    uncertain_idx.sort_by(|&a, &b| images[a].margin.total_cmp(&images[b].margin).then(a.cmp(&b)));
+    uncertain_idx.sort_by(|&a, &b| {
+        images[a]
+            .margin
+            .total_cmp(&images[b].margin)
+            .then(a.cmp(&b))
+    });
     uncertain_idx.truncate(50);
 
     // against the deployed model
-    let baseline = base.as_ref().map(|b| baseline_section(b, &new, &images, &true_names, &canon_true));
+    let baseline = base
+        .as_ref()
+        .map(|b| baseline_section(b, &new, &images, &true_names, &canon_true));
     let twin_section = if let Some(t) = twin.as_ref() {
-        Some(twin_measured(&images, &new.manifest.labels, Some(info(t)), |i| i.twin.as_deref()))
+        Some(twin_measured(
+            &images,
+            &new.manifest.labels,
+            Some(info(t)),
+            |i| i.twin.as_deref(),
+        ))
     } else if baseline_is_twin {
         let b = base.as_ref().expect("baseline_is_twin needs a baseline");
-        Some(twin_measured(&images, &new.manifest.labels, Some(info(b)), |i| i.base.as_deref()))
+        Some(twin_measured(
+            &images,
+            &new.manifest.labels,
+            Some(info(b)),
+            |i| i.base.as_deref(),
+        ))
     } else if int8 {
         Some(twin_from_manifest(&new))
     } else {
@@ -425,7 +462,9 @@ pub fn run(s: &ValidateSettings) -> Result<ValidateSummary> {
             "top1" => Ok(top1.value),
             "top1_low" => Ok(top1.low),
             "cacc" => Ok(cacc.value),
-            "sacc" => sacc.map(|e| e.value).ok_or_else(|| sacc_note.clone().unwrap_or_default()),
+            "sacc" => sacc
+                .map(|e| e.value)
+                .ok_or_else(|| sacc_note.clone().unwrap_or_default()),
             "min_class_recall" => min_of(&per_class_rows, &|r| r.recall.map(|e| e.value)),
             "min_class_precision" => min_of(&per_class_rows, &|r| r.precision.map(|e| e.value)),
             "min_class_f1" => min_of(&per_class_rows, &|r| (r.support > 0).then_some(r.f1)),
@@ -433,11 +472,20 @@ pub fn run(s: &ValidateSettings) -> Result<ValidateSummary> {
             "max_class_regression" => baseline
                 .as_ref()
                 .ok_or_else(|| "no --baseline".to_string())
-                .and_then(|b| b.max_class_regression.ok_or_else(|| "no class in common".into())),
-            "top1_delta" => baseline.as_ref().map(|b| b.delta.value).ok_or_else(|| "no --baseline".into()),
+                .and_then(|b| {
+                    b.max_class_regression
+                        .ok_or_else(|| "no class in common".into())
+                }),
+            "top1_delta" => baseline
+                .as_ref()
+                .map(|b| b.delta.value)
+                .ok_or_else(|| "no --baseline".into()),
             "int8_agreement" => match &twin_section {
                 None => Ok(1.0),
-                Some(t) => t.agreement.map(|e| e.value).ok_or_else(|| "no parity figures".into()),
+                Some(t) => t
+                    .agreement
+                    .map(|e| e.value)
+                    .ok_or_else(|| "no parity figures".into()),
             },
             "min_class_int8_agreement" => match &twin_section {
                 None => Ok(1.0),
@@ -450,17 +498,21 @@ pub fn run(s: &ValidateSettings) -> Result<ValidateSummary> {
             },
             "coverage" => Ok(per_class_rule.coverage),
             "unreadable" => Ok(unreadable.len() as f64),
-            "p95_ms" => host
-                .as_ref()
-                .map(|h| h.p95_ms)
-                .ok_or_else(|| host_error.clone().unwrap_or_else(|| "not measured (--bench-iterations 0)".into())),
+            "p95_ms" => host.as_ref().map(|h| h.p95_ms).ok_or_else(|| {
+                host_error
+                    .clone()
+                    .unwrap_or_else(|| "not measured (--bench-iterations 0)".into())
+            }),
             other => Err(format!("unknown metric `{other}`")),
         }
     };
     let mut verdict = rules::check(&rules, figure);
     if let Err(e) = &new.self_test {
         verdict.go = false;
-        verdict.summary = format!("no-go: the bundle fails its self-test, so `install` would refuse it ({e}); {}", verdict.summary);
+        verdict.summary = format!(
+            "no-go: the bundle fails its self-test, so `install` would refuse it ({e}); {}",
+            verdict.summary
+        );
     }
 
     let records: Vec<ImageRecord> = images
@@ -473,12 +525,18 @@ pub fn run(s: &ValidateSettings) -> Result<ValidateSummary> {
             margin: i.margin,
             correct: i.correct,
             accepted: score::decision(&i.probs, &applied).class.is_some(),
-            baseline: base.as_ref().zip(i.base.as_ref()).map(|(b, p)| b.manifest.labels[argmax(p)].clone()),
+            baseline: base
+                .as_ref()
+                .zip(i.base.as_ref())
+                .map(|(b, p)| b.manifest.labels[argmax(p)].clone()),
             baseline_correct: base
                 .as_ref()
                 .zip(i.base.as_ref())
                 .map(|(b, p)| canonical(&b.manifest.labels[argmax(p)]) == canonical(&i.truth)),
-            twin: twin.as_ref().zip(i.twin.as_ref()).map(|(t, p)| t.manifest.labels[argmax(p)].clone()),
+            twin: twin
+                .as_ref()
+                .zip(i.twin.as_ref())
+                .map(|(t, p)| t.manifest.labels[argmax(p)].clone()),
         })
         .collect();
 
@@ -508,9 +566,15 @@ pub fn run(s: &ValidateSettings) -> Result<ValidateSummary> {
             top1,
             top1_interval: WILSON.into(),
             cacc,
-            cacc_interval: format!("percentile bootstrap over images, {} resamples, seed {}", s.resamples, s.seed),
+            cacc_interval: format!(
+                "percentile bootstrap over images, {} resamples, seed {}",
+                s.resamples, s.seed
+            ),
             sacc,
-            sacc_interval: format!("percentile bootstrap over images, {} resamples, seed {}", s.resamples, s.seed),
+            sacc_interval: format!(
+                "percentile bootstrap over images, {} resamples, seed {}",
+                s.resamples, s.seed
+            ),
             sacc_note,
             images: n,
             unreadable: unreadable.len(),
@@ -639,7 +703,10 @@ fn sentence_accuracy(
     let Some(dir) = s.sentence_model.as_ref().filter(|d| d.is_dir()) else {
         let why = format!(
             "sACC skipped: no sentence model at `{}` (scripts/fetch-weights.sh fetches it)",
-            s.sentence_model.as_deref().unwrap_or(Path::new("-")).display()
+            s.sentence_model
+                .as_deref()
+                .unwrap_or(Path::new("-"))
+                .display()
         );
         tracing::warn!("{why}");
         return Ok((None, Some(why)));
@@ -670,7 +737,11 @@ fn baseline_section(
     let truth: Vec<usize> = images.iter().map(|i| i.t).collect();
     let (per_class, delta) = compare::class_deltas(&truth, &new_right, &base_right, true_names);
     let (right_to_wrong, wrong_to_right) = compare::flips(&new_right, &base_right);
-    let canon = |v: &[String]| v.iter().map(|l| canonical(l)).collect::<std::collections::HashSet<_>>();
+    let canon = |v: &[String]| {
+        v.iter()
+            .map(|l| canonical(l))
+            .collect::<std::collections::HashSet<_>>()
+    };
     let (bl, nl) = (canon(&b.manifest.labels), canon(&new.manifest.labels));
     let base_hits = base_right.iter().filter(|&&r| r).count();
     Baseline {
@@ -726,19 +797,18 @@ fn twin_measured(
 /// int8 against f32 as export measured it (the manifest's parity figures).
 fn twin_from_manifest(new: &LoadedBundle) -> Twin {
     let m = &new.manifest;
-    let per_class: Vec<ClassAgreement> = m
-        .v2
-        .parity_per_class
-        .iter()
-        .zip(&m.labels)
-        .filter(|(p, _)| p.reference > 0)
-        .map(|(p, l)| ClassAgreement {
-            name: l.clone(),
-            reference: p.reference as usize,
-            kept: p.kept as usize,
-            agreement: wilson(p.kept as usize, p.reference as usize),
-        })
-        .collect();
+    let per_class: Vec<ClassAgreement> =
+        m.v2.parity_per_class
+            .iter()
+            .zip(&m.labels)
+            .filter(|(p, _)| p.reference > 0)
+            .map(|(p, l)| ClassAgreement {
+                name: l.clone(),
+                reference: p.reference as usize,
+                kept: p.kept as usize,
+                agreement: wilson(p.kept as usize, p.reference as usize),
+            })
+            .collect();
     let images = m.parity.images as usize;
     let agreed = (m.parity.top1_agreement as f64 * images as f64).round() as usize;
     let mut per_class = per_class;
@@ -870,8 +940,9 @@ fn drift_distances(
     frames: &[FrameRow],
 ) -> Result<(usize, Vec<f32>, Vec<Option<f32>>)> {
     let name = &new.manifest.provenance.backbone;
-    let kind = <BackboneKind as clap::ValueEnum>::from_str(name, false)
-        .map_err(|_| anyhow::anyhow!("the bundle's backbone `{name}` is not one this trainer can load"))?;
+    let kind = <BackboneKind as clap::ValueEnum>::from_str(name, false).map_err(|_| {
+        anyhow::anyhow!("the bundle's backbone `{name}` is not one this trainer can load")
+    })?;
     let weights = s
         .weights
         .clone()
@@ -915,12 +986,24 @@ fn drift_distances(
     };
     let train_rows: Vec<f32> = embed(&train)?.into_iter().flatten().flatten().collect();
     let train_n = train_rows.len() / dim;
-    ensure!(train_n > 0, "none of the {} training images could be embedded", train.len());
+    ensure!(
+        train_n > 0,
+        "none of the {} training images could be embedded",
+        train.len()
+    );
     // The reference: up to REFERENCE_IMAGES of the scored images, evenly spaced (its 95th
     // percentile is what the frames are compared with; more images cost embedding time).
     let step = images.len().div_ceil(REFERENCE_IMAGES).max(1);
-    let scored_paths: Vec<PathBuf> = images.iter().step_by(step).map(|i| i.path.clone()).collect();
-    let reference_rows: Vec<f32> = embed(&scored_paths)?.into_iter().flatten().flatten().collect();
+    let scored_paths: Vec<PathBuf> = images
+        .iter()
+        .step_by(step)
+        .map(|i| i.path.clone())
+        .collect();
+    let reference_rows: Vec<f32> = embed(&scored_paths)?
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
     let reference = drift::nearest_distance(&reference_rows, &train_rows, dim);
     let frame_paths: Vec<PathBuf> = frames.iter().map(|f| PathBuf::from(&f.file)).collect();
     let per_frame = embed(&frame_paths)?

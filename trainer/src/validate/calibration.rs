@@ -211,7 +211,10 @@ mod tests {
         let items = sample();
         // precision at 0.9: 1/1, 0.8: 2/3, 0.5: 3/4, 0.3: 3/5
         let c = lowest_threshold(&items, 0.75);
-        assert_eq!((c.threshold, c.accepted, c.correct, c.reached), (0.5, 4, 3, true));
+        assert_eq!(
+            (c.threshold, c.accepted, c.correct, c.reached),
+            (0.5, 4, 3, true)
+        );
         // not monotone: 0.7 is reached at 0.5 (3/4) though not at 0.8 (2/3)
         assert_eq!(lowest_threshold(&items, 0.7).threshold, 0.5);
         assert_eq!(lowest_threshold(&items, 0.8).threshold, 0.9);

@@ -30,7 +30,12 @@ pub struct ClassRow {
 /// Per-class rows, worst first (lowest F1, then lowest recall, then most images). `truth`
 /// and `pred` index `classes` (true names first, outside names after them); `n_true` is
 /// the number of true names.
-pub fn per_class(truth: &[usize], pred: &[usize], classes: &[String], n_true: usize) -> Vec<ClassRow> {
+pub fn per_class(
+    truth: &[usize],
+    pred: &[usize],
+    classes: &[String],
+    n_true: usize,
+) -> Vec<ClassRow> {
     let k = classes.len();
     let (mut support, mut predicted, mut correct) = (vec![0; k], vec![0; k], vec![0; k]);
     for (&t, &p) in truth.iter().zip(pred) {

@@ -162,7 +162,13 @@ mod tests {
         assert_eq!(all.unwrap().value, 0.6);
         // b: kept 1 of 2 (0.5) before a: 2 of 3; c never chosen by the twin: no row
         assert_eq!(rows.len(), 2);
-        assert_eq!((rows[0].name.as_str(), rows[0].reference, rows[0].kept), ("b", 2, 1));
-        assert_eq!((rows[1].name.as_str(), rows[1].reference, rows[1].kept), ("a", 3, 2));
+        assert_eq!(
+            (rows[0].name.as_str(), rows[0].reference, rows[0].kept),
+            ("b", 2, 1)
+        );
+        assert_eq!(
+            (rows[1].name.as_str(), rows[1].reference, rows[1].kept),
+            ("a", 3, 2)
+        );
     }
 }

@@ -147,7 +147,9 @@ mod tests {
         assert_eq!(frames[0].decision.label, "reject");
         assert_eq!(frames[0].decision.score, 0.4);
         assert_eq!(bad.len(), 2);
-        assert!(bad[0].error.contains("is missing") && bad[1].error.contains("not a decision line"));
+        assert!(
+            bad[0].error.contains("is missing") && bad[1].error.contains("not a decision line")
+        );
         assert!(read_folder(&d.join("nope")).is_err());
     }
 }

@@ -15,7 +15,9 @@ const NOTE: &str = "Measured on this desktop: the box's own CPU and memory decid
 
 /// The `linesight-edge` binary beside the running one, if any.
 fn sibling() -> Option<PathBuf> {
-    let p = std::env::current_exe().ok()?.with_file_name("linesight-edge");
+    let p = std::env::current_exe()
+        .ok()?
+        .with_file_name("linesight-edge");
     p.is_file().then_some(p)
 }
 
@@ -54,10 +56,18 @@ pub fn measure(bundle: &Path, threads: usize, iterations: usize) -> Result<Host,
                 ));
             }
             let text = String::from_utf8_lossy(&out.stdout);
-            let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
+            let line = text
+                .lines()
+                .rev()
+                .find(|l| l.trim_start().starts_with('{'))
+                .unwrap_or("");
             let v: serde_json::Value = serde_json::from_str(line)
                 .map_err(|e| format!("`{} bench --json` printed no report: {e}", exe.display()))?;
-            let build = match exe.parent().and_then(|d| d.file_name()).and_then(|d| d.to_str()) {
+            let build = match exe
+                .parent()
+                .and_then(|d| d.file_name())
+                .and_then(|d| d.to_str())
+            {
                 Some("release") => "release build".to_string(),
                 Some("debug") => "dev profile (optimised, debug assertions on)".to_string(),
                 _ => format!("`{}`", exe.display()),

@@ -280,15 +280,40 @@ fn headline(o: &mut String, r: &Report) {
     );
     let sig = &b.signature;
     let rows: Vec<(&str, String)> = vec![
-        ("images scored", format!("{} ({} unreadable)", h.images, h.unreadable)),
+        (
+            "images scored",
+            format!("{} ({} unreadable)", h.images, h.unreadable),
+        ),
         ("classes in the split", h.classes.to_string()),
         ("names predicted", h.names_predicted.to_string()),
         ("bundle", format!("<code>{}</code>", escape(&b.path))),
-        ("model", format!("{} {} ({} labels)", escape(&b.model_id), escape(&b.model_version), b.labels)),
+        (
+            "model",
+            format!(
+                "{} {} ({} labels)",
+                escape(&b.model_id),
+                escape(&b.model_version),
+                b.labels
+            ),
+        ),
         ("precision", escape(&b.precision)),
-        ("size", format!("{:.2} MB (ONNX {:.2} MB), format version {}", b.file_bytes as f64 / 1e6, b.onnx_bytes as f64 / 1e6, b.format_version)),
-        ("backbone / method", format!("{} / {}", escape(&b.backbone), escape(&b.method))),
-        ("model sha256", format!("<code>{}</code>", escape(&b.model_sha256))),
+        (
+            "size",
+            format!(
+                "{:.2} MB (ONNX {:.2} MB), format version {}",
+                b.file_bytes as f64 / 1e6,
+                b.onnx_bytes as f64 / 1e6,
+                b.format_version
+            ),
+        ),
+        (
+            "backbone / method",
+            format!("{} / {}", escape(&b.backbone), escape(&b.method)),
+        ),
+        (
+            "model sha256",
+            format!("<code>{}</code>", escape(&b.model_sha256)),
+        ),
         (
             "signature",
             format!(
@@ -350,16 +375,36 @@ fn per_class(o: &mut String, r: &Report) {
         ]
         .concat()
     });
-    table(o, &["class", "#support", "#predicted", "#right", "precision", "recall", "#F1"], rows);
+    table(
+        o,
+        &[
+            "class",
+            "#support",
+            "#predicted",
+            "#right",
+            "precision",
+            "recall",
+            "#F1",
+        ],
+        rows,
+    );
     o.push_str("</section>");
 }
 
 fn card(o: &mut String, thumbs: &mut Thumbs, img: &ImageRecord, lines: &[String]) {
     let class = if img.correct { "right" } else { "wrong" };
-    let _ = write!(o, "<figure class=\"thumb {class}\" title=\"{}\">", escape(&img.path));
+    let _ = write!(
+        o,
+        "<figure class=\"thumb {class}\" title=\"{}\">",
+        escape(&img.path)
+    );
     match thumbs.uri(Path::new(&img.path)) {
         Some(uri) => {
-            let _ = write!(o, "<img src=\"{uri}\" alt=\"{}\">", escape(&short(&img.path)));
+            let _ = write!(
+                o,
+                "<img src=\"{uri}\" alt=\"{}\">",
+                escape(&short(&img.path))
+            );
         }
         None => o.push_str("<div class=\"absent\">(no thumbnail)</div>"),
     }
@@ -420,7 +465,14 @@ fn confusion(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
 }
 
 /// A row of the thresholds table: what a rule accepted.
-fn accepted_row(name: &str, threshold: &str, accepted: usize, total: usize, coverage: f64, precision: &Option<Estimate>) -> String {
+fn accepted_row(
+    name: &str,
+    threshold: &str,
+    accepted: usize,
+    total: usize,
+    coverage: f64,
+    precision: &Option<Estimate>,
+) -> String {
     [
         td(name),
         td(threshold),
@@ -432,13 +484,24 @@ fn accepted_row(name: &str, threshold: &str, accepted: usize, total: usize, cove
 }
 
 fn outcome_row(name: &str, threshold: &str, x: &RuleOutcome) -> String {
-    accepted_row(name, threshold, x.accepted, x.total, x.coverage, &x.precision)
+    accepted_row(
+        name,
+        threshold,
+        x.accepted,
+        x.total,
+        x.coverage,
+        &x.precision,
+    )
 }
 
 fn confidence(o: &mut String, r: &Report) {
     let c = &r.confidence;
     open_section(o, "confidence", "");
-    let chosen = c.curve.iter().find(|p| p.threshold == c.global.rule.min_score).map(|p| (p.coverage, p.accuracy, p.threshold));
+    let chosen = c
+        .curve
+        .iter()
+        .find(|p| p.threshold == c.global.rule.min_score)
+        .map(|p| (p.coverage, p.accuracy, p.threshold));
     let _ = write!(
         o,
         "<div class=\"plots\"><div>{}<p class=\"note\">Expected calibration error {:.3} (10 bins): the share-weighted gap between the bars and the diagonal.</p></div><div>{}<p class=\"note\">Raising the reject threshold keeps fewer images (left) and, if the scores mean something, more of them right.</p></div></div>",
@@ -459,14 +522,25 @@ fn confidence(o: &mut String, r: &Report) {
             &format!(
                 "min_score {}{}",
                 now.min_score,
-                if now.per_class_min_score.is_empty() { "" } else { " and per class" }
+                if now.per_class_min_score.is_empty() {
+                    ""
+                } else {
+                    " and per class"
+                }
             ),
             &c.current_rule,
         ),
         outcome_row("global", &c.global.rule.min_score.to_string(), &c.global),
-        outcome_row("<b>per class (thresholds.toml)</b>", "below", &c.per_class_rule),
+        outcome_row(
+            "<b>per class (thresholds.toml)</b>",
+            "below",
+            &c.per_class_rule,
+        ),
     ];
-    for (name, h) in [("global", &c.held_out_global), ("per class", &c.held_out_per_class)] {
+    for (name, h) in [
+        ("global", &c.held_out_global),
+        ("per class", &c.held_out_per_class),
+    ] {
         rows.push(accepted_row(
             &format!("{name}, two-fold check"),
             "chosen on half, scored on the other",
@@ -476,14 +550,35 @@ fn confidence(o: &mut String, r: &Report) {
             &h.precision,
         ));
     }
-    table(o, &["rule", "threshold", "#accepted", "#coverage", "precision (Wilson)"], rows);
+    table(
+        o,
+        &[
+            "rule",
+            "threshold",
+            "#accepted",
+            "#coverage",
+            "precision (Wilson)",
+        ],
+        rows,
+    );
     o.push_str("<p class=\"note\">The two-fold rows are what to expect on new images: thresholds chosen on the even-numbered images are applied to the odd-numbered ones and the other way round. Per-class thresholds rest on few images each and flatter themselves most.</p>");
     o.push_str("<h3>Accuracy at fixed coverage</h3>");
     let rows = [1.0, 0.9, 0.8, 0.7, 0.5].iter().filter_map(|level| {
         let p = c.curve.iter().find(|p| p.coverage >= level - 1e-9)?;
-        Some([num(pct(p.coverage)), num(format!("{:.4}", p.threshold)), num(pct(p.accuracy))].concat())
+        Some(
+            [
+                num(pct(p.coverage)),
+                num(format!("{:.4}", p.threshold)),
+                num(pct(p.accuracy)),
+            ]
+            .concat(),
+        )
     });
-    table(o, &["#coverage", "#threshold", "#accuracy of the accepted"], rows);
+    table(
+        o,
+        &["#coverage", "#threshold", "#accuracy of the accepted"],
+        rows,
+    );
     o.push_str("<h3>Per-class thresholds</h3>");
     let rows = c.per_class.iter().map(|t| {
         let (pred, acc, right, note) = match &t.choice {
@@ -491,9 +586,18 @@ fn confidence(o: &mut String, r: &Report) {
                 ch.total.to_string(),
                 ch.accepted.to_string(),
                 ch.correct.to_string(),
-                if ch.reached { String::new() } else { "no threshold reaches the target: never accepted".into() },
+                if ch.reached {
+                    String::new()
+                } else {
+                    "no threshold reaches the target: never accepted".into()
+                },
             ),
-            None => ("0".into(), "–".into(), "–".into(), "never predicted here: the global threshold".into()),
+            None => (
+                "0".into(),
+                "–".into(),
+                "–".into(),
+                "never predicted here: the global threshold".into(),
+            ),
         };
         [
             td(escape(&t.label)),
@@ -505,18 +609,37 @@ fn confidence(o: &mut String, r: &Report) {
         ]
         .concat()
     });
-    table(o, &["label", "#threshold", "#predicted", "#accepted", "#right", "note"], rows);
+    table(
+        o,
+        &[
+            "label",
+            "#threshold",
+            "#predicted",
+            "#accepted",
+            "#right",
+            "note",
+        ],
+        rows,
+    );
     o.push_str("</section>");
 }
 
 fn galleries(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
     open_section(o, "galleries", "");
-    let _ = write!(o, "<h3>Confident mistakes ({})</h3>", r.galleries.confident_mistakes.len());
+    let _ = write!(
+        o,
+        "<h3>Confident mistakes ({})</h3>",
+        r.galleries.confident_mistakes.len()
+    );
     gallery(o, r, thumbs, &r.galleries.confident_mistakes);
     o.push_str("<h3>Most uncertain (smallest margin between the two best names)</h3>");
     gallery(o, r, thumbs, &r.galleries.most_uncertain);
     let wrong: Vec<&ImageRecord> = r.images.iter().filter(|i| !i.correct).collect();
-    let _ = write!(o, "<details><summary>All {} misclassified files</summary>", wrong.len());
+    let _ = write!(
+        o,
+        "<details><summary>All {} misclassified files</summary>",
+        wrong.len()
+    );
     let rows = wrong.iter().map(|i| {
         [
             td(format!("<code>{}</code>", escape(&i.path))),
@@ -533,7 +656,9 @@ fn galleries(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
 fn baseline(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
     open_section(o, "baseline", "");
     match &r.baseline {
-        None => o.push_str("<p class=\"absent\">No deployed model given (--baseline DEPLOYED.lsb).</p>"),
+        None => {
+            o.push_str("<p class=\"absent\">No deployed model given (--baseline DEPLOYED.lsb).</p>")
+        }
         Some(b) => {
             let _ = write!(
                 o,
@@ -566,7 +691,17 @@ fn baseline(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
                 ]
                 .concat()
             });
-            table(o, &["class", "#images", "#deployed recall", "#new recall", "delta, points (Newcombe)"], rows);
+            table(
+                o,
+                &[
+                    "class",
+                    "#images",
+                    "#deployed recall",
+                    "#new recall",
+                    "delta, points (Newcombe)",
+                ],
+                rows,
+            );
             let _ = write!(o, "<h3>Right → wrong ({})</h3>", b.right_to_wrong.len());
             flip_gallery(o, r, thumbs, &b.right_to_wrong);
             let _ = write!(o, "<h3>Wrong → right ({})</h3>", b.wrong_to_right.len());
@@ -592,7 +727,16 @@ fn baseline(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
                 ]
                 .concat()
             });
-            table(o, &["class (as the f32 twin decided)", "#f32 decisions", "#kept by int8", "agreement (Wilson)"], rows);
+            table(
+                o,
+                &[
+                    "class (as the f32 twin decided)",
+                    "#f32 decisions",
+                    "#kept by int8",
+                    "agreement (Wilson)",
+                ],
+                rows,
+            );
         }
     }
     o.push_str("</section>");
@@ -605,20 +749,30 @@ fn flip_gallery(o: &mut String, r: &Report, thumbs: &mut Thumbs, idx: &[usize]) 
         let mut lines = image_lines(img);
         lines.insert(
             2,
-            format!("deployed: {}", escape(img.baseline.as_deref().unwrap_or("–"))),
+            format!(
+                "deployed: {}",
+                escape(img.baseline.as_deref().unwrap_or("–"))
+            ),
         );
         card(o, thumbs, img, &lines);
     }
     o.push_str("</div>");
     if idx.len() > GALLERY {
-        let _ = write!(o, "<p class=\"note\">{} more in report.json.</p>", idx.len() - GALLERY);
+        let _ = write!(
+            o,
+            "<p class=\"note\">{} more in report.json.</p>",
+            idx.len() - GALLERY
+        );
     }
 }
 
 fn labels(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
     open_section(o, "labels", "");
     let Some(l) = &r.labels else {
-        return absent(o, "No refined.json given (--refined refined.json [--targets CKPT/targets.jsonl]).");
+        return absent(
+            o,
+            "No refined.json given (--refined refined.json [--targets CKPT/targets.jsonl]).",
+        );
     };
     let _ = write!(
         o,
@@ -640,31 +794,52 @@ fn labels(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
                 format!("<img src=\"{u}\" alt=\"\" style=\"max-width:72px;max-height:72px\"><br>")
             });
             [
-                format!("<td title=\"{}\">{thumb}<small>{}</small></td>", escape(&p), escape(&short(&p))),
+                format!(
+                    "<td title=\"{}\">{thumb}<small>{}</small></td>",
+                    escape(&p),
+                    escape(&short(&p))
+                ),
                 td(format!(
                     "{}{}",
                     o_(&row.mllm),
-                    row.mllm_class.as_ref().map_or(" <span class=\"ci\">(no class)</span>".to_string(), |c| {
-                        format!(" <span class=\"ci\">→ {}</span>", escape(c))
-                    })
+                    row.mllm_class
+                        .as_ref()
+                        .map_or(" <span class=\"ci\">(no class)</span>".to_string(), |c| {
+                            format!(" <span class=\"ci\">→ {}</span>", escape(c))
+                        })
                 )),
                 td(o_(&row.vote)),
                 td(format!(
                     "{}{}",
                     o_(&row.target),
-                    row.clean.map_or(String::new(), |c| format!(" <span class=\"ci\">clean {c:.2}</span>"))
+                    row.clean.map_or(String::new(), |c| format!(
+                        " <span class=\"ci\">clean {c:.2}</span>"
+                    ))
                 )),
                 td(format!(
                     "{}{}",
                     o_(&row.model),
-                    row.model_score.map_or(String::new(), |s| format!(" <span class=\"ci\">{s:.2}</span>"))
+                    row.model_score.map_or(String::new(), |s| format!(
+                        " <span class=\"ci\">{s:.2}</span>"
+                    ))
                 )),
                 num(row.distinct),
             ]
             .concat()
         })
         .collect();
-    table(o, &["", "MLLM said", "vote", "final target", "this bundle", "#names"], rows);
+    table(
+        o,
+        &[
+            "",
+            "MLLM said",
+            "vote",
+            "final target",
+            "this bundle",
+            "#names",
+        ],
+        rows,
+    );
     o.push_str("</section>");
 }
 
@@ -673,7 +848,12 @@ fn line(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
     let Some(l) = &r.line else {
         return absent(o, "No uncertain folder given (--uncertain DIR from `linesight-edge export-uncertain --out DIR`).");
     };
-    let _ = write!(o, "<p>{} frames from <code>{}</code>", l.frames.len(), escape(&l.dir));
+    let _ = write!(
+        o,
+        "<p>{} frames from <code>{}</code>",
+        l.frames.len(),
+        escape(&l.dir)
+    );
     match (l.beyond_reference, l.reference_p95) {
         (Some(share), Some(p95)) => {
             let _ = write!(
@@ -689,17 +869,30 @@ fn line(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
             o.push_str(&svg::drift(&l.reference_distances, &d, p95));
         }
         _ => {
-            let _ = write!(o, ". No drift figure: {}.</p>", escape(l.drift_note.as_deref().unwrap_or("no embeddings")));
+            let _ = write!(
+                o,
+                ". No drift figure: {}.</p>",
+                escape(l.drift_note.as_deref().unwrap_or("no embeddings"))
+            );
         }
     }
     let mut by_box: std::collections::BTreeMap<&str, usize> = Default::default();
     let mut by_new: std::collections::BTreeMap<&str, usize> = Default::default();
     for f in &l.frames {
         *by_box.entry(f.decision.label.as_str()).or_default() += 1;
-        *by_new.entry(if f.new_accepted { f.new_label.as_str() } else { "reject" }).or_default() += 1;
+        *by_new
+            .entry(if f.new_accepted {
+                f.new_label.as_str()
+            } else {
+                "reject"
+            })
+            .or_default() += 1;
     }
     let list = |m: &std::collections::BTreeMap<&str, usize>| {
-        m.iter().map(|(k, v)| format!("{} {v}", escape(k))).collect::<Vec<_>>().join(", ")
+        m.iter()
+            .map(|(k, v)| format!("{} {v}", escape(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let _ = write!(
         o,
@@ -710,7 +903,11 @@ fn line(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
     );
     // farthest from the training set first: what the line sees that training did not
     let mut shown: Vec<&FrameRow> = l.frames.iter().collect();
-    shown.sort_by(|a, b| b.distance.unwrap_or(0.0).total_cmp(&a.distance.unwrap_or(0.0)));
+    shown.sort_by(|a, b| {
+        b.distance
+            .unwrap_or(0.0)
+            .total_cmp(&a.distance.unwrap_or(0.0))
+    });
     for f in shown.into_iter().take(GALLERY * 2) {
         let _ = write!(o, "<figure class=\"thumb\" title=\"{}\">", escape(&f.file));
         if let Some(u) = thumbs.uri(Path::new(&f.file)) {
@@ -733,9 +930,18 @@ fn line(o: &mut String, r: &Report, thumbs: &mut Thumbs) {
     }
     o.push_str("</div>");
     if !l.bad_entries.is_empty() {
-        let _ = write!(o, "<p class=\"fail\">{} entries could not be used:</p><ul>", l.bad_entries.len());
+        let _ = write!(
+            o,
+            "<p class=\"fail\">{} entries could not be used:</p><ul>",
+            l.bad_entries.len()
+        );
         for b in &l.bad_entries {
-            let _ = write!(o, "<li><code>{}</code>: {}</li>", escape(&b.path), escape(&b.error));
+            let _ = write!(
+                o,
+                "<li><code>{}</code>: {}</li>",
+                escape(&b.path),
+                escape(&b.error)
+            );
         }
         o.push_str("</ul>");
     }
@@ -756,16 +962,26 @@ fn host(o: &mut String, r: &Report) {
         ("build", escape(&h.build)),
         ("CPU", escape(&h.cpu)),
         ("threads", h.threads.to_string()),
-        ("load (read, verify, plan, self-test)", format!("{:.1} ms", h.load_ms)),
+        (
+            "load (read, verify, plan, self-test)",
+            format!("{:.1} ms", h.load_ms),
+        ),
         (
             "per image (preprocess + inference)",
-            format!("p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms over {} images", h.p50_ms, h.p95_ms, h.p99_ms, h.iterations),
+            format!(
+                "p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms over {} images",
+                h.p50_ms, h.p95_ms, h.p99_ms, h.iterations
+            ),
         ),
         ("inference alone, p50", format!("{:.2} ms", h.infer_p50_ms)),
-        ("preprocessing alone, p50", format!("{:.2} ms", h.preprocess_p50_ms)),
+        (
+            "preprocessing alone, p50",
+            format!("{:.2} ms", h.preprocess_p50_ms),
+        ),
         (
             "peak RSS",
-            h.peak_rss_bytes.map_or("unknown".into(), |b| format!("{:.1} MB", b as f64 / 1e6)),
+            h.peak_rss_bytes
+                .map_or("unknown".into(), |b| format!("{:.1} MB", b as f64 / 1e6)),
         ),
     ];
     facts(o, &rows);
@@ -782,10 +998,13 @@ fn unreadable(o: &mut String, r: &Report) {
         "<p class=\"fail\">{} manifest rows could not be scored (not counted in any figure):</p>",
         r.unreadable.len()
     );
-    let rows = r
-        .unreadable
-        .iter()
-        .map(|u| [td(format!("<code>{}</code>", escape(&u.path))), td(escape(&u.error))].concat());
+    let rows = r.unreadable.iter().map(|u| {
+        [
+            td(format!("<code>{}</code>", escape(&u.path))),
+            td(escape(&u.error)),
+        ]
+        .concat()
+    });
     table(o, &["file", "problem"], rows);
     o.push_str("</section>");
 }
@@ -803,7 +1022,10 @@ mod tests {
 
     #[test]
     fn escaping() {
-        assert_eq!(escape(r#"<a href="x">Tom's & Jerry</a>"#), "&lt;a href=&quot;x&quot;&gt;Tom&#39;s &amp; Jerry&lt;/a&gt;");
+        assert_eq!(
+            escape(r#"<a href="x">Tom's & Jerry</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;Tom&#39;s &amp; Jerry&lt;/a&gt;"
+        );
         assert_eq!(short("/data/birds/Blue_Jay/0001.jpg"), "Blue_Jay/0001.jpg");
         assert_eq!(short("x.jpg"), "x.jpg");
     }

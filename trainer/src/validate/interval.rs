@@ -106,8 +106,12 @@ pub fn paired_difference(t: Paired) -> Option<Estimate> {
     } else {
         0.0
     };
-    let lower = (dl2 * dl2 - 2.0 * phi * dl2 * du3 + du3 * du3).max(0.0).sqrt();
-    let upper = (du2 * du2 - 2.0 * phi * du2 * dl3 + dl3 * dl3).max(0.0).sqrt();
+    let lower = (dl2 * dl2 - 2.0 * phi * dl2 * du3 + du3 * du3)
+        .max(0.0)
+        .sqrt();
+    let upper = (du2 * du2 - 2.0 * phi * du2 * dl3 + dl3 * dl3)
+        .max(0.0)
+        .sqrt();
     Some(Estimate {
         value: diff,
         low: (diff - lower).max(-1.0),

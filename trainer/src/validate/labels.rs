@@ -45,7 +45,11 @@ struct TargetLine {
 pub fn read_targets(path: &Path) -> Result<HashMap<String, (Option<String>, Option<f64>)>> {
     let text = fs_err::read_to_string(path).context("cannot read the training targets")?;
     let mut out = HashMap::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let t: TargetLine = serde_json::from_str(line).with_context(|| {
             format!(
                 "`{}` line {} is not a targets.jsonl line written by `linesight-train train`",
@@ -82,11 +86,16 @@ pub fn disagreements(
                 .unwrap_or((None, None));
             let mllm = img.mllm.first().cloned();
             let named = mllm_class.clone().or_else(|| mllm.clone());
-            let mut names: Vec<String> = [&named, &img.target_name, &target, &m.as_ref().map(|m| m.0.clone())]
-                .into_iter()
-                .flatten()
-                .map(|n| canonical(n))
-                .collect();
+            let mut names: Vec<String> = [
+                &named,
+                &img.target_name,
+                &target,
+                &m.as_ref().map(|m| m.0.clone()),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|n| canonical(n))
+            .collect();
             names.sort();
             names.dedup();
             LabelRow {
@@ -107,7 +116,11 @@ pub fn disagreements(
         b.distinct
             .cmp(&a.distinct)
             .then(a.clean.unwrap_or(1.0).total_cmp(&b.clean.unwrap_or(1.0)))
-            .then(a.model_score.unwrap_or(1.0).total_cmp(&b.model_score.unwrap_or(1.0)))
+            .then(
+                a.model_score
+                    .unwrap_or(1.0)
+                    .total_cmp(&b.model_score.unwrap_or(1.0)),
+            )
             .then(a.path.cmp(&b.path))
     });
     rows
@@ -141,7 +154,13 @@ mod tests {
     use super::*;
     use crate::near::refined::RefinedImage;
 
-    fn image(path: &str, mllm: &str, own: Option<usize>, target: Option<usize>, classes: &[&str]) -> RefinedImage {
+    fn image(
+        path: &str,
+        mllm: &str,
+        own: Option<usize>,
+        target: Option<usize>,
+        classes: &[&str],
+    ) -> RefinedImage {
         RefinedImage {
             path: path.into(),
             sha256: String::new(),

@@ -9,20 +9,44 @@ use serde::Serialize;
 
 /// The figures a rule can name, with what each means (printed in errors and `--help`).
 pub const METRICS: [(&str, &str); 15] = [
-    ("top1", "share of images whose predicted name is the true name"),
+    (
+        "top1",
+        "share of images whose predicted name is the true name",
+    ),
     ("top1_low", "lower end of top1's 95 % Wilson interval"),
-    ("cacc", "clustering accuracy (Hungarian matching of names to classes)"),
+    (
+        "cacc",
+        "clustering accuracy (Hungarian matching of names to classes)",
+    ),
     ("sacc", "semantic accuracy (needs the sentence model)"),
     ("min_class_recall", "lowest recall of a true class"),
-    ("min_class_precision", "lowest precision of a predicted name"),
+    (
+        "min_class_precision",
+        "lowest precision of a predicted name",
+    ),
     ("min_class_f1", "lowest F1 of a class"),
     ("ece", "expected calibration error (10 bins)"),
-    ("max_class_regression", "largest drop of a class's recall against --baseline"),
+    (
+        "max_class_regression",
+        "largest drop of a class's recall against --baseline",
+    ),
     ("top1_delta", "top1 minus the --baseline's top1"),
-    ("int8_agreement", "top-1 agreement of an int8 bundle with its f32 twin (1 for f32)"),
-    ("min_class_int8_agreement", "lowest per-class agreement with the f32 twin"),
-    ("coverage", "share accepted by the recommended per-class thresholds"),
-    ("unreadable", "manifest rows whose image is missing or corrupt"),
+    (
+        "int8_agreement",
+        "top-1 agreement of an int8 bundle with its f32 twin (1 for f32)",
+    ),
+    (
+        "min_class_int8_agreement",
+        "lowest per-class agreement with the f32 twin",
+    ),
+    (
+        "coverage",
+        "share accepted by the recommended per-class thresholds",
+    ),
+    (
+        "unreadable",
+        "manifest rows whose image is missing or corrupt",
+    ),
     ("p95_ms", "p95 latency per image on this host (ms)"),
 ];
 
@@ -95,7 +119,11 @@ pub fn parse(text: &str) -> Result<Vec<Rule>, RuleError> {
         if !METRICS.iter().any(|(m, _)| *m == metric) {
             return Err(RuleError::UnknownMetric {
                 name: metric.to_string(),
-                known: METRICS.iter().map(|(m, _)| *m).collect::<Vec<_>>().join(", "),
+                known: METRICS
+                    .iter()
+                    .map(|(m, _)| *m)
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
         let threshold: f64 = value
@@ -192,10 +220,19 @@ mod tests {
 
     #[test]
     fn parses_the_issue_example() {
-        let r = parse("top1>=0.80, min_class_recall>=0.5,max_class_regression<=0.05,int8_agreement>=0.99").unwrap();
+        let r = parse(
+            "top1>=0.80, min_class_recall>=0.5,max_class_regression<=0.05,int8_agreement>=0.99",
+        )
+        .unwrap();
         assert_eq!(r.len(), 4);
-        assert_eq!((r[0].metric.as_str(), r[0].op, r[0].threshold), ("top1", Op::Ge, 0.8));
-        assert_eq!((r[2].metric.as_str(), r[2].op), ("max_class_regression", Op::Le));
+        assert_eq!(
+            (r[0].metric.as_str(), r[0].op, r[0].threshold),
+            ("top1", Op::Ge, 0.8)
+        );
+        assert_eq!(
+            (r[2].metric.as_str(), r[2].op),
+            ("max_class_regression", Op::Le)
+        );
         assert_eq!(parse("ece<0.1").unwrap()[0].op, Op::Lt);
         assert_eq!(parse("").unwrap(), vec![]);
     }
@@ -205,7 +242,9 @@ mod tests {
         assert!(matches!(parse("top1=0.8"), Err(RuleError::Syntax(_))));
         assert!(matches!(parse(">=0.8"), Err(RuleError::Syntax(_))));
         let e = parse("top5>=0.8").unwrap_err();
-        assert!(e.to_string().contains("unknown metric `top5`") && e.to_string().contains("top1_low"));
+        assert!(
+            e.to_string().contains("unknown metric `top5`") && e.to_string().contains("top1_low")
+        );
         assert_eq!(parse("top1>=high"), Err(RuleError::Value("high".into())));
         assert_eq!(parse("top1>=NaN"), Err(RuleError::Value("NaN".into())));
     }

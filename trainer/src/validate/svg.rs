@@ -146,7 +146,13 @@ pub fn heatmap(c: &Confusion) -> String {
     let width = left + cell * c.columns.len() as f64 + label_w * 0.5;
     let height = top + cell * c.rows.len() as f64 + 10.0;
     let mut out = String::new();
-    open(&mut out, "plot-confusion", width, height, "confusion matrix");
+    open(
+        &mut out,
+        "plot-confusion",
+        width,
+        height,
+        "confusion matrix",
+    );
     for (i, name) in c.rows.iter().enumerate() {
         let y = top + cell * i as f64 + cell * 0.7;
         let _ = write!(
@@ -203,9 +209,22 @@ pub fn heatmap(c: &Confusion) -> String {
 pub fn reliability(bins: &[Bin], ece: f64) -> String {
     let f = Frame::new(56.0, 28.0, 320.0, 240.0, (0.0, 1.0), (0.0, 1.0));
     let mut out = String::new();
-    open(&mut out, "plot-reliability", 400.0, 320.0, "reliability diagram");
+    open(
+        &mut out,
+        "plot-reliability",
+        400.0,
+        320.0,
+        "reliability diagram",
+    );
     let ticks = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0];
-    f.axes(&mut out, &ticks, &ticks, "score (top-1 softmax)", "share right", true);
+    f.axes(
+        &mut out,
+        &ticks,
+        &ticks,
+        "score (top-1 softmax)",
+        "share right",
+        true,
+    );
     for b in bins.iter().filter(|b| b.count > 0) {
         let (x0, x1) = (f.px(b.low) + 1.0, f.px(b.high) - 1.0);
         let y = f.py(b.accuracy);
@@ -250,12 +269,25 @@ pub fn coverage(curve: &[CoveragePoint], target: f64, chosen: Option<(f64, f64, 
     let y0 = ((min_acc - 0.05) * 10.0).floor().max(0.0) / 10.0;
     let f = Frame::new(56.0, 28.0, 320.0, 240.0, (0.0, 1.0), (y0, 1.0));
     let mut out = String::new();
-    open(&mut out, "plot-coverage", 400.0, 320.0, "accuracy against coverage");
+    open(
+        &mut out,
+        "plot-coverage",
+        400.0,
+        320.0,
+        "accuracy against coverage",
+    );
     let yt: Vec<f64> = (0..=10)
         .map(|i| y0 + (1.0 - y0) * i as f64 / 10.0)
         .filter(|v| ((v * 100.0).round() as i64) % 10 == 0)
         .collect();
-    f.axes(&mut out, &[0.0, 0.2, 0.4, 0.6, 0.8, 1.0], &yt, "coverage (share accepted)", "accuracy of the accepted", true);
+    f.axes(
+        &mut out,
+        &[0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+        &yt,
+        "coverage (share accepted)",
+        "accuracy of the accepted",
+        true,
+    );
     let _ = write!(
         out,
         r#"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="{GREY}" stroke-dasharray="5 3"/><text x="{}" y="{}" font-size="11" text-anchor="end">target {:.0}%</text>"#,
@@ -298,12 +330,31 @@ pub fn coverage(curve: &[CoveragePoint], target: f64, chosen: Option<(f64, f64, 
 /// plot): left of 0 is a regression.
 pub fn deltas(rows: &[ClassDelta]) -> String {
     let row_h = 16.0;
-    let label_w = rows.iter().map(|r| r.name.chars().count()).max().unwrap_or(4) as f64 * 6.2 + 12.0;
+    let label_w = rows
+        .iter()
+        .map(|r| r.name.chars().count())
+        .max()
+        .unwrap_or(4) as f64
+        * 6.2
+        + 12.0;
     let n = rows.len().max(1) as f64;
     let f = Frame::new(label_w, 10.0, 360.0, row_h * n, (-1.0, 1.0), (0.0, n));
     let mut out = String::new();
-    open(&mut out, "plot-deltas", label_w + 380.0, f.height + 50.0, "per-class recall deltas");
-    f.axes(&mut out, &[-1.0, -0.5, 0.0, 0.5, 1.0], &[], "new recall - deployed recall", "", true);
+    open(
+        &mut out,
+        "plot-deltas",
+        label_w + 380.0,
+        f.height + 50.0,
+        "per-class recall deltas",
+    );
+    f.axes(
+        &mut out,
+        &[-1.0, -0.5, 0.0, 0.5, 1.0],
+        &[],
+        "new recall - deployed recall",
+        "",
+        true,
+    );
     for (i, r) in rows.iter().enumerate() {
         let y = f.top + row_h * i as f64 + row_h / 2.0;
         let colour = if r.delta.value < 0.0 { RED } else { BLUE };
@@ -358,10 +409,25 @@ pub fn drift(reference: &[f32], frames: &[f32], cut: f32) -> String {
     let top = hr.iter().chain(&hf).copied().fold(0.0, f64::max).max(0.01);
     let f = Frame::new(56.0, 28.0, 360.0, 220.0, (0.0, x1), (0.0, top));
     let mut out = String::new();
-    open(&mut out, "plot-drift", 440.0, 300.0, "distance to the training set");
-    let xt: Vec<f64> = (0..=4).map(|i| r1(x1 * i as f64 / 4.0 * 100.0) / 100.0).collect();
+    open(
+        &mut out,
+        "plot-drift",
+        440.0,
+        300.0,
+        "distance to the training set",
+    );
+    let xt: Vec<f64> = (0..=4)
+        .map(|i| r1(x1 * i as f64 / 4.0 * 100.0) / 100.0)
+        .collect();
     let yt: Vec<f64> = (0..=4).map(|i| top * i as f64 / 4.0).collect();
-    f.axes(&mut out, &xt, &yt, "cosine distance to the nearest training image", "share of the set", true);
+    f.axes(
+        &mut out,
+        &xt,
+        &yt,
+        "cosine distance to the nearest training image",
+        "share of the set",
+        true,
+    );
     let w = x1 / bins as f64;
     for (h, colour, dx) in [(&hr, GREY.to_string(), 0.0), (&hf, rgb(GREEN), 0.5)] {
         for (b, &v) in h.iter().enumerate().filter(|(_, v)| **v > 0.0) {

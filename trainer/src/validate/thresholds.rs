@@ -264,7 +264,10 @@ pub fn render(
     );
     let reached = |c: &Choice| {
         if c.reached {
-            format!("accepts {} of {} predictions, {} right", c.accepted, c.total, c.correct)
+            format!(
+                "accepts {} of {} predictions, {} right",
+                c.accepted, c.total, c.correct
+            )
         } else {
             format!(
                 "no threshold reaches the target on its {} predictions: never accepted",
@@ -379,7 +382,10 @@ mod tests {
         let r = recommend(&images(), &labels(), 0.0, 0.75);
         // global, sorted: .95R .9R .8W .7R .6R .5W .4R -> precision at .6: 4/5 = 0.8,
         // at .5: 4/6, at .4: 5/7 = 0.714 -> lowest reaching 0.75 is 0.6 (5 of 7 accepted)
-        assert_eq!((r.global.threshold, r.global.accepted, r.global.total), (0.6, 5, 7));
+        assert_eq!(
+            (r.global.threshold, r.global.accepted, r.global.total),
+            (0.6, 5, 7)
+        );
         // a: .9R .8W .7R .6R -> at .6: 3/4 = 0.75 -> 0.6; b: .95R .5W .4R -> at .4: 2/3,
         // at .5: 1/2, at .95: 1/1 -> 0.95
         let a = r.per_class[0].1.unwrap();
@@ -403,7 +409,11 @@ mod tests {
         let imgs = images();
         let accepts = |i: usize, r: &DecisionRule| {
             let c = imgs[i];
-            c.score >= r.per_class_min_score.get(c.top1).copied().unwrap_or(r.min_score)
+            c.score
+                >= r.per_class_min_score
+                    .get(c.top1)
+                    .copied()
+                    .unwrap_or(r.min_score)
         };
         let (pc, gl) = two_fold(&imgs, &labels(), 0.0, 0.75, accepts);
         // fold 0 (chosen on evens, all right): class 0 -> 0.7, class 1 -> 0.4, global
@@ -464,10 +474,18 @@ mod tests {
         let e = apply(&file, &m, "thr.toml").unwrap_err().to_string();
         assert!(e.contains("was made for model sha256"), "{e}");
         file.model_sha256 = hex::encode(m.sha256);
-        assert!(apply(&file, &m, "t").unwrap().per_class_min_score.is_empty());
-        file.decision.per_class_min_score.insert("zebra".into(), 0.5);
+        assert!(apply(&file, &m, "t")
+            .unwrap()
+            .per_class_min_score
+            .is_empty());
+        file.decision
+            .per_class_min_score
+            .insert("zebra".into(), 0.5);
         let e = apply(&file, &m, "thr.toml").unwrap_err().to_string();
-        assert!(e.contains("`zebra` is not one of the model's labels"), "{e}");
+        assert!(
+            e.contains("`zebra` is not one of the model's labels"),
+            "{e}"
+        );
         file.decision.per_class_min_score.clear();
         file.decision.min_score = 2.0;
         assert!(apply(&file, &m, "t").is_err());

@@ -80,7 +80,9 @@ mod tests {
         img.save(&p).unwrap();
         let uri = thumbnail(&p).unwrap();
         let b64 = uri.strip_prefix("data:image/jpeg;base64,").unwrap();
-        let jpeg = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        let jpeg = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
         let back = image::load_from_memory(&jpeg).unwrap();
         assert_eq!((back.width(), back.height()), (MAX_SIDE, MAX_SIDE / 2));
         assert!(jpeg.len() < 8000, "{} bytes", jpeg.len());
