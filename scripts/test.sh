@@ -42,6 +42,16 @@ if ! { command -v mender && command -v mender-artifact; } >/dev/null; then
   fi
 fi
 export LINESIGHT_REQUIRE_MENDER="${LINESIGHT_REQUIRE_MENDER:-1}"
+# The validate report's end-to-end test opens the page in headless Chromium (Debian's
+# `chromium`); as root with apt (CI) it is installed here, elsewhere the script says so.
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+  else
+    echo "test.sh: chromium not found; the validate report's end-to-end test needs it: apt-get install chromium" >&2
+    exit 2
+  fi
+fi
 
 scripts/fetch-weights.sh
 export LINESIGHT_REQUIRE_WEIGHTS=1 LINESIGHT_NO_PROGRESS=1

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 /// linesight-train: label, refine, train, export and evaluate linesight models.
 ///
-/// Exit codes: 0 success, 2 the command failed (the message says why). Output into a
-/// closed pipe (`| head`) ends quietly with 0.
+/// Exit codes: 0 success, 2 the command failed (the message says why), 3 `validate`'s
+/// verdict is no-go. Output into a closed pipe (`| head`) ends quietly with 0.
 #[derive(Parser)]
 #[command(name = "linesight-train", version, about, long_about)]
 pub struct Cli {
@@ -333,6 +333,122 @@ pub enum Command {
         #[arg(long, value_name = "PATH", default_value = "mender-artifact")]
         mender_artifact: PathBuf,
     },
+    /// Decide whether a bundle may go to the line: one offline report, go or no-go.
+    ///
+    /// Runs the bundle exactly as the box does (the edge's engine and preprocessing) on a
+    /// labelled split and writes, into --out: report.html (one self-contained page that
+    /// opens with no network: verdict, headline figures with 95 % intervals, per-class
+    /// precision / recall / F1, confusion heatmap and most confused pairs, reliability and
+    /// accuracy against coverage, recommended thresholds, galleries of mistakes, the
+    /// comparison with the deployed model, training labels to re-check, the line's
+    /// uncertain frames, latency and memory on this host), report.json (the same figures,
+    /// with a schema version), thresholds.toml (the thresholds that reach
+    /// --target-precision; apply them with `linesight-train thresholds`) and, with
+    /// --refined, to-verify.csv (for `refine --verified`).
+    ///
+    /// A manifest row whose image is missing or corrupt is listed in the report and left
+    /// out of every figure; a bundle that does not load stops the command (exit 2).
+    ///
+    /// Exit codes: 0 go (every --require rule passes), 3 no-go (a rule fails, cannot be
+    /// checked, or the bundle fails its self-test), 2 the report could not be made.
+    ///
+    /// Rules (--require, comma-separated METRIC OP VALUE with OP one of >= <= > <): top1,
+    /// top1_low, cacc, sacc, min_class_recall, min_class_precision, min_class_f1, ece,
+    /// max_class_regression and top1_delta (need --baseline), int8_agreement and
+    /// min_class_int8_agreement (1 for an f32 bundle), coverage (of the recommended
+    /// thresholds), unreadable (rows), p95_ms (this host).
+    ///
+    /// Example: linesight-train validate --bundle new.lsb --manifest data/manifest.csv --baseline deployed.lsb --require top1>=0.80,min_class_recall>=0.5,max_class_regression<=0.05 --out report/
+    Validate(Box<ValidateArgs>),
+    /// Write the thresholds of a `validate` thresholds.toml into a copy of a bundle.
+    ///
+    /// Thresholds travel in the bundle's manifest (edge.toml refuses them), so the copy is
+    /// what `linesight-edge classify`, `run` and `install` then use. Only the decision rule
+    /// changes; the copy must be signed again (--sign) for `install`. Refuses a file made
+    /// for another model (sha256) or naming a class the model lacks.
+    ///
+    /// Example: linesight-train thresholds --bundle new.lsb --set report/thresholds.toml --out new.tuned.lsb --sign keys/signing.key
+    Thresholds {
+        /// The bundle to copy.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The thresholds file written by `validate`.
+        #[arg(long, value_name = "FILE")]
+        set: PathBuf,
+        /// The bundle to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Sign the copy with this secret key file (`signing.key` from `keygen`).
+        #[arg(long, value_name = "KEY")]
+        sign: Option<PathBuf>,
+    },
+}
+
+/// Arguments of `validate`.
+#[derive(clap::Args)]
+pub struct ValidateArgs {
+    /// The bundle to validate (`*.lsb`).
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// Labelled manifest CSV (`path,label,split`, paths relative to the CSV).
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// Which split's rows to score.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// The bundle deployed now: per-class deltas, images that flipped.
+    #[arg(long, value_name = "DEPLOYED.lsb")]
+    pub baseline: Option<PathBuf>,
+    /// The f32 twin of an int8 bundle (default: NAME.f32.lsb beside it, else the
+    /// baseline when it is the twin, else the manifest's export-time parity figures).
+    #[arg(long, value_name = "F32.lsb")]
+    pub twin: Option<PathBuf>,
+    /// The refined.json the model was trained from: training labels to re-check.
+    #[arg(long, value_name = "FILE")]
+    pub refined: Option<PathBuf>,
+    /// The checkpoint's targets.jsonl (final training targets), with --refined.
+    #[arg(long, value_name = "FILE", requires = "refined")]
+    pub targets: Option<PathBuf>,
+    /// A folder written by `linesight-edge export-uncertain --out DIR`: drift and
+    /// decisions on what the line saw.
+    #[arg(long, value_name = "DIR")]
+    pub uncertain: Option<PathBuf>,
+    /// Precision the recommended thresholds must reach (0..1].
+    #[arg(long, default_value_t = 0.95)]
+    pub target_precision: f64,
+    /// Go / no-go rules, e.g. `top1>=0.80,min_class_recall>=0.5,max_class_regression<=0.05,int8_agreement>=0.99`.
+    #[arg(long, default_value = "", value_name = "RULES")]
+    pub require: String,
+    /// Output folder (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// all-MiniLM-L6-v2 folder for sACC; default: under the weights folder. Skipped, and
+    /// said so in the report, when missing.
+    #[arg(long, value_name = "DIR")]
+    pub sentence_model: Option<PathBuf>,
+    /// Backbone weights for the drift embeddings (default: the bundle's backbone's file
+    /// under the weights folder).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Embedding cache for the drift section (default: `cache` beside --refined, else
+    /// OUT/embedding-cache).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// A public key (`signing.pub`) the bundle should be signed with; repeatable.
+    #[arg(long, value_name = "PUB")]
+    pub trusted_key: Vec<PathBuf>,
+    /// Images timed by the host benchmark (0: skip it).
+    #[arg(long, default_value_t = 50)]
+    pub bench_iterations: usize,
+    /// Threads tract runs the model on in the benchmark.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Bootstrap resamples for the cACC and sACC intervals.
+    #[arg(long, default_value_t = 1000)]
+    pub resamples: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// Arguments of `label`.

@@ -30,4 +30,5 @@ pub mod metrics;
 pub mod mllm;
 pub mod near;
 pub mod sentence;
+pub mod validate;
 pub mod vocab;

@@ -9,7 +9,7 @@ use linesight_shared::closed_pipe::is_closed_pipe;
 use linesight_shared::decode::{ImageLimits, DEFAULT_MAX_MEGAPIXELS};
 use linesight_trainer::commands::{
     eval, export, keygen, label, mender_artifact, pipeline, prototypes, quantize, refine,
-    simulate_mllm, train,
+    simulate_mllm, thresholds, train, validate,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,6 +33,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // The reader went away (`| head`): a quiet, clean end.
         Err(e) if is_closed_pipe(e.as_ref()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<validate::NoGo>().is_some() => {
+            eprintln!("linesight-train: {e}");
+            ExitCode::from(validate::NO_GO_EXIT)
+        }
         Err(e) => {
             eprintln!(
                 "linesight-train: error: {}",
@@ -214,6 +218,28 @@ fn run(command: Command, json: bool) -> Result<()> {
                 Ok(())
             }
         },
+        Command::Validate(a) => {
+            let summary = validate::run(&validate_settings(*a))?;
+            print_report(json, &summary)?;
+            if !summary.go {
+                return Err(validate::NoGo(summary.verdict).into());
+            }
+            Ok(())
+        }
+        Command::Thresholds {
+            bundle,
+            set,
+            out,
+            sign,
+        } => {
+            let report = thresholds::run(&thresholds::ThresholdsSettings {
+                bundle,
+                set,
+                out,
+                sign,
+            })?;
+            print_report(json, &report)
+        }
         Command::SimulateMllm(args) => {
             let s = simulate_settings(*args)?;
             match &s.direct {
@@ -245,6 +271,39 @@ fn run(command: Command, json: bool) -> Result<()> {
             })?;
             print_report(json, &report)
         }
+    }
+}
+
+/// `validate`'s flags -> settings (defaults resolved against the weights folder).
+fn validate_settings(a: cli::ValidateArgs) -> validate::ValidateSettings {
+    let cache = a.cache.unwrap_or_else(|| match &a.refined {
+        Some(r) => beside(r, "cache"),
+        None => a.out.join("embedding-cache"),
+    });
+    validate::ValidateSettings {
+        weights: a.weights,
+        weights_dir: weights_dir(),
+        sentence_model: Some(
+            a.sentence_model
+                .unwrap_or_else(|| weights_dir().join("all-MiniLM-L6-v2")),
+        ),
+        bundle: a.bundle,
+        manifest: a.manifest,
+        split: a.split,
+        baseline: a.baseline,
+        twin: a.twin,
+        refined: a.refined,
+        targets: a.targets,
+        uncertain: a.uncertain,
+        target_precision: a.target_precision,
+        require: a.require,
+        out: a.out,
+        cache,
+        trusted_keys: a.trusted_key,
+        bench_iterations: a.bench_iterations,
+        threads: a.threads,
+        resamples: a.resamples,
+        seed: a.seed,
     }
 }
 

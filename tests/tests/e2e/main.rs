@@ -11,3 +11,4 @@ mod hostile;
 mod mender;
 mod near;
 mod util;
+mod validate;

@@ -555,4 +555,98 @@ pub fn all_output(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+/// Kills a child process (the MLLM simulator) when dropped, whether the test passed or not.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The demo's training photos as an unlabeled folder `t/images` (links under neutral
+/// names, no class in the path), and the held-out photos with their labels.
+pub fn demo_unlabeled(t: &Path) -> (PathBuf, Vec<(PathBuf, String)>) {
+    let manifest = repo().join("models/demo/manifest.csv");
+    let images = t.join("images");
+    std::fs::create_dir(&images).unwrap();
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let mut held_out = Vec::new();
+    for (i, line) in text.lines().skip(1).enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        let src = repo().join("models/demo").join(f[0]);
+        if f[2] == "train" {
+            std::os::unix::fs::symlink(&src, images.join(format!("{i:03}.jpg"))).unwrap();
+        } else {
+            held_out.push((src, f[1].to_string()));
+        }
+    }
+    (images, held_out)
+}
+
+/// The MLLM simulator (at `accuracy`, `seed`, over HTTP) names the photos of `images`
+/// (`label`), then `refine` votes (`--min-images 2 --k 5`, for 30 photos). Returns
+/// refined.json's path and refine's output.
+pub fn label_and_refine(t: &Path, images: &Path, accuracy: &str, seed: &str) -> (PathBuf, Output) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let train = bin("linesight-train");
+    let manifest = repo().join("models/demo/manifest.csv");
+    let mut sim = Child(
+        Command::new(&train)
+            .args(["--log", "warn", "simulate-mllm", "--listen", "127.0.0.1:0"])
+            .args(["--accuracy", accuracy, "--seed", seed, "--truth"])
+            .arg(&manifest)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = BufReader::new(sim.0.stderr.take().unwrap());
+    let mut url = String::new();
+    for _ in 0..20 {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(pos) = line.find("http://") {
+            url = line[pos..].split_whitespace().next().unwrap().to_string();
+            break;
+        }
+    }
+    assert!(url.ends_with("/v1"), "simulator address not printed: {url}");
+    let labels = t.join("labels.jsonl");
+    let o = run(Command::new(&train)
+        .args([
+            "--json",
+            "label",
+            "--model",
+            "simulated",
+            "--endpoint",
+            &url,
+            "--images",
+        ])
+        .arg(images)
+        .arg("--out")
+        .arg(&labels));
+    assert!(o.status.success());
+    drop(sim);
+    let refined = t.join("refined.json");
+    let o = run(Command::new(&train)
+        .args([
+            "--json",
+            "refine",
+            "--min-images",
+            "2",
+            "--k",
+            "5",
+            "--images",
+        ])
+        .arg(images)
+        .arg("--labels")
+        .arg(&labels)
+        .arg("--out")
+        .arg(&refined));
+    (refined, o)
 }

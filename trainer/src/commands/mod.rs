@@ -11,4 +11,6 @@ pub mod prototypes;
 pub mod quantize;
 pub mod refine;
 pub mod simulate_mllm;
+pub mod thresholds;
 pub mod train;
+pub mod validate;
