@@ -177,9 +177,10 @@ cmd_build() {
   say "$("$RUSTC" -V), cargo $(cargo -V | cut -d' ' -f2); building for $TRIPLE (log: $BOX/build.log)"
   mkdir -p "$BOX" "$(dirname "$TEST_LIST")"
   # One cargo invocation, one profile: the test binaries and the binary they drive
-  # (CARGO_BIN_EXE_linesight-edge) are built together, tract once.
+  # (CARGO_BIN_EXE_linesight-edge) are built together, tract once. No debug line tables:
+  # the binary that ships is stripped anyway, and leaving them out shortens the cold build.
   local json="$BOX/build.json"
-  if ! cargo test --release --no-run --locked --target "$TRIPLE" -p linesight-edge --features camera \
+  if ! CARGO_PROFILE_RELEASE_DEBUG=false cargo test --release --no-run --locked --target "$TRIPLE" -p linesight-edge --features camera \
     --target-dir "$TARGET_DIR" --message-format json-render-diagnostics >"$json" 2>"$BOX/build.log"; then
     tail -40 "$BOX/build.log" >&2
     die "cross-build failed (log: $BOX/build.log)"
