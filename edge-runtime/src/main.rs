@@ -149,6 +149,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             iterations,
             warmup,
             profile,
+            nodes,
             pipeline: false,
             size,
             json,
@@ -167,6 +168,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 print!("{}", r.render());
+                if let (true, Some(p)) = (nodes, &r.profile) {
+                    print!("{}", p.render_nodes());
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -207,6 +211,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
+                println!("{}", r.build.describe());
                 println!(
                     "{} ({:?}, frames {}x{}): bare infer {:.2} frames/s, pipeline {:.2} frames/s (medians of {} rounds x {} frames), overhead {:.1}% (paired rounds {:.1}%; from stages: {:.2} ms of each frame outside inference = {:.1}%); stages: preprocess {:.2} ms, infer {:.2} ms, decide+sink {:.3} ms",
                     r.model_id,
