@@ -6,13 +6,20 @@ use std::path::PathBuf;
 /// linesight-edge runs a linesight model bundle (`*.lsb`) on this box, without network.
 ///
 /// Exit codes: 0 every item succeeded, 1 some items failed (each is reported on its own
-/// line), 2 the command could not run (bad bundle, bad arguments).
+/// line), 2 the command could not run (bad bundle, bad arguments). Output into a closed
+/// pipe (`| head`) ends quietly with 0.
 #[derive(Parser)]
 #[command(name = "linesight-edge", version, about, long_about)]
 pub struct Cli {
     /// Log filter, e.g. `info` or `linesight_edge=debug` (also RUST_LOG).
     #[arg(long, global = true, default_value = "warn")]
     pub log: String,
+    /// The largest image decoded, in megapixels (1..=1000; default 50, `run`: also
+    /// source.max_image_megapixels). A larger image is refused from its header, naming
+    /// its size, before it takes memory; bench --size and the synthetic size are held to
+    /// it too.
+    #[arg(long, global = true, value_name = "MP")]
+    pub max_image_megapixels: Option<u32>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -21,9 +28,13 @@ pub struct Cli {
 pub enum Command {
     /// Classify image files and folders with a bundle, one line per image.
     ///
-    /// Folders are searched recursively for .jpg/.jpeg/.png/.bmp/.webp files. An image that
-    /// cannot be read or decoded gets a line with its error and the run goes on; the exit
-    /// code is then 1.
+    /// Folders are searched recursively for .jpg/.jpeg/.png/.bmp/.webp files (hidden
+    /// entries passed over); symbolic-link loops, second paths to a file already listed and
+    /// FIFOs, sockets or devices named like images are skipped and said on stderr, never
+    /// opened. An image that cannot be read or decoded (or is larger than
+    /// --max-image-megapixels) gets a line with its error and the run goes on; the exit
+    /// code is then 1. The bundle's signature is checked against the trusted keys (as
+    /// `install` finds them) and a warning goes to stderr unless it is valid.
     ///
     /// Example: linesight-edge classify --bundle model.lsb --json photos/
     Classify {
@@ -36,9 +47,19 @@ pub enum Command {
         /// How many best labels to list per image.
         #[arg(long, default_value_t = 3)]
         top_k: usize,
+        /// With --json: add the model's raw logits (before softmax), to compare boxes and
+        /// builds (scripts/box.sh compares aarch64 with x86 this way).
+        #[arg(long)]
+        logits: bool,
         /// Threads tract runs the model on (1: this thread only).
         #[arg(long, default_value_t = linesight_edge::config::DEFAULT_THREADS)]
         threads: usize,
+        /// Models root whose trusted-keys/*.pub are trusted (default: $LINESIGHT_ROOT or
+        /// /var/lib/linesight).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        #[command(flatten)]
+        trust: TrustArgs,
         /// Image files or folders.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -56,10 +77,8 @@ pub enum Command {
     /// model between two frames.
     ///
     /// Models root: --root, else $LINESIGHT_ROOT, else the config's model.root, else
-    /// /var/lib/linesight.
-    ///
-    /// Test hook: LINESIGHT_FAULT_KILL=STEP makes the process SIGKILL itself at that step
-    /// of the install (crash-safety tests; never set it on a box).
+    /// /var/lib/linesight. Only one install or rollback changes a root at a time; a second
+    /// one waits for the first. A broken `current` pointer is replaced.
     ///
     /// Example: linesight-edge install /media/usb/model.lsb --trusted-key /etc/linesight/signing.pub
     Install {
@@ -68,27 +87,40 @@ pub enum Command {
         /// Models root (default: $LINESIGHT_ROOT or /var/lib/linesight).
         #[arg(long)]
         root: Option<PathBuf>,
-        /// A trusted public key file (`signing.pub`); repeatable.
-        #[arg(long = "trusted-key", value_name = "PUB")]
-        trusted_keys: Vec<PathBuf>,
+        #[command(flatten)]
+        trust: TrustArgs,
         /// Accept a bundle without signature (desktop use only).
         #[arg(long)]
         allow_unsigned: bool,
-        /// The box's edge.toml: trusted keys (model.trusted_keys, used without
-        /// --trusted-key), model.allow_unsigned and model.root.
-        #[arg(long)]
-        config: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Make the previous model current again (after checking it still self-tests).
+    /// Make the previous model (or --slot NNNN) current again, after verifying it as
+    /// `install` verifies a bundle.
+    ///
+    /// The slot's install.json must describe the bundle beside it (size, sha256), and the
+    /// bundle must pass the checksum, model hash, its signature against the trusted keys
+    /// (unsigned only with --allow-unsigned), the memory check, loading and its self-test.
+    /// The model rolled back from becomes `previous`. A broken `current` (empty, garbage,
+    /// naming a missing slot) is repaired: previous if it verifies, else the newest slot
+    /// that does.
     ///
     /// Example: linesight-edge rollback --root /var/lib/linesight
+    ///
+    /// Example: linesight-edge rollback --slot 0003 --trusted-key /etc/linesight/signing.pub
     Rollback {
         /// Models root (default: $LINESIGHT_ROOT or /var/lib/linesight).
         #[arg(long)]
         root: Option<PathBuf>,
+        /// Switch to this installed slot (e.g. 0003) instead of the previous one.
+        #[arg(long, value_name = "NNNN")]
+        slot: Option<String>,
+        #[command(flatten)]
+        trust: TrustArgs,
+        /// Accept an unsigned slot (one installed with --allow-unsigned).
+        #[arg(long)]
+        allow_unsigned: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -101,7 +133,10 @@ pub enum Command {
     ///
     /// One JSON line per station and frame goes to the sink (default stdout). A bad frame
     /// is skipped and counted; a source that fails or stalls is reopened with backoff.
-    /// SIGTERM / SIGINT finish the frame in hand, flush the sink and exit 0. Under systemd,
+    /// SIGTERM / SIGINT finish the frame in hand, flush the sink and exit 0; the exit code
+    /// is 1 when output was lost (decisions the sink could not write, e.g. a full disk; a
+    /// station region that did not fit a frame). A station region outside the first frame
+    /// stops the run (exit 2). Under systemd,
     /// READY=1 and WATCHDOG=1 are sent to $NOTIFY_SOCKET.
     ///
     /// Example: linesight-edge run --source dir:/data/parts --loop --fps 5 --http 127.0.0.1:9464
@@ -151,6 +186,8 @@ pub enum Command {
         /// Models root (default: $LINESIGHT_ROOT or /var/lib/linesight).
         #[arg(long)]
         root: Option<PathBuf>,
+        #[command(flatten)]
+        trust: TrustArgs,
         /// Threads tract runs the model on (1: this thread only).
         #[arg(long, default_value_t = linesight_edge::config::DEFAULT_THREADS)]
         threads: usize,
@@ -187,9 +224,10 @@ pub enum Command {
     ///
     /// Verifies the file (checksum, model hash) and prints the manifest: model id and
     /// version, precision, labels, preprocessing, decision rule, parity figures,
-    /// provenance, self-test vectors, the signing key's fingerprint (or `unsigned`), and
-    /// the ONNX model's size and sha256. --extract-onnx writes the raw ONNX bytes, which
-    /// onnxruntime and Netron open as they are.
+    /// provenance, self-test vectors, the signature (valid, invalid, untrusted or unsigned,
+    /// checked against the trusted keys as `install` finds them), and the ONNX model's size
+    /// and sha256. --extract-onnx writes the raw ONNX bytes, which onnxruntime and Netron
+    /// open as they are (never over the bundle itself).
     ///
     /// Example: linesight-edge inspect --bundle model.lsb --extract-onnx model.onnx
     Inspect {
@@ -199,6 +237,12 @@ pub enum Command {
         /// Write the model's ONNX bytes to this file.
         #[arg(long, value_name = "FILE")]
         extract_onnx: Option<PathBuf>,
+        /// Models root whose trusted-keys/*.pub are trusted (default: $LINESIGHT_ROOT or
+        /// /var/lib/linesight).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        #[command(flatten)]
+        trust: TrustArgs,
         /// Print the report as one JSON object.
         #[arg(long)]
         json: bool,
@@ -216,17 +260,40 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List the installed models: slots, ids, versions, signers, install times, current/previous.
+    /// List the installed models: slots, ids, versions, signatures, install times,
+    /// current/previous; and diagnose the root.
+    ///
+    /// Each slot's bundle is read: its install.json must describe it (sha256), and its
+    /// signature is checked against the trusted keys. A broken `current` or `previous`
+    /// (empty, not text, not a slot name, naming a missing slot), a record that describes
+    /// another bundle, a damaged bundle or an invalid signature is listed with what to run,
+    /// and the exit code is 1.
     ///
     /// Example: linesight-edge status --json
     Status {
         /// Models root (default: $LINESIGHT_ROOT or /var/lib/linesight).
         #[arg(long)]
         root: Option<PathBuf>,
+        #[command(flatten)]
+        trust: TrustArgs,
         /// Print the report as one JSON object.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Where the trusted keys come from, for every command that checks a signature: the same
+/// sources as `install` (and ROOT/trusted-keys/*.pub always).
+#[derive(clap::Args)]
+pub struct TrustArgs {
+    /// A trusted public key file (`signing.pub`); repeatable. Without it, the config's
+    /// model.trusted_keys are used; ROOT/trusted-keys/*.pub are trusted in every case.
+    #[arg(long = "trusted-key", value_name = "PUB")]
+    pub trusted_keys: Vec<PathBuf>,
+    /// The box's edge.toml: trusted keys (model.trusted_keys, used without
+    /// --trusted-key), model.allow_unsigned and model.root.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// Flags of `run`; each overrides the same key of the config file.

@@ -13,6 +13,7 @@ use crate::station::{Rect, MAX_SMOOTH};
 use crate::store::StoreLimits;
 use crate::trust::KeySpec;
 use crate::{decide::MAX_TOPK, memory, sink::jsonl::SinkSpec, slots};
+use linesight_shared::decode::ImageLimits;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -112,6 +113,9 @@ pub struct SourceSection {
     pub reopen_backoff_ms: u64,
     pub reopen_backoff_max_ms: u64,
     pub synthetic_size: [u32; 2],
+    /// The largest image (`dir:`) or frame the source may deliver, in megapixels; a larger
+    /// one is refused (a bad frame) before it is decoded.
+    pub max_image_megapixels: u32,
     /// `[source.camera]`: format override and YUV range of `camera:ID`.
     pub camera: crate::source::camera::CameraOptions,
 }
@@ -128,6 +132,7 @@ impl Default for SourceSection {
             reopen_backoff_ms: 200,
             reopen_backoff_max_ms: 10_000,
             synthetic_size: [640, 480],
+            max_image_megapixels: linesight_shared::decode::DEFAULT_MAX_MEGAPIXELS,
             camera: Default::default(),
         }
     }
@@ -288,6 +293,7 @@ pub struct Overrides {
     pub stall_timeout_ms: Option<u64>,
     pub top_k: Option<usize>,
     pub threads: Option<usize>,
+    pub max_image_megapixels: Option<u32>,
 }
 
 /// A station as resolved.
@@ -330,6 +336,9 @@ pub struct RunSettings {
     pub poll_current: Option<Duration>,
     /// Tract threads for the running model (and a hot-swapped one).
     pub threads: usize,
+    /// The largest image or frame decoded (`--max-image-megapixels`,
+    /// `source.max_image_megapixels`).
+    pub image_limits: ImageLimits,
     /// Test hook: the available memory to assume (not a config key).
     #[serde(skip)]
     pub mem_available: memory::Available,
@@ -365,10 +374,18 @@ pub fn resolve(file: EdgeConfig, o: Overrides) -> Result<RunSettings, ConfigErro
         return Err(bad(format!("--fps {f} must be positive")));
     }
     let fps = o.fps.or(source.fps()).or(file_fps);
+    let image_limits = ImageLimits::megapixels(
+        o.max_image_megapixels
+            .unwrap_or(file.source.max_image_megapixels),
+    )
+    .map_err(bad)?;
     let [w, h] = file.source.synthetic_size;
     if w == 0 || h == 0 {
         return Err(bad(format!("source.synthetic_size {w}x{h} is empty")));
     }
+    image_limits
+        .check(w, h)
+        .map_err(|e| bad(format!("source.synthetic_size: {e}")))?;
     let stall_ms = o.stall_timeout_ms.unwrap_or(file.source.stall_timeout_ms);
     if stall_ms == 0 {
         return Err(bad("the stall timeout must be at least 1 ms".into()));
@@ -397,6 +414,17 @@ pub fn resolve(file: EdgeConfig, o: Overrides) -> Result<RunSettings, ConfigErro
                 )))
             }
         };
+        // Generated frames have a known size: a region outside it is refused now, not
+        // after a run that decides nothing (other sources: on their first frame).
+        if let (Some(r), SourceSpec::Synthetic { .. } | SourceSpec::Fault { .. }) = (rect, &source)
+        {
+            r.check_fits(w, h).map_err(|e| {
+                bad(format!(
+                    "station `{}`: {e} (source.synthetic_size = [{w}, {h}])",
+                    s.name
+                ))
+            })?;
+        }
         stations.push(StationSettings {
             name: s.name.clone(),
             rect,
@@ -467,6 +495,7 @@ pub fn resolve(file: EdgeConfig, o: Overrides) -> Result<RunSettings, ConfigErro
         allow_unsigned: file.model.allow_unsigned,
         poll_current,
         threads,
+        image_limits,
         mem_available: memory::Available::Kernel,
         bundle: o.bundle.or(file.model.bundle),
         root,
@@ -579,7 +608,7 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_with_the_setting_named() {
-        let cases: [(&str, Overrides, &str); 6] = [
+        let cases: [(&str, Overrides, &str); 9] = [
             (
                 "",
                 Overrides {
@@ -621,6 +650,25 @@ mod tests {
                 "[[station]]\nname = \"a\"\nrect = [0, 0, 0, 5]\n",
                 Overrides::default(),
                 "non-zero width",
+            ),
+            // Issue 16: sizes are bounded, regions checked against a known frame size.
+            (
+                "[source]\nsynthetic_size = [100000, 100000]\n",
+                Overrides::default(),
+                "source.synthetic_size: 100000x100000 is 10000 megapixels, more than the limit of 50 megapixels",
+            ),
+            (
+                "[[station]]\nname = \"far\"\nrect = [600, 0, 100, 100]\n",
+                Overrides::default(),
+                "station `far`: region 600,0 100x100 does not fit a 640x480 frame",
+            ),
+            (
+                "",
+                Overrides {
+                    max_image_megapixels: Some(0),
+                    ..Default::default()
+                },
+                "max_image_megapixels 0 is out of range",
             ),
         ];
         for (text, o, needle) in cases {

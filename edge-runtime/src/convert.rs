@@ -1,4 +1,5 @@
-//! Camera frames to RGB: YUYV (YUY2), NV12 and MJPEG into one reused buffer.
+//! Camera frames to RGB: YUYV (YUY2), NV12 (one buffer or two planes, NM12) and MJPEG into
+//! one reused buffer.
 //!
 //! [`Converter::convert`] takes a [`RawFrame`] (the bytes a camera delivered, its pixel
 //! format, size and line stride) and returns the frame as packed RGB (HWC, u8), written
@@ -27,6 +28,10 @@
 //!
 //! Odd sizes: a YUYV row of an odd width ends with a half-used pair (`ceil(w / 2)` pairs);
 //! NV12's chroma plane is `ceil(w / 2)` x `ceil(h / 2)` pairs with the luma plane's stride.
+//!
+//! Multi-planar NV12 (`NM12`, what ARM camera pipelines deliver through the V4L2
+//! multi-planar API) is the same layout with the chroma plane in its own buffer
+//! ([`RawFrame::chroma`]), with the luma plane's stride.
 
 use std::cell::Cell;
 
@@ -39,6 +44,9 @@ pub enum PixelFormat {
     /// Planar 4:2:0: a Y plane, then one plane of interleaved `U V` pairs (V4L2 `NV12`).
     #[serde(rename = "NV12")]
     Nv12,
+    /// NV12 in two buffers, luma then interleaved `U V` (V4L2 `NM12`, multi-planar API).
+    #[serde(rename = "NM12")]
+    Nv12M,
     /// Motion JPEG: each frame a JPEG (V4L2 `MJPG`).
     #[serde(rename = "MJPG")]
     Mjpeg,
@@ -50,15 +58,18 @@ impl PixelFormat {
         match self {
             PixelFormat::Yuyv => "YUYV",
             PixelFormat::Nv12 => "NV12",
+            PixelFormat::Nv12M => "NM12",
             PixelFormat::Mjpeg => "MJPG",
         }
     }
 
-    /// Parses a fourcc or common name (`YUYV`, `YUY2`, `NV12`, `MJPG`, `MJPEG`; any case).
+    /// Parses a fourcc or common name (`YUYV`, `YUY2`, `NV12`, `NM12`, `MJPG`, `MJPEG`; any
+    /// case).
     pub fn parse(s: &str) -> Option<PixelFormat> {
         match s.trim().to_ascii_uppercase().as_str() {
             "YUYV" | "YUY2" => Some(PixelFormat::Yuyv),
             "NV12" => Some(PixelFormat::Nv12),
+            "NM12" => Some(PixelFormat::Nv12M),
             "MJPG" | "MJPEG" => Some(PixelFormat::Mjpeg),
             _ => None,
         }
@@ -69,12 +80,13 @@ impl PixelFormat {
         let pairs = (width as usize).div_ceil(2);
         match self {
             PixelFormat::Yuyv => pairs * 4,
-            PixelFormat::Nv12 => pairs * 2,
+            PixelFormat::Nv12 | PixelFormat::Nv12M => pairs * 2,
             PixelFormat::Mjpeg => 0,
         }
     }
 
-    /// The fewest bytes a frame of this size and stride can have (0 for MJPEG).
+    /// The fewest bytes a frame of this size and stride can have (0 for MJPEG; for NM12
+    /// the luma plane, [`PixelFormat::chroma_min_len`] the other).
     pub fn min_len(self, width: u32, height: u32, stride: usize) -> usize {
         let (w, h) = (width as usize, height as usize);
         if w == 0 || h == 0 {
@@ -82,9 +94,24 @@ impl PixelFormat {
         }
         match self {
             PixelFormat::Yuyv => stride * (h - 1) + w.div_ceil(2) * 4,
-            PixelFormat::Nv12 => stride * h + stride * (h.div_ceil(2) - 1) + w.div_ceil(2) * 2,
+            PixelFormat::Nv12 => stride * h + Self::nv12_chroma_len(w, h, stride),
+            PixelFormat::Nv12M => stride * (h - 1) + w,
             PixelFormat::Mjpeg => 0,
         }
+    }
+
+    /// The fewest bytes the separate chroma plane of an NM12 frame can have (0 for the
+    /// single-plane formats).
+    pub fn chroma_min_len(self, width: u32, height: u32, stride: usize) -> usize {
+        let (w, h) = (width as usize, height as usize);
+        match self {
+            PixelFormat::Nv12M if w > 0 && h > 0 => Self::nv12_chroma_len(w, h, stride),
+            _ => 0,
+        }
+    }
+
+    fn nv12_chroma_len(w: usize, h: usize, stride: usize) -> usize {
+        stride * (h.div_ceil(2) - 1) + w.div_ceil(2) * 2
     }
 }
 
@@ -115,6 +142,8 @@ pub struct RawFrame<'a> {
     /// Ignored for MJPEG.
     pub stride: usize,
     pub data: &'a [u8],
+    /// NM12's chroma plane (same stride as the luma plane); None for the other formats.
+    pub chroma: Option<&'a [u8]>,
 }
 
 /// Why a frame could not be converted. The frame is skipped; the next one may be fine.
@@ -129,6 +158,14 @@ pub enum ConvertError {
     #[error("{format} frame is truncated: a {width}x{height} frame (stride {stride}) needs {expected} bytes, got {got}")]
     Truncated {
         format: PixelFormat,
+        width: u32,
+        height: u32,
+        stride: usize,
+        expected: usize,
+        got: usize,
+    },
+    #[error("NM12 frame's chroma plane is truncated: a {width}x{height} frame (stride {stride}) needs {expected} bytes, got {got}")]
+    ChromaTruncated {
         width: u32,
         height: u32,
         stride: usize,
@@ -220,6 +257,17 @@ fn check_layout(f: &RawFrame) -> Result<usize, ConvertError> {
             stride,
             expected,
             got: f.data.len(),
+        });
+    }
+    let chroma = f.format.chroma_min_len(f.width, f.height, stride);
+    let got = f.chroma.map_or(0, <[u8]>::len);
+    if got < chroma {
+        return Err(ConvertError::ChromaTruncated {
+            width: f.width,
+            height: f.height,
+            stride,
+            expected: chroma,
+            got,
         });
     }
     Ok(stride)
@@ -353,7 +401,7 @@ fn yuyv_impl(f: &RawFrame, stride: usize, c: &Coeffs, rgb: &mut [u8]) {
     }
 }
 
-/// NV12 -> RGB into `rgb` (exactly `width * height * 3` bytes). Allocates nothing.
+/// NV12 or NM12 -> RGB into `rgb` (exactly `width * height * 3` bytes). Allocates nothing.
 pub fn nv12_to_rgb(f: &RawFrame, range: YuvRange, rgb: &mut [u8]) -> Result<(), ConvertError> {
     let stride = check_layout(f)?;
     let c = Coeffs::of(range);
@@ -382,7 +430,10 @@ fn nv12_avx2(f: &RawFrame, stride: usize, c: &Coeffs, rgb: &mut [u8]) {
 #[inline(always)]
 fn nv12_impl(f: &RawFrame, stride: usize, c: &Coeffs, rgb: &mut [u8]) {
     let (w, h) = (f.width as usize, f.height as usize);
-    let (luma, chroma) = f.data.split_at(stride * h);
+    let (luma, chroma) = match (f.format, f.chroma) {
+        (PixelFormat::Nv12M, Some(chroma)) => (f.data, chroma),
+        _ => f.data.split_at(stride * h),
+    };
     let mut p = Planes::new();
     for (y, out) in rgb.chunks_exact_mut(w * 3).enumerate() {
         let yrow = &luma[y * stride..y * stride + w];
@@ -569,7 +620,7 @@ impl Converter {
         }
         match f.format {
             PixelFormat::Yuyv => yuyv_to_rgb(f, self.range, &mut self.rgb)?,
-            PixelFormat::Nv12 => nv12_to_rgb(f, self.range, &mut self.rgb)?,
+            PixelFormat::Nv12 | PixelFormat::Nv12M => nv12_to_rgb(f, self.range, &mut self.rgb)?,
             PixelFormat::Mjpeg => mjpeg_to_rgb(f, &mut self.rgb, &mut self.jpeg)?,
         }
         Ok(&self.rgb)
@@ -587,6 +638,7 @@ mod tests {
             height,
             stride: 0,
             data,
+            chroma: None,
         }
     }
 

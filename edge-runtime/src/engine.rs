@@ -37,6 +37,8 @@ pub enum EngineError {
     SelfTest { index: usize, problem: String },
     #[error("{threads} threads: {problem}")]
     Threads { threads: usize, problem: String },
+    #[error("the bundle's manifest is not usable: {0}")]
+    Manifest(String),
 }
 
 thread_local! {
@@ -150,7 +152,15 @@ impl Engine {
     }
 
     /// Loads the model of a verified bundle and checks it against the manifest.
+    /// Fails when the manifest's preprocessing is out of range
+    /// ([`linesight_shared::manifest::PreprocessSpec::check`]), the model does not load or
+    /// its output does not match the labels.
     pub fn from_bundle(bundle: &Bundle) -> Result<Self, EngineError> {
+        bundle
+            .manifest
+            .preprocess
+            .check()
+            .map_err(EngineError::Manifest)?;
         let shape = bundle.manifest.preprocess.input_shape();
         let engine = Self::new(&bundle.model, &shape)?;
         if engine.output_len != bundle.manifest.labels.len() {

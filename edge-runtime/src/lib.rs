@@ -42,4 +42,3 @@ pub mod station;
 pub mod store;
 pub mod swap;
 pub mod trust;
-pub mod walk;

@@ -4,12 +4,17 @@ mod cli;
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{Cli, Command, RunArgs};
+use cli::{Cli, Command, RunArgs, TrustArgs};
 use linesight_edge::commands::{
     bench, cameras, classify, export_uncertain, inspect, install, rollback, run, status,
 };
 use linesight_edge::config::{self, EdgeConfig, Overrides};
+use linesight_edge::trust::{KeySpec, SignatureReport, TrustSources};
 use linesight_edge::{notify, shutdown, slots};
+use linesight_shared::closed_pipe::is_closed_pipe;
+use linesight_shared::decode::{ImageLimits, DEFAULT_MAX_MEGAPIXELS};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -20,22 +25,75 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(cli.command) {
+    match run(cli.command, cli.max_image_megapixels) {
         Ok(code) => code,
+        // The reader went away (`| head`): a quiet, clean end.
+        Err(e) if is_closed_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("linesight-edge: error: {e:#}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "linesight-edge: error: {}",
+                linesight_shared::message::error_chain(e.as_ref())
+            );
             ExitCode::from(2)
         }
     }
 }
 
-fn run(command: Command) -> anyhow::Result<ExitCode> {
+/// A line on stderr that cannot panic (`eprintln!` does when stderr is a closed pipe).
+macro_rules! note {
+    ($($arg:tt)*) => {
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    };
+}
+
+/// The config (`--config`, else defaults) and where the trusted keys come from, the way
+/// `install` finds them: --root > the config's model.root > $LINESIGHT_ROOT > default.
+fn trust_sources(
+    root: Option<PathBuf>,
+    t: TrustArgs,
+) -> anyhow::Result<(TrustSources, EdgeConfig)> {
+    let cfg = match &t.config {
+        Some(p) => EdgeConfig::read(p)?,
+        None => EdgeConfig::default(),
+    };
+    let sources = TrustSources {
+        root: slots::resolve_root(root.or(cfg.model.root.clone())),
+        flags: t.trusted_keys,
+        config: cfg
+            .model
+            .trusted_keys
+            .iter()
+            .map(|k| KeySpec::parse(k, Path::new(".")))
+            .collect(),
+    };
+    Ok((sources, cfg))
+}
+
+/// Says on stderr what is wrong with a bundle's signature, if anything.
+fn warn_signature(bundle: &Path, check: &SignatureReport) {
+    if let Some(w) = check.warning(bundle) {
+        note!("linesight-edge: {}", w.replace('\n', "\nlinesight-edge: "));
+    }
+}
+
+fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<ExitCode> {
+    // `run` resolves it with its config file (flag > edge.toml > default).
+    if !matches!(command, Command::Run(_)) {
+        ImageLimits::megapixels(max_image_megapixels.unwrap_or(DEFAULT_MAX_MEGAPIXELS))
+            .map_err(anyhow::Error::msg)?
+            .set_process();
+    }
     match command {
+        Command::Run(args) => run_command(args, max_image_megapixels),
         Command::Classify {
             bundle,
             json,
             top_k,
+            logits,
             threads,
+            root,
+            trust,
             paths,
         } => {
             let settings = classify::ClassifySettings {
@@ -43,14 +101,30 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 paths,
                 json,
                 top_k,
+                logits,
                 threads,
+                trust: trust_sources(root, trust)?.0,
             };
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
             let report = classify::run(&settings, &mut out)?;
-            eprintln!(
-                "linesight-edge: classified {} images with `{}`: {} failed, {} rejected",
-                report.images, report.model_id, report.failed, report.rejected
+            out.flush()?;
+            warn_signature(&settings.bundle, &report.signature_check);
+            note!(
+                "linesight-edge: classified {} images with `{}` (signature {}): {} failed, {} rejected{}",
+                report.images,
+                report.model_id,
+                report.signature_check.status,
+                report.failed,
+                report.rejected,
+                if report.skipped > 0 {
+                    format!(
+                        "; {} entries of the folders skipped ({})",
+                        report.skipped, report.skipped_summary
+                    )
+                } else {
+                    String::new()
+                }
             );
             Ok(if report.failed > 0 {
                 ExitCode::from(1)
@@ -61,24 +135,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Install {
             file,
             root,
-            trusted_keys,
+            trust,
             allow_unsigned,
-            config: config_path,
             json,
         } => {
-            let cfg = match &config_path {
-                Some(p) => EdgeConfig::read(p)?,
-                None => EdgeConfig::default(),
-            };
-            let root = slots::resolve_root(root.or(cfg.model.root));
-            let mut settings = install::InstallSettings::new(file, root);
-            settings.trusted_keys = trusted_keys;
-            settings.config_trusted_keys = cfg
-                .model
-                .trusted_keys
-                .iter()
-                .map(|k| linesight_edge::trust::KeySpec::parse(k, std::path::Path::new(".")))
-                .collect();
+            let (sources, cfg) = trust_sources(root, trust)?;
+            let mut settings = install::InstallSettings::new(file, sources.root);
+            settings.trusted_keys = sources.flags;
+            settings.config_trusted_keys = sources.config;
             settings.allow_unsigned = allow_unsigned || cfg.model.allow_unsigned;
             settings.kill_at = std::env::var(install::FAULT_KILL_ENV)
                 .ok()
@@ -87,10 +151,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 tracing::warn!(step = %step, "{} is set: this install kills itself at that step (test hook)", install::FAULT_KILL_ENV);
             }
             let r = install::run(&settings)?;
+            if let Some(what) = &r.repaired {
+                note!("linesight-edge: repaired: {what}");
+            }
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                println!(
+                writeln!(
+                std::io::stdout(),
                     "installed {} {} into slot {} under `{}` (signature: {}, self-test: {} vectors, max diff {:.2e}); previous: {}",
                     r.model_id,
                     r.model_version,
@@ -100,11 +168,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     r.self_test_vectors,
                     r.self_test_max_abs_diff,
                     r.previous.as_deref().unwrap_or("none")
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run(args) => run_command(args),
         Command::ExportUncertain {
             out,
             store,
@@ -125,12 +192,27 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let r = export_uncertain::run(&settings)?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                println!(
-                    "exported {} uncertain frames ({} bytes) from `{}` to `{}`{}",
+                writeln!(
+                    std::io::stdout(),
+                    "exported {} uncertain frames ({} bytes written, {} already there{}) from `{}` to `{}`{}",
                     r.entries,
                     r.bytes,
+                    r.already_there,
+                    if r.renamed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ", {} under new names because an earlier export holds theirs: {}",
+                            r.renamed.len(),
+                            r.renamed
+                                .iter()
+                                .map(|(a, b)| format!("{a} -> {b}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    },
                     r.store,
                     r.out,
                     if clear {
@@ -138,13 +220,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     } else {
                         String::new()
                     }
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
             bundle,
             root,
+            trust,
             threads,
             iterations,
             warmup,
@@ -155,21 +238,24 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
             ..
         } => {
+            let trust = trust_sources(root, trust)?.0;
             let r = bench::run(&bench::BenchSettings {
                 bundle,
-                root: slots::resolve_root(root),
+                root: trust.root.clone(),
                 threads,
                 iterations: iterations.max(1),
                 warmup,
                 size,
                 profile,
+                trust,
             })?;
+            warn_signature(Path::new(&r.bundle), &r.signature_check);
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                print!("{}", r.render());
+                write!(std::io::stdout(), "{}", r.render())?;
                 if let (true, Some(p)) = (nodes, &r.profile) {
-                    print!("{}", p.render_nodes());
+                    write!(std::io::stdout(), "{}", p.render_nodes())?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -177,22 +263,26 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Inspect {
             bundle,
             extract_onnx,
+            root,
+            trust,
             json,
         } => {
             let r = inspect::run(&inspect::InspectSettings {
                 bundle,
                 extract_onnx,
+                trust: trust_sources(root, trust)?.0,
             })?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                print!("{}", r.render());
+                write!(std::io::stdout(), "{}", r.render())?;
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
             bundle,
             root,
+            trust,
             threads,
             frames,
             rounds,
@@ -200,19 +290,23 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
             ..
         } => {
+            let trust = trust_sources(root, trust)?.0;
             let r = bench::pipeline::run(&bench::pipeline::PipelineSettings {
                 bundle,
-                root: slots::resolve_root(root),
+                root: trust.root.clone(),
                 threads,
                 frames: frames.max(1),
                 rounds: rounds.max(1),
                 size,
+                trust,
             })?;
+            warn_signature(Path::new(&r.bundle), &r.signature_check);
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                println!("{}", r.build.describe());
-                println!(
+                writeln!(std::io::stdout(), "{}", r.build.describe())?;
+                writeln!(
+                std::io::stdout(),
                     "{} ({:?}, frames {}x{}): bare infer {:.2} frames/s, pipeline {:.2} frames/s (medians of {} rounds x {} frames), overhead {:.1}% (paired rounds {:.1}%; from stages: {:.2} ms of each frame outside inference = {:.1}%); stages: preprocess {:.2} ms, infer {:.2} ms, decide+sink {:.3} ms",
                     r.model_id,
                     r.input_shape,
@@ -229,21 +323,38 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     r.preprocess_mean_ms,
                     r.infer_mean_ms,
                     r.decide_mean_ms
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Rollback { root, json } => {
-            let r = rollback::run(&rollback::RollbackSettings {
-                root: slots::resolve_root(root),
-            })?;
+        Command::Rollback {
+            root,
+            slot,
+            trust,
+            allow_unsigned,
+            json,
+        } => {
+            let (sources, cfg) = trust_sources(root, trust)?;
+            let mut settings = rollback::RollbackSettings::new(sources.root);
+            settings.slot = slot;
+            settings.trusted_keys = sources.flags;
+            settings.config_trusted_keys = sources.config;
+            settings.allow_unsigned = allow_unsigned || cfg.model.allow_unsigned;
+            let r = rollback::run(&settings)?;
+            if let Some(what) = &r.repaired {
+                note!("linesight-edge: repaired: {what}");
+            }
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                println!(
+                writeln!(
+                    std::io::stdout(),
                     "rolled back under `{}`: current is slot {} ({} {})",
-                    r.root, r.current, r.model_id, r.model_version
-                );
+                    r.root,
+                    r.current,
+                    r.model_id,
+                    r.model_version
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -258,28 +369,43 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             });
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                print!("{}", r.render());
+                write!(std::io::stdout(), "{}", r.render())?;
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { root, json } => {
-            let root = slots::resolve_root(root);
-            let r = status::run(&status::StatusSettings { root: root.clone() }).map_err(|e| {
+        Command::Status { root, trust, json } => {
+            let trust = trust_sources(root, trust)?.0;
+            let root = trust.root.clone();
+            let r = status::run(&status::StatusSettings { trust }).map_err(|e| {
                 anyhow::anyhow!("cannot read the models root `{}`: {e}", root.display())
             })?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
-                print!("{}", r.render());
+                write!(std::io::stdout(), "{}", r.render())?;
             }
-            Ok(ExitCode::SUCCESS)
+            if r.healthy() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                note!(
+                    "linesight-edge: {} problem(s) under `{}`{}",
+                    r.problems.len(),
+                    r.root,
+                    if json {
+                        format!(": {}", r.problems.join("; "))
+                    } else {
+                        " (listed above)".to_string()
+                    }
+                );
+                Ok(ExitCode::from(1))
+            }
         }
     }
 }
 
-fn run_command(a: RunArgs) -> anyhow::Result<ExitCode> {
+fn run_command(a: RunArgs, max_image_megapixels: Option<u32>) -> anyhow::Result<ExitCode> {
     let file = match &a.config {
         Some(p) => EdgeConfig::read(p)?,
         None => EdgeConfig::default(),
@@ -302,24 +428,39 @@ fn run_command(a: RunArgs) -> anyhow::Result<ExitCode> {
             stall_timeout_ms: a.stall_timeout_ms,
             top_k: a.top_k,
             threads: a.threads,
+            max_image_megapixels,
         },
     )?;
     if a.show_settings {
-        println!("{}", serde_json::to_string_pretty(&settings)?);
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&settings)?
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
+    settings.image_limits.set_process();
     let stop = shutdown::install().context("cannot install the SIGTERM handler")?;
     let mut notifier = notify::Notifier::from_env();
     let r = run::run(&settings, stop, &mut notifier)?;
+    if r.lost_output() {
+        note!(
+            "linesight-edge: error: output was lost: {} decisions NOT written, {} sink errors, {} station regions that did not fit their frame (see the log above; /metrics: linesight_decisions_lost_total)",
+            r.decisions_lost,
+            r.sink_errors,
+            r.roi_errors
+        );
+    }
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
     } else {
-        eprintln!(
-            "linesight-edge: {} frames in {:.1} s ({}): {} decisions, {} rejected, {} dropped, {} bad frames, {} source errors, {} stalls, {} reconnects, {} saved as uncertain",
+        note!(
+            "linesight-edge: {} frames in {:.1} s ({}): {} decisions written, {} NOT written, {} rejected, {} dropped, {} bad frames, {} source errors, {} stalls, {} reconnects, {} saved as uncertain",
             r.frames,
             r.seconds,
             r.end.as_str(),
             r.decisions,
+            r.decisions_lost,
             r.rejected,
             r.dropped,
             r.bad_frames,
@@ -329,5 +470,9 @@ fn run_command(a: RunArgs) -> anyhow::Result<ExitCode> {
             r.stored
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if r.lost_output() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -155,6 +155,9 @@ pub struct Metrics {
     pub frames: AtomicU64,
     /// Decisions written (one per station and frame).
     pub decisions: AtomicU64,
+    /// Decisions made but not written: the sink failed (disk full, IO error). Never
+    /// expected; `run` exits 1 when there was any.
+    pub decisions_lost: AtomicU64,
     /// Decisions whose outcome was `reject`.
     pub rejected: AtomicU64,
     /// Frames a live source produced that the loop never saw (it kept only the latest).
@@ -174,7 +177,7 @@ pub struct Metrics {
     pub open_failures: AtomicU64,
     /// Inference errors (the frame is skipped).
     pub infer_errors: AtomicU64,
-    /// Lines the sink could not write.
+    /// Sink failures: lines it could not write, and a final flush or fsync that failed.
     pub sink_errors: AtomicU64,
     /// Uncertain / rejected frames saved to the store, and saves that failed.
     pub stored: AtomicU64,
@@ -213,6 +216,7 @@ impl Metrics {
             start: Instant::now(),
             frames: AtomicU64::new(0),
             decisions: AtomicU64::new(0),
+            decisions_lost: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
@@ -302,9 +306,15 @@ impl Metrics {
         })
     }
 
-    /// Healthy: the model is loaded and a frame was processed within the health window.
+    /// Healthy: the model is loaded, a frame was processed within the health window, and
+    /// the source is not known to be lost (gone, stalled or being reopened: an unplugged
+    /// camera turns `/healthz` to 503 at once, not a health window later).
     pub fn healthy(&self) -> bool {
         self.model_loaded.load(Relaxed)
+            && matches!(
+                self.source_state(),
+                SourceState::Streaming | SourceState::Ended
+            )
             && self
                 .last_frame_age()
                 .is_some_and(|age| age <= self.health_window)
@@ -313,12 +323,17 @@ impl Metrics {
     /// The Prometheus text exposition of every counter (allocates; for the HTTP thread).
     pub fn render_prometheus(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &AtomicU64, &str); 16] = [
+        let counters: [(&str, &AtomicU64, &str); 17] = [
             ("frames", &self.frames, "frames processed"),
             (
                 "decisions",
                 &self.decisions,
                 "decisions written (station x frame)",
+            ),
+            (
+                "decisions_lost",
+                &self.decisions_lost,
+                "decisions made but not written (the sink failed)",
             ),
             ("rejected", &self.rejected, "decisions that were `reject`"),
             (
@@ -498,8 +513,14 @@ mod tests {
         m.frame_done(Instant::now());
         assert!(!m.healthy(), "no model yet");
         m.set_model("tiny\"1");
+        assert!(!m.healthy(), "the source never streamed");
+        m.set_source_state(SourceState::Streaming);
         assert!(m.healthy());
         m.set_source_state(SourceState::Gone);
+        assert!(
+            !m.healthy(),
+            "a lost source is unhealthy before the window passes"
+        );
         let text = m.render_prometheus();
         assert!(text.contains("linesight_frames_total 1\n"), "{text}");
         assert!(text.contains("state=\"gone\"} 1\n"), "{text}");

@@ -10,7 +10,14 @@
 //!
 //! Recovery: a bad frame is skipped and counted; a source error or a stall (no usable
 //! frame within the stall timeout) reopens the source with exponential backoff. Only a
-//! stop request, `max_frames`, the end of a finite source, or a closed stdout end the loop.
+//! stop request, `max_frames`, the end of a finite source, a closed stdout, or a station
+//! region outside the first frame end the loop.
+//!
+//! Nothing is lost quietly: a decision the sink could not write (a full disk) is counted
+//! in `decisions_lost` (and `run` exits 1); the first frame's size is checked against
+//! every station's region, and a region outside it ends the run with an error naming the
+//! station and both sizes (a later frame of another size only skips that station, counted
+//! in `roi_errors`).
 //!
 //! Hot swap: everything that depends on the model (engine, labels, rule, stations'
 //! preprocessing and smoothing, input and logits buffers) is one [`LoadedModel`]. With a
@@ -59,6 +66,8 @@ pub enum EndReason {
     SourceEnded,
     Stopped,
     SinkClosed,
+    /// A station's region does not fit the first frame ([`Pipeline::refusal`] says which).
+    RoiOutsideFrame,
 }
 
 /// Rate limiter for log lines of one kind.
@@ -74,6 +83,7 @@ impl EndReason {
             EndReason::SourceEnded => "source-ended",
             EndReason::Stopped => "stopped",
             EndReason::SinkClosed => "sink-closed",
+            EndReason::RoiOutsideFrame => "roi-outside-frame",
         }
     }
 }
@@ -173,6 +183,10 @@ pub struct Pipeline {
     source_name: String,
     frame_counter: u64,
     logs: Logs,
+    /// The stations' regions were checked against a frame's size.
+    regions_checked: bool,
+    /// Why the loop refused to go on (set with [`EndReason::RoiOutsideFrame`]).
+    refusal: Option<String>,
 }
 
 /// Stations to build: (name, region).
@@ -209,7 +223,36 @@ impl Pipeline {
             source_name: String::with_capacity(256),
             frame_counter: 0,
             logs: Logs::default(),
+            regions_checked: false,
+            refusal: None,
         }
+    }
+
+    /// Why the loop ended with [`EndReason::RoiOutsideFrame`].
+    pub fn refusal(&self) -> Option<&str> {
+        self.refusal.as_deref()
+    }
+
+    /// Once, on the first frame: every station's region must fit it. A region that does
+    /// not would give no decision on any frame of that size, so the run stops instead of
+    /// running on without deciding.
+    fn check_regions(&mut self, frame: &Frame) -> Result<(), EndReason> {
+        if self.regions_checked {
+            return Ok(());
+        }
+        self.regions_checked = true;
+        for st in &self.model.stations {
+            if let Some(r) = st.rect {
+                if let Err(e) = r.check_fits(frame.width, frame.height) {
+                    self.refusal = Some(format!(
+                        "station `{}`: {e} (the first frame from `{}`); fix the station's rect in edge.toml",
+                        st.name, self.source_name
+                    ));
+                    return Err(EndReason::RoiOutsideFrame);
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -264,11 +307,15 @@ impl Pipeline {
         self.store.as_ref()
     }
 
-    /// Flushes (and for a file fsyncs) the sink.
+    /// Flushes (and for a file fsyncs) the sink. A failure is counted in `sink_errors`
+    /// (the lines may not be on disk); a closed stdout is not a failure.
     pub fn flush(&mut self) {
         if let Err(e) = self.sink.flush() {
+            if e.is_broken_pipe() {
+                return;
+            }
             self.metrics.sink_errors.fetch_add(1, Relaxed);
-            tracing::warn!(error = %e, "cannot flush the decision sink");
+            tracing::error!(error = %e, "cannot flush the decision sink; the last decisions may not be on disk");
         }
     }
 
@@ -290,6 +337,8 @@ impl Pipeline {
             source_name,
             frame_counter,
             logs,
+            regions_checked: _,
+            refusal: _,
         } = self;
         let LoadedModel {
             engine,
@@ -379,16 +428,18 @@ impl Pipeline {
                 latency_ms: taken.elapsed().as_secs_f64() * 1e3,
             };
             if let Err(e) = sink.write(&rec) {
-                metrics.sink_errors.fetch_add(1, Relaxed);
                 if e.is_broken_pipe() {
                     tracing::info!("stdout closed; stopping");
                     return Err(EndReason::SinkClosed);
                 }
+                metrics.sink_errors.fetch_add(1, Relaxed);
+                metrics.decisions_lost.fetch_add(1, Relaxed);
                 if logs.sink.allow(t2) {
-                    tracing::error!(error = %e, "decision line lost (repeats are not logged for 10 s)");
+                    tracing::error!(error = %e, "decision not written: LOST (counted in decisions_lost; repeats are not logged for 10 s)");
                 }
+            } else {
+                metrics.decisions.fetch_add(1, Relaxed);
             }
-            metrics.decisions.fetch_add(1, Relaxed);
             if !accepted {
                 metrics.rejected.fetch_add(1, Relaxed);
             }
@@ -527,6 +578,9 @@ pub fn run(
                 let taken = Instant::now();
                 m.dropped.fetch_add(frame.dropped, Relaxed);
                 if frame.is_well_formed() {
+                    if let Err(reason) = p.check_regions(&frame) {
+                        break reason;
+                    }
                     match p.process(&frame, taken) {
                         Ok(()) => {
                             processed += 1;

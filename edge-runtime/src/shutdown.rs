@@ -13,6 +13,12 @@ extern "C" fn on_signal(_sig: libc::c_int) {
     }
 }
 
+/// Whether SIGTERM or SIGINT has arrived (for work outside the run loop that must stop
+/// early too, such as listing a huge folder when the source opens).
+pub fn requested() -> bool {
+    REQUESTED.load(Ordering::Relaxed)
+}
+
 /// Installs the handlers for SIGTERM and SIGINT; returns the flag they set.
 /// Fails when the handlers cannot be installed.
 pub fn install() -> std::io::Result<&'static AtomicBool> {

@@ -9,12 +9,21 @@
 //!   current                   pointer file: the slot name (`0001`) and a newline
 //!   previous                  pointer file: the slot that was current before
 //!   trusted-keys/*.pub        public keys this box accepts bundles from
+//!   .lock                     held (flock) by the command changing the root
 //! ```
 //!
 //! Every change is crash-safe: a slot is written under a `.partial` name, fsynced, renamed
 //! into place and its parent fsynced; a pointer is written to `NAME.tmp`, fsynced, renamed
 //! over `NAME` and the root fsynced. A power cut at any step leaves `current` pointing at
 //! a complete slot (the old one or the new one).
+//!
+//! Two processes never change a root at once: every command that does (`install`,
+//! `rollback`) holds [`RootLock`] while it reads the pointers, names a slot and writes.
+//! A slot's `install.json` is a record, not a proof: whoever shows or switches to a slot
+//! checks the record against the bundle it describes ([`check_record`]).
+//!
+//! A pointer that is damaged (empty, not text, not a slot name, or naming a slot that is
+//! not there) is a [`PointerError`] naming the file and what is wrong, never "no model".
 
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -114,16 +123,112 @@ pub fn next_name(root: &Path) -> std::io::Result<String> {
     Ok(format!("{:04}", max + 1))
 }
 
-/// Reads a pointer (`current` or `previous`); None when absent or not naming a slot.
-pub fn read_pointer(root: &Path, which: &str) -> std::io::Result<Option<String>> {
-    match std::fs::read_to_string(root.join(which)) {
-        Ok(s) => {
-            let name = s.trim().to_string();
-            Ok(slot_number(&name).map(|_| name))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+/// A pointer file that does not name an installed slot. Each message names the file and
+/// what is wrong; [`PointerError::repair_hint`] says what to run.
+#[derive(Debug, thiserror::Error)]
+pub enum PointerError {
+    #[error("cannot read the pointer file `{path}`: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the pointer file `{path}` is empty; it should name a slot (e.g. `0001`)")]
+    Empty { path: String },
+    #[error("the pointer file `{path}` is not text (its first bytes are {bytes}); it should name a slot (e.g. `0001`)")]
+    NotText { path: String, bytes: String },
+    #[error("the pointer file `{path}` holds `{text}`, which is not a slot name (4 digits, e.g. `0001`)")]
+    NotASlot { path: String, text: String },
+    #[error("the pointer file `{path}` names slot {slot}, which is not installed (`{missing}` does not exist)")]
+    MissingSlot {
+        path: String,
+        slot: String,
+        missing: String,
+    },
+}
+
+impl PointerError {
+    /// What to run to repair a broken pointer of `root`.
+    pub fn repair_hint(root: &Path) -> String {
+        let r = root.display();
+        format!("repair it with `linesight-edge rollback --root {r}` (switches to the previous slot, or the newest one that verifies; `--slot NNNN` picks one) or install a bundle with `linesight-edge install FILE --root {r}`; `linesight-edge status --root {r}` lists the slots")
     }
+}
+
+/// Reads a pointer (`current` or `previous`): `Ok(None)` when the file does not exist,
+/// the slot name when it names an installed slot, else a [`PointerError`] saying what is
+/// wrong with it.
+pub fn read_pointer(root: &Path, which: &str) -> Result<Option<String>, PointerError> {
+    let path = root.join(which);
+    let shown = || path.display().to_string();
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(PointerError::Io {
+                path: shown(),
+                source,
+            })
+        }
+    };
+    let name = parse_pointer(&bytes).map_err(|problem| match problem {
+        PointerProblem::Empty => PointerError::Empty { path: shown() },
+        PointerProblem::NotText(bytes) => PointerError::NotText {
+            path: shown(),
+            bytes,
+        },
+        PointerProblem::NotASlot(text) => PointerError::NotASlot {
+            path: shown(),
+            text,
+        },
+    })?;
+    let model = slot_model(root, &name);
+    if !model.is_file() {
+        return Err(PointerError::MissingSlot {
+            path: shown(),
+            slot: name,
+            missing: model.display().to_string(),
+        });
+    }
+    Ok(Some(name))
+}
+
+/// What is wrong with a pointer's bytes (see [`parse_pointer`]).
+#[derive(Debug, PartialEq)]
+enum PointerProblem {
+    Empty,
+    /// The first bytes, in hex.
+    NotText(String),
+    /// The text, shortened.
+    NotASlot(String),
+}
+
+/// A pointer file's bytes -> the slot name it holds (`0001` and a newline, surrounding
+/// whitespace allowed).
+fn parse_pointer(bytes: &[u8]) -> Result<String, PointerProblem> {
+    let text = std::str::from_utf8(bytes).map_err(|_| {
+        PointerProblem::NotText(
+            bytes
+                .iter()
+                .take(8)
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+    })?;
+    let name = text.trim();
+    if name.is_empty() {
+        return Err(PointerProblem::Empty);
+    }
+    if slot_number(name).is_none() {
+        let short: String = name.chars().take(40).collect();
+        let short = short.escape_debug().to_string();
+        return Err(PointerProblem::NotASlot(if name.chars().count() > 40 {
+            format!("{short}...")
+        } else {
+            short
+        }));
+    }
+    Ok(name.to_string())
 }
 
 /// Reads a slot's `install.json`.
@@ -132,6 +237,122 @@ pub fn read_info(root: &Path, name: &str) -> Result<SlotInfo, String> {
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("cannot parse `{}`: {e}", path.display()))
+}
+
+/// Checks slot `name`'s record against `bytes`, its bundle file as read: size and sha256
+/// must be the ones `install` recorded. Returns the record, or what does not match (the
+/// record then describes another bundle, and nothing it says about the slot can be shown
+/// or trusted).
+pub fn check_record(root: &Path, name: &str, bytes: &[u8]) -> Result<SlotInfo, String> {
+    let info = read_info(root, name)?;
+    let got = hex::encode(linesight_shared::bundle::sha256(bytes));
+    if info.bundle_sha256 != got || info.bundle_bytes != bytes.len() as u64 {
+        return Err(format!(
+            "`{}` does not describe the bundle beside it: it records {} bytes with sha256 {}, but `{}` has {} bytes with sha256 {got}",
+            slot_dir(root, name).join(INFO_FILE).display(),
+            info.bundle_bytes,
+            info.bundle_sha256,
+            slot_model(root, name).display(),
+            bytes.len(),
+        ));
+    }
+    Ok(info)
+}
+
+/// The lock file of a root.
+pub const LOCK_FILE: &str = ".lock";
+
+/// How long a command waits for another one changing the same root.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The exclusive lock on a models root, held by a command that changes it (`install`,
+/// `rollback`) from before it reads the pointers until its last write; released when
+/// dropped or when the process ends, however it ends (flock on `ROOT/.lock`, so a killed
+/// holder leaves no stale lock).
+#[derive(Debug)]
+pub struct RootLock {
+    _file: std::fs::File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("cannot lock the models root: cannot open `{path}`: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot lock the models root: flock `{path}`: {source}")]
+    Lock {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("another command is changing the models root (it holds `{path}`{holder}); waited {waited_s} s, giving up; try again when it has finished")]
+    Busy {
+        path: String,
+        holder: String,
+        waited_s: u64,
+    },
+}
+
+impl RootLock {
+    /// Takes the lock of `root` (an existing folder) for `what` (e.g. `install`), waiting
+    /// up to `wait` for another holder; says on the log that it waits.
+    pub fn acquire(root: &Path, what: &str, wait: std::time::Duration) -> Result<Self, LockError> {
+        use std::fs::TryLockError;
+        let path = root.join(LOCK_FILE);
+        let shown = || path.display().to_string();
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|source| LockError::Open {
+                path: shown(),
+                source,
+            })?;
+        let t0 = std::time::Instant::now();
+        let mut said = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {
+                    let holder = std::fs::read_to_string(&path)
+                        .map(|h| h.trim().to_string())
+                        .unwrap_or_default();
+                    if t0.elapsed() >= wait {
+                        return Err(LockError::Busy {
+                            path: shown(),
+                            holder: if holder.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {holder}")
+                            },
+                            waited_s: wait.as_secs(),
+                        });
+                    }
+                    if !said {
+                        tracing::warn!(lock = %path.display(), holder = %holder, "another command is changing the models root; waiting for it");
+                        said = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(TryLockError::Error(source)) => {
+                    return Err(LockError::Lock {
+                        path: shown(),
+                        source,
+                    })
+                }
+            }
+        }
+        // Who holds it, for a waiting command's message (informational only).
+        let _ = file.set_len(0).and_then(|()| {
+            file.write_all(
+                format!("linesight-edge {what}, pid {}\n", std::process::id()).as_bytes(),
+            )
+        });
+        Ok(RootLock { _file: file })
+    }
 }
 
 /// Fault injection for crash-safety tests: a step name at which a write sequence stops as
@@ -158,6 +379,8 @@ pub const POINTER_STEPS: [&str; 4] = ["write", "fsync", "rename", "fsync-dir"];
 
 /// Returns `Err(Fault)` (or dies of SIGKILL) when `fault_at` names `step`.
 pub fn fault_point(fault_at: FaultAt, step: &str) -> Result<(), Fault> {
+    // Where an install is (the power-cut box test reads it off the console).
+    tracing::debug!(step, "install step");
     match fault_at {
         Some((f, FaultMode::Stop)) if f == step => Err(Fault(step.to_string())),
         Some((f, FaultMode::Kill)) if f == step => {
@@ -255,6 +478,7 @@ mod tests {
         assert_eq!(list(d.path()).unwrap(), vec!["0003"]);
         assert_eq!(next_name(d.path()).unwrap(), "0005");
         assert_eq!(read_pointer(d.path(), CURRENT).unwrap(), None);
+        std::fs::write(slot_model(d.path(), "0003"), b"bundle").unwrap();
         write_pointer(d.path(), CURRENT, "0003", None).unwrap();
         assert_eq!(
             read_pointer(d.path(), CURRENT).unwrap().as_deref(),
@@ -274,5 +498,82 @@ mod tests {
             Some("0003")
         );
         assert!(free_bytes(d.path()).unwrap() > 0);
+    }
+
+    #[test]
+    fn broken_pointers_say_what_is_wrong() {
+        assert_eq!(parse_pointer(b"0001\n").unwrap(), "0001");
+        assert_eq!(parse_pointer(b" 0042 \r\n").unwrap(), "0042");
+        assert_eq!(parse_pointer(b""), Err(PointerProblem::Empty));
+        assert_eq!(parse_pointer(b"\n \n"), Err(PointerProblem::Empty));
+        assert_eq!(
+            parse_pointer(b"\xff\xfe0001"),
+            Err(PointerProblem::NotText("ff fe 30 30 30 31".into()))
+        );
+        assert_eq!(
+            parse_pointer(b"garbage"),
+            Err(PointerProblem::NotASlot("garbage".into()))
+        );
+        assert_eq!(
+            parse_pointer(b"1"),
+            Err(PointerProblem::NotASlot("1".into()))
+        );
+        let long = "x".repeat(100);
+        assert!(
+            matches!(parse_pointer(long.as_bytes()), Err(PointerProblem::NotASlot(t)) if t.len() == 43)
+        );
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(CURRENT), "0007\n").unwrap();
+        let e = read_pointer(d.path(), CURRENT).unwrap_err();
+        assert!(matches!(e, PointerError::MissingSlot { ref slot, .. } if slot == "0007"));
+        assert!(e.to_string().contains("current"), "{e}");
+    }
+
+    #[test]
+    fn a_record_that_describes_another_bundle_is_caught() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(slot_dir(d.path(), "0001")).unwrap();
+        let info = |bytes: &[u8]| SlotInfo {
+            model_id: "m".into(),
+            model_version: "1".into(),
+            signature: "unsigned".into(),
+            installed_unix: 0,
+            bundle_sha256: hex::encode(linesight_shared::bundle::sha256(bytes)),
+            bundle_bytes: bytes.len() as u64,
+            source: "x".into(),
+        };
+        let write = |i: &SlotInfo| {
+            std::fs::write(
+                slot_dir(d.path(), "0001").join(INFO_FILE),
+                serde_json::to_vec(i).unwrap(),
+            )
+            .unwrap()
+        };
+        write(&info(b"this bundle"));
+        assert!(check_record(d.path(), "0001", b"this bundle").is_ok());
+        let e = check_record(d.path(), "0001", b"another bundle").unwrap_err();
+        assert!(e.contains("does not describe the bundle"), "{e}");
+        let mut same_len = info(b"this bundle");
+        same_len.bundle_sha256 = "00".repeat(32);
+        write(&same_len);
+        assert!(check_record(d.path(), "0001", b"this bundle").is_err());
+    }
+
+    #[test]
+    fn the_root_lock_is_exclusive_and_released_on_drop() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            RootLock::acquire(&d.path().join("nope"), "rollback", LOCK_WAIT),
+            Err(LockError::Open { .. })
+        ));
+        let a = RootLock::acquire(d.path(), "install", LOCK_WAIT).unwrap();
+        let e = RootLock::acquire(d.path(), "rollback", std::time::Duration::from_millis(120))
+            .unwrap_err();
+        assert!(
+            matches!(e, LockError::Busy { ref holder, .. } if holder.contains("install")),
+            "{e}"
+        );
+        drop(a);
+        RootLock::acquire(d.path(), "rollback", std::time::Duration::ZERO).unwrap();
     }
 }

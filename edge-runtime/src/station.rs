@@ -35,26 +35,29 @@ pub struct RoiError {
 }
 
 impl Rect {
-    /// Copies this region of `frame` (which must be well formed) into `out`, reusing its
-    /// capacity.
-    pub fn copy_from(&self, frame: &Frame, out: &mut Vec<u8>) -> Result<(), RoiError> {
+    /// Fails when the region is empty or not inside a `frame_w` x `frame_h` frame.
+    pub fn check_fits(&self, frame_w: u32, frame_h: u32) -> Result<(), RoiError> {
         let fits = self.w > 0
             && self.h > 0
-            && self.x.checked_add(self.w).is_some_and(|r| r <= frame.width)
-            && self
-                .y
-                .checked_add(self.h)
-                .is_some_and(|b| b <= frame.height);
+            && self.x.checked_add(self.w).is_some_and(|r| r <= frame_w)
+            && self.y.checked_add(self.h).is_some_and(|b| b <= frame_h);
         if !fits {
             return Err(RoiError {
                 x: self.x,
                 y: self.y,
                 w: self.w,
                 h: self.h,
-                frame_w: frame.width,
-                frame_h: frame.height,
+                frame_w,
+                frame_h,
             });
         }
+        Ok(())
+    }
+
+    /// Copies this region of `frame` (which must be well formed) into `out`, reusing its
+    /// capacity.
+    pub fn copy_from(&self, frame: &Frame, out: &mut Vec<u8>) -> Result<(), RoiError> {
+        self.check_fits(frame.width, frame.height)?;
         out.clear();
         let stride = frame.width as usize * 3;
         let (x0, w) = (self.x as usize * 3, self.w as usize * 3);

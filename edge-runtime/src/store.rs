@@ -6,7 +6,16 @@
 //!   000000000042.png          the station's region as the camera saw it (before resizing)
 //!   000000000042.json         its decision line (the commit marker of the entry)
 //!   *.tmp                     a write in progress (removed at the next open)
+//!   next-id                   the next entry number, kept when the store is emptied
 //! ```
+//!
+//! Entry numbers never restart: when eviction or `export-uncertain --clear` empties the
+//! store, `next-id` keeps the count, so a later export cannot meet an earlier one's names.
+//! Exporting never overwrites: an entry whose name is taken in the destination by other
+//! bytes is written under the next free name (`000000000042-2.png`), an identical copy
+//! already there is kept, and the store is cleared only of entries whose copies were
+//! fsynced and read back equal. Export reads the store without cleaning it, so a `run`
+//! writing into it meanwhile loses nothing.
 //!
 //! Writes are crash-safe: each file is written under `NAME.tmp`, fsynced and renamed, the
 //! image first and the record last, then the folder is fsynced. An entry exists when its
@@ -42,6 +51,20 @@ pub enum StoreError {
     Encode(String),
     #[error("entry of {bytes} bytes is larger than the store's cap of {max_bytes} bytes")]
     TooLarge { bytes: u64, max_bytes: u64 },
+    #[error("{0}")]
+    Refused(String),
+    #[error("cannot write the export `{path}`: {source}")]
+    Export {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+fn out_at(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Export {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -116,7 +139,10 @@ impl UncertainStore {
             bytes += b;
             entries.push_back(Entry { id, bytes: b });
         }
-        let next_id = entries.back().map_or(1, |e| e.id + 1);
+        let next_id = entries
+            .back()
+            .map_or(1, |e| e.id + 1)
+            .max(read_next_id(dir));
         let mut store = UncertainStore {
             dir: dir.to_path_buf(),
             limits,
@@ -215,10 +241,37 @@ impl UncertainStore {
             removed += 1;
         }
         if removed > 0 {
+            if self.entries.is_empty() {
+                remember_next_id(&self.dir, self.next_id)?;
+            }
             fsync_dir(&self.dir)?;
         }
         Ok(removed)
     }
+}
+
+/// The file keeping the next entry number of an emptied store.
+pub const NEXT_ID_FILE: &str = "next-id";
+
+/// The number in `DIR/next-id` (1 when absent or unreadable: entries still number on from
+/// the newest one present).
+fn read_next_id(dir: &Path) -> u64 {
+    let p = dir.join(NEXT_ID_FILE);
+    match std::fs::read_to_string(&p) {
+        Ok(t) => t.trim().parse().unwrap_or_else(|_| {
+            tracing::warn!(path = %p.display(), "ignoring a `next-id` file that holds no number");
+            1
+        }),
+        Err(_) => 1,
+    }
+}
+
+/// Records `next` in `DIR/next-id` unless it already holds a larger number.
+fn remember_next_id(dir: &Path, next: u64) -> Result<(), StoreError> {
+    if read_next_id(dir) >= next {
+        return Ok(());
+    }
+    write_atomic(&dir.join(NEXT_ID_FILE), &[format!("{next}\n").as_bytes()])
 }
 
 fn parse_id(stem: &str) -> Option<u64> {
@@ -257,15 +310,163 @@ fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
 pub struct ExportReport {
     pub store: String,
     pub out: String,
+    /// Entries now in `out` (written by this export, or identical copies already there).
     pub entries: usize,
+    /// Bytes written by this export.
     pub bytes: u64,
+    /// Entries whose identical copy was already in `out` (an earlier export).
+    pub already_there: usize,
+    /// Entries written under a new name because theirs was taken in `out` by other bytes
+    /// (an earlier export from another store or box): `store name -> written name`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub renamed: Vec<(String, String)>,
     /// Entries removed from the store after the copy (with `--clear`).
     pub cleared: usize,
 }
 
-/// Copies every complete entry (image + record) of the store at `dir` into `out`
-/// (crash-safe, fsynced), and with `clear` removes the copied entries from the store.
-/// Fails when the store cannot be read or `out` cannot be written.
+/// The ids of the complete entries (image and record both there) of the store at `dir`,
+/// ascending, read without changing anything (a `run` may be writing into it).
+fn complete_ids(dir: &Path) -> Result<Vec<u64>, StoreError> {
+    let (mut records, mut images) = (Vec::new(), Vec::new());
+    for e in std::fs::read_dir(dir).map_err(io_at(dir))? {
+        let name = e.map_err(io_at(dir))?.file_name();
+        let name = name.to_string_lossy();
+        match name.split_once('.') {
+            Some((stem, "json")) => records.extend(parse_id(stem)),
+            Some((stem, "png")) => images.extend(parse_id(stem)),
+            _ => {}
+        }
+    }
+    images.sort_unstable();
+    records.retain(|id| images.binary_search(id).is_ok());
+    records.sort_unstable();
+    Ok(records)
+}
+
+/// Renames `from` to `to` unless `to` exists (then `AlreadyExists`): `renameat2` with
+/// `RENAME_NOREPLACE`, or, where the file system does not support it, a check and a rename
+/// (export is the only writer of its destination).
+fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains a NUL byte")
+            })
+        };
+        let (f, t) = (c(from)?, c(to)?);
+        // SAFETY: both are valid NUL-terminated paths, relative to the working directory.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                f.as_ptr(),
+                libc::AT_FDCWD,
+                t.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
+            return Err(e);
+        }
+    }
+    if std::fs::symlink_metadata(to).is_ok() {
+        return Err(std::io::ErrorKind::AlreadyExists.into());
+    }
+    std::fs::rename(from, to)
+}
+
+/// Writes `data` to `path` only if `path` does not exist: `NAME.tmp`, fsync, no-replace
+/// rename; then reads it back. `Ok(false)`: the name is taken.
+fn write_new(path: &Path, data: &[u8]) -> Result<bool, StoreError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(out_at(&tmp))?;
+        f.write_all(data).map_err(out_at(&tmp))?;
+        f.sync_all().map_err(out_at(&tmp))?;
+    }
+    match rename_no_replace(&tmp, path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(&tmp).map_err(out_at(&tmp))?;
+            return Ok(false);
+        }
+        Err(e) => return Err(out_at(path)(e)),
+    }
+    let back = std::fs::read(path).map_err(out_at(path))?;
+    if back != data {
+        return Err(StoreError::Export {
+            path: path.display().to_string(),
+            source: std::io::Error::other(format!(
+                "the copy reads back different from what was written ({} bytes, expected {}); the destination may be failing",
+                back.len(),
+                data.len()
+            )),
+        });
+    }
+    Ok(true)
+}
+
+/// Where one entry went.
+enum Placed {
+    /// Written under this name (`000000000042` or `000000000042-2`).
+    Written(String),
+    /// An identical copy was already there.
+    Already,
+}
+
+/// Puts one entry (`png`, `json`) into `out` under its name `base`, or the first free
+/// `base-N`; never over other bytes.
+fn place(out: &Path, base: &str, png: &[u8], json: &[u8]) -> Result<Placed, StoreError> {
+    for n in 1..=10_000u32 {
+        let name = if n == 1 {
+            base.to_string()
+        } else {
+            format!("{base}-{n}")
+        };
+        let (p, j) = (
+            out.join(format!("{name}.png")),
+            out.join(format!("{name}.json")),
+        );
+        let (pe, je) = (p.exists(), j.exists());
+        if pe && je {
+            let same = |path: &Path, want: &[u8]| std::fs::read(path).is_ok_and(|b| b == want);
+            if same(&p, png) && same(&j, json) {
+                return Ok(Placed::Already);
+            }
+            continue;
+        }
+        if pe || je {
+            continue;
+        }
+        // Image first, record last: a record in `out` means its image is there.
+        if !write_new(&p, png)? {
+            continue;
+        }
+        if !write_new(&j, json)? {
+            // Someone took the record's name meanwhile: ours goes elsewhere, the image
+            // written here is ours alone and is removed.
+            std::fs::remove_file(&p).map_err(out_at(&p))?;
+            continue;
+        }
+        return Ok(Placed::Written(name));
+    }
+    Err(StoreError::Export {
+        path: out.display().to_string(),
+        source: std::io::Error::other(format!("no free name for entry {base}")),
+    })
+}
+
+/// Copies every complete entry (image + record) of the store at `dir` into `out`, never
+/// over another file (see the module doc), fsynced and read back; with `clear` then
+/// removes the copied entries from the store. Fails when the store cannot be read, `out`
+/// is the store itself, or `out` cannot be written; the store is then left as it was.
 pub fn export(dir: &Path, out: &Path, clear: bool) -> Result<ExportReport, StoreError> {
     if !dir.is_dir() {
         return Err(StoreError::Io {
@@ -276,32 +477,54 @@ pub fn export(dir: &Path, out: &Path, clear: bool) -> Result<ExportReport, Store
             ),
         });
     }
-    let limits = StoreLimits {
-        max_bytes: u64::MAX,
-        max_entries: usize::MAX,
-        min_interval: Duration::ZERO,
-    };
-    let mut store = UncertainStore::open(dir, limits)?;
-    std::fs::create_dir_all(out).map_err(io_at(out))?;
+    linesight_shared::output::refuse_inputs(out, [("the uncertain store", dir)])
+        .map_err(|e| StoreError::Refused(e.to_string()))?;
+    std::fs::create_dir_all(out).map_err(out_at(out))?;
     let mut report = ExportReport {
         store: dir.display().to_string(),
         out: out.display().to_string(),
         ..Default::default()
     };
-    let ids: Vec<u64> = store.ids().collect();
+    let ids = complete_ids(dir)?;
     for &id in &ids {
-        for ext in ["png", "json"] {
+        let read = |ext| {
             let from = entry_path(dir, id, ext);
-            let data = std::fs::read(&from).map_err(io_at(&from))?;
-            write_atomic(&entry_path(out, id, ext), &[&data])?;
-            report.bytes += data.len() as u64;
+            std::fs::read(&from).map_err(io_at(&from))
+        };
+        let (png, json) = (read("png")?, read("json")?);
+        let base = format!("{id:012}");
+        match place(out, &base, &png, &json)? {
+            Placed::Already => report.already_there += 1,
+            Placed::Written(name) => {
+                report.bytes += (png.len() + json.len()) as u64;
+                if name != base {
+                    tracing::warn!(entry = %base, written = %name, "an earlier export holds other bytes under this name; written under a new name");
+                    report.renamed.push((base, name));
+                }
+            }
         }
         report.entries += 1;
     }
-    fsync_dir(out)?;
+    std::fs::File::open(out)
+        .and_then(|f| f.sync_all())
+        .map_err(out_at(out))?;
     if clear {
-        store.limits.max_entries = 0;
-        report.cleared = store.evict(0)?;
+        // Only now, with every copy fsynced and read back: record first, then image.
+        for &id in &ids {
+            for ext in ["json", "png"] {
+                let p = entry_path(dir, id, ext);
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_at(&p)(e)),
+                }
+            }
+            report.cleared += 1;
+        }
+        if let Some(last) = ids.last() {
+            remember_next_id(dir, last + 1)?;
+        }
+        fsync_dir(dir)?;
     }
     Ok(report)
 }
@@ -351,7 +574,11 @@ mod tests {
         assert_eq!(s3.ids().collect::<Vec<_>>(), vec![5]);
         s3.save(&rgb, 4, 4, b"{\"i\":5}", now).unwrap();
         assert_eq!(s3.ids().collect::<Vec<_>>(), vec![6]);
-        assert_eq!(names(&dir), vec!["000000000006.json", "000000000006.png"]);
+        // Evicting entry 5 emptied the store for a moment: `next-id` kept the count.
+        assert_eq!(
+            names(&dir),
+            vec!["000000000006.json", "000000000006.png", NEXT_ID_FILE]
+        );
         let big = vec![1u8; 64 * 64 * 3];
         assert!(matches!(
             UncertainStore::open(&dir, limits(10, 10))
@@ -397,7 +624,78 @@ mod tests {
         let img = image::open(out.join("000000000001.png")).unwrap().to_rgb8();
         assert_eq!((img.width(), img.height()), (2, 3));
         assert_eq!(img.into_raw(), rgb);
-        assert!(names(&dir).is_empty());
+        assert_eq!(names(&dir), vec![NEXT_ID_FILE]);
         assert!(export(&d.path().join("nope"), &out, false).is_err());
+    }
+
+    #[test]
+    fn numbering_goes_on_after_the_store_is_emptied() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("store");
+        let rgb = [9u8; 3];
+        let now = Instant::now();
+        let mut s = UncertainStore::open(&dir, limits(1 << 20, 10)).unwrap();
+        for _ in 0..3 {
+            s.save(&rgb, 1, 1, b"{}", now).unwrap();
+        }
+        drop(s);
+        let r = export(&dir, &d.path().join("usb"), true).unwrap();
+        assert_eq!(r.cleared, 3);
+        let mut s = UncertainStore::open(&dir, limits(1 << 20, 10)).unwrap();
+        assert!(matches!(
+            s.save(&rgb, 1, 1, b"{}", now).unwrap(),
+            Saved::Entry { id: 4, .. }
+        ));
+        // Eviction that empties the store keeps the count too.
+        drop(s);
+        let s = UncertainStore::open(&dir, limits(1, 10)).unwrap();
+        assert_eq!(s.usage().0, 0);
+        drop(s);
+        let mut s = UncertainStore::open(&dir, limits(1 << 20, 10)).unwrap();
+        assert!(matches!(
+            s.save(&rgb, 1, 1, b"{}", now).unwrap(),
+            Saved::Entry { id: 5, .. }
+        ));
+    }
+
+    #[test]
+    fn export_never_overwrites_and_never_exports_onto_the_store() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("store");
+        let out = d.path().join("usb");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        // An earlier export (another box) holds entry 1 with other bytes.
+        std::fs::write(out.join("000000000001.png"), b"other png").unwrap();
+        std::fs::write(out.join("000000000001.json"), b"other json").unwrap();
+        std::fs::write(dir.join("000000000001.png"), b"png").unwrap();
+        std::fs::write(dir.join("000000000001.json"), b"json").unwrap();
+        // A write in progress by a running `run`: not exported, not removed.
+        std::fs::write(dir.join("000000000002.png"), b"half").unwrap();
+        let r = export(&dir, &out, false).unwrap();
+        assert_eq!(
+            r.renamed,
+            vec![("000000000001".to_string(), "000000000001-2".to_string())]
+        );
+        assert_eq!(
+            std::fs::read(out.join("000000000001.png")).unwrap(),
+            b"other png"
+        );
+        assert_eq!(
+            std::fs::read(out.join("000000000001-2.json")).unwrap(),
+            b"json"
+        );
+        assert!(dir.join("000000000002.png").exists());
+        // Again: the identical copy is recognised, nothing is written twice.
+        let r = export(&dir, &out, true).unwrap();
+        assert_eq!((r.entries, r.already_there, r.cleared), (1, 1, 1));
+        assert!(r.renamed.is_empty());
+        assert_eq!(names(&out).len(), 4);
+        // The store itself as the destination is refused and leaves it alone.
+        std::fs::write(dir.join("000000000003.png"), b"p").unwrap();
+        std::fs::write(dir.join("000000000003.json"), b"j").unwrap();
+        let e = export(&dir, &dir.join("."), true).unwrap_err().to_string();
+        assert!(e.contains("the uncertain store"), "{e}");
+        assert!(dir.join("000000000003.json").exists());
     }
 }

@@ -8,11 +8,83 @@
 //!   hot swap under `run`;
 //! - `ROOT/trusted-keys/*.pub`: always trusted.
 
-use linesight_shared::signature::{PublicKey, SignatureError};
+use linesight_shared::bundle::Bundle;
+use linesight_shared::signature::{self, PublicKey, SignatureError};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 use crate::slots;
+
+/// Where a command finds the trusted keys, the way `install` does: `--trusted-key` files
+/// (`flags`), else edge.toml's `model.trusted_keys` (`config`); plus `ROOT/trusted-keys/`.
+#[derive(Debug, Clone, Default)]
+pub struct TrustSources {
+    pub root: PathBuf,
+    pub flags: Vec<PathBuf>,
+    pub config: Vec<KeySpec>,
+}
+
+impl TrustSources {
+    /// Every key; fails on the first that cannot be used ([`resolve`]).
+    pub fn resolve(&self) -> Result<Vec<PublicKey>, SignatureError> {
+        resolve(&self.root, &self.flags, &self.config)
+    }
+
+    /// A bundle's signature checked against these keys, for showing it.
+    pub fn check(&self, bundle: &Bundle) -> SignatureReport {
+        let (keys, errors) = resolve_usable(&self.root, &self.flags, &self.config);
+        let status = signature::check(bundle, &keys);
+        SignatureReport {
+            status: status.as_str(),
+            signer: status.signer().to_string(),
+            detail: status.describe(keys.len()),
+            trusted_keys: keys.len(),
+            key_errors: errors.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+}
+
+/// A bundle's signature as `inspect`, `classify`, `status` and `bench` show it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SignatureReport {
+    /// `valid`, `invalid` (changed after signing), `untrusted` (verifies, key not
+    /// trusted) or `unsigned`.
+    pub status: &'static str,
+    /// The signing key's fingerprint, or `unsigned`.
+    pub signer: String,
+    /// One line for people: what the status means and what to do.
+    pub detail: String,
+    /// How many trusted keys it was checked against.
+    pub trusted_keys: usize,
+    /// Trusted keys that are configured but cannot be used (unreadable, malformed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub key_errors: Vec<String>,
+}
+
+impl SignatureReport {
+    pub fn is_valid(&self) -> bool {
+        self.status == "valid"
+    }
+
+    /// The warning a command prints on stderr for anything but a valid signature (and for
+    /// trusted keys that cannot be used); None when there is nothing to say.
+    pub fn warning(&self, bundle: &Path) -> Option<String> {
+        let mut lines = Vec::new();
+        if !self.is_valid() {
+            lines.push(format!(
+                "warning: bundle `{}`: signature {}",
+                bundle.display(),
+                self.detail
+            ));
+        }
+        lines.extend(
+            self.key_errors
+                .iter()
+                .map(|e| format!("warning: a trusted key cannot be used: {e}")),
+        );
+        (!lines.is_empty()).then(|| lines.join("\n"))
+    }
+}
 
 /// One trusted key as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -54,6 +126,32 @@ pub fn resolve(
     flags: &[PathBuf],
     config: &[KeySpec],
 ) -> Result<Vec<PublicKey>, SignatureError> {
+    specs(root, flags, config)
+        .iter()
+        .map(KeySpec::load)
+        .collect()
+}
+
+/// The keys of [`resolve`] that can be used, and the errors of those that cannot: for
+/// commands that show a bundle's signature status (`status`, `inspect`, `classify`,
+/// `bench`) and report a bad key file rather than stop.
+pub fn resolve_usable(
+    root: &Path,
+    flags: &[PathBuf],
+    config: &[KeySpec],
+) -> (Vec<PublicKey>, Vec<SignatureError>) {
+    let (mut keys, mut errors) = (Vec::new(), Vec::new());
+    for spec in specs(root, flags, config) {
+        match spec.load() {
+            Ok(k) => keys.push(k),
+            Err(e) => errors.push(e),
+        }
+    }
+    (keys, errors)
+}
+
+/// Where the trusted keys of [`resolve`] come from, in order.
+fn specs(root: &Path, flags: &[PathBuf], config: &[KeySpec]) -> Vec<KeySpec> {
     let mut specs: Vec<KeySpec> = if flags.is_empty() {
         config.to_vec()
     } else {
@@ -68,7 +166,7 @@ pub fn resolve(
         pinned.sort();
         specs.extend(pinned.into_iter().map(KeySpec::File));
     }
-    specs.iter().map(KeySpec::load).collect()
+    specs
 }
 
 #[cfg(test)]

@@ -105,7 +105,7 @@ fn frame_bytes(img: &RgbImage, format: PixelFormat) -> Vec<u8> {
                 [y0, u, y1, v]
             })
             .collect(),
-        PixelFormat::Nv12 => {
+        PixelFormat::Nv12 | PixelFormat::Nv12M => {
             let mut out = vec![0u8; w * h * 3 / 2];
             for (i, p) in img.pixels.chunks_exact(3).enumerate() {
                 let (y, u, v) = yuv(p);
@@ -139,14 +139,28 @@ fn conversion_and_preprocessing_allocate_nothing_per_frame() {
     let mut pre = Preprocessor::new(PreprocessSpec::imagenet());
     let mut tensor = vec![0.0f32; pre.tensor_len()];
     let mut report = Vec::new();
-    for format in [PixelFormat::Yuyv, PixelFormat::Nv12, PixelFormat::Mjpeg] {
+    for format in [
+        PixelFormat::Yuyv,
+        PixelFormat::Nv12,
+        PixelFormat::Nv12M,
+        PixelFormat::Mjpeg,
+    ] {
         let data = frame_bytes(&img, format);
+        // NM12: the same bytes, the chroma plane in its own buffer.
+        let (data, chroma) = match format {
+            PixelFormat::Nv12M => {
+                let (luma, chroma) = data.split_at(W as usize * H as usize);
+                (luma, Some(chroma))
+            }
+            _ => (&data[..], None),
+        };
         let raw = RawFrame {
             format,
             width: W,
             height: H,
             stride: 0,
-            data: &data,
+            data,
+            chroma,
         };
         let mut conv = Converter::new(YuvRange::Limited);
         // Warm-up: the RGB buffer and the resize plan are made here.

@@ -43,6 +43,11 @@ pub enum BundleError {
         path: String,
         source: std::io::Error,
     },
+    #[error("bundle `{path}` is {kind}, not a file; it was not read")]
+    NotAFile {
+        path: String,
+        kind: crate::regular_file::FileKind,
+    },
     #[error("cannot write bundle `{path}`: {source}")]
     Write {
         path: String,
@@ -76,8 +81,128 @@ pub enum BundleError {
     ModelHashMismatch { expected: String, computed: String },
 }
 
-/// The optional ed25519 signature block (filled by `linesight-train prototypes --sign`
-/// through [`crate::signature::SecretKey::sign_bundle`]).
+/// The fixed header's fields, checked against the file's length.
+struct Header {
+    version: u32,
+    manifest_len: u32,
+    /// Offset of the signature kind byte: header + manifest + model.
+    body_end: u64,
+}
+
+impl Header {
+    /// Checks the first [`HEADER_LEN`] bytes (`head`; fewer when the file is shorter) of a
+    /// file of `got` bytes: magic, version, lengths, and that the file holds at least
+    /// what they announce. Fails on the first refusal of the module doc's order.
+    fn parse(head: &[u8], got: u64) -> Result<Header, BundleError> {
+        if head.len() < MAGIC.len() || &head[..MAGIC.len()] != MAGIC {
+            return Err(BundleError::WrongMagic {
+                found: head[..head.len().min(MAGIC.len())].to_vec(),
+            });
+        }
+        if head.len() < HEADER_LEN {
+            return Err(BundleError::Truncated {
+                what: "the header",
+                expected: HEADER_LEN as u64,
+                got,
+            });
+        }
+        let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+        if version > FORMAT_VERSION {
+            return Err(BundleError::NewerFormat {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if version == 0 {
+            return Err(BundleError::InvalidFormat {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let manifest_len = u32::from_le_bytes(head[12..16].try_into().expect("4 bytes"));
+        let model_len = u64::from_le_bytes(head[16..24].try_into().expect("8 bytes"));
+        if manifest_len > MAX_MANIFEST_LEN {
+            return Err(BundleError::Truncated {
+                what: "the manifest (its length field is implausible)",
+                expected: manifest_len as u64,
+                got,
+            });
+        }
+        let body_end = (HEADER_LEN as u64)
+            .checked_add(manifest_len as u64)
+            .and_then(|v| v.checked_add(model_len))
+            .ok_or(BundleError::Truncated {
+                what: "the model (its length field is implausible)",
+                expected: u64::MAX,
+                got,
+            })?;
+        // Saturating: a model length near u64::MAX must be refused, not wrap (found by `fuzz/`).
+        let min_total = body_end.saturating_add(1 + CHECKSUM_LEN as u64);
+        if got < min_total {
+            return Err(BundleError::Truncated {
+                what: "manifest, model and checksum",
+                expected: min_total,
+                got,
+            });
+        }
+        Ok(Header {
+            version,
+            manifest_len,
+            body_end,
+        })
+    }
+
+    /// The longest file this header allows (signed: kind byte, key, signature, checksum).
+    fn max_total(&self) -> u64 {
+        self.body_end + 1 + 96 + CHECKSUM_LEN as u64
+    }
+}
+
+/// A bundle file's bytes, read only after its fixed header checked out: a file that is
+/// not a bundle (or a FIFO, or a device) is refused after reading at most 24 bytes, and a
+/// bundle is read up to the length its header announces, never further. Fails on the
+/// refusals [`Bundle::from_bytes`] makes from the header alone, and on IO errors.
+pub fn read_file_bytes(path: &Path) -> Result<Vec<u8>, BundleError> {
+    use std::io::Read;
+    let read_err = |source| BundleError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let (file, md) = crate::regular_file::open(path).map_err(|e| match e {
+        crate::regular_file::OpenError::NotRegular { kind, .. } => BundleError::NotAFile {
+            path: path.display().to_string(),
+            kind,
+        },
+        crate::regular_file::OpenError::Io { source, .. } => read_err(source),
+        // `open` itself bounds nothing.
+        e @ crate::regular_file::OpenError::TooLarge { .. } => {
+            read_err(std::io::Error::other(e.to_string()))
+        }
+    })?;
+    let got = md.len();
+    let mut head = Vec::with_capacity(HEADER_LEN);
+    (&file)
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(read_err)?;
+    let header = Header::parse(&head, got)?;
+    let max_total = header.max_total();
+    if got > max_total {
+        return Err(BundleError::TrailingBytes {
+            extra: got - max_total,
+        });
+    }
+    let mut bytes = Vec::with_capacity(got as usize);
+    bytes.extend_from_slice(&head);
+    (&file)
+        .take(got - head.len() as u64)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    Ok(bytes)
+}
+
+/// The optional ed25519 signature block (filled by `linesight-train export`, `prototypes`
+/// or `quantize` with `--sign`, through [`crate::signature::SecretKey::sign_bundle`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
     pub public_key: [u8; 32],
@@ -156,57 +281,11 @@ impl Bundle {
     /// truncation, a checksum mismatch, an undecodable manifest or a model hash mismatch.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, BundleError> {
         let got = bytes.len() as u64;
-        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(BundleError::WrongMagic {
-                found: bytes[..bytes.len().min(MAGIC.len())].to_vec(),
-            });
-        }
-        if bytes.len() < HEADER_LEN {
-            return Err(BundleError::Truncated {
-                what: "the header",
-                expected: HEADER_LEN as u64,
-                got,
-            });
-        }
-        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version > FORMAT_VERSION {
-            return Err(BundleError::NewerFormat {
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        if version == 0 {
-            return Err(BundleError::InvalidFormat {
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        let manifest_len = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
-        let model_len = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
-        if manifest_len > MAX_MANIFEST_LEN {
-            return Err(BundleError::Truncated {
-                what: "the manifest (its length field is implausible)",
-                expected: manifest_len as u64,
-                got,
-            });
-        }
-        let body_end = (HEADER_LEN as u64)
-            .checked_add(manifest_len as u64)
-            .and_then(|v| v.checked_add(model_len))
-            .ok_or(BundleError::Truncated {
-                what: "the model (its length field is implausible)",
-                expected: u64::MAX,
-                got,
-            })?;
-        // Saturating: a model length near u64::MAX must be refused, not wrap (found by `fuzz/`).
-        let min_total = body_end.saturating_add(1 + CHECKSUM_LEN as u64);
-        if got < min_total {
-            return Err(BundleError::Truncated {
-                what: "manifest, model and checksum",
-                expected: min_total,
-                got,
-            });
-        }
+        let Header {
+            version,
+            manifest_len,
+            body_end,
+        } = Header::parse(&bytes[..bytes.len().min(HEADER_LEN)], got)?;
         let body_end = body_end as usize;
         let kind = bytes[body_end];
         let sig_len = match kind {
@@ -274,13 +353,9 @@ impl Bundle {
         })
     }
 
-    /// Reads and verifies a bundle file; errors name the file.
+    /// Reads a bundle file with [`read_file_bytes`] (the header first) and verifies it.
     pub fn read(path: &Path) -> Result<Self, BundleError> {
-        let bytes = std::fs::read(path).map_err(|source| BundleError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_bytes(&bytes)
+        Self::from_bytes(&read_file_bytes(path)?)
     }
 
     /// Writes the bundle crash-safely: to `PATH.tmp`, fsync, rename over `PATH`.
@@ -545,5 +620,38 @@ pub(crate) mod tests {
             matches!(err, BundleError::ModelHashMismatch { .. }),
             "{err}"
         );
+    }
+
+    /// Issue 16: a 2 GB file named `.lsb` was read whole before its magic was checked.
+    /// The header is read first, and the body only up to what the header announces.
+    #[test]
+    fn a_file_is_judged_by_its_header_before_its_body_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.lsb");
+        sample().write(&good).unwrap();
+        assert_eq!(read_file_bytes(&good).unwrap(), sample().to_bytes());
+
+        // Sparse: a terabyte on paper; reading it would take hours and all memory.
+        let huge = dir.path().join("huge.lsb");
+        std::fs::File::create(&huge)
+            .unwrap()
+            .set_len(1 << 40)
+            .unwrap();
+        let t = std::time::Instant::now();
+        let e = Bundle::read(&huge).unwrap_err();
+        assert!(matches!(e, BundleError::WrongMagic { .. }), "{e}");
+        // A real header, then a terabyte more than it announces.
+        let f = std::fs::OpenOptions::new().write(true).open(&huge).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &sample().to_bytes(), 0).unwrap();
+        let e = Bundle::read(&huge).unwrap_err();
+        assert!(matches!(e, BundleError::TrailingBytes { .. }), "{e}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+
+        let fifo = dir.path().join("fifo.lsb");
+        crate::regular_file::tests::mkfifo(&fifo);
+        let e = Bundle::read(&fifo).unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        let e = Bundle::read(dir.path()).unwrap_err();
+        assert!(matches!(e, BundleError::NotAFile { .. }), "{e}");
     }
 }

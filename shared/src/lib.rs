@@ -6,7 +6,14 @@
 //! - [`manifest::Manifest`]: the wire types inside it (labels, preprocessing, decision
 //!   rule, self-test vectors, parity, provenance);
 //! - [`preprocess::Preprocessor`]: the one preprocessing implementation;
-//! - [`signature`]: ed25519 key files, bundle signing and verification against trusted keys.
+//! - [`signature`]: ed25519 key files, bundle signing and verification against trusted keys;
+//! - [`output`]: output paths refused when they name an input; [`message`]: an error and
+//!   its causes as one line, each cause once.
+//!
+//! And what both binaries do the same way with what a user hands them: [`walk`] (folders:
+//! loops, duplicates, FIFOs), [`regular_file`] (opening only regular files, bounded),
+//! [`decode`] (the bounded image decoder behind [`preprocess::RgbImage`]) and
+//! [`closed_pipe`] (a closed stdout ends quietly).
 //!
 //! This crate links neither candle nor tract nor any network crate.
 //!
@@ -20,6 +27,12 @@
 //! ```
 
 pub mod bundle;
+pub mod closed_pipe;
+pub mod decode;
 pub mod manifest;
+pub mod message;
+pub mod output;
 pub mod preprocess;
+pub mod regular_file;
 pub mod signature;
+pub mod walk;

@@ -132,7 +132,40 @@ impl PreprocessSpec {
     pub fn input_shape(&self) -> [usize; 4] {
         [1, 3, self.crop as usize, self.crop as usize]
     }
+
+    /// Checks what a bundle's manifest may ask for before anything is allocated from it:
+    /// a crop of 1..=[`MAX_CROP`] pixels, a resize of crop..=[`MAX_RESIZE_SHORTER`], a
+    /// positive, finite std and a finite mean. Fails with what is wrong (a crafted or
+    /// damaged manifest asking for a 100000-pixel crop would otherwise ask for 120 GB).
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=MAX_CROP).contains(&self.crop) {
+            return Err(format!(
+                "preprocessing crop {} is out of range 1..={MAX_CROP}",
+                self.crop
+            ));
+        }
+        if !(self.crop..=MAX_RESIZE_SHORTER).contains(&self.resize_shorter) {
+            return Err(format!(
+                "preprocessing resize_shorter {} is out of range {}..={MAX_RESIZE_SHORTER} (at least the crop)",
+                self.resize_shorter, self.crop
+            ));
+        }
+        if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+            || self.mean.iter().any(|m| !m.is_finite())
+        {
+            return Err(format!(
+                "preprocessing mean {:?} / std {:?}: the std must be positive and both finite",
+                self.mean, self.std
+            ));
+        }
+        Ok(())
+    }
 }
+
+/// The largest model input side a manifest may ask for.
+pub const MAX_CROP: u32 = 2048;
+/// The largest resize of the shorter side a manifest may ask for.
+pub const MAX_RESIZE_SHORTER: u32 = 8192;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TensorSpec {
@@ -211,4 +244,27 @@ pub struct Provenance {
     pub prompt_sha256: Option<String>,
     /// Seconds since the Unix epoch.
     pub created_unix: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16: sizes a manifest asks for are bounded before anything is allocated.
+    #[test]
+    fn preprocessing_sizes_are_checked() {
+        assert!(PreprocessSpec::imagenet().check().is_ok());
+        assert!(PreprocessSpec::clip(224).check().is_ok());
+        let with = |f: fn(&mut PreprocessSpec)| {
+            let mut s = PreprocessSpec::imagenet();
+            f(&mut s);
+            s.check().unwrap_err()
+        };
+        assert!(with(|s| s.crop = 100_000).contains("crop 100000 is out of range 1..=2048"));
+        assert!(with(|s| s.crop = 0).contains("crop 0"));
+        assert!(with(|s| s.resize_shorter = 100).contains("resize_shorter 100"));
+        assert!(with(|s| s.resize_shorter = u32::MAX).contains("resize_shorter"));
+        assert!(with(|s| s.std[1] = 0.0).contains("std"));
+        assert!(with(|s| s.mean[0] = f32::NAN).contains("finite"));
+    }
 }

@@ -17,7 +17,10 @@
 
 mod resize;
 
+pub use crate::decode::ImageLimits;
+use crate::decode::SizeError;
 use crate::manifest::{PreprocessSpec, ResizeFilter};
+use crate::regular_file::FileKind;
 use resize::{Filter, PlanKey, ResizePlan};
 use std::path::Path;
 
@@ -37,6 +40,16 @@ pub enum PreprocessError {
     },
     #[error("cannot decode image `{path}`: the JPEG data ends without its end-of-image marker; the file is truncated")]
     TruncatedJpeg { path: String },
+    #[error("image `{path}`: {size}")]
+    TooLarge { path: String, size: SizeError },
+    #[error("image `{path}` is {bytes} bytes, more than an image within the limit can be ({limit} bytes); {}", crate::decode::SETTING_HINT)]
+    FileTooLarge {
+        path: String,
+        bytes: u64,
+        limit: u64,
+    },
+    #[error("`{path}` is {kind}, not an image file; it was not read")]
+    NotAFile { path: String, kind: FileKind },
     #[error("image is {width}x{height}; both sides must be at least 1 pixel")]
     Degenerate { width: u32, height: u32 },
     #[error("rgb buffer holds {got} bytes but a {width}x{height} image needs {expected}")]
@@ -61,50 +74,33 @@ pub struct RgbImage {
 }
 
 impl RgbImage {
-    /// Decodes JPEG / PNG / BMP / WebP bytes; `name` only labels errors.
+    /// Decodes JPEG / PNG / BMP / WebP bytes within the process's [`ImageLimits`]; `name`
+    /// only labels errors. Fails on empty, truncated, undecodable or too large images.
     pub fn decode(bytes: &[u8], name: &str) -> Result<Self, PreprocessError> {
-        if bytes.is_empty() {
-            return Err(PreprocessError::Empty { path: name.into() });
-        }
-        if is_truncated_jpeg(bytes) {
-            return Err(PreprocessError::TruncatedJpeg { path: name.into() });
-        }
-        let img = image::load_from_memory(bytes).map_err(|source| PreprocessError::Decode {
-            path: name.into(),
-            source,
-        })?;
-        let rgb = img.to_rgb8();
-        let (width, height) = rgb.dimensions();
-        if width == 0 || height == 0 {
-            return Err(PreprocessError::Degenerate { width, height });
-        }
-        Ok(RgbImage {
-            width,
-            height,
-            pixels: rgb.into_raw(),
-        })
+        Self::decode_with(bytes, name, ImageLimits::process())
     }
 
-    /// Reads and decodes an image file; errors name the file.
+    /// [`RgbImage::decode`] within `limits`.
+    pub fn decode_with(
+        bytes: &[u8],
+        name: &str,
+        limits: ImageLimits,
+    ) -> Result<Self, PreprocessError> {
+        crate::decode::decode_bytes(bytes, name, limits)
+    }
+
+    /// Reads and decodes an image file within the process's [`ImageLimits`]; errors name
+    /// the file. Fails as [`RgbImage::decode`] does, and when the path is not a regular
+    /// file (a FIFO or device is never opened) or is larger than an image within the
+    /// limit can be.
     pub fn open(path: &Path) -> Result<Self, PreprocessError> {
-        let bytes = std::fs::read(path).map_err(|source| PreprocessError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::decode(&bytes, &path.display().to_string())
+        Self::open_with(path, ImageLimits::process())
     }
-}
 
-/// A JPEG (starts with SOI `FF D8`) whose last KiB holds no end-of-image marker `FF D9`.
-/// The JPEG decoder fills a cut-off scan with grey and reports success, so a file truncated
-/// by a failed copy would otherwise be classified as if it were a photo. The marker is
-/// looked for near the end, not exactly at it, because some writers append a few bytes.
-fn is_truncated_jpeg(bytes: &[u8]) -> bool {
-    if bytes.len() < 4 || bytes[0] != 0xFF || bytes[1] != 0xD8 {
-        return false;
+    /// [`RgbImage::open`] within `limits`.
+    pub fn open_with(path: &Path, limits: ImageLimits) -> Result<Self, PreprocessError> {
+        crate::decode::decode_file(path, limits)
     }
-    let tail = &bytes[bytes.len().saturating_sub(1024)..];
-    !tail.windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 /// Where the center crop of the resized image falls in the source image, as torchvision

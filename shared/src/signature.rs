@@ -33,6 +33,9 @@ pub const PUBLIC_HEADER: &str = "linesight ed25519 public key v1";
 pub const SECRET_FILE: &str = "signing.key";
 pub const PUBLIC_FILE: &str = "signing.pub";
 
+/// Every way to get a signed bundle, for messages about an unsigned one.
+pub const SIGN_HINT: &str = "sign it when building it: `linesight-train export --sign signing.key`, `linesight-train prototypes --sign signing.key`, `linesight-train quantize --sign signing.key`, or `sign = \"signing.key\"` under `[export]` in a pipeline config (make a key pair with `linesight-train keygen`)";
+
 #[derive(Debug, thiserror::Error)]
 pub enum SignatureError {
     #[error("bundle signature does not verify against its key `{fingerprint}`: the bundle was changed after it was signed; get a freshly signed copy from whoever built it")]
@@ -42,7 +45,7 @@ pub enum SignatureError {
         fingerprint: String,
         trusted: String,
     },
-    #[error("bundle is unsigned and this box installs only signed bundles; sign it with `linesight-train prototypes --sign signing.key`, or pass --allow-unsigned for desktop use")]
+    #[error("bundle is unsigned and this box installs only signed bundles; {SIGN_HINT}, or pass --allow-unsigned for desktop use")]
     Unsigned,
     #[error("malformed key file `{path}`: {problem}")]
     MalformedKey { path: String, problem: String },
@@ -188,15 +191,30 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Key files are ~100 bytes; anything past this is not one.
+const MAX_KEY_FILE_BYTES: u64 = 64 << 10;
+
 fn read_key_file(path: &Path, header: &str) -> Result<[u8; 32], SignatureError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SignatureError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
     let bad = |problem: String| SignatureError::MalformedKey {
         path: path.display().to_string(),
         problem,
     };
+    // A key file is two short lines: a FIFO or a huge file in `trusted-keys/` must not
+    // hang or swamp `install` and `run`.
+    let bytes =
+        crate::regular_file::read(path, MAX_KEY_FILE_BYTES, "a key file").map_err(|e| match e {
+            crate::regular_file::OpenError::Io { source, .. } => SignatureError::Read {
+                path: path.display().to_string(),
+                source,
+            },
+            crate::regular_file::OpenError::NotRegular { kind, .. } => {
+                bad(format!("it is {kind}, not a regular file; it was not read"))
+            }
+            crate::regular_file::OpenError::TooLarge { size, limit, .. } => {
+                bad(format!("it is {size} bytes; a key file is at most {limit}"))
+            }
+        })?;
+    let text = String::from_utf8(bytes).map_err(|_| bad("it is not UTF-8 text".into()))?;
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or("");
     if first != header {
@@ -245,45 +263,114 @@ impl Verified {
     }
 }
 
-/// Checks a bundle's signature: the signing key must be one of `trusted` and the signature
-/// must verify over the bytes read ([`Bundle::signed_digest`]). An unsigned bundle passes
-/// only with `allow_unsigned`; a signed bundle is always checked.
+/// What a bundle's signature is worth on this box: the one answer every command shows
+/// (`inspect`, `classify`, `status`, `bench`) and `install` decides on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureStatus {
+    /// Signed, the signature verifies, and the key is one of the trusted keys.
+    Valid { fingerprint: String },
+    /// Signed, but the signature does not verify against the key stored beside it: the
+    /// bundle was changed after signing (whether or not the key is trusted).
+    Invalid { fingerprint: String },
+    /// Signed and the signature verifies, but the key is not one of the trusted keys.
+    Untrusted { fingerprint: String },
+    /// No signature block.
+    Unsigned,
+}
+
+impl SignatureStatus {
+    /// `valid`, `invalid`, `untrusted` or `unsigned` (the JSON reports' value).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SignatureStatus::Valid { .. } => "valid",
+            SignatureStatus::Invalid { .. } => "invalid",
+            SignatureStatus::Untrusted { .. } => "untrusted",
+            SignatureStatus::Unsigned => "unsigned",
+        }
+    }
+
+    /// The signing key's fingerprint, or `unsigned`.
+    pub fn signer(&self) -> &str {
+        match self {
+            SignatureStatus::Valid { fingerprint }
+            | SignatureStatus::Invalid { fingerprint }
+            | SignatureStatus::Untrusted { fingerprint } => fingerprint,
+            SignatureStatus::Unsigned => "unsigned",
+        }
+    }
+
+    /// One line for people: the status, the signer, and for anything but `valid` what it
+    /// means and what to do. `trusted` is how many keys were trusted when checking.
+    pub fn describe(&self, trusted: usize) -> String {
+        match self {
+            SignatureStatus::Valid { fingerprint } => {
+                format!("valid (signed by trusted key `{fingerprint}`)")
+            }
+            SignatureStatus::Invalid { fingerprint } => format!(
+                "INVALID: the signature does not verify against its key `{fingerprint}`; the bundle was changed after it was signed, do not use it"
+            ),
+            SignatureStatus::Untrusted { fingerprint } => format!(
+                "untrusted: signed by `{fingerprint}`, which is not among the {trusted} trusted key(s) (--trusted-key, edge.toml model.trusted_keys, ROOT/trusted-keys/*.pub); `install` would refuse it"
+            ),
+            SignatureStatus::Unsigned => format!(
+                "unsigned: `install` refuses it without --allow-unsigned; {SIGN_HINT}"
+            ),
+        }
+    }
+}
+
+/// The [`SignatureStatus`] of `bundle` against `trusted`. The signature is verified against
+/// the key stored in the bundle first, so a changed bundle is `Invalid` even when its key
+/// is not trusted.
+pub fn check(bundle: &Bundle, trusted: &[PublicKey]) -> SignatureStatus {
+    let Some(sig) = &bundle.signature else {
+        return SignatureStatus::Unsigned;
+    };
+    let fingerprint = fingerprint(&sig.public_key);
+    let verifies = VerifyingKey::from_bytes(&sig.public_key).is_ok_and(|key| {
+        key.verify_strict(
+            &bundle.signed_digest(),
+            &ed25519_dalek::Signature::from_bytes(&sig.signature),
+        )
+        .is_ok()
+    });
+    if !verifies {
+        SignatureStatus::Invalid { fingerprint }
+    } else if trusted.iter().any(|k| k.0 == sig.public_key) {
+        SignatureStatus::Valid { fingerprint }
+    } else {
+        SignatureStatus::Untrusted { fingerprint }
+    }
+}
+
+/// Checks a bundle's signature: the signature must verify over the bytes read
+/// ([`Bundle::signed_digest`]) and the signing key must be one of `trusted`. An unsigned
+/// bundle passes only with `allow_unsigned`; a signed bundle is always checked.
 pub fn verify_bundle(
     bundle: &Bundle,
     trusted: &[PublicKey],
     allow_unsigned: bool,
 ) -> Result<Verified, SignatureError> {
-    let Some(sig) = &bundle.signature else {
-        return if allow_unsigned {
-            Ok(Verified::Unsigned)
-        } else {
-            Err(SignatureError::Unsigned)
-        };
-    };
-    let fp = fingerprint(&sig.public_key);
-    if !trusted.iter().any(|k| k.0 == sig.public_key) {
-        let list = if trusted.is_empty() {
-            "none".to_string()
-        } else {
-            trusted
-                .iter()
-                .map(|k| format!("`{}`", k.fingerprint()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        return Err(SignatureError::UntrustedKey {
-            fingerprint: fp,
-            trusted: list,
-        });
+    match check(bundle, trusted) {
+        SignatureStatus::Valid { fingerprint } => Ok(Verified::Signed(fingerprint)),
+        SignatureStatus::Unsigned if allow_unsigned => Ok(Verified::Unsigned),
+        SignatureStatus::Unsigned => Err(SignatureError::Unsigned),
+        SignatureStatus::Invalid { fingerprint } => {
+            Err(SignatureError::BadSignature { fingerprint })
+        }
+        SignatureStatus::Untrusted { fingerprint } => Err(SignatureError::UntrustedKey {
+            fingerprint,
+            trusted: if trusted.is_empty() {
+                "none".to_string()
+            } else {
+                trusted
+                    .iter()
+                    .map(|k| format!("`{}`", k.fingerprint()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        }),
     }
-    let bad = || SignatureError::BadSignature {
-        fingerprint: fp.clone(),
-    };
-    let key = VerifyingKey::from_bytes(&sig.public_key).map_err(|_| bad())?;
-    let s = ed25519_dalek::Signature::from_bytes(&sig.signature);
-    key.verify_strict(&bundle.signed_digest(), &s)
-        .map_err(|_| bad())?;
-    Ok(Verified::Signed(fp))
 }
 
 #[cfg(test)]
@@ -336,6 +423,46 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, SignatureError::BadSignature { .. }), "{e}");
+        // Changed after signing and signed by an untrusted key: invalid comes first.
+        let t = Bundle::from_bytes(&t.to_bytes()).unwrap();
+        assert_eq!(
+            check(&t, &[other.public()]),
+            SignatureStatus::Invalid {
+                fingerprint: k.public().fingerprint()
+            }
+        );
+        assert!(matches!(
+            verify_bundle(&t, &[other.public()], true),
+            Err(SignatureError::BadSignature { .. })
+        ));
+    }
+
+    #[test]
+    fn the_status_tells_valid_invalid_untrusted_and_unsigned_apart() {
+        let k = key(1);
+        let b = Bundle::from_bytes(&signed(&k)).unwrap();
+        let fp = k.public().fingerprint();
+        assert_eq!(check(&b, &[k.public()]).as_str(), "valid");
+        assert_eq!(check(&b, &[key(2).public()]).as_str(), "untrusted");
+        assert_eq!(check(&b, &[]).signer(), fp);
+        let mut t = b.clone();
+        t.manifest.model_id = "changed".into();
+        let t = Bundle::from_bytes(&t.to_bytes()).unwrap();
+        assert_eq!(check(&t, &[k.public()]).as_str(), "invalid");
+        let u = Bundle::from_bytes(&crate::bundle::tests::sample().to_bytes()).unwrap();
+        assert_eq!(check(&u, &[k.public()]), SignatureStatus::Unsigned);
+        let hint = SignatureStatus::Unsigned.describe(1);
+        for way in [
+            "export --sign",
+            "prototypes --sign",
+            "quantize --sign",
+            "keygen",
+        ] {
+            assert!(hint.contains(way), "{hint}");
+        }
+        assert!(SignatureError::Unsigned
+            .to_string()
+            .contains("quantize --sign"));
     }
 
     #[test]

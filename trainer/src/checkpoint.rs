@@ -20,6 +20,11 @@ const HEAD_FILE: &str = "head.safetensors";
 const META_FILE: &str = "checkpoint.json";
 pub const TARGETS_FILE: &str = "targets.jsonl";
 
+/// The files of the checkpoint folder `dir` (head, metadata, targets log).
+pub fn files(dir: &Path) -> [PathBuf; 3] {
+    [HEAD_FILE, META_FILE, TARGETS_FILE].map(|f| dir.join(f))
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckpointMeta {
     pub version: u32,
@@ -48,15 +53,67 @@ pub struct CheckpointMeta {
 /// Prefix of fine-tuned backbone tensors in `head.safetensors` (`backbone.features.18.0.weight`).
 pub const BACKBONE_PREFIX: &str = "backbone.";
 
+/// The first non-finite value of a tensor, as (flat index, value).
+fn first_non_finite(t: &Tensor) -> Result<Option<(usize, f32)>> {
+    let v = t
+        .flatten_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1::<f32>()?;
+    Ok(v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i])))
+}
+
+/// Fails when a tensor holds NaN or infinity, naming it.
+fn check_tensor(name: &str, t: &Tensor) -> Result<()> {
+    if let Some((i, v)) = first_non_finite(t)? {
+        bail!("tensor `{name}` holds {v} at index {i}");
+    }
+    Ok(())
+}
+
+impl CheckpointMeta {
+    /// Fails when a number of the metadata is NaN, infinite or out of range (JSON would
+    /// write NaN as `null`, which no reader takes back).
+    pub fn check_finite(&self) -> Result<()> {
+        self.settings.validate("settings.")?;
+        let mut numbers: Vec<(String, f64)> = vec![
+            ("scale".into(), f64::from(self.scale)),
+            ("train_seconds".into(), self.train_seconds),
+        ];
+        for h in &self.history {
+            numbers.push((format!("loss of epoch {}", h.epoch), h.loss));
+            if let Some(c) = h.clean_share {
+                numbers.push((format!("clean share of epoch {}", h.epoch), c));
+            }
+        }
+        if let Some(e) = &self.eval {
+            numbers.push(("eval cacc".into(), e.cacc));
+            numbers.push(("eval top1_exact".into(), e.top1_exact));
+            numbers.extend(e.sacc.map(|s| ("eval sacc".to_string(), s)));
+        }
+        if let Some((name, v)) = numbers.iter().find(|(_, v)| !v.is_finite()) {
+            bail!("{name} is {v}");
+        }
+        Ok(())
+    }
+}
+
 /// Writes the checkpoint folder (created if missing; files replaced by rename).
 /// `backbone` holds the fine-tuned backbone tensors by their backbone name (empty for a
-/// frozen backbone).
+/// frozen backbone). Refuses, before writing anything, weights or metadata that hold a
+/// NaN or an infinity: such a checkpoint would export a model that answers NaN, or not
+/// read back at all.
 pub fn save(
     dir: &Path,
     head: &CosineHead,
     backbone: &[(String, Tensor)],
     meta: &CheckpointMeta,
 ) -> Result<()> {
+    let refuse = || format!("refusing to write the checkpoint `{}`", dir.display());
+    check_tensor("head.weight", &head.weight).with_context(refuse)?;
+    for (name, t) in backbone {
+        check_tensor(&format!("{BACKBONE_PREFIX}{name}"), t).with_context(refuse)?;
+    }
+    meta.check_finite().with_context(refuse)?;
     fs_err::create_dir_all(dir)?;
     let tmp = dir.join(format!("{HEAD_FILE}.tmp"));
     let mut tensors = HashMap::from([("head.weight".to_string(), head.weight.clone())]);
@@ -112,6 +169,20 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
             meta.classes.len()
         );
     }
+    for (name, t) in &tensors {
+        check_tensor(name, t).with_context(|| {
+            format!(
+                "`{}` is not a usable checkpoint; train again",
+                head_path.display()
+            )
+        })?;
+    }
+    meta.check_finite().with_context(|| {
+        format!(
+            "`{}` is not a usable checkpoint; train again",
+            meta_path.display()
+        )
+    })?;
     let backbone = tensors
         .iter()
         .filter_map(|(k, t)| {

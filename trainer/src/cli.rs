@@ -2,11 +2,23 @@
 
 use clap::{Parser, Subcommand};
 use linesight_trainer::backbone::BackboneKind;
+use linesight_trainer::bounds::{parser, Bound};
+use linesight_trainer::commands::label;
+use linesight_trainer::near::train::TrainSettings;
 use std::path::PathBuf;
+
+/// `--gate-confidence`: a one-sided confidence level, at least 0.5 and below 1.
+const GATE_CONFIDENCE: Bound = Bound {
+    min: 0.5,
+    min_inclusive: true,
+    max: 1.0,
+    max_inclusive: false,
+};
 
 /// linesight-train: label, refine, train, export and evaluate linesight models.
 ///
-/// Exit codes: 0 success, 2 the command failed (the message says why).
+/// Exit codes: 0 success, 2 the command failed (the message says why), 3 `validate`'s
+/// verdict is no-go. Output into a closed pipe (`| head`) ends quietly with 0.
 #[derive(Parser)]
 #[command(name = "linesight-train", version, about, long_about)]
 pub struct Cli {
@@ -16,6 +28,11 @@ pub struct Cli {
     /// Print the command's report as one JSON object on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The largest image decoded (embeddings, eval, calibration, labelling), in
+    /// megapixels (1..=1000; default 50). A larger image is refused from its header,
+    /// naming its size, before it takes memory.
+    #[arg(long, global = true, value_name = "MP")]
+    pub max_image_megapixels: Option<u32>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -40,16 +57,16 @@ pub struct QuantArgs {
     #[arg(long)]
     pub parity_split: Option<String>,
     /// At most this many calibration images (evenly spaced).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub calibration_images: usize,
     /// At most this many parity images (evenly spaced).
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 400, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub parity_images: usize,
     /// Refuse the int8 bundle unless its top-1 agreement with the f32 model is at least this
     /// (0..1) at --gate-confidence: the lower confidence bound on the held-out images counts,
     /// not the plain ratio, so a small sample cannot certify a high figure (99 % at 95 %
     /// confidence needs at least 268 held-out images, all agreeing).
-    #[arg(long, default_value_t = 0.99)]
+    #[arg(long, default_value_t = 0.99, allow_negative_numbers = true, value_parser = parser::<f32>(Bound::UNIT))]
     pub min_agreement: f32,
     /// Quantise every layer the rules allow, even those measured slower in int8 than in
     /// f32 in tract on this machine (by default they stay f32, and an int8 model that is
@@ -57,13 +74,13 @@ pub struct QuantArgs {
     #[arg(long)]
     pub keep_slow_layers: bool,
     /// A layer stays int8 when it runs faster than in f32 by more than this fraction.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::UNIT))]
     pub speed_margin: f64,
     /// Write the int8 bundle even when it is not faster than the f32 one here.
     #[arg(long)]
     pub allow_slower: bool,
     /// One-sided confidence of the parity gate's lower bound (Wilson score), 0.5..1.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true, value_parser = parser::<f64>(GATE_CONFIDENCE))]
     pub gate_confidence: f64,
     /// Write the int8 bundle even below --min-agreement (its figures are recorded).
     #[arg(long)]
@@ -87,7 +104,7 @@ pub struct QuantArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub fallback_layers: usize,
     /// Calibration images the --fallback-layers measurement runs on.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub sensitivity_images: usize,
     /// Quantise the first layer (reads the image) and the last one (makes the embedding)
     /// too; by default they stay f32.
@@ -129,13 +146,13 @@ pub enum Command {
         #[arg(long, default_value = "prototypes")]
         model_id: String,
         /// Logit scale of the cosine head.
-        #[arg(long, default_value_t = linesight_trainer::head::DEFAULT_SCALE)]
+        #[arg(long, default_value_t = linesight_trainer::head::DEFAULT_SCALE, allow_negative_numbers = true, value_parser = parser::<f32>(Bound::POSITIVE))]
         scale: f32,
         /// Images per forward pass.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
         batch: usize,
         /// Training images compared between candle and tract at export.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
         check_images: usize,
         /// Sign the bundle with this secret key file (`signing.key` from `keygen`).
         #[arg(long, value_name = "KEY")]
@@ -271,7 +288,16 @@ pub enum Command {
     /// a rerun asks only what is missing for the same model + prompt + parameters, so a
     /// killed run resumes. Accounting is printed and written to `<out>.accounting.json`.
     ///
+    /// Several servers of the same model: give --endpoint once per server. Each request
+    /// goes to the endpoint with the fewest requests in flight, each within its own limit
+    /// (--concurrency, or `URL,concurrency=N`); an endpoint that fails 3 times in a row is
+    /// set aside with a doubling backoff and its requests go to the others. The log records
+    /// which endpoint answered; the cache key does not include it. The accounting has
+    /// calls, errors and latency per endpoint.
+    ///
     /// Example: linesight-train label --images photos/ --endpoint http://127.0.0.1:8000/v1 --model qwen2.5-vl-7b --out labels.jsonl
+    ///
+    /// Example: linesight-train label --images photos/ --endpoint http://gpu1:8000/v1 --endpoint http://gpu2:8000/v1,concurrency=4 --model qwen2.5-vl-7b --out labels.jsonl
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Label(Box<LabelArgs>),
     /// Serve a SIMULATOR of a multimodal LLM (same protocol) for tests and demos.
@@ -292,6 +318,166 @@ pub enum Command {
     ///
     /// Example: linesight-train simulate-mllm --truth data/cub26/manifest.csv --listen 127.0.0.1:8089
     SimulateMllm(Box<SimulateArgs>),
+    /// Wrap a signed bundle into a Mender artifact for the `linesight-model` Update Module.
+    ///
+    /// Verifies the bundle (checksum, model hash, signature: against --trusted-key files,
+    /// else the key it carries), then runs Mender's `mender-artifact write module-image`:
+    /// payload type `linesight-model` with the bundle as `model.lsb`, the --device-type(s),
+    /// provides `linesight.model.id` and `linesight.model.version`, and depends
+    /// `linesight.runtime.version` (Mender compares it by exact value with what the box's
+    /// runtime artifact provides; default: the bundle's min_runtime_version). The box
+    /// needs packaging/mender/linesight-model in /usr/share/mender/modules/v3/ (see
+    /// docs/fleet.md). Gate it on the validation report (`linesight-train validate`)
+    /// before a fleet sees it.
+    ///
+    /// Example: linesight-train mender-artifact --bundle model.lsb --device-type line-box-arm64 --runtime-version 0.1.0 --out model.mender
+    MenderArtifact {
+        /// The signed bundle (`*.lsb`).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Mender device type the artifact installs on; repeatable.
+        #[arg(long = "device-type", value_name = "TYPE", required = true)]
+        device_types: Vec<String>,
+        /// The artifact file to write (`*.mender`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Artifact name (default: MODEL_ID-MODEL_VERSION).
+        #[arg(long)]
+        artifact_name: Option<String>,
+        /// The linesight.runtime.version the boxes provide (default: the bundle's
+        /// min_runtime_version; refused when older than that).
+        #[arg(long, value_name = "VERSION")]
+        runtime_version: Option<String>,
+        /// Leave out the runtime depends (boxes whose runtime did not come through Mender
+        /// provide no linesight.runtime.version; install still checks the version).
+        #[arg(long, conflicts_with = "runtime_version")]
+        no_runtime_depends: bool,
+        /// Public key file (`signing.pub`) the bundle must be signed with; repeatable.
+        #[arg(long = "trusted-key", value_name = "PUB")]
+        trusted_keys: Vec<PathBuf>,
+        /// Accept an unsigned bundle (boxes refuse it unless their edge.toml allows it).
+        #[arg(long)]
+        allow_unsigned: bool,
+        /// The mender-artifact program.
+        #[arg(long, value_name = "PATH", default_value = "mender-artifact")]
+        mender_artifact: PathBuf,
+    },
+    /// Decide whether a bundle may go to the line: one offline report, go or no-go.
+    ///
+    /// Runs the bundle exactly as the box does (the edge's engine and preprocessing) on a
+    /// labelled split and writes, into --out: report.html (one self-contained page that
+    /// opens with no network: verdict, headline figures with 95 % intervals, per-class
+    /// precision / recall / F1, confusion heatmap and most confused pairs, reliability and
+    /// accuracy against coverage, recommended thresholds, galleries of mistakes, the
+    /// comparison with the deployed model, training labels to re-check, the line's
+    /// uncertain frames, latency and memory on this host), report.json (the same figures,
+    /// with a schema version), thresholds.toml (the thresholds that reach
+    /// --target-precision; apply them with `linesight-train thresholds`) and, with
+    /// --refined, to-verify.csv (for `refine --verified`).
+    ///
+    /// A manifest row whose image is missing or corrupt is listed in the report and left
+    /// out of every figure; a bundle that does not load stops the command (exit 2).
+    ///
+    /// Exit codes: 0 go (every --require rule passes), 3 no-go (a rule fails, cannot be
+    /// checked, or the bundle fails its self-test), 2 the report could not be made.
+    ///
+    /// Rules (--require, comma-separated METRIC OP VALUE with OP one of >= <= > <): top1,
+    /// top1_low, cacc, sacc, min_class_recall, min_class_precision, min_class_f1, ece,
+    /// max_class_regression and top1_delta (need --baseline), int8_agreement and
+    /// min_class_int8_agreement (1 for an f32 bundle), coverage (of the recommended
+    /// thresholds), unreadable (rows), p95_ms (this host).
+    ///
+    /// Example: linesight-train validate --bundle new.lsb --manifest data/manifest.csv --baseline deployed.lsb --require top1>=0.80,min_class_recall>=0.5,max_class_regression<=0.05 --out report/
+    Validate(Box<ValidateArgs>),
+    /// Write the thresholds of a `validate` thresholds.toml into a copy of a bundle.
+    ///
+    /// Thresholds travel in the bundle's manifest (edge.toml refuses them), so the copy is
+    /// what `linesight-edge classify`, `run` and `install` then use. Only the decision rule
+    /// changes; the copy must be signed again (--sign) for `install`. Refuses a file made
+    /// for another model (sha256) or naming a class the model lacks.
+    ///
+    /// Example: linesight-train thresholds --bundle new.lsb --set report/thresholds.toml --out new.tuned.lsb --sign keys/signing.key
+    Thresholds {
+        /// The bundle to copy.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The thresholds file written by `validate`.
+        #[arg(long, value_name = "FILE")]
+        set: PathBuf,
+        /// The bundle to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Sign the copy with this secret key file (`signing.key` from `keygen`).
+        #[arg(long, value_name = "KEY")]
+        sign: Option<PathBuf>,
+    },
+}
+
+/// Arguments of `validate`.
+#[derive(clap::Args)]
+pub struct ValidateArgs {
+    /// The bundle to validate (`*.lsb`).
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// Labelled manifest CSV (`path,label,split`, paths relative to the CSV).
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// Which split's rows to score.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// The bundle deployed now: per-class deltas, images that flipped.
+    #[arg(long, value_name = "DEPLOYED.lsb")]
+    pub baseline: Option<PathBuf>,
+    /// The f32 twin of an int8 bundle (default: NAME.f32.lsb beside it, else the
+    /// baseline when it is the twin, else the manifest's export-time parity figures).
+    #[arg(long, value_name = "F32.lsb")]
+    pub twin: Option<PathBuf>,
+    /// The refined.json the model was trained from: training labels to re-check.
+    #[arg(long, value_name = "FILE")]
+    pub refined: Option<PathBuf>,
+    /// The checkpoint's targets.jsonl (final training targets), with --refined.
+    #[arg(long, value_name = "FILE", requires = "refined")]
+    pub targets: Option<PathBuf>,
+    /// A folder written by `linesight-edge export-uncertain --out DIR`: drift and
+    /// decisions on what the line saw.
+    #[arg(long, value_name = "DIR")]
+    pub uncertain: Option<PathBuf>,
+    /// Precision the recommended thresholds must reach (0..1].
+    #[arg(long, default_value_t = 0.95)]
+    pub target_precision: f64,
+    /// Go / no-go rules, e.g. `top1>=0.80,min_class_recall>=0.5,max_class_regression<=0.05,int8_agreement>=0.99`.
+    #[arg(long, default_value = "", value_name = "RULES")]
+    pub require: String,
+    /// Output folder (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// all-MiniLM-L6-v2 folder for sACC; default: under the weights folder. Skipped, and
+    /// said so in the report, when missing.
+    #[arg(long, value_name = "DIR")]
+    pub sentence_model: Option<PathBuf>,
+    /// Backbone weights for the drift embeddings (default: the bundle's backbone's file
+    /// under the weights folder).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Embedding cache for the drift section (default: `cache` beside --refined, else
+    /// OUT/embedding-cache).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// A public key (`signing.pub`) the bundle should be signed with; repeatable.
+    #[arg(long, value_name = "PUB")]
+    pub trusted_key: Vec<PathBuf>,
+    /// Images timed by the host benchmark (0: skip it).
+    #[arg(long, default_value_t = 50)]
+    pub bench_iterations: usize,
+    /// Threads tract runs the model on in the benchmark.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Bootstrap resamples for the cACC and sACC intervals.
+    #[arg(long, default_value_t = 1000)]
+    pub resamples: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// Arguments of `label`.
@@ -302,9 +488,10 @@ pub struct LabelArgs {
     /// Folder of images to label (searched recursively).
     #[arg(long, required = true)]
     pub images: Option<PathBuf>,
-    /// Base URL of the OpenAI-compatible API, e.g. `http://127.0.0.1:8000/v1`.
-    #[arg(long, required = true)]
-    pub endpoint: Option<String>,
+    /// Base URL of the OpenAI-compatible API, e.g. `http://127.0.0.1:8000/v1`; repeat it for
+    /// several servers of the same model. `URL,concurrency=N` gives one its own limit.
+    #[arg(long = "endpoint", value_name = "URL[,concurrency=N]", required = true)]
+    pub endpoints: Vec<String>,
     /// Model name sent with every request.
     #[arg(long, required = true)]
     pub model: Option<String>,
@@ -314,8 +501,9 @@ pub struct LabelArgs {
     /// Environment variable holding the API key (the key itself never goes on the command line or in a log).
     #[arg(long)]
     pub api_key_env: Option<String>,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 8)]
+    /// Requests in flight at once, per endpoint (unless it has its own `,concurrency=N`;
+    /// 1..=4096).
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = parser::<usize>(label::CONCURRENCY))]
     pub concurrency: usize,
     /// Naming prompt file (default: the embedded prompts/v1/naming.txt).
     #[arg(long)]
@@ -333,10 +521,10 @@ pub struct LabelArgs {
     #[arg(long, requires = "category")]
     pub granularity: Option<String>,
     /// Images asked in round 1.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub context_images: usize,
     /// Label only the first N images (path order) and project the cost of all of them.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub dry_run: Option<usize>,
     /// Retries per request after the first attempt (429, 5xx, timeouts, resets).
     #[arg(long, default_value_t = 6)]
@@ -344,23 +532,23 @@ pub struct LabelArgs {
     /// First retry backoff in milliseconds (doubles per retry, full jitter; Retry-After wins).
     #[arg(long, default_value_t = 500)]
     pub retry_base_ms: u64,
-    /// Per-request timeout in seconds.
-    #[arg(long, default_value_t = 120.0)]
+    /// Per-request timeout in seconds (above 0, at most 86400).
+    #[arg(long, default_value_t = 120.0, allow_negative_numbers = true, value_parser = parser::<f64>(label::TIMEOUT_S))]
     pub timeout: f64,
-    /// Sampling temperature (part of the cache key).
-    #[arg(long, default_value_t = 0.0)]
+    /// Sampling temperature, 0 to 2 (part of the cache key).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parser::<f64>(label::TEMPERATURE))]
     pub temperature: f64,
     /// Answer token limit (part of the cache key; reasoning models need more).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, allow_negative_numbers = true, value_parser = parser::<u32>(Bound::AT_LEAST_ONE))]
     pub max_tokens: u32,
     /// Price per million input tokens (any currency; enables money figures).
-    #[arg(long, requires = "price_out")]
+    #[arg(long, requires = "price_out", allow_negative_numbers = true, value_parser = parser::<f64>(Bound::NON_NEGATIVE))]
     pub price_in: Option<f64>,
     /// Price per million output tokens.
-    #[arg(long, requires = "price_in")]
+    #[arg(long, requires = "price_in", allow_negative_numbers = true, value_parser = parser::<f64>(Bound::NON_NEGATIVE))]
     pub price_out: Option<f64>,
     /// Project the direct-MLLM baseline (asking the model about every image) for N images.
-    #[arg(long, value_name = "N", conflicts_with = "baseline_manifest")]
+    #[arg(long, value_name = "N", conflicts_with = "baseline_manifest", allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub baseline_images: Option<usize>,
     /// Project the direct-MLLM baseline for the rows of --baseline-split of this manifest.
     #[arg(long)]
@@ -371,13 +559,14 @@ pub struct LabelArgs {
     /// Accounting file (default: `<out>.accounting.json`).
     #[arg(long)]
     pub accounting: Option<PathBuf>,
-    /// Ask again for images whose logged answer is refused or malformed.
+    /// Ask again for images whose logged naming answer is refused or malformed (round 1's
+    /// answers are kept, so the context it voted stays).
     #[arg(long)]
     pub retry_malformed: bool,
     /// Answers per image (each sample is cached on its own; raising N later asks only for
     /// the missing ones). Needs --temperature above 0; refine weights the names by how
-    /// often they were given.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    /// often they were given. At most 100.
+    #[arg(long, default_value_t = 1, value_name = "N", allow_negative_numbers = true, value_parser = parser::<u32>(label::SAMPLES))]
     pub samples: u32,
     /// File of expected names, one per line (a species list, a parts catalogue): the naming
     /// prompt offers them and allows "other". Default: no list (vocabulary-free).
@@ -441,23 +630,23 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "127.0.0.1:8089")]
     pub listen: String,
     /// Probability that a naming answer is correct.
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = 0.7, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::UNIT))]
     pub accuracy: f64,
     /// Share of wrong answers naming a confusable sibling class.
-    #[arg(long, default_value_t = 0.6)]
+    #[arg(long, default_value_t = 0.6, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::NON_NEGATIVE))]
     pub sibling_share: f64,
     /// Share of wrong answers that name one fixed partner class per class, whatever the
     /// image (a habit, as real MLLMs have); the rest follow the shares above.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::UNIT))]
     pub systematic: f64,
     /// Per-class accuracy = --accuracy +- up to this (fixed per class and --seed).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::UNIT))]
     pub spread: f64,
     /// Share of wrong answers that are coarse ("a small bird").
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::NON_NEGATIVE))]
     pub coarse_share: f64,
     /// Share of wrong answers naming something outside the data set.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::NON_NEGATIVE))]
     pub outside_share: f64,
     /// Seed of every random draw.
     #[arg(long, default_value_t = 0)]
@@ -466,7 +655,7 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub groups: Option<PathBuf>,
     /// Probability that a request gets an injected fault.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::UNIT))]
     pub fault_rate: f64,
     /// Faults drawn from, comma-separated: 429, 500, slow, malformed, garbled.
     #[arg(long, value_delimiter = ',', default_value = "429,500,slow,malformed")]
@@ -498,6 +687,10 @@ pub struct SimulateArgs {
     /// Round-1 answer: granularity.
     #[arg(long, default_value = "species")]
     pub granularity: String,
+    /// Share of round-1 answers worded differently, as real models do from image to image
+    /// (the expert as "bird expert" or "bird specialist", sometimes "small bird").
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::UNIT))]
+    pub context_variety: f64,
     /// Do not serve: print what asking the simulator about every image of this split of
     /// the truth would score (greedy answers to the embedded naming prompt with the
     /// context above), then exit.
@@ -539,22 +732,22 @@ pub struct RefineArgs {
     #[arg(long)]
     pub category: Option<String>,
     /// Cosine of sentence embeddings at which two names are merged as synonyms.
-    #[arg(long, default_value_t = linesight_trainer::vocab::VocabSettings::default().synonym_threshold)]
+    #[arg(long, default_value_t = linesight_trainer::vocab::VocabSettings::default().synonym_threshold, allow_negative_numbers = true, value_parser = parser::<f32>(Bound::COSINE))]
     pub synonym_threshold: f32,
     /// A name (and a vote class) needs at least this many images to be a class.
-    #[arg(long, default_value_t = linesight_trainer::vocab::VocabSettings::default().min_images)]
+    #[arg(long, default_value_t = linesight_trainer::vocab::VocabSettings::default().min_images, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub min_images: usize,
     /// Neighbours per image.
-    #[arg(long, default_value_t = linesight_trainer::near::candidates::CandidateSettings::default().k)]
+    #[arg(long, default_value_t = linesight_trainer::near::candidates::CandidateSettings::default().k, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub k: usize,
     /// Weight of an image's own names against its neighbours' (each at most 1).
-    #[arg(long, default_value_t = linesight_trainer::near::candidates::CandidateSettings::default().self_weight)]
+    #[arg(long, default_value_t = linesight_trainer::near::candidates::CandidateSettings::default().self_weight, allow_negative_numbers = true, value_parser = parser::<f32>(Bound::NON_NEGATIVE))]
     pub self_weight: f32,
     /// Neighbour weight = similarity ^ power.
-    #[arg(long, default_value_t = linesight_trainer::near::candidates::CandidateSettings::default().power)]
+    #[arg(long, default_value_t = linesight_trainer::near::candidates::CandidateSettings::default().power, allow_negative_numbers = true, value_parser = parser::<f32>(Bound::NON_NEGATIVE))]
     pub power: f32,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub batch: usize,
     /// File of expected names, one per line (the list given to `label --vocabulary`, or a
     /// species list / parts catalogue): answers are snapped to the closest listed name
@@ -562,7 +755,7 @@ pub struct RefineArgs {
     #[arg(long, value_name = "FILE")]
     pub vocabulary: Option<PathBuf>,
     /// Sentence cosine at which an answer snaps to a listed name.
-    #[arg(long, default_value_t = linesight_trainer::vocab::VocabSettings::default().hint_threshold)]
+    #[arg(long, default_value_t = linesight_trainer::vocab::VocabSettings::default().hint_threshold, allow_negative_numbers = true, value_parser = parser::<f32>(Bound::COSINE))]
     pub hint_threshold: f32,
     /// Manifest CSV (`path,label,split`) of images an expert checked, as few as 1-3 per
     /// class: matched to the images by content, kept as trusted anchors in training, and
@@ -574,7 +767,7 @@ pub struct RefineArgs {
     #[arg(long)]
     pub correct_confusion: bool,
     /// A verified image counts this many times in the confusion estimate.
-    #[arg(long, default_value_t = linesight_trainer::near::confusion::ConfusionSettings::default().anchor_weight)]
+    #[arg(long, default_value_t = linesight_trainer::near::confusion::ConfusionSettings::default().anchor_weight, allow_negative_numbers = true, value_parser = parser::<f32>(Bound::POSITIVE))]
     pub anchor_weight: f32,
 }
 
@@ -600,33 +793,33 @@ pub struct TrainArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// naive/vote: passes over the training images.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub epochs: Option<usize>,
     /// near: rounds of target refinement (GMM split, refined targets, head refit).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub rounds: Option<usize>,
     /// Learning rate (AdamW).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::POSITIVE))]
     pub lr: Option<f64>,
     /// near: clean posterior threshold of the GMM split.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::UNIT))]
     pub gmm_threshold: Option<f64>,
     /// Seed of the batch order.
     #[arg(long)]
     pub seed: Option<u64>,
     /// Backbone stages fine-tuned with the head after the method settled the targets
     /// (0: frozen backbone; 1: MobileNetV2's last 1x1 convolution; 2: also its last block).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<usize>(TrainSettings::TRAINABLE_BLOCKS))]
     pub trainable_blocks: Option<usize>,
     /// Fine-tuning passes over the images.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub finetune_epochs: Option<usize>,
     /// Fine-tuning learning rate.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::POSITIVE))]
     pub finetune_lr: Option<f64>,
     /// near: an expert-verified image (refine --verified) counts this many times in its
     /// class's prototype.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<f32>(Bound::POSITIVE))]
     pub anchor_weight: Option<f32>,
     /// Score on this labelled manifest after training (`path,label,split`).
     #[arg(long)]
@@ -638,6 +831,6 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     pub sentence_model: Option<PathBuf>,
     /// Images per forward pass when embedding.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub batch: usize,
 }

@@ -9,7 +9,7 @@ use crate::backbone::mobilenet_v2::MobileNetV2;
 use crate::backbone::ImageEncoder;
 use crate::embed::progress_bar;
 use crate::head::{l2_normalize, CosineHead};
-use crate::near::train::{cosine_logits, EpochLog, TrainSettings};
+use crate::near::train::{cosine_logits, finite_loss, EpochLog, TrainSettings};
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -109,8 +109,10 @@ pub fn finetune(
                 .sum(D::Minus1)?
                 .neg()?
                 .mean_all()?;
+            let value = f64::from(loss.to_scalar::<f32>()?);
+            finite_loss(value, "fine-tuning epoch", epoch)?;
             opt.backward_step(&loss)?;
-            total += f64::from(loss.to_scalar::<f32>()?);
+            total += value;
             steps += 1;
             pb.inc(chunk.len() as u64);
         }

@@ -16,6 +16,7 @@
 //! ```
 
 pub mod backbone;
+pub mod bounds;
 pub mod checkpoint;
 pub mod commands;
 pub mod dataset;
@@ -29,4 +30,5 @@ pub mod metrics;
 pub mod mllm;
 pub mod near;
 pub mod sentence;
+pub mod validate;
 pub mod vocab;

@@ -5,9 +5,13 @@ mod cli;
 use anyhow::Result;
 use clap::Parser;
 use cli::{Cli, Command};
+use linesight_shared::closed_pipe::is_closed_pipe;
+use linesight_shared::decode::{ImageLimits, DEFAULT_MAX_MEGAPIXELS};
 use linesight_trainer::commands::{
-    eval, export, keygen, label, pipeline, prototypes, quantize, refine, simulate_mllm, train,
+    eval, export, keygen, label, mender_artifact, pipeline, prototypes, quantize, refine,
+    simulate_mllm, thresholds, train, validate,
 };
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -19,10 +23,25 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(cli.command, cli.json) {
+    let limits =
+        ImageLimits::megapixels(cli.max_image_megapixels.unwrap_or(DEFAULT_MAX_MEGAPIXELS))
+            .map_err(anyhow::Error::msg);
+    match limits.and_then(|l| {
+        l.set_process();
+        run(cli.command, cli.json)
+    }) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`| head`): a quiet, clean end.
+        Err(e) if is_closed_pipe(e.as_ref()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<validate::NoGo>().is_some() => {
+            eprintln!("linesight-train: {e}");
+            ExitCode::from(validate::NO_GO_EXIT)
+        }
         Err(e) => {
-            eprintln!("linesight-train: error: {e:#}");
+            eprintln!(
+                "linesight-train: error: {}",
+                linesight_shared::message::error_chain(e.as_ref())
+            );
             ExitCode::from(2)
         }
     }
@@ -35,11 +54,17 @@ fn weights_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/weights"))
 }
 
+/// Prints the report on stdout; a closed pipe comes back as an error `main` ends quietly on
+/// (`println!` would panic).
 fn print_report<T: serde::Serialize + std::fmt::Debug>(json: bool, report: &T) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string(report)?);
+        writeln!(std::io::stdout(), "{}", serde_json::to_string(report)?)?;
     } else {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(report)?
+        )?;
     }
     Ok(())
 }
@@ -193,6 +218,28 @@ fn run(command: Command, json: bool) -> Result<()> {
                 Ok(())
             }
         },
+        Command::Validate(a) => {
+            let summary = validate::run(&validate_settings(*a))?;
+            print_report(json, &summary)?;
+            if !summary.go {
+                return Err(validate::NoGo(summary.verdict).into());
+            }
+            Ok(())
+        }
+        Command::Thresholds {
+            bundle,
+            set,
+            out,
+            sign,
+        } => {
+            let report = thresholds::run(&thresholds::ThresholdsSettings {
+                bundle,
+                set,
+                out,
+                sign,
+            })?;
+            print_report(json, &report)
+        }
         Command::SimulateMllm(args) => {
             let s = simulate_settings(*args)?;
             match &s.direct {
@@ -200,6 +247,63 @@ fn run(command: Command, json: bool) -> Result<()> {
                 None => print_report(json, &simulate_mllm::run(&s)?),
             }
         }
+        Command::MenderArtifact {
+            bundle,
+            device_types,
+            out,
+            artifact_name,
+            runtime_version,
+            no_runtime_depends,
+            trusted_keys,
+            allow_unsigned,
+            mender_artifact: tool,
+        } => {
+            let report = mender_artifact::run(&mender_artifact::MenderArtifactSettings {
+                bundle,
+                device_types,
+                out,
+                artifact_name,
+                runtime_version,
+                runtime_depends: !no_runtime_depends,
+                trusted_keys,
+                allow_unsigned,
+                tool,
+            })?;
+            print_report(json, &report)
+        }
+    }
+}
+
+/// `validate`'s flags -> settings (defaults resolved against the weights folder).
+fn validate_settings(a: cli::ValidateArgs) -> validate::ValidateSettings {
+    let cache = a.cache.unwrap_or_else(|| match &a.refined {
+        Some(r) => beside(r, "cache"),
+        None => a.out.join("embedding-cache"),
+    });
+    validate::ValidateSettings {
+        weights: a.weights,
+        weights_dir: weights_dir(),
+        sentence_model: Some(
+            a.sentence_model
+                .unwrap_or_else(|| weights_dir().join("all-MiniLM-L6-v2")),
+        ),
+        bundle: a.bundle,
+        manifest: a.manifest,
+        split: a.split,
+        baseline: a.baseline,
+        twin: a.twin,
+        refined: a.refined,
+        targets: a.targets,
+        uncertain: a.uncertain,
+        target_precision: a.target_precision,
+        require: a.require,
+        out: a.out,
+        cache,
+        trusted_keys: a.trusted_key,
+        bench_iterations: a.bench_iterations,
+        threads: a.threads,
+        resamples: a.resamples,
+        seed: a.seed,
     }
 }
 
@@ -210,12 +314,16 @@ fn label_settings(a: cli::LabelArgs) -> Result<label::LabelSettings> {
         accounting::Prices, cache::Params, client::ApiKey, prompt::Context1,
     };
     let missing = |what: &str| anyhow::anyhow!("label needs --{what}");
+    if a.endpoints.is_empty() {
+        return Err(missing("endpoint"));
+    }
     let mut s = label::LabelSettings::new(
         a.images.ok_or_else(|| missing("images"))?,
-        a.endpoint.ok_or_else(|| missing("endpoint"))?,
+        String::new(),
         a.model.ok_or_else(|| missing("model"))?,
         a.out.ok_or_else(|| missing("out"))?,
     );
+    s.endpoints = a.endpoints;
     s.api_key = a.api_key_env.as_deref().map(ApiKey::from_env).transpose()?;
     s.api_key_env = a.api_key_env;
     s.concurrency = a.concurrency;
@@ -291,6 +399,7 @@ fn simulate_settings(a: cli::SimulateArgs) -> Result<simulate_mllm::SimulateSett
         expert: a.expert,
         granularity: a.granularity,
     };
+    c.context_variety = a.context_variety;
     Ok(simulate_mllm::SimulateSettings {
         config: c,
         listen: a.listen,
@@ -353,8 +462,13 @@ fn train_settings(a: cli::TrainArgs) -> Result<train::TrainCmdSettings> {
     use linesight_trainer::near::{refined::Refined, train::TrainSettings};
     let mut t: TrainSettings = match &a.config {
         Some(p) => {
-            toml::from_str(&fs_err::read_to_string(p).context("cannot read the training settings")?)
-                .with_context(|| format!("`{}` is not valid training settings TOML", p.display()))?
+            let t: TrainSettings = toml::from_str(
+                &fs_err::read_to_string(p).context("cannot read the training settings")?,
+            )
+            .with_context(|| format!("`{}` is not valid training settings TOML", p.display()))?;
+            t.validate("")
+                .with_context(|| format!("`{}` is not valid training settings", p.display()))?;
+            t
         }
         None => TrainSettings::default(),
     };
@@ -419,12 +533,6 @@ fn int8_request(int8: bool, q: &cli::QuantArgs) -> Result<Option<quantize::Int8R
         anyhow::bail!(
             "--min-agreement must be between 0 and 1, got {}",
             q.min_agreement
-        );
-    }
-    if !(0.5..1.0).contains(&q.gate_confidence) {
-        anyhow::bail!(
-            "--gate-confidence must be at least 0.5 and below 1, got {}",
-            q.gate_confidence
         );
     }
     let mut opts = linesight_trainer::export::int8::Int8Options {

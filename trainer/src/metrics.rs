@@ -69,12 +69,38 @@ pub fn semantic_accuracy(
     mean_pair_cosine(|names| encoder.encode(names), predicted, truth)
 }
 
+/// The cosine between the sentence embeddings of `predicted[i]` and `truth[i]`, per pair
+/// (sACC is their mean). Each distinct name is embedded once.
+///
+/// Fails when the two lists differ in length or the encoder fails.
+pub fn pair_cosines(
+    encoder: &SentenceEncoder,
+    predicted: &[String],
+    truth: &[String],
+) -> anyhow::Result<Vec<f64>> {
+    pair_cosines_with(|names| encoder.encode(names), predicted, truth)
+}
+
 /// [`semantic_accuracy`] over any embedding function (one vector per name, in order).
 fn mean_pair_cosine(
     embed: impl FnOnce(&[&str]) -> anyhow::Result<Vec<Vec<f32>>>,
     predicted: &[String],
     truth: &[String],
 ) -> anyhow::Result<f64> {
+    let c = pair_cosines_with(embed, predicted, truth)?;
+    Ok(if c.is_empty() {
+        0.0
+    } else {
+        c.iter().sum::<f64>() / c.len() as f64
+    })
+}
+
+/// [`pair_cosines`] over any embedding function.
+fn pair_cosines_with(
+    embed: impl FnOnce(&[&str]) -> anyhow::Result<Vec<Vec<f32>>>,
+    predicted: &[String],
+    truth: &[String],
+) -> anyhow::Result<Vec<f64>> {
     anyhow::ensure!(
         predicted.len() == truth.len(),
         "sACC needs one prediction per truth ({} predictions, {} truths)",
@@ -82,7 +108,7 @@ fn mean_pair_cosine(
         truth.len()
     );
     if predicted.is_empty() {
-        return Ok(0.0);
+        return Ok(Vec::new());
     }
     let mut index = std::collections::BTreeMap::<&str, usize>::new();
     for name in predicted.iter().chain(truth) {
@@ -100,12 +126,11 @@ fn mean_pair_cosine(
         vectors.len(),
         names.len()
     );
-    let sum: f64 = predicted
+    Ok(predicted
         .iter()
         .zip(truth)
         .map(|(p, t)| cosine(&vectors[index[p.as_str()]], &vectors[index[t.as_str()]]) as f64)
-        .sum();
-    Ok(sum / predicted.len() as f64)
+        .collect())
 }
 
 #[cfg(test)]
@@ -195,6 +220,11 @@ pub fn score_names(
     sentence: Option<&SentenceEncoder>,
 ) -> anyhow::Result<NameScores> {
     anyhow::ensure!(predicted.len() == truth.len(), "one prediction per truth");
+    // Scores of nothing would be NaN (0 / 0), written into reports and checkpoints.
+    anyhow::ensure!(
+        !predicted.is_empty(),
+        "nothing to score: none of the images could be read"
+    );
     let index = |names: &[String]| -> Vec<usize> {
         let mut distinct: Vec<&String> = names.iter().collect();
         distinct.sort();

@@ -40,6 +40,18 @@ pub struct VocabSettings {
     pub hint_threshold: f32,
 }
 
+impl VocabSettings {
+    /// Checks the numbers against their ranges, naming each `{prefix}{key}`.
+    pub fn validate(&self, prefix: &str) -> Result<(), crate::bounds::BoundError> {
+        use crate::bounds::{Bound, Checker};
+        Checker::new(prefix)
+            .check("synonym_threshold", self.synonym_threshold, Bound::COSINE)
+            .check("min_images", self.min_images, Bound::AT_LEAST_ONE)
+            .check("hint_threshold", self.hint_threshold, Bound::COSINE)
+            .finish()
+    }
+}
+
 impl Default for VocabSettings {
     fn default() -> Self {
         VocabSettings {

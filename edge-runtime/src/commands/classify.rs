@@ -3,10 +3,12 @@
 
 use crate::decide::{self, REJECT};
 use crate::engine::Engine;
-use crate::walk;
+use crate::trust::{SignatureReport, TrustSources};
 use anyhow::{Context, Result};
 use linesight_shared::bundle::Bundle;
+use linesight_shared::decode::IMAGE_EXTENSIONS;
 use linesight_shared::preprocess::{Preprocessor, RgbImage};
+use linesight_shared::walk::{self, WalkOptions};
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,8 +19,12 @@ pub struct ClassifySettings {
     pub paths: Vec<PathBuf>,
     pub json: bool,
     pub top_k: usize,
+    /// Add the raw logits to each result.
+    pub logits: bool,
     /// Tract threads (1: this thread only).
     pub threads: usize,
+    /// Where the trusted keys come from (the bundle's signature is checked and shown).
+    pub trust: TrustSources,
 }
 
 #[derive(Debug, Serialize)]
@@ -41,23 +47,36 @@ pub struct ImageResult {
     pub topk: Vec<TopK>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    /// The model's raw outputs, in label order (`--logits`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logits: Option<Vec<f32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct ClassifyReport {
     pub images: usize,
     pub failed: usize,
     pub rejected: usize,
+    /// Entries of the folders passed over (not regular files, second paths to a file
+    /// already classified, symbolic-link loops), each said on stderr.
+    pub skipped: usize,
+    /// What was skipped, e.g. "1 not a regular file, 2 duplicates" (empty: nothing).
+    pub skipped_summary: String,
     pub model_id: String,
+    /// The bundle's signature against the trusted keys (classify runs it whatever it is;
+    /// the binary warns on stderr when it is not valid).
+    pub signature_check: SignatureReport,
 }
 
-/// Classifies every image; writes one line per image to `out`. Fails only when the bundle
-/// cannot be used or no image path could be listed at all.
+/// Classifies every image; writes one line per image to `out`. Fails when the bundle
+/// cannot be used or a line cannot be written (a closed pipe included: the caller ends
+/// quietly on that, see `linesight_shared::closed_pipe`).
 pub fn run(s: &ClassifySettings, out: &mut dyn Write) -> Result<ClassifyReport> {
     let bundle = Bundle::read(&s.bundle)
         .with_context(|| format!("cannot use bundle `{}`", s.bundle.display()))?;
+    let signature_check = s.trust.check(&bundle);
     let mut engine = Engine::from_bundle(&bundle)
         .with_context(|| format!("cannot load the model in `{}`", s.bundle.display()))?;
     engine.set_threads(s.threads)?;
@@ -67,15 +86,30 @@ pub fn run(s: &ClassifySettings, out: &mut dyn Write) -> Result<ClassifyReport> 
     let mut input = vec![0.0; engine.input_len()];
     let mut scores = vec![0.0; engine.output_len()];
     let mut report = ClassifyReport {
+        images: 0,
+        failed: 0,
+        rejected: 0,
+        skipped: 0,
+        skipped_summary: String::new(),
         model_id: m.model_id.clone(),
-        ..Default::default()
+        signature_check,
     };
-    let (files, listing_errors) = walk::image_files(&s.paths);
-    for (path, err) in listing_errors {
-        report.failed += 1;
-        emit(out, s.json, &ImageResult::failed(&path, err))?;
+    let found = walk::walk(&s.paths, &WalkOptions::images(&IMAGE_EXTENSIONS))
+        .expect("a walk without a cancel hook is never cancelled");
+    for skipped in &found.skipped {
+        tracing::warn!("{skipped}");
     }
-    for path in files {
+    report.skipped = found.skipped.len();
+    report.skipped_summary = found.skipped_summary();
+    for err in &found.errors {
+        report.failed += 1;
+        emit(
+            out,
+            s.json,
+            &ImageResult::failed(err.path(), err.to_string()),
+        )?;
+    }
+    for path in found.files {
         report.images += 1;
         let t0 = Instant::now();
         let result = RgbImage::open(&path)
@@ -92,6 +126,7 @@ pub fn run(s: &ClassifySettings, out: &mut dyn Write) -> Result<ClassifyReport> 
                 ImageResult::failed(&path, e)
             }
             Ok(()) => {
+                let logits = s.logits.then(|| scores.clone());
                 decide::softmax(&mut scores);
                 let d = decide::decide(&scores, &m.decision, s.top_k);
                 if d.class.is_none() {
@@ -115,6 +150,7 @@ pub fn run(s: &ClassifySettings, out: &mut dyn Write) -> Result<ClassifyReport> 
                         })
                         .collect(),
                     latency_ms: Some(t0.elapsed().as_secs_f64() * 1e3),
+                    logits,
                     error: None,
                 }
             }
@@ -133,15 +169,19 @@ impl ImageResult {
             margin: None,
             topk: vec![],
             latency_ms: None,
+            logits: None,
             error: Some(error),
         }
     }
 }
 
+/// One line, written with IO errors kept as `std::io::Error` (so a closed pipe is
+/// recognised; serde_json would wrap it).
 fn emit(out: &mut dyn Write, json: bool, r: &ImageResult) -> Result<()> {
     if json {
-        serde_json::to_writer(&mut *out, r)?;
-        writeln!(out)?;
+        let mut line = serde_json::to_vec(r)?;
+        line.push(b'\n');
+        out.write_all(&line)?;
     } else if let Some(e) = &r.error {
         writeln!(out, "{}\tERROR\t{e}", r.path)?;
     } else {

@@ -1,9 +1,9 @@
 //! `linesight-edge inspect`: what a bundle holds (its manifest, signature and model), and
 //! the raw ONNX bytes written out for other tools (onnxruntime, Netron).
 
+use crate::trust::{SignatureReport, TrustSources};
 use anyhow::{Context, Result};
 use linesight_shared::bundle::{sha256, Bundle};
-use linesight_shared::signature::fingerprint;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -11,6 +11,8 @@ pub struct InspectSettings {
     pub bundle: PathBuf,
     /// Write the model's ONNX bytes to this file.
     pub extract_onnx: Option<PathBuf>,
+    /// Where the trusted keys come from (the signature is checked against them).
+    pub trust: TrustSources,
 }
 
 #[derive(Debug, Serialize)]
@@ -37,9 +39,14 @@ pub struct InspectReport {
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     pub other: serde_json::Map<String, serde_json::Value>,
     pub self_test_vectors: usize,
-    /// `ed25519:` + 16 hex of the signing key, or `unsigned`. Not a trust decision:
-    /// `install` checks the key against the box's trusted keys.
+    /// The largest |logit difference| a self-test vector allows (each vector carries its
+    /// own; `install` and the hot swap refuse a model beyond it). None without vectors.
+    pub self_test_tolerance: Option<f32>,
+    /// `ed25519:` + 16 hex of the signing key, or `unsigned`.
     pub signature: String,
+    /// The signature checked: valid / invalid / untrusted / unsigned, against the trusted
+    /// keys found the way `install` finds them.
+    pub signature_check: SignatureReport,
     pub onnx_bytes: u64,
     pub onnx_sha256: String,
     /// Where the ONNX bytes were written (`--extract-onnx`).
@@ -77,8 +84,9 @@ const NAMED: [&str; 12] = [
     "provenance",
 ];
 
-/// Reads and verifies the bundle (checksum, model hash), and writes its ONNX bytes when
-/// asked. Fails when the bundle cannot be read or verified, or the ONNX file cannot be
+/// Reads and verifies the bundle (checksum, model hash), checks its signature against the
+/// trusted keys (shown, not refused), and writes its ONNX bytes when asked (never over the
+/// bundle itself). Fails when the bundle cannot be read or verified, or the ONNX file cannot be
 /// written, naming the file.
 pub fn run(s: &InspectSettings) -> Result<InspectReport> {
     let bundle_bytes = fs_err::metadata(&s.bundle)
@@ -88,6 +96,7 @@ pub fn run(s: &InspectSettings) -> Result<InspectReport> {
         .with_context(|| format!("cannot use bundle `{}`", s.bundle.display()))?;
     let extracted_onnx = match &s.extract_onnx {
         Some(out) => {
+            linesight_shared::output::refuse_inputs(out, [("the bundle", s.bundle.as_path())])?;
             fs_err::write(out, &b.model).with_context(|| {
                 format!(
                     "cannot write the ONNX model of `{}` to `{}`",
@@ -99,6 +108,7 @@ pub fn run(s: &InspectSettings) -> Result<InspectReport> {
         }
         None => None,
     };
+    let signature_check = s.trust.check(&b);
     let m = &b.manifest;
     let mut other = match json(m) {
         serde_json::Value::Object(map) => map,
@@ -134,11 +144,9 @@ pub fn run(s: &InspectSettings) -> Result<InspectReport> {
         min_runtime_version: m.min_runtime_version.clone(),
         other,
         self_test_vectors: m.self_test.len(),
-        signature: b
-            .signature
-            .as_ref()
-            .map(|sig| fingerprint(&sig.public_key))
-            .unwrap_or_else(|| "unsigned".into()),
+        self_test_tolerance: m.self_test.iter().map(|v| v.tolerance).reduce(f32::max),
+        signature: signature_check.signer.clone(),
+        signature_check,
         onnx_bytes: b.model.len() as u64,
         onnx_sha256: hex::encode(sha256(&b.model)),
         extracted_onnx,
@@ -172,7 +180,7 @@ impl InspectReport {
              parity       {}\n\
              provenance   {}\n\
              runtime      >= {}\n\
-             self-test    {} vectors\n\
+             self-test    {} vectors{}\n\
              labels       {} ({})\n",
             self.bundle,
             self.bundle_bytes,
@@ -180,7 +188,7 @@ impl InspectReport {
             self.model_id,
             self.model_version,
             self.precision,
-            self.signature,
+            self.signature_check.detail,
             self.onnx_bytes,
             self.onnx_sha256,
             fields(&self.input),
@@ -191,6 +199,9 @@ impl InspectReport {
             fields(&self.provenance),
             self.min_runtime_version,
             self.self_test_vectors,
+            self.self_test_tolerance
+                .map(|t| format!(", tolerance {t:.0e} (max |logit difference|)"))
+                .unwrap_or_default(),
             self.labels.len(),
             self.labels.join(", "),
         );
@@ -213,6 +224,11 @@ impl InspectReport {
                 } else {
                     format!(" but {}: {list}", lost.len())
                 }
+            ));
+        }
+        for e in &self.signature_check.key_errors {
+            out.push_str(&format!(
+                "signature    warning: a trusted key cannot be used: {e}\n"
             ));
         }
         for (k, v) in &self.other {

@@ -18,16 +18,20 @@
 //! Checks 1-5 are [`check_bundle`], which the hot swap under `run` ([`crate::swap`])
 //! applies to a new `current` too.
 //!
-//! Then the bundle is written into a new numbered slot (partial folder, fsync, rename,
+//! Then, holding the root's lock ([`slots::RootLock`]: a second `install` or a `rollback`
+//! waits), the bundle is written into a new numbered slot (partial folder, fsync, rename,
 //! fsync), read back and compared, and `previous` then `current` are switched atomically
-//! (see [`crate::slots`]). Every write, fsync and rename is a named fault point
+//! (see [`crate::slots`]). A broken `current` (see [`slots::PointerError`]) is replaced,
+//! and `previous` is then left as it was. Every write, fsync and rename is a named fault point
 //! ([`FAULT_STEPS`]) for the crash-safety tests: in-process (`fault_at`, the install
 //! returns an error there) and in the real binary (`LINESIGHT_FAULT_KILL=STEP`, the
 //! process kills itself with SIGKILL there; [`FAULT_KILL_ENV`]).
 
 use crate::engine::{Engine, EngineError};
 use crate::memory::{self, MemoryError, MemoryNeed};
-use crate::slots::{self, fault_point, io_at, FaultAt, FaultMode, SlotInfo, WriteError};
+use crate::slots::{
+    self, fault_point, io_at, FaultAt, FaultMode, LockError, RootLock, SlotInfo, WriteError,
+};
 use crate::trust::{self, KeySpec};
 use linesight_shared::bundle::{sha256, Bundle, BundleError};
 use linesight_shared::signature::{self, PublicKey, SignatureError, Verified};
@@ -136,6 +140,8 @@ pub enum InstallError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
     Write(#[from] WriteError),
 }
 
@@ -157,6 +163,9 @@ pub struct InstallReport {
     /// Measured: peak RSS after loading and self-testing minus RSS before reading the
     /// bundle (meaningful in a fresh process, i.e. the binary; how the estimate was set).
     pub load_peak_rss_growth_bytes: Option<u64>,
+    /// What was wrong with `current` before this install replaced it, if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<String>,
 }
 
 /// A bundle that passed checks 1-5 of the module doc: verified, loaded in tract,
@@ -178,7 +187,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> InstallError + '_ {
 }
 
 /// `major.minor.patch` (a `-pre` suffix is ignored) -> comparable triple.
-fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
+pub fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
     let core = v.trim().split(['-', '+']).next()?;
     let mut it = core.split('.').map(|p| p.parse::<u64>().ok());
     let t = (it.next()??, it.next()??, it.next()??);
@@ -224,15 +233,12 @@ pub fn check_compatible(bundle: &Bundle) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads a bundle file; the error names it.
+/// Reads a bundle file, its header first ([`linesight_shared::bundle::read_file_bytes`]:
+/// a file that is not a bundle is refused before its body is read); the error names it.
 pub fn read_bundle_file(path: &Path) -> Result<Vec<u8>, InstallError> {
-    let shown = path.display().to_string();
-    std::fs::read(path).map_err(|source| InstallError::Bundle {
-        path: shown.clone(),
-        source: BundleError::Read {
-            path: shown,
-            source,
-        },
+    linesight_shared::bundle::read_file_bytes(path).map_err(|source| InstallError::Bundle {
+        path: path.display().to_string(),
+        source,
     })
 }
 
@@ -316,10 +322,18 @@ pub fn run(s: &InstallSettings) -> Result<InstallReport, InstallError> {
     drop(engine);
 
     std::fs::create_dir_all(slots::slots_dir(&s.root)).map_err(io(&s.root))?;
+    // From here to the last write, no other command changes this root.
+    let _lock = RootLock::acquire(&s.root, "install", slots::LOCK_WAIT)?;
     check_space(s, bytes.len() as u64)?;
     remove_partials(&s.root)?;
 
-    let old_current = slots::read_pointer(&s.root, slots::CURRENT).map_err(io(&s.root))?;
+    let (old_current, repaired) = match slots::read_pointer(&s.root, slots::CURRENT) {
+        Ok(c) => (c, None),
+        Err(e) => {
+            tracing::warn!(error = %e, "replacing a broken `current`");
+            (None, Some(e.to_string()))
+        }
+    };
     let name = slots::next_name(&s.root).map_err(io(&s.root))?;
     let info = SlotInfo {
         model_id: bundle.manifest.model_id.clone(),
@@ -370,6 +384,7 @@ pub fn run(s: &InstallSettings) -> Result<InstallReport, InstallError> {
         memory_estimate_bytes: need.estimate_bytes,
         memory_available_bytes: memory_available,
         load_peak_rss_growth_bytes,
+        repaired,
     })
 }
 

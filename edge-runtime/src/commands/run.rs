@@ -15,7 +15,7 @@ use crate::http::HttpServer;
 use crate::metrics::{self, Metrics};
 use crate::notify::Notifier;
 use crate::run_loop::{self, DecisionOptions, EndReason, LoopOptions, Pipeline};
-use crate::sink::jsonl::JsonlSink;
+use crate::sink::jsonl::{JsonlSink, SinkSpec};
 use crate::slots;
 use crate::source;
 use crate::store::UncertainStore;
@@ -39,6 +39,8 @@ pub struct RunReport {
     pub seconds: f64,
     pub frames: u64,
     pub decisions: u64,
+    /// Decisions made but not written (the sink failed): an error, `run` exits 1.
+    pub decisions_lost: u64,
     pub rejected: u64,
     pub dropped: u64,
     pub bad_frames: u64,
@@ -65,6 +67,13 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// Output that should exist and does not: decisions the sink lost, a sink that could
+    /// not flush, station regions skipped on frames they did not fit. `run` exits 1 then
+    /// (0 when everything decided was written).
+    pub fn lost_output(&self) -> bool {
+        self.decisions_lost > 0 || self.sink_errors > 0 || self.roi_errors > 0
+    }
+
     pub fn from_metrics(m: &Metrics, end: EndReason, seconds: f64) -> Self {
         let l = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
         let frames = l(&m.frames);
@@ -77,6 +86,7 @@ impl RunReport {
             seconds,
             frames,
             decisions: l(&m.decisions),
+            decisions_lost: l(&m.decisions_lost),
             rejected: l(&m.rejected),
             dropped: l(&m.dropped),
             bad_frames: l(&m.bad_frames),
@@ -119,7 +129,9 @@ fn load_model(bundle: Option<&Path>, root: &Path) -> Result<(PathBuf, Bundle, Op
         Some(p) => (p.to_path_buf(), None),
         None => {
             let current = slots::read_pointer(root, slots::CURRENT)
-                .with_context(|| format!("cannot read the models root `{}`", root.display()))?
+                .map_err(|e| {
+                    anyhow::anyhow!("{e}; {}", slots::PointerError::repair_hint(root))
+                })?
                 .with_context(|| {
                     format!(
                         "no model: no --bundle given and no model installed under `{}` (install one with `linesight-edge install FILE`, or pass --bundle FILE / --root DIR)",
@@ -145,6 +157,27 @@ pub fn run(s: &RunSettings, stop: &AtomicBool, notifier: &mut Notifier) -> Resul
         .transpose()
         .context("cannot start the health endpoint")?;
     let (path, bundle, slot) = load_model(s.bundle.as_deref(), &s.root)?;
+    if let SinkSpec::File { path: sink } = &s.sink {
+        // The sink appends and rotates: none of its files may be something this run reads.
+        let (current, previous) = (s.root.join(slots::CURRENT), s.root.join(slots::PREVIOUS));
+        let mut inputs = vec![
+            ("the bundle", path.as_path()),
+            ("the `current` pointer", current.as_path()),
+            ("the `previous` pointer", previous.as_path()),
+        ];
+        if let Some(st) = &s.store {
+            inputs.push(("the uncertain store", st.dir.as_path()));
+        }
+        for i in 0..=s.keep {
+            let file = if i == 0 {
+                sink.clone()
+            } else {
+                crate::sink::jsonl::rotated(sink, i)
+            };
+            linesight_shared::output::refuse_inputs(&file, inputs.iter().copied())
+                .context("refusing the sink")?;
+        }
+    }
     let mut engine = Engine::from_bundle(&bundle)
         .with_context(|| format!("cannot load the model in `{}`", path.display()))?;
     engine.set_threads(s.threads)?;
@@ -153,8 +186,17 @@ pub fn run(s: &RunSettings, stop: &AtomicBool, notifier: &mut Notifier) -> Resul
 
     let mut src = source::build(&s.source, &s.source_options)?;
     metrics.set_source_name(src.name());
-    src.open()
-        .context("cannot start: the source cannot be opened")?;
+    if let Err(e) = src.open() {
+        // A SIGTERM while a large folder was being listed: a stop, not a failure.
+        if stop.load(Relaxed) {
+            tracing::info!("stopped while opening the source");
+            let mut report = RunReport::from_metrics(&metrics, EndReason::Stopped, 0.0);
+            report.bundle = path.display().to_string();
+            report.source = src.name().to_string();
+            return Ok(report);
+        }
+        return Err(anyhow::Error::new(e).context("cannot start: the source cannot be opened"));
+    }
     let sink = JsonlSink::open(&s.sink, s.rotate_bytes, s.keep)?;
     let store = s
         .store
@@ -215,6 +257,14 @@ pub fn run(s: &RunSettings, stop: &AtomicBool, notifier: &mut Notifier) -> Resul
     let end = run_loop::run(&mut pipeline, src.as_mut(), &opts, stop, notifier);
     notifier.stopping();
     drop(pipeline.take_swapper());
+    if end == EndReason::RoiOutsideFrame {
+        anyhow::bail!(
+            "{}",
+            pipeline
+                .refusal()
+                .unwrap_or("a station's region does not fit the frame")
+        );
+    }
     let mut report = RunReport::from_metrics(&metrics, end, t0.elapsed().as_secs_f64());
     report.model_id = pipeline.model().model_id().to_string();
     report.model_version = pipeline.model().model_version().to_string();

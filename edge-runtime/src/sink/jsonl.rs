@@ -172,7 +172,8 @@ impl JsonlSink {
     }
 }
 
-fn rotated(path: &Path, i: usize) -> PathBuf {
+/// The name of the `i`-th rotated file of `path` (`PATH.i`).
+pub(crate) fn rotated(path: &Path, i: usize) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(format!(".{i}"));
     PathBuf::from(s)

@@ -19,12 +19,12 @@
 //! The id is resolved again on every (re)open, so a camera that comes back under
 //! another `/dev/videoN` is found by its path, name or serial.
 //!
-//! **Negotiation.** Among the modes the device lists (pixel format YUYV / NV12 / MJPG,
+//! **Negotiation.** Among the modes the device lists (pixel format YUYV / NV12 / NM12 / MJPG,
 //! size, frame rate), the ones matching every field set in `[source.camera]` (`format`,
 //! `width`, `height`, `fps`; 0 or empty: any) are candidates; the chosen one has the size
 //! closest to 640x480 (the models crop 224 pixels; larger frames cost conversion time and
 //! USB bandwidth), then the frame rate closest to 30 (at most 30 preferred), then YUYV
-//! over NV12 over MJPG (cheaper to convert). No candidate is an open error listing what
+//! over NV12 over NM12 over MJPG (cheaper to convert). No candidate is an open error listing what
 //! the device offers.
 
 use crate::convert::{PixelFormat, YuvRange};
@@ -33,6 +33,8 @@ use std::path::{Path, PathBuf};
 
 #[cfg(feature = "camera")]
 pub mod capture;
+#[cfg(feature = "camera")]
+pub mod mplane;
 
 /// How `camera:ID` names a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +66,8 @@ impl CameraId {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CameraOptions {
-    /// Pixel format fourcc: `YUYV` (`YUY2`), `NV12` or `MJPG`; empty: negotiate.
+    /// Pixel format fourcc: `YUYV` (`YUY2`), `NV12`, `NM12` (multi-planar NV12) or `MJPG`;
+    /// empty: negotiate.
     pub format: String,
     /// Frame width and height in pixels; 0: negotiate.
     pub width: u32,
@@ -98,7 +101,7 @@ impl CameraOptions {
         } else {
             Some(PixelFormat::parse(&self.format).ok_or_else(|| {
                 format!(
-                    "source.camera.format `{}` is not one of YUYV, YUY2, NV12, MJPG",
+                    "source.camera.format `{}` is not one of YUYV, YUY2, NV12, NM12, MJPG",
                     self.format
                 )
             })?)
@@ -164,7 +167,8 @@ pub fn negotiate(modes: &[Mode], o: &CameraOptions) -> Result<Mode, String> {
         let format_cost = match m.format {
             PixelFormat::Yuyv => 0,
             PixelFormat::Nv12 => 1,
-            PixelFormat::Mjpeg => 2,
+            PixelFormat::Nv12M => 2,
+            PixelFormat::Mjpeg => 3,
         };
         (size_cost, fps_cost, format_cost)
     };
@@ -184,7 +188,7 @@ pub fn negotiate(modes: &[Mode], o: &CameraOptions) -> Result<Mode, String> {
                 want.push(format!("{} fps", o.fps));
             }
             let offered = if modes.is_empty() {
-                "none in YUYV, NV12 or MJPG".to_string()
+                "none in YUYV, NV12, NM12 or MJPG".to_string()
             } else {
                 modes
                     .iter()
@@ -506,7 +510,7 @@ mod tests {
             "{e}"
         );
         let e = negotiate(&[], &CameraOptions::default()).unwrap_err();
-        assert!(e.contains("none in YUYV, NV12 or MJPG"), "{e}");
+        assert!(e.contains("none in YUYV, NV12, NM12 or MJPG"), "{e}");
         for (bad, needle) in [
             (
                 CameraOptions {

@@ -137,7 +137,7 @@ fn a_bad_camera_override_is_refused_by_name() {
     .unwrap();
     run_fails_with(
         &["--config", cfg.to_str().unwrap()],
-        &["source.camera.format `H264` is not one of YUYV, YUY2, NV12, MJPG"],
+        &["source.camera.format `H264` is not one of YUYV, YUY2, NV12, NM12, MJPG"],
     );
     std::fs::write(&cfg, "[source.camera]\nfourcc = \"MJPG\"\n").unwrap();
     run_fails_with(
@@ -195,5 +195,130 @@ fn the_camera_source_reports_open_errors_as_source_errors() {
                 "{e}"
             );
         }
+    }
+}
+
+/// The capture path against a real V4L2 driver (issue 14): the kernel's `vivid` test
+/// driver, its 75% colour bars (8 bars of 80 columns at 640x480: white, yellow, cyan,
+/// green, magenta, red, blue, black), captured through the camera source in each format
+/// of LINESIGHT_VIVID_FORMATS (YUYV, NV12, NM12) and compared with vivid's own RGB24
+/// rendering of the same pattern (LINESIGHT_VIVID_REF, captured with v4l2-ctl). Needs the
+/// driver: `scripts/box.sh test camera` loads it inside the ARM64 box and runs this test
+/// there, once per buffer API (single- and multi-planar).
+#[cfg(feature = "camera")]
+#[test]
+#[ignore = "needs the vivid driver; scripts/box.sh test camera runs it"]
+fn vivid_colour_bars() {
+    use linesight_edge::source::camera::CameraOptions;
+    use linesight_edge::source::Next;
+    use std::time::Duration;
+    const W: usize = 640;
+    const H: usize = 480;
+    let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
+    let id = env("LINESIGHT_VIVID");
+    let reference = std::fs::read(env("LINESIGHT_VIVID_REF")).unwrap();
+    assert_eq!(
+        reference.len(),
+        W * H * 3,
+        "the reference is one RGB24 frame"
+    );
+    // Mean colour of a bar's interior (8 columns of margin each side, all rows but the
+    // first and last 16).
+    let bar_pixels = |rgb: &[u8], bar: usize| {
+        let mut px = Vec::new();
+        for y in 16..H - 16 {
+            for x in bar * 80 + 8..bar * 80 + 72 {
+                let i = (y * W + x) * 3;
+                px.push([rgb[i], rgb[i + 1], rgb[i + 2]]);
+            }
+        }
+        px
+    };
+    let mean = |px: &[[u8; 3]]| {
+        let mut m = [0f64; 3];
+        for p in px {
+            for c in 0..3 {
+                m[c] += p[c] as f64 / px.len() as f64;
+            }
+        }
+        m
+    };
+    // The reference itself is the colour-bar pattern (each channel clearly on or off).
+    let on = [
+        [1, 1, 1],
+        [1, 1, 0],
+        [0, 1, 1],
+        [0, 1, 0],
+        [1, 0, 1],
+        [1, 0, 0],
+        [0, 0, 1],
+        [0, 0, 0],
+    ];
+    for (bar, want) in on.iter().enumerate() {
+        let m = mean(&bar_pixels(&reference, bar));
+        for c in 0..3 {
+            let ok = if want[c] == 1 {
+                m[c] > 150.0
+            } else {
+                m[c] < 40.0
+            };
+            assert!(ok, "reference bar {bar} is {m:?}, not a colour bar");
+        }
+    }
+    let formats = env("LINESIGHT_VIVID_FORMATS");
+    for format in formats.split_whitespace() {
+        let camera = CameraOptions {
+            format: format.into(),
+            width: W as u32,
+            height: H as u32,
+            ..Default::default()
+        };
+        let opts = SourceOptions {
+            fps: None,
+            looping: false,
+            every_frame: false,
+            synthetic_size: (W as u32, H as u32),
+        };
+        let spec = SourceSpec::Camera {
+            id: id.clone(),
+            camera,
+        };
+        let mut src = source::build(&spec, &opts).unwrap();
+        src.open().unwrap_or_else(|e| panic!("{format}: {e}"));
+        let mut frames = 0;
+        let mut worst = 0u8;
+        let mut worst_mean = 0f64;
+        while frames < 5 {
+            match src.next(Duration::from_secs(5)) {
+                Ok(Next::Frame(f)) => {
+                    assert!(f.is_well_formed(), "{format}: {}x{}", f.width, f.height);
+                    assert_eq!((f.width as usize, f.height as usize), (W, H));
+                    for bar in 0..8 {
+                        let got = bar_pixels(f.rgb, bar);
+                        let want = bar_pixels(&reference, bar);
+                        let d = got
+                            .iter()
+                            .zip(&want)
+                            .flat_map(|(a, b)| (0..3).map(|c| a[c].abs_diff(b[c])))
+                            .max()
+                            .unwrap();
+                        let (mg, mw) = (mean(&got), mean(&want));
+                        let dm = (0..3).map(|c| (mg[c] - mw[c]).abs()).fold(0.0, f64::max);
+                        assert!(
+                            d <= 6 && dm <= 3.0,
+                            "{format} bar {bar}: converted mean {mg:?}, vivid's RGB24 {mw:?} (max pixel difference {d})"
+                        );
+                        worst = worst.max(d);
+                        worst_mean = worst_mean.max(dm);
+                    }
+                    frames += 1;
+                }
+                Ok(other) => panic!("{format}: {other:?} instead of a frame"),
+                Err(e) => panic!("{format}: {e}"),
+            }
+        }
+        eprintln!(
+            "vivid {format} 640x480: {frames} frames, 8 bars each: max |RGB - vivid RGB24| {worst} per pixel, {worst_mean:.2} on bar means"
+        );
     }
 }

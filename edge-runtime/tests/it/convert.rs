@@ -167,6 +167,7 @@ fn convert(
         height: img.height,
         stride,
         data,
+        chroma: None,
     })
     .unwrap_or_else(|e| panic!("{format} {}x{}: {e}", img.width, img.height))
     .to_vec()
@@ -203,10 +204,21 @@ fn real_photos_survive_yuyv_nv12_and_mjpeg() {
                     worst[i] = worst[i].min(p);
                     let stride = PixelFormat::Nv12.min_stride(w) + pad;
                     let data = encode_nv12(&img, range, stride);
-                    let p = psnr(
-                        &convert(&mut c, PixelFormat::Nv12, &img, stride, &data),
-                        &img.pixels,
-                    );
+                    let rgb = convert(&mut c, PixelFormat::Nv12, &img, stride, &data);
+                    // NM12 (multi-planar): the same planes in two buffers, the same RGB.
+                    let (luma, chroma) = data.split_at(stride * h as usize);
+                    let planar = c
+                        .convert(&RawFrame {
+                            format: PixelFormat::Nv12M,
+                            width: w,
+                            height: h,
+                            stride,
+                            data: luma,
+                            chroma: Some(chroma),
+                        })
+                        .unwrap_or_else(|e| panic!("NM12 {w}x{h}+{pad}: {e}"));
+                    assert!(planar == &rgb[..], "NM12 {w}x{h}+{pad} differs from NV12");
+                    let p = psnr(&rgb, &img.pixels);
                     assert!(
                         p >= MIN_PSNR_NV12,
                         "{} NV12 {range:?} {w}x{h}+{pad}: {p:.2} dB",
@@ -314,6 +326,7 @@ fn known_pixel_values_per_format() {
                 height: 1,
                 stride: 0,
                 data: &bytes,
+                chroma: None,
             })
             .unwrap();
         assert_eq!(&out[..3], &want, "YUYV {bytes:?}");
@@ -333,6 +346,7 @@ fn truncated_and_garbage_frames_are_typed_errors() {
             height: 227,
             stride: 456,
             data: cut,
+            chroma: None,
         })
         .unwrap_err();
     assert!(matches!(e, ConvertError::Truncated { .. }), "{e}");
@@ -345,9 +359,28 @@ fn truncated_and_garbage_frames_are_typed_errors() {
             height: 227,
             stride: 228,
             data: &nv12[..228 * 227],
+            chroma: None,
         })
         .unwrap_err();
     assert!(matches!(e, ConvertError::Truncated { .. }), "{e}");
+    fn nm12<'a>(luma: &'a [u8], chroma: Option<&'a [u8]>) -> RawFrame<'a> {
+        RawFrame {
+            format: PixelFormat::Nv12M,
+            width: 227,
+            height: 227,
+            stride: 228,
+            data: luma,
+            chroma,
+        }
+    }
+    let whole = &nv12[228 * 227..];
+    let luma = &nv12[..228 * 227];
+    assert!(c.convert(&nm12(luma, Some(whole))).is_ok());
+    for chroma in [None, Some(&whole[..whole.len() - 1])] {
+        let e = c.convert(&nm12(luma, chroma)).unwrap_err();
+        assert!(matches!(e, ConvertError::ChromaTruncated { .. }), "{e}");
+        assert!(e.to_string().contains("chroma plane is truncated"), "{e}");
+    }
     let jpeg = encode_mjpeg(&photo, 90);
     fn mj(data: &[u8], width: u32, height: u32) -> RawFrame<'_> {
         RawFrame {
@@ -356,6 +389,7 @@ fn truncated_and_garbage_frames_are_typed_errors() {
             height,
             stride: 0,
             data,
+            chroma: None,
         }
     }
     let e = c

@@ -15,6 +15,7 @@ fn extracted_onnx_equals_the_bundles_model_bytes() {
     let r = inspect::run(&InspectSettings {
         bundle: path.clone(),
         extract_onnx: Some(out.clone()),
+        trust: Default::default(),
     })
     .unwrap();
     let read_back = Bundle::read(&path).unwrap();
@@ -29,6 +30,13 @@ fn extracted_onnx_equals_the_bundles_model_bytes() {
     );
     assert_eq!(r.signature, "unsigned");
     assert_eq!(r.self_test_vectors, 2);
+    assert_eq!(r.self_test_tolerance, Some(1e-4));
+    assert!(
+        r.render()
+            .contains("self-test    2 vectors, tolerance 1e-4 (max |logit difference|)"),
+        "{}",
+        r.render()
+    );
     assert_eq!(r.labels.len(), tiny::LABELS);
     assert_eq!(r.extracted_onnx.as_deref(), Some(out.to_str().unwrap()));
     let text = r.render();
@@ -45,6 +53,7 @@ fn inspect_names_the_file_it_cannot_use() {
     let e = inspect::run(&InspectSettings {
         bundle: missing.clone(),
         extract_onnx: None,
+        trust: Default::default(),
     })
     .unwrap_err();
     assert!(
@@ -58,6 +67,7 @@ fn inspect_names_the_file_it_cannot_use() {
     let e = inspect::run(&InspectSettings {
         bundle: path,
         extract_onnx: Some(bad_out.clone()),
+        trust: Default::default(),
     })
     .unwrap_err();
     assert!(format!("{e:#}").contains("no-such-dir"), "{e:#}");
@@ -85,6 +95,7 @@ fn inspect_json_is_one_object_with_the_manifest() {
         "parity",
         "provenance",
         "self_test_vectors",
+        "self_test_tolerance",
         "signature",
         "onnx_bytes",
         "onnx_sha256",
@@ -112,6 +123,7 @@ fn inspect_shows_the_per_class_parity_of_a_format_2_bundle() {
     let r = inspect::run(&InspectSettings {
         bundle: path,
         extract_onnx: None,
+        trust: Default::default(),
     })
     .unwrap();
     assert_eq!(r.format_version, 2);

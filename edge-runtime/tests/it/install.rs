@@ -75,14 +75,22 @@ impl Fixture {
         install::run(&s)
     }
 
+    fn status_settings(&self) -> status::StatusSettings {
+        status::StatusSettings {
+            trust: linesight_edge::trust::TrustSources {
+                root: self.root.clone(),
+                flags: vec![self.public.clone()],
+                config: vec![],
+            },
+        }
+    }
+
     /// `status` shows `slot` (model version `version`) as current, and it loads and passes
     /// its self-test.
     fn assert_current(&self, slot: &str, version: &str) {
-        let st = status::run(&status::StatusSettings {
-            root: self.root.clone(),
-        })
-        .unwrap();
+        let st = status::run(&self.status_settings()).unwrap();
         assert_eq!(st.current.as_deref(), Some(slot), "{}", st.render());
+        assert!(st.healthy(), "{}", st.render());
         let info = st
             .current_info()
             .expect("current slot has its install.json");
@@ -137,23 +145,18 @@ fn install_status_rollback() {
     );
     assert_eq!(r.signature, f.key.public().fingerprint());
     f.assert_current("0002", "2");
-    let st = status::run(&status::StatusSettings {
-        root: f.root.clone(),
-    })
-    .unwrap();
+    let st = status::run(&f.status_settings()).unwrap();
     assert_eq!(st.previous.as_deref(), Some("0001"));
     assert_eq!(st.slots.len(), 2);
-    assert!(st
-        .slots
-        .iter()
-        .all(|s| s.info.as_ref().unwrap().signature == f.key.public().fingerprint()));
+    assert!(st.slots.iter().all(|s| s.record.as_ref().unwrap().signature
+        == f.key.public().fingerprint()
+        && s.signature_check.as_ref().unwrap().status == "valid"));
     let json = serde_json::to_value(&st).unwrap();
     assert_eq!(json["slots"][1]["model_version"], "2");
 
-    let rb = rollback::run(&rollback::RollbackSettings {
-        root: f.root.clone(),
-    })
-    .unwrap();
+    let mut rs = rollback::RollbackSettings::new(f.root.clone());
+    rs.trusted_keys = vec![f.public.clone()];
+    let rb = rollback::run(&rs).unwrap();
     assert_eq!(
         (rb.current.as_str(), rb.previous.as_deref()),
         ("0001", Some("0002"))

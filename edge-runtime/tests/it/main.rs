@@ -3,6 +3,7 @@
 
 mod bench;
 mod camera;
+mod classify;
 mod convert;
 mod deps;
 mod inspect;

@@ -353,6 +353,77 @@ fn a_folder_is_replayed_in_order_and_corrupt_files_are_skipped() {
     );
 }
 
+/// Issue 16: a station region outside the frame gave 0 decisions and exit 0. It is now
+/// checked against the first frame: the run ends at once, naming the station and both
+/// sizes. A later frame of another size only skips that station (counted).
+#[test]
+fn a_region_outside_the_first_frame_ends_the_run_and_later_misfits_are_counted() {
+    let d = tempfile::tempdir().unwrap();
+    let b = tiny::bundle("1", 1.0);
+    let station = |x| {
+        vec![(
+            "far".to_string(),
+            Some(Rect {
+                x,
+                y: 0,
+                w: 32,
+                h: 24,
+            }),
+        )]
+    };
+    let mut setup = Setup::new(&b, SinkSpec::None);
+    setup.stations = station(60);
+    let mut p = setup.build();
+    let mut src = SyntheticSource::new((64, 48), None, false);
+    src.open().unwrap();
+    let stop = AtomicBool::new(false);
+    let end = run_loop::run(
+        &mut p,
+        &mut src,
+        &loop_opts(Some(5), 5000),
+        &stop,
+        &mut Notifier::disabled(),
+    );
+    assert_eq!(end, run_loop::EndReason::RoiOutsideFrame);
+    assert_eq!(p.metrics().frames.load(Relaxed), 0);
+    let why = p.refusal().unwrap();
+    assert!(
+        why.contains("station `far`: region 60,0 32x24 does not fit a 64x48 frame"),
+        "{why}"
+    );
+
+    // A folder whose first image fits and whose second is smaller.
+    let imgs = d.path().join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    image::RgbImage::new(64, 48)
+        .save(imgs.join("a.png"))
+        .unwrap();
+    image::RgbImage::new(16, 16)
+        .save(imgs.join("b.png"))
+        .unwrap();
+    let mut setup = Setup::new(&b, SinkSpec::None);
+    setup.stations = station(0);
+    let mut p = setup.build();
+    let opts = linesight_edge::source::SourceOptions {
+        fps: None,
+        looping: false,
+        every_frame: false,
+        synthetic_size: (8, 8),
+    };
+    let mut src = linesight_edge::source::dir::DirSource::new(imgs, &opts);
+    src.open().unwrap();
+    let end = run_loop::run(
+        &mut p,
+        &mut src,
+        &loop_opts(None, 5000),
+        &stop,
+        &mut Notifier::disabled(),
+    );
+    assert_eq!(end, run_loop::EndReason::SourceEnded);
+    assert_eq!(p.metrics().decisions.load(Relaxed), 1);
+    assert_eq!(p.metrics().roi_errors.load(Relaxed), 1);
+}
+
 #[test]
 fn stations_decide_on_their_regions_with_smoothing() {
     let d = tempfile::tempdir().unwrap();
@@ -378,15 +449,6 @@ fn stations_decide_on_their_regions_with_smoothing() {
                 h: 48,
             }),
         ),
-        (
-            "outside".into(),
-            Some(Rect {
-                x: 60,
-                y: 0,
-                w: 32,
-                h: 48,
-            }),
-        ),
     ];
     setup.smoothing = 3;
     let mut p = setup.build();
@@ -403,7 +465,7 @@ fn stations_decide_on_their_regions_with_smoothing() {
     let m = p.metrics();
     assert_eq!(m.frames.load(Relaxed), 5);
     assert_eq!(m.decisions.load(Relaxed), 10);
-    assert_eq!(m.roi_errors.load(Relaxed), 5);
+    assert_eq!(m.roi_errors.load(Relaxed), 0);
     let l = lines(&out);
     let left: Vec<&serde_json::Value> = l.iter().filter(|v| v["station"] == "left").collect();
     let right: Vec<&serde_json::Value> = l.iter().filter(|v| v["station"] == "right").collect();

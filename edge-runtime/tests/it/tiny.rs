@@ -141,3 +141,22 @@ pub fn bundle(version: &str, scale: f32) -> Bundle {
     };
     Bundle::new(manifest, model)
 }
+
+/// `tests/fixtures/tiny.lsb` (the end-to-end crate's) is this bundle, committed so the
+/// hostile-input suite can run the real binaries without weights or a trainer.
+/// `LINESIGHT_WRITE_FIXTURES=1` rewrites it (after a change of this file or of tract).
+#[test]
+fn the_committed_tiny_fixture_is_this_bundle() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny.lsb");
+    let bytes = bundle("1", 1.0).to_bytes();
+    if std::env::var("LINESIGHT_WRITE_FIXTURES").as_deref() == Ok("1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    let committed = std::fs::read(&path).unwrap();
+    assert!(
+        committed == bytes,
+        "`{}` is stale; rewrite it with LINESIGHT_WRITE_FIXTURES=1 cargo test --test it -- tiny_fixture",
+        path.display()
+    );
+}

@@ -7,5 +7,8 @@
 
 mod bad_inputs;
 mod demo;
+mod hostile;
+mod mender;
 mod near;
 mod util;
+mod validate;

@@ -3,17 +3,7 @@
 //! installs the signed bundle and classifies the held-out photos.
 
 use crate::util::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
-/// Kills the simulator when the test ends, passed or not.
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::Command;
 
 #[test]
 fn label_refine_train_export_install_classify() {
@@ -22,89 +12,9 @@ fn label_refine_train_export_install_classify() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let manifest = repo().join("models/demo/manifest.csv");
-    // Unlabeled training photos: links under neutral names.
-    let images = t.join("images");
-    std::fs::create_dir(&images).unwrap();
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    let mut held_out = Vec::new();
-    for (i, line) in text.lines().skip(1).enumerate() {
-        let f: Vec<&str> = line.split(',').collect();
-        let src = repo().join("models/demo").join(f[0]);
-        if f[2] == "train" {
-            std::os::unix::fs::symlink(&src, images.join(format!("{i:03}.jpg"))).unwrap();
-        } else {
-            held_out.push((src, f[1].to_string()));
-        }
-    }
+    let (images, held_out) = demo_unlabeled(t);
     let train = bin("linesight-train");
-    let mut sim = Child(
-        Command::new(&train)
-            .args([
-                "--log",
-                "warn",
-                "simulate-mllm",
-                "--listen",
-                "127.0.0.1:0",
-                "--accuracy",
-                "0.7",
-                "--seed",
-                "4",
-                "--truth",
-            ])
-            .arg(&manifest)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut err = BufReader::new(sim.0.stderr.take().unwrap());
-    let mut url = String::new();
-    for _ in 0..20 {
-        let mut line = String::new();
-        if err.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        if let Some(pos) = line.find("http://") {
-            url = line[pos..].split_whitespace().next().unwrap().to_string();
-            break;
-        }
-    }
-    assert!(url.ends_with("/v1"), "simulator address not printed: {url}");
-
-    let labels = t.join("labels.jsonl");
-    let o = run(Command::new(&train)
-        .args([
-            "--json",
-            "label",
-            "--model",
-            "simulated",
-            "--endpoint",
-            &url,
-            "--images",
-        ])
-        .arg(&images)
-        .arg("--out")
-        .arg(&labels));
-    assert!(o.status.success());
-    drop(sim);
-
-    let refined = t.join("refined.json");
-    let o = run(Command::new(&train)
-        .args([
-            "--json",
-            "refine",
-            "--min-images",
-            "2",
-            "--k",
-            "5",
-            "--images",
-        ])
-        .arg(&images)
-        .arg("--labels")
-        .arg(&labels)
-        .arg("--out")
-        .arg(&refined));
+    let (refined, o) = label_and_refine(t, &images, "0.7", "4");
     assert!(o.status.success());
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(report["classes"].as_array().unwrap().len() >= 5, "{report}");

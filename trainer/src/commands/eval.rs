@@ -88,6 +88,13 @@ pub fn run(s: &EvalSettings) -> Result<EvalReport> {
         };
         pre.run(&img.pixels, img.width, img.height, &mut input)?;
         engine.infer(&input, &mut scores)?;
+        if let Some(v) = scores.iter().find(|v| !v.is_finite()) {
+            bail!(
+                "bundle `{}` computes a non-finite logit ({v}) on `{}`: its weights are broken; export it again",
+                s.bundle.display(),
+                e.path.display()
+            );
+        }
         softmax(&mut scores);
         let top = (0..scores.len()).fold(0, |b, i| if scores[i] > scores[b] { i } else { b });
         let t = true_labels

@@ -11,7 +11,7 @@ use linesight_shared::manifest::Provenance;
 use linesight_shared::preprocess::RgbImage;
 use linesight_shared::signature::SecretKey;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub struct ExportSettings {
     pub checkpoint: PathBuf,
@@ -39,6 +39,16 @@ pub struct ExportCmdReport {
 }
 
 pub fn run(s: &ExportSettings) -> Result<ExportCmdReport> {
+    let ckpt_files = checkpoint::files(&s.checkpoint);
+    let mut inputs: Vec<(&str, &Path)> = vec![("the checkpoint folder", &s.checkpoint)];
+    inputs.extend(
+        ckpt_files
+            .iter()
+            .map(|f| ("a checkpoint file", f.as_path())),
+    );
+    inputs.extend(s.weights.as_deref().map(|w| ("the backbone weights", w)));
+    let int8 = s.int8.as_ref();
+    crate::commands::quantize::refuse_overwriting(&s.out, int8, s.sign.as_deref(), &inputs)?;
     let device = Device::Cpu;
     let key = s.sign.as_deref().map(SecretKey::read).transpose()?;
     let checkpoint::Loaded {

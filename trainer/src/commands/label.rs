@@ -2,26 +2,33 @@
 //!
 //! 1. Find the images and hash their bytes (the hash identifies an image everywhere).
 //! 2. Round 1 (unless `--category/--expert/--granularity` are given): ask a few images
-//!    what they show and who names such things; majority vote. Cached like any answer.
+//!    what they show and who names such things; majority vote. Cached like any answer, and
+//!    a function of the cached answers alone (see [`infer_context`]): a resumed run votes the same
+//!    context, so its naming prompt, and every naming cache key, stay the same.
 //! 3. Round 2: one naming question per image whose answer is not in the log under the same
 //!    model + prompt + parameters; answers are appended (fsync'd) as they arrive.
+//!
+//! Every image is decoded (the project's one decoder, within its limits) before it is
+//! sent; one that does not decode is skipped and counted (`undecodable`), never sent.
 //! 4. Accounting: printed, and written beside the log (`*.accounting.json`).
 //!
 //! `label diff` ([`diff`]) and `label score` ([`score`]) read logs only.
 
+use crate::bounds::{Bound, BoundError, Checker};
 use crate::embed::progress_bar;
 use crate::mllm::accounting::{process_cpu_seconds, Latency, PerAnswer, Prices, Projection, Spend};
 use crate::mllm::answer::Status;
 use crate::mllm::cache::{CacheKey, Log, Params, Record, Repair, Round};
 use crate::mllm::client::{ApiKey, Client, ClientConfig, RetryPolicy};
 use crate::mllm::drift::{self, DriftReport, Side};
+use crate::mllm::endpoints::{EndpointReport, EndpointSpec, SetAside};
 use crate::mllm::images::{self, ImageFile};
 use crate::mllm::labeler::{Failure, Labeler, Question};
 use crate::mllm::prompt::{self, Context1, Rendered, Template};
 use crate::mllm::score::{self as scoring, ScoreReport, ScoreSettings};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,14 +49,16 @@ pub enum Baseline {
 pub struct LabelSettings {
     /// Folder of images (searched recursively).
     pub images: PathBuf,
-    /// Base URL, e.g. `http://127.0.0.1:8000/v1`.
-    pub endpoint: String,
+    /// Endpoints: base URLs (e.g. `http://127.0.0.1:8000/v1`), each optionally with its own
+    /// limit, `URL,concurrency=N` ([`EndpointSpec::parse`]). At least one.
+    pub endpoints: Vec<String>,
     pub model: String,
     /// The answer log (also the cache).
     pub out: PathBuf,
     pub api_key: Option<ApiKey>,
     /// The variable the key was read from (named in errors).
     pub api_key_env: Option<String>,
+    /// Requests in flight per endpoint (one without its own `,concurrency=N`).
     pub concurrency: usize,
     /// Naming prompt file; `None`: the embedded v1.
     pub prompt: Option<PathBuf>,
@@ -69,7 +78,8 @@ pub struct LabelSettings {
     pub baseline: Option<Baseline>,
     /// Accounting file; `None`: beside the log, `<out>.accounting.json`.
     pub accounting: Option<PathBuf>,
-    /// Ask again where the logged answer is refused or malformed.
+    /// Ask again where the logged naming answer is refused or malformed (round 1 keeps its
+    /// answers: its context is a function of the log).
     pub retry_malformed: bool,
     /// Naming answers per image (sample k is its own cache entry: raising N later asks
     /// only for the missing samples). More than 1 needs a temperature above 0.
@@ -78,12 +88,59 @@ pub struct LabelSettings {
     pub vocabulary: Option<PathBuf>,
 }
 
+/// `--temperature`: the range OpenAI-compatible servers accept.
+pub const TEMPERATURE: Bound = Bound::between(0.0, 2.0);
+/// `--concurrency`: requests in flight (each holds one image in memory).
+pub const CONCURRENCY: Bound = Bound::between(1.0, 4096.0);
+/// `--samples`: naming answers per image.
+pub const SAMPLES: Bound = Bound::between(1.0, 100.0);
+/// `--timeout` in seconds: above 0, at most a day.
+pub const TIMEOUT_S: Bound = Bound {
+    min: 0.0,
+    min_inclusive: false,
+    max: 86_400.0,
+    max_inclusive: true,
+};
+
 impl LabelSettings {
-    /// Settings with the defaults of the CLI.
+    /// Checks every number against its range (named by its flag). `run` calls it first;
+    /// the CLI's parsers and the pipeline's config reader check the same ranges earlier.
+    pub fn validate(&self) -> Result<(), BoundError> {
+        let mut c = Checker::new("--");
+        c.check("concurrency", self.concurrency, CONCURRENCY)
+            .check("context-images", self.context_images, Bound::AT_LEAST_ONE)
+            .check("temperature", self.params.temperature, TEMPERATURE)
+            .check("max-tokens", self.params.max_tokens, Bound::AT_LEAST_ONE)
+            .check("samples", self.samples, SAMPLES)
+            .check("timeout", self.timeout.as_secs_f64(), TIMEOUT_S);
+        if let Some(tp) = self.params.top_p {
+            c.check(
+                "top-p",
+                tp,
+                Bound {
+                    min_inclusive: false,
+                    ..Bound::UNIT
+                },
+            );
+        }
+        if let Some(n) = self.dry_run {
+            c.check("dry-run", n, Bound::AT_LEAST_ONE);
+        }
+        if let Some(p) = &self.prices {
+            c.check("price-in", p.input_per_mtok, Bound::NON_NEGATIVE)
+                .check("price-out", p.output_per_mtok, Bound::NON_NEGATIVE);
+        }
+        if let Some(Baseline::Images(n)) = self.baseline {
+            c.check("baseline-images", n, Bound::AT_LEAST_ONE);
+        }
+        c.finish()
+    }
+
+    /// Settings with the defaults of the CLI, for one endpoint (push more onto `endpoints`).
     pub fn new(images: PathBuf, endpoint: String, model: String, out: PathBuf) -> Self {
         LabelSettings {
             images,
-            endpoint,
+            endpoints: vec![endpoint],
             model,
             out,
             api_key: None,
@@ -111,7 +168,7 @@ impl LabelSettings {
 /// One round's question counts.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RoundStats {
-    /// Questions in scope.
+    /// Questions in scope (round 1: the answers the vote needs).
     pub questions: usize,
     /// Answered from the log, no call.
     pub cache_hits: usize,
@@ -121,6 +178,8 @@ pub struct RoundStats {
     pub answered: usize,
     /// Asked but not answered in this run (asked again next run).
     pub failed: usize,
+    /// Not sent: the image does not decode.
+    pub undecodable: usize,
 }
 
 /// Prompt identities.
@@ -153,7 +212,8 @@ pub struct BaselineReport {
 pub struct LabelReport {
     pub log: PathBuf,
     pub accounting_file: PathBuf,
-    pub endpoint: String,
+    /// Per endpoint: calls, answers, errors by kind, times set aside, answer latency.
+    pub endpoints: Vec<EndpointReport>,
     pub model: String,
     pub params: Params,
     pub images_found: usize,
@@ -167,6 +227,8 @@ pub struct LabelReport {
     pub context: Context1,
     /// `inferred` (round 1) or `given`.
     pub context_source: String,
+    /// The images whose round-1 answers the context was voted from (empty when given).
+    pub context_from: Vec<String>,
     pub prompt: PromptInfo,
     pub round1: RoundStats,
     pub naming: RoundStats,
@@ -181,6 +243,11 @@ pub struct LabelReport {
     pub failed: usize,
     /// The first 20 failures.
     pub failures: Vec<Failure>,
+    /// Images never sent because they do not decode with the project's image decoder
+    /// (truncated, corrupt, larger than the decoder's limit, unsupported format).
+    pub undecodable: usize,
+    /// The first 20 of them, with why.
+    pub undecodable_images: Vec<Failure>,
     /// Tokens and money of this run's answers.
     pub spend: Spend,
     pub prices: Option<Prices>,
@@ -209,12 +276,7 @@ pub struct LabelReport {
 /// when round 1 yields no category, when the log cannot be written, or when too many
 /// images in a row fail; answers received before the failure stay in the log.
 pub fn run(s: &LabelSettings) -> Result<LabelReport> {
-    if s.concurrency == 0 {
-        bail!("--concurrency must be at least 1");
-    }
-    if s.samples == 0 {
-        bail!("--samples must be at least 1");
-    }
+    s.validate()?;
     if s.samples > 1 && s.params.temperature <= 0.0 {
         bail!(
             "--samples {} asks each image {} times, but at --temperature 0 a model gives the same answer every time; \
@@ -223,12 +285,42 @@ pub fn run(s: &LabelSettings) -> Result<LabelReport> {
             s.samples
         );
     }
+    refuse_overwriting_inputs(s)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("label")
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(run_async(s))
+}
+
+/// The accounting file: `--accounting`, else `<out>.accounting.json`.
+fn accounting_path(s: &LabelSettings) -> PathBuf {
+    s.accounting.clone().unwrap_or_else(|| {
+        let mut p = s.out.clone().into_os_string();
+        p.push(".accounting.json");
+        PathBuf::from(p)
+    })
+}
+
+/// The answer log (appended) and the accounting file (replaced) are none of the files
+/// `label` reads; the accounting file is not the answer log either.
+fn refuse_overwriting_inputs(s: &LabelSettings) -> Result<()> {
+    let mut inputs: Vec<(&str, &std::path::Path)> = vec![("the images folder", &s.images)];
+    inputs.extend(s.prompt.as_deref().map(|p| ("the naming prompt", p)));
+    inputs.extend(
+        s.category_prompt
+            .as_deref()
+            .map(|p| ("the round-1 prompt", p)),
+    );
+    inputs.extend(s.vocabulary.as_deref().map(|p| ("the vocabulary file", p)));
+    if let Some(Baseline::Manifest { path, .. }) = &s.baseline {
+        inputs.push(("the baseline manifest", path));
+    }
+    linesight_shared::output::refuse_each(&[&s.out], &inputs)?;
+    inputs.push(("the answer log", &s.out));
+    linesight_shared::output::refuse_each(&[&accounting_path(s)], &inputs)?;
+    Ok(())
 }
 
 async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
@@ -240,6 +332,30 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
         Some(p) => Some(crate::vocab::read_hint(p)?),
         None => None,
     };
+    // The endpoints are checked before any image is read.
+    let endpoints =
+        EndpointSpec::parse_all(&s.endpoints, s.concurrency).map_err(anyhow::Error::msg)?;
+    let total_concurrency: usize = endpoints.iter().map(|e| e.concurrency).sum();
+    // Each request holds one image in memory, whichever endpoint it waits for.
+    crate::bounds::check(
+        "concurrency of all endpoints together",
+        total_concurrency,
+        CONCURRENCY,
+    )?;
+    let client = Arc::new(Client::new(ClientConfig {
+        endpoints,
+        model: s.model.clone(),
+        api_key: s.api_key.clone(),
+        api_key_env: s.api_key_env.clone(),
+        timeout: s.timeout,
+        retry: RetryPolicy {
+            max_retries: s.max_retries,
+            base: s.retry_base,
+            ..RetryPolicy::default()
+        },
+        set_aside: SetAside::default(),
+        pool: s.concurrency,
+    })?);
     let files = images::list(&s.images)?;
     let mut log = Log::open(&s.out)?;
     let repair = log.repair().clone();
@@ -276,63 +392,35 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
         );
     }
 
-    let client = Arc::new(Client::new(ClientConfig {
-        endpoint: s.endpoint.clone(),
-        model: s.model.clone(),
-        api_key: s.api_key.clone(),
-        api_key_env: s.api_key_env.clone(),
-        timeout: s.timeout,
-        retry: RetryPolicy {
-            max_retries: s.max_retries,
-            base: s.retry_base,
-            ..RetryPolicy::default()
-        },
-        pool: s.concurrency,
-    })?);
     let labeler = Labeler {
         client: Arc::clone(&client),
         params: s.params.clone(),
-        concurrency: s.concurrency,
-        max_consecutive_failures: (2 * s.concurrency).max(10),
+        concurrency: total_concurrency,
+        max_consecutive_failures: (2 * total_concurrency).max(10),
     };
     let mut new_records: Vec<Record> = Vec::new();
 
     // 2. Round 1.
     let category_prompt = Arc::new(Rendered::new(category_t.text.clone()));
     let mut round1 = RoundStats::default();
-    let (context, context_source) = match &s.context {
-        Some(c) => (c.clone(), "given"),
+    let mut undecodable: BTreeMap<String, Failure> = BTreeMap::new();
+    let (context, context_source, context_from) = match &s.context {
+        Some(c) => (c.clone(), "given", Vec::new()),
         None => {
-            let k = s.context_images.clamp(1, unique.len());
-            let picks: Vec<&(ImageFile, String)> =
-                (0..k).map(|i| &unique[i * unique.len() / k]).collect();
-            let (questions, mut answers) = pending(
-                &log,
-                &picks,
-                Round::Category,
+            let r = infer_context(
+                &mut log,
+                &unique,
                 &category_prompt,
                 s,
+                &labeler,
                 &mut round1,
-            );
-            let pb = progress_bar(questions.len() as u64, "round 1");
-            let asked = labeler.ask_all(questions, &mut log, &pb).await?;
-            pb.finish_and_clear();
-            round1.answered = asked.records.len();
-            round1.failed = asked.failures.len();
-            answers.extend(asked.records.iter().cloned());
-            new_records.extend(asked.records);
-            failures.extend(asked.failures);
-            let contexts: Vec<Context1> =
-                answers.iter().filter_map(|r| r.context.clone()).collect();
-            let Some(ctx) = prompt::vote(&contexts) else {
-                bail!(
-                    "round 1 got no usable category from {} answers (see the `category` lines in `{}`); \
-                     pass --category, --expert and --granularity to skip it",
-                    answers.len(),
-                    s.out.display()
-                );
-            };
-            (ctx, "inferred")
+            )
+            .await?;
+            // Round-1 images that got no answer were passed over for others (counted in
+            // `round1.failed`); their naming question is asked like any other's.
+            new_records.extend(r.records);
+            undecodable.extend(r.undecodable.into_iter().map(|f| (f.path.clone(), f)));
+            (r.context, "inferred", r.from)
         }
     };
     tracing::info!(category = %context.category, expert = %context.expert, granularity = %context.granularity, source = context_source, "context");
@@ -345,7 +433,10 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
     let scope_n = s.dry_run.map_or(unique.len(), |n| n.min(unique.len()));
     let scope: Vec<&(ImageFile, String)> = unique.iter().take(scope_n).collect();
     let mut naming = RoundStats::default();
-    let (questions, _) = pending(&log, &scope, Round::Name, &naming_prompt, s, &mut naming);
+    let (mut questions, _) = pending(&log, &scope, Round::Name, &naming_prompt, s, &mut naming);
+    // Images round 1 found undecodable are not decoded again.
+    questions.retain(|q| !undecodable.contains_key(&q.image.rel));
+    naming.asked = questions.len();
     let naming_started = Instant::now();
     let pb = progress_bar(questions.len() as u64, "label");
     let asked = labeler.ask_all(questions, &mut log, &pb).await?;
@@ -353,6 +444,16 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
     let naming_wall = naming_started.elapsed().as_secs_f64();
     naming.answered = asked.records.len();
     naming.failed = asked.failures.len();
+    undecodable.extend(
+        asked
+            .undecodable
+            .into_iter()
+            .map(|(_, f)| (f.path.clone(), f)),
+    );
+    naming.undecodable = scope
+        .iter()
+        .filter(|(f, _)| undecodable.contains_key(&f.rel))
+        .count();
     let new_naming = asked.records.clone();
     new_records.extend(asked.records);
     failures.extend(asked.failures);
@@ -376,7 +477,7 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
     let throughput = if answers_per_s > 0.0 {
         answers_per_s
     } else if per_answer.latency_ms > 0.0 {
-        s.concurrency as f64 * 1e3 / per_answer.latency_ms
+        total_concurrency as f64 * 1e3 / per_answer.latency_ms
     } else {
         0.0
     };
@@ -421,16 +522,12 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
         .filter(|r| r.attempts > 0)
         .map(|r| r.latency_ms)
         .collect();
-    let accounting_file = s.accounting.clone().unwrap_or_else(|| {
-        let mut p = s.out.clone().into_os_string();
-        p.push(".accounting.json");
-        PathBuf::from(p)
-    });
+    let accounting_file = accounting_path(s);
     let failed = failures.len();
     let report = LabelReport {
         log: s.out.clone(),
         accounting_file: accounting_file.clone(),
-        endpoint: client.endpoint().to_string(),
+        endpoints: client.endpoints().report(),
         model: s.model.clone(),
         params: s.params.clone(),
         images_found: files.len(),
@@ -440,6 +537,7 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
         dry_run: s.dry_run.is_some(),
         context,
         context_source: context_source.to_string(),
+        context_from,
         prompt: PromptInfo {
             naming_source: naming_t.source.clone(),
             naming_template_sha256: naming_t.sha256(),
@@ -461,6 +559,8 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
         retry_kinds,
         failed,
         failures: failures.into_iter().take(20).collect(),
+        undecodable: undecodable.len(),
+        undecodable_images: undecodable.into_values().take(20).collect(),
         spend: Spend::of(&new_records, s.prices),
         prices: s.prices,
         wall_s: started.elapsed().as_secs_f64(),
@@ -485,6 +585,170 @@ async fn run_async(s: &LabelSettings) -> Result<LabelReport> {
     Ok(report)
 }
 
+/// What round 1 decided and what it asked for.
+struct Round1 {
+    context: Context1,
+    /// The images the context was voted from.
+    from: Vec<String>,
+    /// Records appended in this run.
+    records: Vec<Record>,
+    /// Images asked that got no answer in this run.
+    failures: Vec<Failure>,
+    undecodable: Vec<Failure>,
+}
+
+/// The order round 1 takes images in: `k` evenly spaced over the (path-sorted) images
+/// first, then every other image in path order.
+fn round1_order(n: usize, k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..k).map(|i| i * n / k).collect();
+    let mut taken = vec![false; n];
+    for &i in &order {
+        taken[i] = true;
+    }
+    order.extend((0..n).filter(|&i| !taken[i]));
+    order
+}
+
+/// Round 1: the context, voted from the first `k` images (`--context-images`, in
+/// [`round1_order`]) whose logged round-1 answer is usable.
+///
+/// The result is a function of the log alone: which answers are usable does not depend on
+/// when they arrived, and [`prompt::vote`] does not depend on their order. Questions are
+/// asked only while fewer than `k` usable answers are logged, for the next images in the
+/// order that have no answer yet (an image whose answer is unusable, or that does not
+/// decode, is passed over, never asked again); the vote waits until `k` usable answers are
+/// logged, or every image has been answered. So once a run has voted, every later run
+/// finds the same `k` answers in the log, votes the same context, asks nothing in round 1
+/// and keeps every naming cache key. Fails (answers kept) when images in the way got no
+/// answer in this run, or when `3 k` questions gave fewer than `k` usable answers.
+async fn infer_context(
+    log: &mut Log,
+    unique: &[(ImageFile, String)],
+    prompt: &Arc<Rendered>,
+    s: &LabelSettings,
+    labeler: &Labeler,
+    stats: &mut RoundStats,
+) -> Result<Round1> {
+    let k = s.context_images.clamp(1, unique.len());
+    let order = round1_order(unique.len(), k);
+    let budget = 3 * k;
+    let key_of = |i: usize| key(Round::Category, &unique[i].1, prompt, s, 0);
+    let logged_before: HashSet<String> = order
+        .iter()
+        .map(|&i| key_of(i))
+        .filter(|k| log.get(k).is_some())
+        .collect();
+    let mut out = Round1 {
+        context: Context1 {
+            category: String::new(),
+            expert: String::new(),
+            granularity: String::new(),
+        },
+        from: Vec::new(),
+        records: Vec::new(),
+        failures: Vec::new(),
+        undecodable: Vec::new(),
+    };
+    // Images passed over in this run: no answer (asked again next run) or undecodable.
+    let mut failed_now: HashSet<usize> = HashSet::new();
+    let mut undecodable_now: HashSet<usize> = HashSet::new();
+    let index_of: HashMap<String, usize> = order.iter().map(|&i| (key_of(i), i)).collect();
+    stats.questions = k;
+    loop {
+        let mut usable: Vec<(usize, Context1)> = Vec::new();
+        let mut unasked: Vec<usize> = Vec::new();
+        let mut answered = 0;
+        for &i in &order {
+            match log.get(&key_of(i)) {
+                Some(r) => {
+                    answered += 1;
+                    if let Some(c) = &r.context {
+                        usable.push((i, c.clone()));
+                        if usable.len() == k {
+                            break;
+                        }
+                    }
+                }
+                None if failed_now.contains(&i) || undecodable_now.contains(&i) => {}
+                None => unasked.push(i),
+            }
+        }
+        let need = k - usable.len();
+        let room = budget.saturating_sub(stats.asked);
+        let everything_answered = answered + undecodable_now.len() == order.len();
+        if need == 0 || (everything_answered && !usable.is_empty()) {
+            stats.cache_hits = usable
+                .iter()
+                .filter(|(i, _)| logged_before.contains(&key_of(*i)))
+                .count();
+            let contexts: Vec<Context1> = usable.iter().map(|(_, c)| c.clone()).collect();
+            if let Some(ctx) = prompt::vote(&contexts) {
+                out.context = ctx;
+                out.from = usable
+                    .iter()
+                    .map(|(i, _)| unique[*i].0.rel.clone())
+                    .collect();
+                return Ok(out);
+            }
+        }
+        if unasked.is_empty() || room == 0 {
+            let why = if let Some(f) = out.failures.first() {
+                format!(
+                    "{} of the images it asked got no answer in this run (`{}`: {}); run the \
+                     same command again to ask them again (answers so far are kept in `{}`)",
+                    out.failures.len(),
+                    f.path,
+                    f.reason,
+                    s.out.display()
+                )
+            } else {
+                format!(
+                    "the other answers were refused, malformed or without a category (see the \
+                     `category` lines in `{}`), or their images do not decode",
+                    s.out.display()
+                )
+            };
+            bail!(
+                "round 1 needs usable answers from {k} images to infer the category and got {}: {why}; \
+                 or pass --category, --expert and --granularity to skip round 1",
+                usable.len()
+            );
+        }
+        let batch: Vec<Question> = unasked
+            .into_iter()
+            .take(need.min(room))
+            .map(|i| Question {
+                round: Round::Category,
+                key: key_of(i),
+                image: unique[i].0.clone(),
+                image_sha256: unique[i].1.clone(),
+                prompt: Arc::clone(prompt),
+                sample: 0,
+            })
+            .collect();
+        stats.asked += batch.len();
+        let pb = progress_bar(batch.len() as u64, "round 1");
+        let asked = labeler.ask_all(batch.clone(), log, &pb).await?;
+        pb.finish_and_clear();
+        stats.answered += asked.records.len();
+        stats.failed += asked.failures.len();
+        stats.undecodable += asked.undecodable.len();
+        for (key, f) in asked.undecodable {
+            if let Some(&i) = index_of.get(&key) {
+                undecodable_now.insert(i);
+            }
+            out.undecodable.push(f);
+        }
+        for q in &batch {
+            if log.get(&q.key).is_none() && !undecodable_now.contains(&index_of[&q.key]) {
+                failed_now.insert(index_of[&q.key]);
+            }
+        }
+        out.records.extend(asked.records);
+        out.failures.extend(asked.failures);
+    }
+}
+
 fn key(
     round: Round,
     image_sha256: &str,
@@ -503,8 +767,7 @@ fn key(
     .digest()
 }
 
-/// Splits images into questions to ask and answers already logged (naming: every sample;
-/// round 1: sample 0).
+/// Splits images into questions to ask and answers already logged (every sample).
 fn pending(
     log: &Log,
     images: &[&(ImageFile, String)],

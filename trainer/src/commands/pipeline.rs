@@ -6,6 +6,7 @@
 //! pipeline resumes at the stage it was in (and `label` itself resumes from its log).
 
 use crate::backbone::BackboneKind;
+use crate::bounds::{Bound, BoundError, Checker};
 use crate::commands::{eval, export, label, refine, train};
 use crate::embed::file_sha256;
 use crate::mllm::simulator::{RunningSimulator, SimulatorConfig};
@@ -74,8 +75,9 @@ pub struct SimulatorSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabelSection {
-    /// Base URL of the OpenAI-compatible API (ignored with [simulator]).
-    pub endpoint: Option<String>,
+    /// Base URL of the OpenAI-compatible API, or a list of them (servers of the same
+    /// model; `URL,concurrency=N` gives one its own limit); ignored with [simulator].
+    pub endpoint: Option<EndpointList>,
     pub model: String,
     /// Environment variable holding the API key.
     pub api_key_env: Option<String>,
@@ -92,6 +94,23 @@ pub struct LabelSection {
     pub samples: u32,
     /// Expected names offered in the naming prompt (one per line).
     pub vocabulary: Option<PathBuf>,
+}
+
+/// `endpoint = "URL"` or `endpoint = ["URL", "URL,concurrency=N", ...]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EndpointList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl EndpointList {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            EndpointList::One(e) => vec![e.clone()],
+            EndpointList::Many(v) => v.clone(),
+        }
+    }
 }
 
 fn default_samples() -> u32 {
@@ -199,10 +218,36 @@ struct State {
     done: BTreeMap<String, String>,
 }
 
-/// Reads a pipeline file, resolving relative paths against its folder.
+impl PipelineConfig {
+    /// Checks every number of every section against its range, naming it as written in
+    /// the file (`[train] lr`), before any stage runs.
+    pub fn validate(&self) -> Result<(), BoundError> {
+        let mut c = Checker::new("[label] ");
+        c.check("concurrency", self.label.concurrency, label::CONCURRENCY)
+            .check("temperature", self.label.temperature, label::TEMPERATURE)
+            .check("samples", self.label.samples, label::SAMPLES)
+            .finish()?;
+        if let Some(s) = &self.simulator {
+            Checker::new("[simulator] ")
+                .check("accuracy", s.accuracy, Bound::UNIT)
+                .check("systematic", s.systematic, Bound::UNIT)
+                .check("spread", s.spread, Bound::UNIT)
+                .finish()?;
+        }
+        self.refine.vocab.validate("[refine.vocab] ")?;
+        self.refine.candidates.validate("[refine.candidates] ")?;
+        self.refine.confusion.validate("[refine.confusion] ")?;
+        self.train.validate("[train] ")
+    }
+}
+
+/// Reads a pipeline file, resolving relative paths against its folder. Fails when the
+/// file is not valid TOML, has unknown keys, or a number out of its range.
 pub fn read_config(path: &Path) -> Result<PipelineConfig> {
     let text = fs_err::read_to_string(path).context("cannot read the pipeline config")?;
     let mut c: PipelineConfig = toml::from_str(&text)
+        .with_context(|| format!("`{}` is not a valid pipeline config", path.display()))?;
+    c.validate()
         .with_context(|| format!("`{}` is not a valid pipeline config", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let fix = |p: &mut PathBuf| {
@@ -250,6 +295,10 @@ pub fn read_config(path: &Path) -> Result<PipelineConfig> {
             "`{}`: [label] needs `endpoint` (or add a [simulator] section)",
             path.display()
         );
+    }
+    if let Some(e) = &c.label.endpoint {
+        crate::mllm::endpoints::EndpointSpec::parse_all(&e.to_vec(), c.label.concurrency)
+            .map_err(|m| anyhow::anyhow!("`{}`: [label] {m}", path.display()))?;
     }
     Ok(c)
 }
@@ -395,16 +444,22 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
             }
             None => None,
         };
-        let endpoint = match &sim {
-            Some(sim) => sim.base_url(),
-            None => c.label.endpoint.clone().unwrap_or_default(),
+        let endpoints = match &sim {
+            Some(sim) => vec![sim.base_url()],
+            None => c
+                .label
+                .endpoint
+                .as_ref()
+                .map(EndpointList::to_vec)
+                .unwrap_or_default(),
         };
         let mut ls = label::LabelSettings::new(
             images_dir.clone(),
-            endpoint,
+            String::new(),
             c.label.model.clone(),
             labels.clone(),
         );
+        ls.endpoints = endpoints;
         ls.api_key = c
             .label
             .api_key_env
@@ -443,6 +498,7 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
             "calls": report.calls,
             "cache_hits": report.cache_hits,
             "answers": report.answers,
+            "undecodable": report.undecodable,
             "wall_s": report.wall_s,
         }))
     })?;

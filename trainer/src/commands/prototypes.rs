@@ -4,6 +4,7 @@
 //! few labelled images per class.
 
 use crate::backbone::{self, BackboneKind};
+use crate::bounds::{Bound, Checker};
 use crate::dataset;
 use crate::embed;
 use crate::export::{self, ExportOptions, ExportReport, Head};
@@ -15,7 +16,7 @@ use linesight_shared::preprocess::RgbImage;
 use linesight_shared::signature::SecretKey;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub struct PrototypesSettings {
@@ -55,10 +56,26 @@ pub struct PrototypesReport {
 }
 
 pub fn run(s: &PrototypesSettings) -> Result<PrototypesReport> {
+    Checker::new("--")
+        .check("scale", s.scale, Bound::POSITIVE)
+        .check("batch", s.batch, Bound::AT_LEAST_ONE)
+        .check("check-images", s.check_images, Bound::AT_LEAST_ONE)
+        .finish()?;
     let device = Device::Cpu;
     // Read the key first: a bad key path should not cost an embedding run.
     let key = s.sign.as_deref().map(SecretKey::read).transpose()?;
     let entries = dataset::read_split(&s.manifest, &s.split)?;
+    let mut inputs: Vec<(&str, &Path)> = vec![
+        ("the manifest", &s.manifest),
+        ("the backbone weights", &s.weights),
+    ];
+    inputs.extend(
+        entries
+            .iter()
+            .map(|e| ("a training image", e.path.as_path())),
+    );
+    let int8 = s.int8.as_ref();
+    crate::commands::quantize::refuse_overwriting(&s.out, int8, s.sign.as_deref(), &inputs)?;
     let labels = dataset::label_set(&entries);
     let encoder = backbone::load(s.backbone, &s.weights, &device)?;
     tracing::info!(

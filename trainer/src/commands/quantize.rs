@@ -157,9 +157,44 @@ pub fn run(
     sign: Option<&Path>,
     out: &Path,
 ) -> Result<QuantizeReport> {
+    refuse_outputs(&[out], Some(sets), sign, &[("the f32 bundle", bundle)])?;
     let key = sign.map(SecretKey::read).transpose()?;
     let f32_bundle = Bundle::read(bundle)?;
     quantize_bundle(&f32_bundle, sets, opts, key.as_ref(), out)
+}
+
+/// Refuses (before any work) when a bundle that `export` or `prototypes` would write
+/// (`out`, and with `int8` the f32 one beside it, [`f32_path`]) is one of its `inputs`,
+/// its signing key or an image set of the int8 step.
+pub fn refuse_overwriting(
+    out: &Path,
+    int8: Option<&Int8Request>,
+    sign: Option<&Path>,
+    inputs: &[(&str, &Path)],
+) -> Result<()> {
+    let f32_out = f32_path(out);
+    let outputs: Vec<&Path> = match int8 {
+        Some(_) => vec![out, &f32_out],
+        None => vec![out],
+    };
+    refuse_outputs(&outputs, int8.map(|r| &r.sets), sign, inputs)
+}
+
+/// [`refuse_overwriting`] for given `outputs` and the int8 image `sets`.
+fn refuse_outputs(
+    outputs: &[&Path],
+    sets: Option<&ImageSets>,
+    sign: Option<&Path>,
+    inputs: &[(&str, &Path)],
+) -> Result<()> {
+    let mut all = inputs.to_vec();
+    all.extend(sign.map(|k| ("the signing key", k)));
+    if let Some(sets) = sets {
+        all.push(("the calibration images", sets.calibration.as_path()));
+        all.extend(sets.parity.as_deref().map(|p| ("the parity images", p)));
+    }
+    linesight_shared::output::refuse_each(outputs, &all)?;
+    Ok(())
 }
 
 /// `--int8` on `export` / `prototypes`: what to do after the f32 bundle is built.

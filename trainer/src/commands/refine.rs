@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub struct RefineSettings {
@@ -137,6 +137,22 @@ pub fn read_answers(
 }
 
 pub fn run(s: &RefineSettings) -> Result<RefineReport> {
+    s.vocab.validate("")?;
+    s.candidates.validate("")?;
+    if let Some(c) = &s.confusion {
+        c.validate("confusion.")?;
+    }
+    crate::bounds::check("batch", s.batch, crate::bounds::Bound::AT_LEAST_ONE)?;
+    let mut inputs: Vec<(&str, &Path)> = vec![
+        ("the answer log", &s.labels),
+        ("the images folder", &s.images),
+        ("the backbone weights", &s.weights),
+        ("the sentence model", &s.sentence_model),
+        ("the embedding cache", &s.cache),
+    ];
+    inputs.extend(s.hint.as_deref().map(|p| ("the vocabulary file", p)));
+    inputs.extend(s.verified.as_deref().map(|p| ("the verified manifest", p)));
+    linesight_shared::output::refuse_each(&[&s.out], &inputs)?;
     let t0 = Instant::now();
     let device = Device::Cpu;
     let answers = read_answers(&s.labels, s.model.as_deref(), s.prompt.as_deref())?;

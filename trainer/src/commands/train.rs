@@ -136,6 +136,18 @@ pub fn eval_head(
 }
 
 pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
+    let mut inputs: Vec<(&str, &Path)> = vec![
+        ("refined.json", &s.refined),
+        ("the backbone weights", &s.weights),
+        ("the embedding cache", &s.cache),
+    ];
+    inputs.extend(
+        s.eval
+            .as_ref()
+            .map(|(m, _)| ("the eval manifest", m.as_path())),
+    );
+    let outputs = crate::checkpoint::files(&s.out);
+    linesight_shared::output::refuse_each(&outputs.each_ref().map(|p| p.as_path()), &inputs)?;
     let refined = Refined::read(&s.refined)?;
     let weights_sha = file_sha256(&s.weights)
         .with_context(|| format!("cannot read backbone weights `{}`", s.weights.display()))?;

@@ -47,7 +47,11 @@ pub struct Int8Options {
     pub allow_slower: bool,
     /// Tolerance written into each int8 self-test vector. Integer matmuls are exact, but
     /// the f32 parts around them may round differently on another CPU, and one activation
-    /// moving across a rounding boundary moves the logits by a quantisation step.
+    /// moving across a rounding boundary moves the logits by a quantisation step. Measured
+    /// (`scripts/box.sh test same-answers`, docs/box.md): an int8 MobileNetV2 bundle built
+    /// on x86 computed its self-test vectors on aarch64 (tract's NEON kernels, Cortex-A72)
+    /// 9.3e-2 away from x86's, so 0.05 refused it on the boxes it is made for; 0.25 keeps
+    /// 2.7x that margin and still refuses a model that computes something else.
     pub self_test_tolerance: f32,
 }
 
@@ -64,7 +68,7 @@ impl Default for Int8Options {
             speed_margin: 0.05,
             speed_runs: 9,
             allow_slower: false,
-            self_test_tolerance: 0.05,
+            self_test_tolerance: 0.25,
         }
     }
 }

@@ -170,6 +170,12 @@ pub fn export_f32(
         let crop = pre.crop_rgb(&img.pixels, img.width, img.height)?.to_vec();
         pre.normalize_crop(&crop, &mut input)?;
         let reference = candle_logits(encoder, head, &input, device)?;
+        if let Some(v) = reference.iter().find(|v| !v.is_finite()) {
+            bail!(
+                "export refused: the model computes a non-finite logit ({v}) on check image {i}; \
+                 its weights hold a NaN or an infinity (train again)"
+            );
+        }
         engine.infer(&input, &mut tract_logits)?;
         let d = max_abs_diff(&reference, &tract_logits);
         worst = worst.max(d);

@@ -8,6 +8,8 @@
 //!   are asked again on the next run (a call is spent twice, nothing is duplicated). A torn
 //!   last line (no trailing newline) is repaired on open: kept when it is a complete record,
 //!   cut off otherwise, and reported either way.
+//! - A file that is not a log (not empty, no record, not starting like one: an image or a
+//!   manifest given as `--out` by mistake) is refused and left untouched.
 //! - One writer at a time: the log file is locked (advisory, released by the OS when the
 //!   process dies, SIGKILL included).
 //! - Answers are looked up by [`CacheKey`]: image sha256, model, prompt sha256, sampling
@@ -289,6 +291,16 @@ impl Log {
         file.read_to_end(&mut bytes)
             .with_context(|| format!("cannot read the answer log `{}`", path.display()))?;
         let (records, repair, tail) = parse(&bytes, path);
+        // A file that is not empty, holds no record and does not start like one (a torn
+        // first record) is not a log: repairing it would cut its tail and appending would
+        // corrupt it (an image, a manifest or refined.json given as --out by mistake).
+        if !bytes.is_empty() && records.is_empty() && !bytes.starts_with(b"{\"v\":") {
+            bail!(
+                "`{}` is not an answer log written by `label` (it holds no answer record); \
+                 it is left as it is: give --out a new file or an existing answer log",
+                path.display()
+            );
+        }
         match tail {
             KeepTail::Whole => {}
             KeepTail::AddNewline => {

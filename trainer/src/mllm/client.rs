@@ -11,8 +11,14 @@
 //!   goes on and the image is reported as failed.
 //! - [`FatalError`]: 401/403 (credentials), 404 (endpoint or model), a model that does not
 //!   accept images, any other 400; the run stops.
+//!
+//! One client serves one or more endpoints (the same model behind several servers): each
+//! attempt goes where [`Endpoints`] sends it (the fewest requests in flight, within each
+//! endpoint's own limit), and a retry goes to another healthy endpoint at once; see
+//! [`super::endpoints`] for the rules and the per-endpoint accounting.
 
 use super::answer::{self, Reply};
+use super::endpoints::{EndpointSpec, Endpoints, SetAside};
 use anyhow::Result;
 use rand::Rng;
 use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
@@ -107,6 +113,19 @@ pub enum FatalError {
         status: u16,
         message: String,
     },
+    /// No connection could be made, on every attempt (refused, no route, name not
+    /// resolved, connect timeout): every other image would fail the same way.
+    #[error(
+        "cannot connect to `{url}`: {cause} (after {attempts} attempts); check that the MLLM \
+         server is running and listening there, and that --endpoint is its base URL \
+         (e.g. `http://127.0.0.1:8000/v1`)"
+    )]
+    Unreachable {
+        url: String,
+        /// The innermost cause, e.g. `Connection refused (os error 111)`.
+        cause: String,
+        attempts: u32,
+    },
 }
 
 /// Why one request failed.
@@ -118,6 +137,8 @@ pub enum CallError {
         /// Short class for accounting: `429`, `503`, `timeout`, `connect`, `body`, ...
         kind: String,
         reason: String,
+        /// For `connect`: the innermost cause (`Connection refused (os error 111)`).
+        cause: Option<String>,
         retry_after: Option<Duration>,
         /// The body, when the server answered 2xx with something that is not a chat
         /// completion (recorded as malformed if every retry fails the same way).
@@ -175,8 +196,9 @@ impl RetryPolicy {
 /// Client settings.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Base URL, e.g. `http://127.0.0.1:8000/v1`; requests go to `{endpoint}/chat/completions`.
-    pub endpoint: String,
+    /// Base URLs (e.g. `http://127.0.0.1:8000/v1`; requests go to `{url}/chat/completions`),
+    /// each with its own concurrency limit. At least one.
+    pub endpoints: Vec<EndpointSpec>,
     pub model: String,
     pub api_key: Option<ApiKey>,
     /// The variable the key came from (named in credential errors, never the key).
@@ -184,7 +206,9 @@ pub struct ClientConfig {
     /// Per-request timeout (connect + answer).
     pub timeout: Duration,
     pub retry: RetryPolicy,
-    /// Connections kept open (at least the concurrency).
+    /// When an endpoint that keeps failing is set aside (with several endpoints).
+    pub set_aside: SetAside,
+    /// Connections kept open per endpoint (at least its concurrency).
     pub pool: usize,
 }
 
@@ -196,6 +220,8 @@ pub struct Answered {
     pub latency: Duration,
     /// Requests made (1 = no retry).
     pub attempts: u32,
+    /// The endpoint that answered (index into [`Client::endpoints`]).
+    pub endpoint: usize,
 }
 
 /// How asking one question ended after retries.
@@ -212,6 +238,8 @@ pub enum AskError {
         reason: String,
         attempts: u32,
         latency: Duration,
+        /// The endpoint that sent the last one.
+        endpoint: usize,
     },
     Fatal(FatalError),
 }
@@ -227,39 +255,65 @@ struct Counters {
 /// The chat-completions client. Cheap to share behind an `Arc`.
 pub struct Client {
     http: reqwest::Client,
-    url: String,
+    /// `{endpoint}/chat/completions`, per endpoint.
+    urls: Vec<String>,
     config: ClientConfig,
-    /// Requests wait until this instant (set by `Retry-After`).
-    pause_until: Mutex<Option<Instant>>,
+    endpoints: Endpoints,
     counters: Counters,
 }
 
 impl Client {
-    /// Builds the client. Fails when the TLS backend cannot start or the URL is not http(s).
+    /// Builds the client. Fails when the TLS backend cannot start, when no endpoint is
+    /// given, or when one is not an http(s) URL.
     pub fn new(config: ClientConfig) -> Result<Self> {
-        let endpoint = config.endpoint.trim_end_matches('/').to_string();
-        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-            anyhow::bail!("--endpoint `{endpoint}` is not an http(s) URL (expected e.g. `http://127.0.0.1:8000/v1`)");
+        if config.endpoints.is_empty() {
+            anyhow::bail!("no --endpoint given");
         }
+        let mut specs = config.endpoints.clone();
+        for e in &mut specs {
+            e.url = e.url.trim_end_matches('/').to_string();
+            if !(e.url.starts_with("http://") || e.url.starts_with("https://")) {
+                anyhow::bail!("--endpoint `{}` is not an http(s) URL (expected e.g. `http://127.0.0.1:8000/v1`)", e.url);
+            }
+            // A malformed URL (bad port, bad IPv6 address) fails here, once, not per image.
+            if let Err(err) = reqwest::Url::parse(&e.url) {
+                anyhow::bail!(
+                    "--endpoint `{}` is not a valid URL: {err} (expected e.g. `http://127.0.0.1:8000/v1`)",
+                    e.url
+                );
+            }
+        }
+        let pool = specs.iter().map(|e| e.concurrency).max().unwrap_or(1);
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .pool_max_idle_per_host(config.pool.max(1))
+            .pool_max_idle_per_host(config.pool.max(pool).max(1))
             .tcp_nodelay(true)
             .user_agent(concat!("linesight-train/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Client {
             http,
-            url: format!("{endpoint}/chat/completions"),
-            config: ClientConfig { endpoint, ..config },
-            pause_until: Mutex::new(None),
+            urls: specs
+                .iter()
+                .map(|e| format!("{}/chat/completions", e.url))
+                .collect(),
+            endpoints: Endpoints::new(specs.clone(), config.set_aside),
+            config: ClientConfig {
+                endpoints: specs,
+                ..config
+            },
             counters: Counters::default(),
         })
     }
 
-    /// The base URL (as recorded in the log).
-    pub fn endpoint(&self) -> &str {
-        &self.config.endpoint
+    /// The endpoints, their state and accounting.
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    /// Base URL of endpoint `i` (as recorded in the log).
+    pub fn endpoint_url(&self, i: usize) -> &str {
+        &self.config.endpoints[i].url
     }
 
     pub fn model(&self) -> &str {
@@ -312,41 +366,67 @@ impl Client {
         serde_json::to_vec(&body).unwrap_or_default()
     }
 
-    /// Asks until answered, retrying retryable failures per the policy.
+    /// Asks until answered, retrying retryable failures per the policy: on another
+    /// healthy endpoint at once, else on the same one after the backoff.
     pub async fn ask(&self, body: &[u8]) -> Result<Answered, AskError> {
         let mut attempts = 0;
+        let mut avoid = None;
         loop {
-            self.wait_for_pause().await;
+            let permit = self.endpoints.acquire(avoid).await;
+            let i = permit.index();
             attempts += 1;
             let started = Instant::now();
-            match self.call(body).await {
+            let outcome = self.call(i, body).await;
+            drop(permit);
+            match outcome {
                 Ok(reply) => {
+                    let latency = started.elapsed();
+                    self.endpoints.answered(i, latency);
                     return Ok(Answered {
                         reply,
-                        latency: started.elapsed(),
+                        latency,
                         attempts,
-                    })
+                        endpoint: i,
+                    });
                 }
-                Err(CallError::Fatal(f)) => return Err(AskError::Fatal(f)),
+                Err(CallError::Fatal(f)) => {
+                    self.endpoints.refused(i, "fatal");
+                    return Err(AskError::Fatal(f));
+                }
                 Err(CallError::Rejected(reason)) => {
-                    return Err(AskError::Failed { reason, attempts })
+                    self.endpoints.refused(i, "rejected");
+                    return Err(AskError::Failed { reason, attempts });
                 }
                 Err(CallError::Retryable {
                     kind,
                     reason,
+                    cause,
                     retry_after,
                     garbled,
                 }) => {
+                    self.endpoints.failed(i, &kind, retry_after);
                     let retry = attempts - 1;
                     if retry >= self.config.retry.max_retries {
-                        return Err(match garbled {
-                            Some(body) => AskError::Garbled {
+                        return Err(match (garbled, cause) {
+                            (Some(body), _) => AskError::Garbled {
                                 body,
                                 reason,
                                 attempts,
                                 latency: started.elapsed(),
+                                endpoint: i,
                             },
-                            None => AskError::Failed {
+                            // Fatal only when no endpoint answers any more: every other
+                            // image would fail the same way.
+                            (None, Some(cause))
+                                if kind == "connect" && self.endpoints.all_failing() =>
+                            {
+                                AskError::Fatal(FatalError::Unreachable {
+                                    url: self.urls.join("`, `"),
+                                    cause,
+                                    attempts,
+                                })
+                            }
+                            (None, _) => AskError::Failed {
                                 reason: format!("{reason} (after {attempts} attempts)"),
                                 attempts,
                             },
@@ -356,17 +436,22 @@ impl Client {
                     if let Ok(mut k) = self.counters.retry_kinds.lock() {
                         *k.entry(kind).or_default() += 1;
                     }
-                    let delay = self.config.retry.delay(retry, retry_after);
-                    if let Some(ra) = retry_after {
-                        if ra > MAX_RETRY_AFTER {
-                            tracing::warn!(
-                                retry_after_s = ra.as_secs(),
-                                cap_s = MAX_RETRY_AFTER.as_secs(),
-                                "Retry-After capped"
-                            );
-                        }
-                        self.pause_all(delay);
+                    if let Some(ra) = retry_after.filter(|&ra| ra > MAX_RETRY_AFTER) {
+                        tracing::warn!(
+                            retry_after_s = ra.as_secs(),
+                            cap_s = MAX_RETRY_AFTER.as_secs(),
+                            "Retry-After capped"
+                        );
                     }
+                    if self.endpoints.others_healthy(i) {
+                        // Another server can take it now; this one's pause or backoff
+                        // (set above) keeps the others' requests away from it meanwhile.
+                        avoid = Some(i);
+                        tracing::debug!(%reason, attempt = attempts, "retrying on another endpoint");
+                        continue;
+                    }
+                    avoid = None;
+                    let delay = self.config.retry.delay(retry, retry_after);
                     tracing::debug!(%reason, attempt = attempts, delay_ms = delay.as_millis() as u64, "retrying");
                     tokio::time::sleep(delay).await;
                 }
@@ -374,31 +459,13 @@ impl Client {
         }
     }
 
-    fn pause_all(&self, d: Duration) {
-        if let Ok(mut p) = self.pause_until.lock() {
-            let until = Instant::now() + d;
-            if p.is_none_or(|cur| cur < until) {
-                *p = Some(until);
-            }
-        }
-    }
-
-    async fn wait_for_pause(&self) {
-        let until = self.pause_until.lock().ok().and_then(|p| *p);
-        if let Some(until) = until {
-            let now = Instant::now();
-            if until > now {
-                tokio::time::sleep(until - now).await;
-            }
-        }
-    }
-
-    /// One HTTP request.
-    pub async fn call(&self, body: &[u8]) -> Result<Reply, CallError> {
+    /// One HTTP request to endpoint `i`.
+    pub async fn call(&self, i: usize, body: &[u8]) -> Result<Reply, CallError> {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let url = &self.urls[i];
         let mut req = self
             .http
-            .post(&self.url)
+            .post(url)
             .header(CONTENT_TYPE, "application/json")
             .body(body.to_vec());
         if let Some(k) = &self.config.api_key {
@@ -411,23 +478,25 @@ impl Client {
         if status.is_success() {
             return answer::parse_completion(&bytes).map_err(|reason| CallError::Retryable {
                 kind: "body".into(),
-                reason: format!("`{}`: {reason}", self.url),
+                reason: format!("`{url}`: {reason}"),
+                cause: None,
                 retry_after: None,
                 garbled: Some(String::from_utf8_lossy(&bytes).chars().take(4000).collect()),
             });
         }
-        Err(self.classify(status, retry_after, &bytes))
+        Err(self.classify(url, status, retry_after, &bytes))
     }
 
     /// Maps a non-2xx answer to retryable / rejected / fatal.
     fn classify(
         &self,
+        url: &str,
         status: StatusCode,
         retry_after: Option<Duration>,
         body: &[u8],
     ) -> CallError {
         let message = server_message(body);
-        let url = self.url.clone();
+        let url = url.to_string();
         let code = status.as_u16();
         match code {
             401 | 403 => FatalError::Credentials {
@@ -462,6 +531,7 @@ impl Client {
             408 | 409 | 425 | 429 | 500..=599 => CallError::Retryable {
                 kind: code.to_string(),
                 reason: format!("`{url}` answered {status}: {message}"),
+                cause: None,
                 retry_after,
                 garbled: None,
             },
@@ -484,15 +554,22 @@ fn transport_error(e: reqwest::Error) -> CallError {
         "transport"
     };
     let mut reason = e.to_string();
+    let mut innermost = None;
     let mut src = std::error::Error::source(&e);
     while let Some(s) = src {
-        reason.push_str(": ");
-        reason.push_str(&s.to_string());
+        let text = s.to_string();
+        // hyper repeats its cause in its own message; keep each text once.
+        if !reason.contains(&text) {
+            reason.push_str(": ");
+            reason.push_str(&text);
+        }
+        innermost = Some(text);
         src = s.source();
     }
     CallError::Retryable {
         kind: kind.into(),
         reason,
+        cause: innermost.or_else(|| Some(e.to_string())),
         retry_after: None,
         garbled: None,
     }
@@ -574,12 +651,16 @@ mod tests {
         let k = ApiKey::new("sk-very-secret".into());
         assert!(!format!("{k:?} {k}").contains("secret"));
         let cfg = ClientConfig {
-            endpoint: "http://x/v1".into(),
+            endpoints: vec![EndpointSpec {
+                url: "http://x/v1".into(),
+                concurrency: 1,
+            }],
             model: "m".into(),
             api_key: Some(k),
             api_key_env: Some("V".into()),
             timeout: Duration::from_secs(1),
             retry: RetryPolicy::default(),
+            set_aside: SetAside::default(),
             pool: 1,
         };
         assert!(!format!("{cfg:?}").contains("secret"));

@@ -3,6 +3,8 @@
 
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
+use linesight_shared::preprocess::RgbImage;
+use linesight_shared::walk::{self, WalkOptions};
 use std::path::{Path, PathBuf};
 
 /// File extensions taken as images (case-insensitive).
@@ -18,11 +20,36 @@ pub struct ImageFile {
     pub abs: PathBuf,
 }
 
-/// All image files under `dir` (recursively, hidden entries skipped), sorted by relative path.
-/// Fails when `dir` cannot be read or holds no image.
+/// All image files under `dir` (recursively, hidden entries skipped), sorted by relative
+/// path, listed by [`linesight_shared::walk`]: symbolic-link loops end, a file reached by
+/// two paths is listed once, FIFOs and device nodes are skipped; each skip is logged.
+/// Fails when `dir` or a folder under it cannot be read, or it holds no image.
 pub fn list(dir: &Path) -> Result<Vec<ImageFile>> {
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out)?;
+    let mut found = walk::walk(&[dir.to_path_buf()], &WalkOptions::images(&EXTENSIONS))
+        .expect("a walk without a cancel hook is never cancelled");
+    if !found.errors.is_empty() {
+        let e = found.errors.swap_remove(0);
+        return Err(anyhow::Error::new(e).context("cannot list the images folder"));
+    }
+    for s in &found.skipped {
+        tracing::warn!("{s}");
+    }
+    if !found.skipped.is_empty() {
+        tracing::warn!(folder = %dir.display(), skipped = %found.skipped_summary(), "entries of the images folder skipped");
+    }
+    let mut out: Vec<ImageFile> = found
+        .files
+        .into_iter()
+        .map(|path| {
+            let rel = path.strip_prefix(dir).unwrap_or(&path);
+            let rel = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            ImageFile { rel, abs: path }
+        })
+        .collect();
     if out.is_empty() {
         bail!(
             "no image files ({}) under `{}`",
@@ -34,36 +61,14 @@ pub fn list(dir: &Path) -> Result<Vec<ImageFile>> {
     Ok(out)
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<ImageFile>) -> Result<()> {
-    for entry in fs_err::read_dir(dir).context("cannot list the images folder")? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') {
-            continue;
-        }
-        let path = entry.path();
-        let ft = entry.file_type()?;
-        let is_dir = ft.is_dir() || (ft.is_symlink() && path.is_dir());
-        if is_dir {
-            walk(root, &path, out)?;
-        } else if has_image_extension(&path) {
-            let rel = path.strip_prefix(root).unwrap_or(&path);
-            let rel = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/");
-            out.push(ImageFile { rel, abs: path });
-        }
-    }
-    Ok(())
-}
-
-fn has_image_extension(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+/// Whether image bytes decode with the project's one image decoder
+/// ([`RgbImage::decode`]: the decoder refine, train and the edge use, with its checks and
+/// size limits); `Err` says why not, naming the image as `name`. `label` sends no image
+/// that fails this: the MLLM would be asked about an image nothing downstream can read.
+pub fn check_decodable(bytes: &[u8], name: &str) -> Result<(), String> {
+    RgbImage::decode(bytes, name)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// The media type of image bytes, from their magic number, among the types that
@@ -90,10 +95,17 @@ pub fn data_url(bytes: &[u8]) -> Result<String> {
     if let Some(mt) = sendable_media_type(bytes) {
         return Ok(format!("data:{mt};base64,{}", b64.encode(bytes)));
     }
-    let img = image::load_from_memory(bytes).context("not a decodable image")?;
+    // The one bounded decoder (shared::decode): a huge BMP is refused from its header.
+    let img = linesight_shared::preprocess::RgbImage::decode(bytes, "image")?;
     let mut png = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut png, image::ImageFormat::Png)
-        .context("cannot re-encode the image as PNG")?;
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut png),
+        &img.pixels,
+        img.width,
+        img.height,
+        image::ExtendedColorType::Rgb8,
+    )
+    .context("cannot re-encode the image as PNG")?;
     Ok(format!(
         "data:image/png;base64,{}",
         b64.encode(png.into_inner())
@@ -116,9 +128,12 @@ pub fn hash_files(
         for (slot, part) in out.chunks_mut(chunk).zip(paths.chunks(chunk)) {
             scope.spawn(move || {
                 for (o, p) in slot.iter_mut().zip(part) {
-                    *o = std::fs::read(p)
+                    // A regular file only (a FIFO would block), no larger than an image
+                    // within the decode limit can be.
+                    let max = linesight_shared::decode::ImageLimits::process().max_file_bytes();
+                    *o = linesight_shared::regular_file::read(p, max, "an image")
                         .map(|b| super::prompt::sha256_hex(&b))
-                        .map_err(|e| format!("cannot read `{}`: {e}", p.display()));
+                        .map_err(|e| e.to_string());
                     progress.inc(1);
                 }
             });

@@ -5,6 +5,11 @@
 //! before the progress bar counts it. A fatal error stops new requests, keeps every answer
 //! already received, and ends the run with that error. Many failures in a row (the endpoint
 //! is down, say) also end the run rather than burning through every image.
+//!
+//! Each image is decoded with the project's one image decoder (`RgbImage::decode`, the
+//! one refine, train and the edge decode with, within its size limits) before it is sent:
+//! a file that does not decode (truncated, corrupt, too large, a format the project cannot
+//! read) is never sent; it is skipped and counted, not failed (asking again cannot help).
 
 use super::answer::{self, Interpretation, Status};
 use super::cache::{now_rfc3339, Log, Params, Record, Round, RECORD_VERSION};
@@ -42,12 +47,17 @@ pub struct Asked {
     /// Records appended to the log in this run.
     pub records: Vec<Record>,
     pub failures: Vec<Failure>,
+    /// Images not sent because they do not decode (with why), by cache key.
+    pub undecodable: Vec<(String, Failure)>,
 }
 
-/// Asks questions through one client and appends the answers to one log.
+/// Asks questions through one client (over one or more endpoints) and appends the answers
+/// to one log.
 pub struct Labeler {
     pub client: Arc<Client>,
     pub params: Params,
+    /// Questions in flight at once (all endpoints together; the client keeps each
+    /// endpoint within its own limit).
     pub concurrency: usize,
     /// Failures in a row (no answer in between) after which the run stops.
     pub max_consecutive_failures: usize,
@@ -56,6 +66,8 @@ pub struct Labeler {
 enum Done {
     Answer(Box<Record>),
     Failed(Failure),
+    /// Not sent: the image does not decode. (cache key, why)
+    Undecodable(String, Failure),
     Fatal(super::client::FatalError),
 }
 
@@ -102,6 +114,10 @@ impl Labeler {
                         tracing::warn!(path = %fail.path, reason = %fail.reason, "no answer for this image in this run");
                         out.failures.push(fail);
                     }
+                    Done::Undecodable(key, why) => {
+                        tracing::warn!(path = %why.path, reason = %why.reason, "not sent: the image does not decode");
+                        out.undecodable.push((key, why));
+                    }
                     Done::Fatal(e) => fatal = Some(e),
                 }
             }
@@ -134,6 +150,27 @@ async fn ask_one(client: &Client, params: &Params, q: Question) -> Done {
         Ok(b) => b,
         Err(e) => return fail(format!("cannot read `{}`: {e}", q.image.abs.display())),
     };
+    let name = q.image.rel.clone();
+    let (bytes, decoded) = tokio::task::spawn_blocking(move || {
+        let decoded = images::check_decodable(&bytes, &name);
+        (bytes, decoded)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        (
+            Vec::new(),
+            Err(format!("the decoding task ended abnormally: {e}")),
+        )
+    });
+    if let Err(reason) = decoded {
+        return Done::Undecodable(
+            q.key.clone(),
+            Failure {
+                path: q.image.rel.clone(),
+                reason,
+            },
+        );
+    }
     let url = match images::data_url(&bytes) {
         Ok(u) => u,
         Err(e) => return fail(format!("cannot send `{}`: {e:#}", q.image.abs.display())),
@@ -141,14 +178,15 @@ async fn ask_one(client: &Client, params: &Params, q: Question) -> Done {
     drop(bytes);
     let body = client.request_body(&q.prompt.text, &url, params, q.sample);
     drop(url);
-    let base = |status: Status, raw: String| Record {
+    // `endpoint`: the one that answered (the log records it; it is not in the cache key).
+    let base = |status: Status, raw: String, endpoint: usize| Record {
         v: RECORD_VERSION,
         round: q.round,
         key: q.key.clone(),
         path: q.image.rel.clone(),
         image_sha256: q.image_sha256.clone(),
         sample: q.sample,
-        endpoint: client.endpoint().to_string(),
+        endpoint: client.endpoint_url(endpoint).to_string(),
         model: client.model().to_string(),
         prompt_sha256: q.prompt.sha256.clone(),
         params: params.clone(),
@@ -176,7 +214,7 @@ async fn ask_one(client: &Client, params: &Params, q: Question) -> Done {
                 Round::Name => answer::interpret_name(&a.reply),
                 Round::Category => answer::interpret_context(&a.reply),
             };
-            let mut r = base(status, a.reply.content.clone());
+            let mut r = base(status, a.reply.content.clone(), a.endpoint);
             r.name = name;
             r.context = context;
             r.problem = problem;
@@ -193,8 +231,9 @@ async fn ask_one(client: &Client, params: &Params, q: Question) -> Done {
             reason,
             attempts,
             latency,
+            endpoint,
         }) => {
-            let mut r = base(Status::Malformed, body);
+            let mut r = base(Status::Malformed, body, endpoint);
             r.problem = Some(reason);
             r.attempts = attempts;
             r.latency_ms = latency.as_secs_f64() * 1e3;

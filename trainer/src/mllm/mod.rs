@@ -8,6 +8,8 @@
 //! - [`answer`]: turning the many shapes real servers answer in into a name.
 //! - [`cache`]: the answer log, which is also the cache (append-only JSONL, fsync'd,
 //!   torn last line repaired, one answer per key).
+//! - [`endpoints`]: several servers behind one run: fewest-in-flight routing, per-endpoint
+//!   concurrency limits, failing endpoints set aside with backoff, per-endpoint accounting.
 //! - [`labeler`]: asks for every missing answer with bounded concurrency and appends it.
 //! - [`accounting`]: calls, tokens, latency percentiles, money, and the direct-MLLM baseline.
 //! - [`drift`] and [`score`]: comparing two logs, and scoring a log against true labels.
@@ -21,6 +23,7 @@ pub mod answer;
 pub mod cache;
 pub mod client;
 pub mod drift;
+pub mod endpoints;
 pub mod images;
 pub mod labeler;
 pub mod prompt;

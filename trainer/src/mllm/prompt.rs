@@ -140,9 +140,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Picks the round-1 context by majority over the answers (compared in canonical form;
-/// ties go to the earliest answer). The expert and granularity are the most frequent among
-/// the answers that gave the winning category. `None` when no answer had a category.
+/// Picks the round-1 context by majority over the answers (compared in canonical form).
+/// The expert and granularity are the most frequent among the answers that gave the
+/// winning category. A tie goes to the alphabetically first canonical form, so the result
+/// is a function of the answers alone, whatever order they are given in (answers arrive
+/// in whatever order the server finishes them; a resumed run reads them from the log in
+/// another). `None` when no answer had a category.
 pub fn vote(answers: &[Context1]) -> Option<Context1> {
     let canon = crate::metrics::canonical;
     let winner = majority(
@@ -174,16 +177,15 @@ pub fn vote(answers: &[Context1]) -> Option<Context1> {
     })
 }
 
-/// The most frequent item; ties go to the one seen first.
+/// The most frequent item; a tie goes to the smallest (so the order of the items does not
+/// matter).
 fn majority(items: impl Iterator<Item = String>) -> Option<String> {
-    let mut counts: Vec<(String, usize)> = Vec::new();
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
     for it in items {
-        match counts.iter_mut().find(|(k, _)| *k == it) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((it, 1)),
-        }
+        *counts.entry(it).or_default() += 1;
     }
-    let best = counts.iter().map(|(_, n)| *n).max()?;
+    let best = counts.values().copied().max()?;
+    // BTreeMap iterates in ascending order: the first with the top count is the smallest.
     counts.into_iter().find(|(_, n)| *n == best).map(|(k, _)| k)
 }
 
@@ -236,5 +238,41 @@ mod tests {
         .unwrap();
         assert_eq!(v, c("bird", "ornithologist", "species"));
         assert!(vote(&[]).is_none());
+    }
+
+    /// Issue 16: the same five answers gave "bird / bird expert" in one run and another
+    /// context in the next, because ties went to whichever answer arrived first.
+    #[test]
+    fn the_vote_does_not_depend_on_the_order_of_the_answers() {
+        let answers = [
+            c("bird", "ornithologist", "species"),
+            c("songbird", "ornithologist", "species"),
+            c("bird", "bird expert", "species"),
+            c("songbird", "ornithologist", "species"),
+            c("passerine", "birder", "species"),
+        ];
+        let first = vote(&answers).unwrap();
+        // Every order of the five answers (5! = 120).
+        let mut idx: Vec<usize> = (0..answers.len()).collect();
+        let mut seen = 0;
+        permute(&mut idx, 0, &mut |p| {
+            let shuffled: Vec<Context1> = p.iter().map(|&i| answers[i].clone()).collect();
+            assert_eq!(vote(&shuffled).unwrap(), first, "order {p:?}");
+            seen += 1;
+        });
+        assert_eq!(seen, 120);
+        // bird and songbird tie 2-2: the alphabetically first wins; its experts tie 1-1.
+        assert_eq!(first, c("bird", "bird expert", "species"));
+    }
+
+    fn permute(v: &mut Vec<usize>, at: usize, f: &mut dyn FnMut(&[usize])) {
+        if at == v.len() {
+            return f(v);
+        }
+        for i in at..v.len() {
+            v.swap(at, i);
+            permute(v, at + 1, f);
+            v.swap(at, i);
+        }
     }
 }

@@ -198,16 +198,9 @@ pub fn score(s: &ScoreSettings) -> Result<ScoreReport> {
     Ok(r)
 }
 
-/// 95% Wilson score interval for `k` successes in `n` trials.
+/// 95% Wilson score interval for `k` successes in `n` trials ([0, 1] for no trials).
 pub fn wilson(k: usize, n: usize) -> [f64; 2] {
-    if n == 0 {
-        return [0.0, 1.0];
-    }
-    let (z, n_f, p) = (1.959_964, n as f64, k as f64 / n as f64);
-    let denom = 1.0 + z * z / n_f;
-    let centre = (p + z * z / (2.0 * n_f)) / denom;
-    let half = z * ((p * (1.0 - p) / n_f + z * z / (4.0 * n_f * n_f)).sqrt()) / denom;
-    [(centre - half).max(0.0), (centre + half).min(1.0)]
+    crate::validate::interval::wilson(k, n).map_or([0.0, 1.0], |e| [e.low, e.high])
 }
 
 #[cfg(test)]

@@ -19,6 +19,18 @@ pub struct CandidateSettings {
     pub power: f32,
 }
 
+impl CandidateSettings {
+    /// Checks the numbers against their ranges, naming each `{prefix}{key}`.
+    pub fn validate(&self, prefix: &str) -> Result<(), crate::bounds::BoundError> {
+        use crate::bounds::{Bound, Checker};
+        Checker::new(prefix)
+            .check("k", self.k, Bound::AT_LEAST_ONE)
+            .check("self_weight", self.self_weight, Bound::NON_NEGATIVE)
+            .check("power", self.power, Bound::NON_NEGATIVE)
+            .finish()
+    }
+}
+
 impl Default for CandidateSettings {
     fn default() -> Self {
         CandidateSettings {

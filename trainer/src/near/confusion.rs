@@ -47,6 +47,20 @@ pub struct ConfusionSettings {
     pub report_rate: f32,
 }
 
+impl ConfusionSettings {
+    /// Checks the numbers against their ranges, naming each `{prefix}{key}`.
+    pub fn validate(&self, prefix: &str) -> Result<(), crate::bounds::BoundError> {
+        use crate::bounds::{Bound, Checker};
+        Checker::new(prefix)
+            .check("iterations", self.iterations, Bound::AT_LEAST_ONE)
+            .check("anchor_weight", self.anchor_weight, Bound::POSITIVE)
+            .check("prior_strength", self.prior_strength, Bound::POSITIVE)
+            .check("prior_accuracy", self.prior_accuracy, Bound::UNIT)
+            .check("report_rate", self.report_rate, Bound::UNIT)
+            .finish()
+    }
+}
+
 impl Default for ConfusionSettings {
     fn default() -> Self {
         ConfusionSettings {

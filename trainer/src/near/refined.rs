@@ -146,8 +146,22 @@ impl Refined {
         Ok(r)
     }
 
-    /// Writes the file (via a temporary file and a rename).
+    /// Writes the file (via a temporary file and a rename). Refuses a weight or a
+    /// similarity that is NaN or infinite (JSON would hold `null`, which train cannot read
+    /// back), naming the image.
     pub fn write(&self, path: &Path) -> Result<()> {
+        for img in &self.images {
+            let weights = img.own.iter().chain(&img.candidates).map(|e| e.1);
+            let sims = img.neighbours.iter().map(|n| n.similarity);
+            if let Some(v) = weights.chain(sims).find(|v| !v.is_finite()) {
+                bail!(
+                    "refusing to write `{}`: image `{}` has a candidate weight or neighbour similarity of {v} \
+                     (its embedding or the settings are broken)",
+                    path.display(),
+                    img.path
+                );
+            }
+        }
         let text = serde_json::to_string_pretty(self)?;
         let tmp = path.with_extension("json.tmp");
         fs_err::write(&tmp, text)?;

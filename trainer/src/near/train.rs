@@ -14,6 +14,7 @@
 //! `naive` and `vote` start from the prototypes of their targets, so before the first step
 //! `naive` is the `prototype` baseline.
 
+use crate::bounds::{Bound, BoundError, Checker};
 use crate::gmm::Gmm2;
 use crate::head::CosineHead;
 use crate::knn::Neighbour;
@@ -115,6 +116,41 @@ impl Default for TrainSettings {
     }
 }
 
+impl TrainSettings {
+    /// `trainable_blocks`: 0 (frozen) up to the stages MobileNetV2 has, its 17
+    /// inverted-residual blocks and `features.18`.
+    pub const TRAINABLE_BLOCKS: Bound = Bound::between(0.0, 18.0);
+
+    /// Checks every number against its range, naming a setting as `{prefix}{key}`
+    /// (`[train] lr` in a pipeline file, `lr` in a training settings file). Called when a
+    /// config is read and again by [`train`], so no NaN, infinity or out-of-range value
+    /// reaches the training loop or the checkpoint.
+    pub fn validate(&self, prefix: &str) -> Result<(), BoundError> {
+        Checker::new(prefix)
+            .check("epochs", self.epochs, Bound::AT_LEAST_ONE)
+            .check("rounds", self.rounds, Bound::AT_LEAST_ONE)
+            .check("refine_scale", self.refine_scale, Bound::POSITIVE)
+            .check("lr", self.lr, Bound::POSITIVE)
+            .check("weight_decay", self.weight_decay, Bound::NON_NEGATIVE)
+            .check("batch", self.batch, Bound::AT_LEAST_ONE)
+            .check("scale", self.scale, Bound::POSITIVE)
+            .check("gmm_threshold", self.gmm_threshold, Bound::UNIT)
+            .check("neighbour_mix", self.neighbour_mix, Bound::UNIT)
+            .check("sharpen", self.sharpen, Bound::POSITIVE)
+            .check("noisy_weight", self.noisy_weight, Bound::NON_NEGATIVE)
+            .check(
+                "trainable_blocks",
+                self.trainable_blocks,
+                Self::TRAINABLE_BLOCKS,
+            )
+            .check("finetune_epochs", self.finetune_epochs, Bound::AT_LEAST_ONE)
+            .check("finetune_lr", self.finetune_lr, Bound::POSITIVE)
+            .check("finetune_batch", self.finetune_batch, Bound::AT_LEAST_ONE)
+            .check("anchor_weight", self.anchor_weight, Bound::POSITIVE)
+            .finish()
+    }
+}
+
 /// What the head trains on.
 pub struct TrainData<'a> {
     /// `n * dim` values, rows L2-normalized.
@@ -162,9 +198,19 @@ fn argmax(v: &[f32]) -> Option<usize> {
         .map(|e| e.0)
 }
 
-/// Trains the head. Fails when no image has a target or the data are inconsistent.
+/// Trains the head. Fails when a setting is out of range, no image has a target, the data
+/// are inconsistent or hold non-finite values, or the loss stops being finite (naming the
+/// epoch); a diverged head is never returned.
 pub fn train(d: &TrainData, s: &TrainSettings, device: &Device) -> Result<Trained> {
+    s.validate("")?;
     let (n, k) = (d.n, d.classes);
+    if let Some(i) = d.x.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "the embedding of image {} holds a non-finite value ({}); the backbone weights or the image are broken",
+            i / d.dim.max(1),
+            d.x[i]
+        );
+    }
     if d.x.len() != n * d.dim || d.own.len() != n || d.candidates.len() != n {
         bail!("training data of inconsistent sizes");
     }
@@ -330,9 +376,11 @@ fn train_near(
             }
         }
         head = prototypes_soft(x, &anchored(&targets), k, s.scale, device)?;
+        let loss = loss_sum / n.max(1) as f64;
+        finite_loss(loss, "round", round)?;
         history.push(EpochLog {
             epoch: round,
-            loss: loss_sum / n.max(1) as f64,
+            loss,
             clean_share: Some(
                 clean.iter().filter(|&&c| c).count() as f64 / named.len().max(1) as f64,
             ),
@@ -395,8 +443,10 @@ fn train_gradient(
             let logits = cosine_logits(w.as_tensor(), &xb, s.scale)?;
             let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
             let loss = (tb * logp)?.sum(D::Minus1)?.neg()?.mean_all()?;
+            let value = f64::from(loss.to_scalar::<f32>()?);
+            finite_loss(value, "epoch", epoch)?;
             opt.backward_step(&loss)?;
-            total += loss.to_scalar::<f32>()? as f64;
+            total += value;
             batches += 1;
         }
         history.push(EpochLog {
@@ -416,6 +466,18 @@ fn train_gradient(
         history,
         soft_targets: targets,
     })
+}
+
+/// Fails when a training loss is NaN or infinite: the step it came from would write
+/// non-finite weights, so training stops and names the epoch (or round).
+pub fn finite_loss(loss: f64, unit: &str, index: usize) -> Result<()> {
+    if !loss.is_finite() {
+        bail!(
+            "training diverged: the loss became {loss} in {unit} {index}; no checkpoint is written \
+             (lower the learning rate, or check the embeddings and targets)"
+        );
+    }
+    Ok(())
 }
 
 fn normalize_or(r: &mut [f32], fallback: &[f32]) {

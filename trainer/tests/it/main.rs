@@ -6,9 +6,11 @@
 
 mod clip;
 mod clip_export;
+mod endpoints;
 mod int8;
 mod mllm;
 mod mobilenet;
+mod numbers;
 mod pipeline;
 mod refine;
 mod sentence;

@@ -30,15 +30,15 @@ const CLASSES: [&str; 6] = [
 ];
 
 /// Generated images and their truth manifest in a temp folder.
-struct Fixture {
+pub(crate) struct Fixture {
     dir: tempfile::TempDir,
-    images: PathBuf,
-    truth: PathBuf,
+    pub(crate) images: PathBuf,
+    pub(crate) truth: PathBuf,
 }
 
 impl Fixture {
     /// `n` distinct 12x12 PNGs, classes assigned round-robin.
-    fn new(n: usize) -> Self {
+    pub(crate) fn new(n: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let images = dir.path().join("images");
         std::fs::create_dir_all(&images).unwrap();
@@ -61,17 +61,17 @@ impl Fixture {
         Fixture { dir, images, truth }
     }
 
-    fn out(&self, name: &str) -> PathBuf {
+    pub(crate) fn out(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn sim(&self, edit: impl FnOnce(&mut SimulatorConfig)) -> RunningSimulator {
+    pub(crate) fn sim(&self, edit: impl FnOnce(&mut SimulatorConfig)) -> RunningSimulator {
         let mut c = SimulatorConfig::new(self.truth.clone());
         edit(&mut c);
         RunningSimulator::start(c, "127.0.0.1:0").unwrap()
     }
 
-    fn settings(&self, sim: &RunningSimulator, out: &str) -> LabelSettings {
+    pub(crate) fn settings(&self, sim: &RunningSimulator, out: &str) -> LabelSettings {
         let mut s = LabelSettings::new(
             self.images.clone(),
             sim.base_url(),
@@ -87,7 +87,7 @@ impl Fixture {
     }
 }
 
-fn given_context() -> Option<Context1> {
+pub(crate) fn given_context() -> Option<Context1> {
     Some(Context1 {
         category: "bird".into(),
         expert: "ornithologist".into(),
@@ -95,7 +95,7 @@ fn given_context() -> Option<Context1> {
     })
 }
 
-fn naming_lines(log: &Path) -> Vec<Record> {
+pub(crate) fn naming_lines(log: &Path) -> Vec<Record> {
     cache::read(log)
         .unwrap()
         .0
@@ -105,7 +105,7 @@ fn naming_lines(log: &Path) -> Vec<Record> {
 }
 
 /// Every image has exactly one naming line.
-fn assert_each_image_once(log: &Path, n: usize) {
+pub(crate) fn assert_each_image_once(log: &Path, n: usize) {
     let mut per_image: BTreeMap<String, usize> = BTreeMap::new();
     for r in naming_lines(log) {
         *per_image.entry(r.image_sha256).or_default() += 1;
@@ -407,7 +407,7 @@ fn label_err(fx: &Fixture, s: &LabelSettings) -> String {
     let e = label::run(s).expect_err("the run must stop");
     let msg = format!("{e:#}");
     assert!(
-        msg.contains(&s.endpoint) || msg.contains("in a row"),
+        msg.contains(&s.endpoints[0]) || msg.contains("in a row"),
         "{msg}"
     );
     let _ = fx;
@@ -484,10 +484,94 @@ fn an_unreachable_endpoint_stops_the_run() {
     let e = label::run(&s).expect_err("nothing listens there");
     let msg = format!("{e:#}");
     assert!(
-        msg.contains("10 images in a row") && msg.to_lowercase().contains("connect"),
+        msg.contains("cannot connect to `http://127.0.0.1:")
+            && msg.to_lowercase().contains("connection refused")
+            && msg.contains("check that the MLLM server is running"),
         "{msg}"
     );
     assert!(naming_lines(&s.out).is_empty());
+    // Round 1 (no --category) reports the same, not "no usable category".
+    s.context = None;
+    let msg = format!("{:#}", label::run(&s).expect_err("nothing listens there"));
+    assert!(
+        msg.to_lowercase().contains("connection refused") && !msg.contains("round 1"),
+        "{msg}"
+    );
+}
+
+/// Issue 16: round 1's context must be a function of the logged answers, not of the order
+/// they arrived in or of which image gave which. Two logs hold the same two tied round-1
+/// answers, assigned to the two round-1 images one way and the other: both runs must vote
+/// the same context (so the same naming prompt), and ask nothing in round 1.
+#[test]
+fn round_1_votes_the_same_context_from_the_same_answers_in_any_order() {
+    let fx = Fixture::new(8);
+    let sim = fx.sim(|_| {});
+    let mut s = fx.settings(&sim, "first.jsonl");
+    s.context_images = 2;
+    s.dry_run = Some(1);
+    run(&s);
+    let (records, _) = cache::read(&s.out).unwrap();
+    let round1: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.round == Round::Category)
+        .collect();
+    assert_eq!(round1.len(), 2);
+    let tied = [
+        Context1 {
+            category: "bird".into(),
+            expert: "ornithologist".into(),
+            granularity: "species".into(),
+        },
+        Context1 {
+            category: "songbird".into(),
+            expert: "bird expert".into(),
+            granularity: "species".into(),
+        },
+    ];
+    let mut prompts = Vec::new();
+    for (name, swap) in [("a.jsonl", false), ("b.jsonl", true)] {
+        let text: String = round1
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut r = (*r).clone();
+                r.context = Some(tied[i ^ usize::from(swap)].clone());
+                serde_json::to_string(&r).unwrap() + "\n"
+            })
+            .collect();
+        std::fs::write(fx.out(name), text).unwrap();
+        let mut s = fx.settings(&sim, name);
+        s.context_images = 2;
+        s.dry_run = Some(1);
+        let r = run(&s);
+        assert_eq!((r.round1.asked, r.round1.cache_hits), (0, 2), "{name}");
+        prompts.push((r.context, r.prompt.naming_prompt_sha256));
+    }
+    assert_eq!(prompts[0], prompts[1], "the same answers, the same context");
+}
+
+/// Issue 16: images were sent without being decoded first. A truncated JPEG is never
+/// sent: skipped, counted and named in the report; the run succeeds on the others.
+#[test]
+fn an_image_that_does_not_decode_is_skipped_and_counted() {
+    let fx = Fixture::new(4);
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_pixel(32, 32, image::Rgb([200, 10, 10]))
+        .write_to(&mut jpeg, image::ImageFormat::Jpeg)
+        .unwrap();
+    let jpeg = jpeg.into_inner();
+    std::fs::write(fx.images.join("cut.jpg"), &jpeg[..jpeg.len() / 2]).unwrap();
+    let sim = fx.sim(|_| {});
+    let mut s = fx.settings(&sim, "labels.jsonl");
+    s.context_images = 5;
+    let r = run(&s);
+    assert_eq!((r.undecodable, r.failed, r.naming.answered), (1, 0, 4));
+    assert_eq!(r.undecodable_images[0].path, "cut.jpg");
+    assert!(r.undecodable_images[0].reason.contains("truncated"));
+    assert_eq!((r.round1.undecodable, r.naming.undecodable), (1, 1));
+    assert_eq!(r.context_from.len(), 4, "round 1 passed over it");
+    assert_eq!(sim.stats().unknown_image, 0, "never sent");
 }
 
 #[test]

@@ -12,10 +12,10 @@ use crate::engine::Engine;
 use crate::metrics;
 use crate::source::synthetic::SyntheticSource;
 use crate::source::{FrameSource, Next};
+use crate::trust::{SignatureReport, TrustSources};
 use anyhow::{Context, Result};
 use linesight_shared::bundle::Bundle;
 use linesight_shared::preprocess::Preprocessor;
-use linesight_shared::signature::{self, PublicKey};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -32,6 +32,8 @@ pub struct BenchSettings {
     pub size: (u32, u32),
     /// Also time each op of the plan (see [`profile`]).
     pub profile: bool,
+    /// Where the trusted keys come from (the signature is checked and shown).
+    pub trust: TrustSources,
 }
 
 /// Quantiles of one measured quantity, in milliseconds.
@@ -86,8 +88,11 @@ pub struct BenchReport {
     pub threads: usize,
     pub iterations: usize,
     pub frame_size: [u32; 2],
+    /// The bundle's signature against the trusted keys (measured whatever it is; the
+    /// binary warns on stderr when it is not valid).
+    pub signature_check: SignatureReport,
     /// Read + verify + plan + warm-up, and each part: reading the file; checksum, model
-    /// hash and signature (against the bundle's own key: trust is `install`'s job);
+    /// hash and signature (against the trusted keys);
     /// tract's decode, optimisation and plan with one run on zeros; the self-test vectors.
     pub load_ms: f64,
     pub load_read_ms: f64,
@@ -120,27 +125,46 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Loads the bundle (timing each step) and measures it. Fails when the bundle cannot be
-/// read, verified or loaded, or an inference fails.
+/// `--size`: within the process's image limit, checked before anything is allocated (a
+/// 100000x100000 frame would ask for 30 GB).
+fn check_size((width, height): (u32, u32)) -> Result<()> {
+    linesight_shared::decode::ImageLimits::process()
+        .check(width, height)
+        .map_err(|e| anyhow::anyhow!("--size: {e}"))
+}
+
+/// The most iterations, warm-up images, frames or rounds a bench takes: each is kept or
+/// counted in memory (a typo of 10^13 would ask for 80 TB of timings).
+pub const MAX_COUNT: u64 = 10_000_000;
+
+/// Fails when a count argument is above [`MAX_COUNT`], naming the flag.
+fn check_count(flag: &str, n: u64) -> Result<()> {
+    if n > MAX_COUNT {
+        anyhow::bail!("{flag} {n} is more than the {MAX_COUNT} a bench takes");
+    }
+    Ok(())
+}
+
+/// Loads the bundle (timing each step) and measures it. Fails when the frame size is over
+/// the process's image limit, a count is over [`MAX_COUNT`], the bundle cannot be read,
+/// verified or loaded, or an inference fails.
 pub fn run(s: &BenchSettings) -> Result<BenchReport> {
+    check_size(s.size)?;
+    check_count("--iterations", s.iterations as u64)?;
+    check_count("--warmup", s.warmup as u64)?;
     let path = match &s.bundle {
         Some(p) => p.clone(),
         None => crate::commands::run::load_bundle(None, &s.root)?.0,
     };
     let t = Instant::now();
-    let bytes = fs_err::read(&path).context("cannot read the bundle")?;
+    let bytes =
+        linesight_shared::bundle::read_file_bytes(&path).context("cannot read the bundle")?;
     let load_read = t.elapsed();
 
     let t = Instant::now();
     let bundle = Bundle::from_bytes(&bytes)
         .with_context(|| format!("cannot use bundle `{}`", path.display()))?;
-    let own_key: Vec<PublicKey> = bundle
-        .signature
-        .iter()
-        .map(|sig| PublicKey(sig.public_key))
-        .collect();
-    signature::verify_bundle(&bundle, &own_key, true)
-        .with_context(|| format!("bundle `{}`: the signature does not verify", path.display()))?;
+    let signature_check = s.trust.check(&bundle);
     let load_verify = t.elapsed();
     let bundle_bytes = bytes.len() as u64;
     drop(bytes);
@@ -201,6 +225,7 @@ pub fn run(s: &BenchSettings) -> Result<BenchReport> {
         input_shape: m.preprocess.input_shape().to_vec(),
         bundle_bytes,
         onnx_bytes: bundle.model.len() as u64,
+        signature_check,
         threads: engine.threads(),
         iterations: s.iterations,
         frame_size: [width, height],
@@ -244,7 +269,8 @@ impl BenchReport {
              per image over {} iterations (ms):  p50 {:.2}  p95 {:.2}  p99 {:.2}\n\
              \x20 preprocess ({}x{} frame):          p50 {:.2}  p95 {:.2}  p99 {:.2}\n\
              \x20 inference:                         p50 {:.2}  p95 {:.2}  p99 {:.2}\n\
-             peak RSS {}\n",
+             peak RSS {}\n\
+             signature {}\n",
             self.model_id,
             self.model_version,
             self.precision,
@@ -272,6 +298,7 @@ impl BenchReport {
             self.peak_rss_bytes
                 .map(|b| format!("{:.1} MB", b as f64 / 1e6))
                 .unwrap_or_else(|| "unknown (no /proc/self/status)".into()),
+            self.signature_check.detail,
         );
         if let Some(p) = &self.profile {
             out.push_str(&p.render(profile::TOP));

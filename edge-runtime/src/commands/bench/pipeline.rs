@@ -29,6 +29,8 @@ pub struct PipelineSettings {
     pub rounds: usize,
     /// Synthetic frame size (the pipeline resizes it to the model's input).
     pub size: (u32, u32),
+    /// Where the trusted keys come from (the signature is checked and shown).
+    pub trust: crate::trust::TrustSources,
 }
 
 #[derive(Debug, Serialize)]
@@ -37,6 +39,8 @@ pub struct PipelineReport {
     pub build: crate::build_info::BuildInfo,
     pub model_id: String,
     pub bundle: String,
+    /// The bundle's signature against the trusted keys.
+    pub signature_check: crate::trust::SignatureReport,
     pub input_shape: Vec<usize>,
     pub frame_size: [u32; 2],
     pub frames_per_round: u64,
@@ -92,9 +96,14 @@ fn spread(v: &[f64]) -> f64 {
     }
 }
 
-/// Runs the benchmark. Fails when the bundle cannot be loaded.
+/// Runs the benchmark. Fails when the frame size is over the process's image limit, a
+/// count is over [`super::MAX_COUNT`], or the bundle cannot be loaded.
 pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
+    super::check_size(s.size)?;
+    super::check_count("--frames", s.frames)?;
+    super::check_count("--rounds", s.rounds as u64)?;
     let (path, bundle) = load_bundle(s.bundle.as_deref(), &s.root)?;
+    let signature_check = s.trust.check(&bundle);
     let mut engine = Engine::from_bundle(&bundle)
         .with_context(|| format!("cannot load the model in `{}`", path.display()))?;
     engine.set_threads(s.threads)?;
@@ -200,6 +209,7 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
         build: crate::build_info::BuildInfo::current(),
         model_id: m.model_id.clone(),
         bundle: path.display().to_string(),
+        signature_check,
         input_shape: m.preprocess.input_shape().to_vec(),
         frame_size: [s.size.0, s.size.1],
         frames_per_round: s.frames,

@@ -11,6 +11,9 @@
 //! frame rates that are not whole numbers (29.97). Both need libclang-dev to build
 //! (`v4l2-sys-mit` runs bindgen).
 //!
+//! Multi-planar devices (the V4L2 multi-planar API, `NM12` from ARM camera pipelines) are
+//! captured through [`super::mplane`], since the `v4l` crate has no multi-planar support.
+//!
 //! Frame policy: after the first frame, a frame is dequeued only when `poll` says one is
 //! ready, so a dequeue never waits past `wait`. Unless `every_frame`, buffers that are
 //! already waiting are drained and only the newest is converted (the rest are counted
@@ -19,6 +22,7 @@
 //! dequeue (unplugged) -> `Gone`; a truncated, corrupt or driver-flagged frame ->
 //! `BadFrame`. The run loop reopens with backoff and runs the stall watchdog.
 
+use super::mplane::{self, MplaneStream};
 use super::{list_devices, negotiate, open_error, resolve, CameraId, CameraOptions, Mode};
 use crate::convert::{Converter, PixelFormat, RawFrame};
 use crate::source::{Frame, FrameSource, Next, SourceError};
@@ -48,16 +52,31 @@ const STEPWISE_SIZES: [(u32, u32); 6] = [
     (1920, 1080),
 ];
 
+/// Whether a device captures through the multi-planar API only (no single-planar capture).
+fn is_multiplanar(flags: v4l::capability::Flags) -> bool {
+    use v4l::capability::Flags;
+    !flags.contains(Flags::VIDEO_CAPTURE) && flags.contains(Flags::VIDEO_CAPTURE_MPLANE)
+}
+
 /// The modes (format, size, rate) a device offers in the formats linesight converts. A
 /// driver that enumerates no sizes (some CSI bridges) offers its current format.
-pub fn modes(device: &Device) -> std::io::Result<Vec<Mode>> {
+pub fn modes(device: &Device, multiplanar: bool) -> std::io::Result<Vec<Mode>> {
     let mut out = Vec::new();
-    for desc in device.enum_formats()? {
-        let Some(format) = desc.fourcc.str().ok().and_then(PixelFormat::parse) else {
+    let fourccs = if multiplanar {
+        mplane::formats(&device.handle())?
+    } else {
+        device
+            .enum_formats()?
+            .into_iter()
+            .map(|d| d.fourcc)
+            .collect()
+    };
+    for fourcc in fourccs {
+        let Some(format) = fourcc.str().ok().and_then(PixelFormat::parse) else {
             continue;
         };
         let mut sizes = Vec::new();
-        for s in device.enum_framesizes(desc.fourcc).unwrap_or_default() {
+        for s in device.enum_framesizes(fourcc).unwrap_or_default() {
             match s.size {
                 FrameSizeEnum::Discrete(d) => sizes.push((d.width, d.height)),
                 FrameSizeEnum::Stepwise(s) => {
@@ -74,7 +93,7 @@ pub fn modes(device: &Device) -> std::io::Result<Vec<Mode>> {
         for (width, height) in sizes {
             let mut rates = Vec::new();
             for iv in device
-                .enum_frameintervals(desc.fourcc, width, height)
+                .enum_frameintervals(fourcc, width, height)
                 .unwrap_or_default()
             {
                 let fps = |f: v4l::Fraction| {
@@ -102,7 +121,7 @@ pub fn modes(device: &Device) -> std::io::Result<Vec<Mode>> {
             }
         }
     }
-    if out.is_empty() {
+    if out.is_empty() && !multiplanar {
         let current = device.format()?;
         if let Some(format) = current.fourcc.str().ok().and_then(PixelFormat::parse) {
             out.push(Mode {
@@ -131,21 +150,73 @@ pub struct Probe {
 pub fn probe(path: &Path) -> std::io::Result<Probe> {
     let device = Device::with_path(path)?;
     let caps = device.query_caps()?;
-    let capture = caps
-        .capabilities
-        .contains(v4l::capability::Flags::VIDEO_CAPTURE);
+    let multiplanar = is_multiplanar(caps.capabilities);
+    let capture = multiplanar
+        || caps
+            .capabilities
+            .contains(v4l::capability::Flags::VIDEO_CAPTURE);
     Ok(Probe {
         driver: caps.driver,
         card: caps.card,
         bus: caps.bus,
         capture,
-        modes: if capture { modes(&device)? } else { Vec::new() },
+        modes: if capture {
+            modes(&device, multiplanar)?
+        } else {
+            Vec::new()
+        },
     })
+}
+
+/// The buffers of a streaming device, in the API it speaks.
+enum Stream {
+    Single(MmapStream<'static>),
+    Multi(MplaneStream),
+}
+
+/// One dequeued frame: its bytes (the chroma plane apart for multi-planar NV12), the
+/// driver's sequence number and error flag.
+struct Dequeued<'a> {
+    data: &'a [u8],
+    chroma: Option<&'a [u8]>,
+    sequence: u32,
+    error: bool,
+}
+
+impl Stream {
+    fn next(&mut self, wait: Duration) -> std::io::Result<Dequeued<'_>> {
+        match self {
+            Stream::Single(s) => {
+                s.set_timeout(wait);
+                let (buf, meta) = s.next()?;
+                let used = meta.bytesused as usize;
+                Ok(Dequeued {
+                    data: if used > 0 {
+                        &buf[..used.min(buf.len())]
+                    } else {
+                        buf
+                    },
+                    chroma: None,
+                    sequence: meta.sequence,
+                    error: meta.flags.contains(v4l::buffer::Flags::ERROR),
+                })
+            }
+            Stream::Multi(s) => {
+                let (meta, luma, chroma) = s.next(wait)?;
+                Ok(Dequeued {
+                    data: luma,
+                    chroma,
+                    sequence: meta.sequence,
+                    error: meta.error,
+                })
+            }
+        }
+    }
 }
 
 /// An open, streaming device. Field order is drop order: the stream goes first.
 struct Open {
-    stream: MmapStream<'static>,
+    stream: Stream,
     handle: Arc<Handle>,
     _device: Device,
     mode: Mode,
@@ -198,9 +269,11 @@ impl CameraSource {
         };
         let device = Device::with_path(&node).map_err(|e| at("cannot open", e))?;
         let caps = device.query_caps().map_err(|e| at("cannot query", e))?;
-        if !caps
-            .capabilities
-            .contains(v4l::capability::Flags::VIDEO_CAPTURE)
+        let multiplanar = is_multiplanar(caps.capabilities);
+        if !multiplanar
+            && !caps
+                .capabilities
+                .contains(v4l::capability::Flags::VIDEO_CAPTURE)
         {
             return Err(format!(
                 "`{}` (\"{}\") does not capture video (a UVC metadata node?); `linesight-edge cameras` lists the capture nodes",
@@ -208,7 +281,8 @@ impl CameraSource {
                 caps.card
             ));
         }
-        let offered = modes(&device).map_err(|e| at("cannot list the formats of", e))?;
+        let offered =
+            modes(&device, multiplanar).map_err(|e| at("cannot list the formats of", e))?;
         let mode = negotiate(&offered, &self.options)?;
         let fourcc = FourCC::new(
             mode.format
@@ -217,31 +291,66 @@ impl CameraSource {
                 .try_into()
                 .map_err(|_| "bad fourcc".to_string())?,
         );
-        let got = device
-            .set_format(&Format::new(mode.width, mode.height, fourcc))
-            .map_err(|e| at(&format!("cannot set {mode} on"), e))?;
-        if got.fourcc != fourcc || got.width != mode.width || got.height != mode.height {
-            return Err(format!(
-                "`{}`: asked for {mode}, the driver set {} {}x{}",
-                node.display(),
-                got.fourcc,
-                got.width,
-                got.height
-            ));
-        }
-        if mode.fps > 0.0 {
-            if let Err(e) = device.set_params(&Parameters::with_fps(mode.fps.round() as u32)) {
-                tracing::warn!(node = %node.display(), error = %e, "cannot set the frame rate; using the driver's");
+        let handle = device.handle();
+        let (mut stream, stride) = if multiplanar {
+            let got = mplane::set_format(&handle, fourcc, mode.width, mode.height)
+                .map_err(|e| at(&format!("cannot set {mode} on"), e))?;
+            // NM12's chroma plane is read with the luma plane's stride.
+            let planes = if mode.format == PixelFormat::Nv12M {
+                2
+            } else {
+                1
+            };
+            if got.fourcc != fourcc
+                || got.width != mode.width
+                || got.height != mode.height
+                || got.planes != planes
+                || (planes == 2 && got.stride[1] != got.stride[0])
+            {
+                return Err(format!(
+                    "`{}`: asked for {mode}, the driver set {} {}x{} in {} planes (line strides {:?})",
+                    node.display(),
+                    got.fourcc,
+                    got.width,
+                    got.height,
+                    got.planes,
+                    got.stride
+                ));
             }
-        }
-        let mut stream =
-            MmapStream::with_buffers(&device, Type::VideoCapture, self.options.buffers)
+            if mode.fps > 0.0 {
+                if let Err(e) = mplane::set_fps(&handle, mode.fps.round() as u32) {
+                    tracing::warn!(node = %node.display(), error = %e, "cannot set the frame rate; using the driver's");
+                }
+            }
+            let stream = MplaneStream::new(handle.clone(), self.options.buffers, planes)
                 .map_err(|e| at("cannot map capture buffers of", e))?;
-        let handle = stream.handle();
+            (Stream::Multi(stream), got.stride[0])
+        } else {
+            let got = device
+                .set_format(&Format::new(mode.width, mode.height, fourcc))
+                .map_err(|e| at(&format!("cannot set {mode} on"), e))?;
+            if got.fourcc != fourcc || got.width != mode.width || got.height != mode.height {
+                return Err(format!(
+                    "`{}`: asked for {mode}, the driver set {} {}x{}",
+                    node.display(),
+                    got.fourcc,
+                    got.width,
+                    got.height
+                ));
+            }
+            if mode.fps > 0.0 {
+                if let Err(e) = device.set_params(&Parameters::with_fps(mode.fps.round() as u32)) {
+                    tracing::warn!(node = %node.display(), error = %e, "cannot set the frame rate; using the driver's");
+                }
+            }
+            let stream =
+                MmapStream::with_buffers(&device, Type::VideoCapture, self.options.buffers)
+                    .map_err(|e| at("cannot map capture buffers of", e))?;
+            (Stream::Single(stream), got.stride)
+        };
         // The first `next` queues every buffer and starts streaming; a camera that sends
         // nothing within the timeout did not open.
-        stream.set_timeout(FIRST_FRAME_TIMEOUT);
-        stream.next().map_err(|e| {
+        stream.next(FIRST_FRAME_TIMEOUT).map_err(|e| {
             at(
                 &format!(
                     "no first frame within {} s from",
@@ -250,14 +359,13 @@ impl CameraSource {
                 e,
             )
         })?;
-        stream.set_timeout(Duration::from_secs(1));
-        tracing::info!(node = %node.display(), mode = %mode, stride = got.stride, "camera streaming");
+        tracing::info!(node = %node.display(), mode = %mode, stride, multiplanar, "camera streaming");
         Ok(Open {
             stream,
             handle,
             _device: device,
             mode,
-            stride: got.stride as usize,
+            stride: stride as usize,
             node,
         })
     }
@@ -300,23 +408,16 @@ impl FrameSource for CameraSource {
         }
         let mut drained = 0u64;
         let (seq, flagged, converted) = loop {
-            let (buf, meta) = open
+            let frame = open
                 .stream
-                .next()
+                .next(Duration::from_secs(1))
                 .map_err(|e| gone(format!("dequeue: {e}")))?;
-            let (seq, flags, used) = (meta.sequence, meta.flags, meta.bytesused as usize);
             let more = !self.every_frame && ready(&open.handle, Duration::ZERO).unwrap_or(false);
             if more {
                 drained += 1;
                 continue;
             }
-            let data = if used > 0 {
-                &buf[..used.min(buf.len())]
-            } else {
-                buf
-            };
-            let flagged = flags.contains(v4l::buffer::Flags::ERROR);
-            let converted = if flagged {
+            let converted = if frame.error {
                 Ok(())
             } else {
                 self.conv
@@ -325,11 +426,12 @@ impl FrameSource for CameraSource {
                         width: open.mode.width,
                         height: open.mode.height,
                         stride: open.stride,
-                        data,
+                        data: frame.data,
+                        chroma: frame.chroma,
                     })
                     .map(|_| ())
             };
-            break (seq, flagged, converted);
+            break (frame.sequence, frame.error, converted);
         };
         // The driver's sequence numbers count what it dropped too.
         let dropped = match self.last_seq {

@@ -23,6 +23,12 @@
 //! 401 without the expected key, 404 for another model name, 400 "does not support image
 //! input" in `--text-only` mode, 422 for an image that is not in the truth manifest.
 //!
+//! Round 1 (`context_variety`): a share of the round-1 answers can be reworded (another
+//! expert, a `small` category), as real models word the same idea differently per image;
+//! with latency (`latency`, uniform 0.5-1.5x per request) the answers also arrive in a
+//! different order on every run. Together they expose a context vote that depends on the
+//! order of arrival (issue 16). Off by default.
+//!
 //! Habits (`systematic`, `spread`): real MLLMs repeat some confusions whatever the image.
 //! With `systematic` S, a share S of a class's wrong answers names one fixed partner class
 //! (a sibling when the class has one); `spread` D gives each class its own accuracy,
@@ -31,6 +37,7 @@
 pub mod names;
 pub mod noise;
 
+use crate::bounds::{Bound, Checker};
 use crate::dataset;
 use crate::mllm::client::ApiKey;
 use crate::mllm::images;
@@ -124,6 +131,9 @@ pub struct SimulatorConfig {
     pub text_only: bool,
     /// What round 1 answers.
     pub context: Context1,
+    /// Share of round-1 answers worded differently (another expert, `small` category); 0
+    /// by default (see `noise::context_answer`).
+    pub context_variety: f64,
     /// Share of wrong answers that go to one fixed partner class per class (a habit).
     pub systematic: f64,
     /// Per-class accuracy = accuracy +- up to this (deterministic per seed).
@@ -133,6 +143,29 @@ pub struct SimulatorConfig {
 }
 
 impl SimulatorConfig {
+    /// Checks the noise and fault settings against their ranges, naming each by its
+    /// `simulate-mllm` flag: probabilities and habits within [0, 1], shares of the wrong
+    /// answers finite, not negative and not all 0.
+    pub fn validate(&self) -> Result<()> {
+        Checker::new("--")
+            .check("accuracy", self.accuracy, Bound::UNIT)
+            .check("sibling-share", self.mix.sibling, Bound::NON_NEGATIVE)
+            .check("coarse-share", self.mix.coarse, Bound::NON_NEGATIVE)
+            .check("outside-share", self.mix.outside, Bound::NON_NEGATIVE)
+            .check("systematic", self.systematic, Bound::UNIT)
+            .check("spread", self.spread, Bound::UNIT)
+            .check("fault-rate", self.fault_rate, Bound::UNIT)
+            .check("context-variety", self.context_variety, Bound::UNIT)
+            .finish()?;
+        if self.mix.sibling + self.mix.coarse + self.mix.outside <= 0.0 {
+            bail!("--sibling-share, --coarse-share and --outside-share are all 0; at least one share of the wrong answers must be above 0");
+        }
+        if self.fault_rate > 0.0 && self.faults.is_empty() {
+            bail!("--fault-rate is above 0 but no fault kind is enabled");
+        }
+        Ok(())
+    }
+
     /// Defaults for a truth manifest: accuracy 0.7, mix 60/20/20, seed 0, no faults,
     /// round 1 answering bird / ornithologist / species.
     pub fn new(truth: PathBuf) -> Self {
@@ -155,6 +188,7 @@ impl SimulatorConfig {
                 expert: "ornithologist".into(),
                 granularity: "species".into(),
             },
+            context_variety: 0.0,
             image_tokens: 258,
             systematic: 0.0,
             spread: 0.0,
@@ -258,12 +292,7 @@ impl Simulator {
     /// Reads the truth manifest and hashes its images. Fails when the manifest or a groups
     /// file cannot be read, or the settings are out of range.
     pub fn load(config: SimulatorConfig) -> Result<Self> {
-        if !(0.0..=1.0).contains(&config.accuracy) || !(0.0..=1.0).contains(&config.fault_rate) {
-            bail!("--accuracy and --fault-rate must be within [0, 1]");
-        }
-        if config.fault_rate > 0.0 && config.faults.is_empty() {
-            bail!("--fault-rate is above 0 but no fault kind is enabled");
-        }
+        config.validate()?;
         let entries = dataset::read_manifest(&config.truth)?;
         if entries.is_empty() {
             bail!("truth manifest `{}` has no rows", config.truth.display());
@@ -684,7 +713,11 @@ async fn chat(State(sim): State<Arc<Simulator>>, headers: HeaderMap, body: Bytes
     let mut as_parts = false;
     let content = if category_round {
         c.category.fetch_add(1, Ordering::Relaxed);
-        Some(noise::context_answer(&noise.context, &mut rng))
+        Some(noise::context_answer(
+            &noise.context,
+            sim.config.context_variety,
+            &mut rng,
+        ))
     } else {
         c.naming.fetch_add(1, Ordering::Relaxed);
         let (kind, name) = sim.draw_name(&sha, class, &text, temperature, n, &mut rng);

@@ -402,14 +402,33 @@ pub fn surface(name: &str, distractor: &str, category: &str, rng: &mut StdRng) -
 }
 
 /// The round-1 answer: category, expert and granularity in JSON, sometimes fenced.
-pub fn context_answer(ctx: &Context1, rng: &mut StdRng) -> String {
-    let category = match rng.random_range(0..100) {
+///
+/// With `variety` V > 0, a share V of the answers is reworded, as a real model words the
+/// same idea differently from image to image: the expert becomes `{category} expert` or
+/// `{category} specialist` instead of the configured one, and one in three of these also
+/// says `small {category}`. A handful of round-1 answers then often splits evenly between
+/// two wordings (issue 16 saw "bird / bird expert" against "bird / ornithologist"), which
+/// is what a vote that depended on the order of arrival got wrong. With V = 0 (the default)
+/// the draws are the ones the simulator always made.
+pub fn context_answer(ctx: &Context1, variety: f64, rng: &mut StdRng) -> String {
+    let mut category = match rng.random_range(0..100) {
         0..80 => ctx.category.clone(),
         80..90 => title(&ctx.category),
         _ => format!("small {}", ctx.category),
     };
+    let mut expert = ctx.expert.clone();
+    if variety > 0.0 && rng.random::<f64>() < variety {
+        expert = match rng.random_range(0..2) {
+            0 => format!("{} expert", ctx.category),
+            _ => format!("{} specialist", ctx.category),
+        };
+        if rng.random_range(0..3) == 0 {
+            category = format!("small {}", ctx.category);
+        }
+    }
     let json =
-        serde_json::json!({"category": category, "expert": ctx.expert, "granularity": ctx.granularity}).to_string();
+        serde_json::json!({"category": category, "expert": expert, "granularity": ctx.granularity})
+            .to_string();
     if rng.random_range(0..100) < 40 {
         format!("```json\n{json}\n```")
     } else {
