@@ -555,6 +555,8 @@ pub fn all_output(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
 /// Kills a child process (the MLLM simulator) when dropped, whether the test passed or not.
 pub struct Child(pub std::process::Child);
 
