@@ -147,14 +147,21 @@ fn layout_of(shape: &[usize], channel: usize, others: &[usize]) -> Option<Layout
 
 /// The geometry of a 1x1-convolution einsum: `x` axes with one contracted channel `I`
 /// (weights `[O, I]`), the output with `O` in its place and every other axis in the same
-/// order. Returns (input channel axis, output channel axis, the other axes in x, in y).
+/// order. Axes of size 1 may sit on one side only (tract's declutter drops the batch axis
+/// of `N = 1` on the channel-last side of a depthwise convolution). Returns (input channel
+/// axis, output channel axis, the other axes in x, in y).
 #[allow(clippy::type_complexity)]
-fn pointwise_axes(op: &EinSum, x_rank: usize) -> Option<(usize, usize, Vec<usize>, Vec<usize>)> {
+fn pointwise_axes(
+    op: &EinSum,
+    x_shape: &[usize],
+    y_shape: &[usize],
+) -> Option<(usize, usize, Vec<usize>, Vec<usize>)> {
     if op.q_params.is_some() || op.operating_dt != f32::datum_type() {
         return None;
     }
     let (mut ci, mut co) = (None, None);
     let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    let mut x_unit = 0;
     for a in op.axes.iter_all_axes() {
         match (&a.inputs[0][..], &a.inputs[1][..], &a.outputs[0][..]) {
             ([x], [1], []) => ci = Some(*x),
@@ -163,10 +170,12 @@ fn pointwise_axes(op: &EinSum, x_rank: usize) -> Option<(usize, usize, Vec<usize
                 xs.push(*x);
                 ys.push(*y);
             }
+            ([x], [], []) if x_shape.get(*x) == Some(&1) => x_unit += 1,
+            ([], [], [y]) if y_shape.get(*y) == Some(&1) => {}
             _ => return None,
         }
     }
-    if xs.len() + 1 != x_rank {
+    if xs.len() + x_unit + 1 != x_shape.len() {
         return None;
     }
     // The other axes keep their order: sorted by input position, output positions ascend.
@@ -194,7 +203,7 @@ fn pointwise_rule(
     rule_if!(w.rank() == 2 && w.datum_type() == f32::datum_type());
     rule_if_some!(x_shape = x_fact.shape.as_concrete());
     rule_if_some!(y_shape = y_fact.shape.as_concrete());
-    rule_if_some!((ci, co, xs, ys) = pointwise_axes(op, x_shape.len()));
+    rule_if_some!((ci, co, xs, ys) = pointwise_axes(op, x_shape, y_shape));
     let (cout, cin) = (w.shape()[0], w.shape()[1]);
     rule_if!(x_shape[ci] == cin && y_shape[co] == cout);
     rule_if_some!(x_layout = layout_of(x_shape, ci, &xs));
