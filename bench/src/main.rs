@@ -145,7 +145,16 @@ fn run(args: &Args) -> Result<()> {
         bail!("--threads needs positive thread counts, e.g. 1,2");
     }
     let env = runner::ort_environment(&args.ort_lib)?;
-    let (mut photos, _) = linesight_edge::walk::image_files(std::slice::from_ref(&args.images));
+    use linesight_shared::walk::{walk, WalkOptions};
+    let found = walk(
+        std::slice::from_ref(&args.images),
+        &WalkOptions::images(&linesight_shared::decode::IMAGE_EXTENSIONS),
+    )
+    .map_err(|_| anyhow::anyhow!("the walk of `{}` was cancelled", args.images.display()))?;
+    if let Some(e) = found.errors.first() {
+        bail!("`{}`: {e}", args.images.display());
+    }
+    let mut photos = found.files;
     photos.sort();
     if photos.is_empty() {
         bail!("no images under `{}`", args.images.display());
