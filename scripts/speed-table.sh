@@ -60,12 +60,14 @@ build() { # build NAME SRC_DIR
   load "build $name start"
   (cd "$src" && CARGO_TARGET_DIR="$BT" cargo build -q --release --workspace --bins)
   mkdir -p "target/speed/$name"
-  cp "$BT"/release/{linesight-edge,linesight-train,side-by-side} "target/speed/$name/"
+  # Hard links, not copies (the binaries are ~240 MB each); a later build replaces the
+  # files in $BT and leaves these.
+  ln -f "$BT"/release/{linesight-edge,linesight-train,side-by-side} "target/speed/$name/"
   # tract's allocations per run, counted by the alloc test (release, same target dir).
-  (cd "$src" && CARGO_TARGET_DIR="$BT" cargo test -q --release --workspace --test alloc --no-run 2>/dev/null) || true
+  (cd "$src" && CARGO_TARGET_DIR="$BT" cargo test -q --release --features linesight-edge/camera --test alloc --no-run 2>/dev/null) || true
   local t
   t=$(ls -t "$BT"/release/deps/alloc-* 2>/dev/null | grep -v '\.d$' | head -1 || true)
-  [ -n "$t" ] && cp "$t" "target/speed/$name/alloc-test"
+  [ -n "$t" ] && ln -f "$t" "target/speed/$name/alloc-test"
   load "build $name end"
 }
 
@@ -109,17 +111,20 @@ measure() { # measure NAME DIR
   load "$name side-by-side start"
   local agreement=(--agreement-manifest "$DATA/manifest.csv" --agreement-split test --agreement-images "$AGREEMENT_IMAGES")
   "$bin/side-by-side" --help | grep -q -- --agreement-manifest || agreement=(--agreement-images 20)
+  local plain=(--plain) nodes=(--nodes)
+  "$bin/side-by-side" --help | grep -q -- --plain || plain=()
+  "$bin/linesight-edge" bench --help | grep -q -- --nodes || nodes=()
   "$bin/side-by-side" --ort-lib "$LIB" \
     --model "mnv2=$MNV2_F32,$MNV2_INT8,$W/mnv2-speed/ort-int8.onnx" \
     --images "$DATA/images" "${agreement[@]}" \
-    --threads "$THREADS" --rounds "$ROUNDS" --iterations "$ITERATIONS" \
+    --threads "$THREADS" --rounds "$ROUNDS" --iterations "$ITERATIONS" "${plain[@]}" \
     --out "$dir" --log warn >/dev/null
   load "$name side-by-side end"
   for b in "$MNV2_F32" "$MNV2_INT8"; do
     local tag
     tag=$(basename "$b" .lsb)
     "$bin/linesight-edge" bench --bundle "$b" --iterations 50 --json >"$dir/edge-bench-$tag.json"
-    "$bin/linesight-edge" bench --bundle "$b" --iterations 5 --profile >"$dir/edge-profile-$tag.txt"
+    "$bin/linesight-edge" bench --bundle "$b" --iterations 9 --profile "${nodes[@]}" >"$dir/edge-profile-$tag.txt"
     if [ -x "$bin/alloc-test" ]; then
       LINESIGHT_ALLOC_BUNDLE=$(realpath "$b") "$bin/alloc-test" --nocapture --test-threads 1 \
         >"$dir/alloc-$tag.txt" 2>&1 || true
