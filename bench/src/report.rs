@@ -103,9 +103,21 @@ pub fn ratios(cells: &[Cell]) -> Vec<Ratio> {
             "ort-int8",
             "ort (bundle's int8) / ort (own int8)",
         ),
-        ("tract-f32", "tract-f32-plain", "tract f32 / tract f32 without linesight ops"),
-        ("tract-int8", "tract-int8-plain", "tract int8 / tract int8 without linesight ops"),
-        ("tract-f32-plain", "ort-f32", "tract f32 without linesight ops / ort f32"),
+        (
+            "tract-f32",
+            "tract-f32-plain",
+            "tract f32 / tract f32 without linesight ops",
+        ),
+        (
+            "tract-int8",
+            "tract-int8-plain",
+            "tract int8 / tract int8 without linesight ops",
+        ),
+        (
+            "tract-f32-plain",
+            "ort-f32",
+            "tract f32 without linesight ops / ort f32",
+        ),
     ];
     let mut out = Vec::new();
     for (model, threads) in keys {

@@ -105,6 +105,10 @@ mod tests {
         // profiles do not (yet), so the probe must agree with our own flag.
         assert_eq!(b.tract_debug_assertions, cfg!(debug_assertions), "{b:?}");
         let text = b.describe();
-        assert_eq!(text.contains("NOT A BENCHMARK BUILD"), !b.fit_for_benchmarks(), "{text}");
+        assert_eq!(
+            text.contains("NOT A BENCHMARK BUILD"),
+            !b.fit_for_benchmarks(),
+            "{text}"
+        );
     }
 }

@@ -289,7 +289,12 @@ impl Engine {
                 let (dt, shape) = node
                     .outputs
                     .first()
-                    .map(|o| (format!("{:?}", o.fact.datum_type), format!("{:?}", o.fact.shape)))
+                    .map(|o| {
+                        (
+                            format!("{:?}", o.fact.datum_type),
+                            format!("{:?}", o.fact.shape),
+                        )
+                    })
                     .unwrap_or_default();
                 let info = node.op().info().unwrap_or_default().join("; ");
                 times.push(NodeTime {

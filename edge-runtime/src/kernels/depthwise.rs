@@ -276,7 +276,12 @@ mod x86 {
     #[inline(always)]
     unsafe fn mask8(rest: usize) -> __m256i {
         let n = rest.min(8) as i32;
-        unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)) }
+        unsafe {
+            _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(n),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            )
+        }
     }
 
     /// `N` taps, two positions at a time (16 ymm registers: the taps, four sums, the bias).
@@ -335,7 +340,11 @@ mod x86 {
                             odd = _mm256_fmadd_ps(x, w[t], odd);
                         }
                     }
-                    _mm256_maskstore_ps(ob.offset(i as isize * r.out_stride), m, _mm256_add_ps(even, odd));
+                    _mm256_maskstore_ps(
+                        ob.offset(i as isize * r.out_stride),
+                        m,
+                        _mm256_add_ps(even, odd),
+                    );
                 }
             }
             c += 8;
@@ -439,7 +448,10 @@ mod tests {
             }
             // Between the runs nothing is written.
             for c in channels..out_stride.min(output.len() - i * out_stride) {
-                assert!(output[i * out_stride + c].is_nan(), "wrote past channel {channels}");
+                assert!(
+                    output[i * out_stride + c].is_nan(),
+                    "wrote past channel {channels}"
+                );
             }
         }
     }

@@ -35,7 +35,8 @@ impl PartialEq for Pointwise {
     fn eq(&self, other: &Self) -> bool {
         self.weights == other.weights
             && self.epilogue == other.epilogue
-            && (self.x_layout, self.y_layout, self.positions) == (other.x_layout, other.y_layout, other.positions)
+            && (self.x_layout, self.y_layout, self.positions)
+                == (other.x_layout, other.y_layout, other.positions)
             && self.out_shape == other.out_shape
     }
 }
@@ -76,7 +77,12 @@ impl EvalOp for Pointwise {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = &inputs[0];
         let (cin, cout) = (self.weights.cin, self.weights.cout);
-        ensure!(x.len() == self.positions * cin, "input {:?} is not {} x {cin}", x.shape(), self.positions);
+        ensure!(
+            x.len() == self.positions * cin,
+            "input {:?} is not {} x {cin}",
+            x.shape(),
+            self.positions
+        );
         // SAFETY: every element is written by the kernel before the tensor is read.
         let mut y = unsafe { Tensor::uninitialized::<f32>(&self.out_shape)? };
         let xs = x.try_as_plain_ram()?;
@@ -220,9 +226,15 @@ fn pointwise_rule(
     let mut last = node;
     let mut bias_taken = false;
     loop {
-        let Some(succ) = model.single_succ(last.id)? else { break };
-        let Some(bin) = succ.op_as::<TypedBinOp>() else { break };
-        let Some(k) = other_const(model, succ, last.id.into()) else { break };
+        let Some(succ) = model.single_succ(last.id)? else {
+            break;
+        };
+        let Some(bin) = succ.op_as::<TypedBinOp>() else {
+            break;
+        };
+        let Some(k) = other_const(model, succ, last.id.into()) else {
+            break;
+        };
         if k.datum_type() != f32::datum_type() || k.rank() > y_shape.len() {
             break;
         }
@@ -298,10 +310,16 @@ mod tests {
             .collect();
         let b: Vec<f32> = (0..cout).map(|i| (i as f32 * 0.07).cos() * 0.1).collect();
         let w = model
-            .add_const(format!("{name}.w"), Tensor::from_shape(&[cout, cin / group, k, k], &w).unwrap())
+            .add_const(
+                format!("{name}.w"),
+                Tensor::from_shape(&[cout, cin / group, k, k], &w).unwrap(),
+            )
             .unwrap();
         let b = model
-            .add_const(format!("{name}.b"), Tensor::from_shape(&[cout], &b).unwrap())
+            .add_const(
+                format!("{name}.b"),
+                Tensor::from_shape(&[cout], &b).unwrap(),
+            )
             .unwrap();
         let pool_spec = PoolSpec {
             data_format: DataFormat::NCHW,
@@ -316,13 +334,22 @@ mod tests {
             input_channels: cin,
             output_channels: cout,
         };
-        let op = Conv { pool_spec, kernel_fmt: KernelFormat::OIHW, group, q_params: None };
+        let op = Conv {
+            pool_spec,
+            kernel_fmt: KernelFormat::OIHW,
+            group,
+            q_params: None,
+        };
         model.wire_node(name, op, &[x, w, b]).unwrap()[0]
     }
 
     fn relu6(model: &mut TypedModel, name: &str, x: OutletId) -> OutletId {
-        let zero = model.add_const(format!("{name}.lo"), tensor0(0f32)).unwrap();
-        let six = model.add_const(format!("{name}.hi"), tensor0(6f32)).unwrap();
+        let zero = model
+            .add_const(format!("{name}.lo"), tensor0(0f32))
+            .unwrap();
+        let six = model
+            .add_const(format!("{name}.hi"), tensor0(6f32))
+            .unwrap();
         let x = wire_bin(model, &format!("{name}.max"), math::max(), x, zero);
         wire_bin(model, &format!("{name}.min"), math::min(), x, six)
     }
@@ -338,7 +365,9 @@ mod tests {
         let b_rank = model.outlet_fact(b).unwrap().rank();
         let mut b = b;
         for i in b_rank..rank {
-            b = model.wire_node(format!("{name}.b{i}"), AxisOp::Add(0), &[b]).unwrap()[0];
+            b = model
+                .wire_node(format!("{name}.b{i}"), AxisOp::Add(0), &[b])
+                .unwrap()[0];
         }
         model.wire_node(name, op, &[a, b]).unwrap()[0]
     }
@@ -368,7 +397,12 @@ mod tests {
     fn run(model: TypedModel, input: &Tensor) -> Vec<f32> {
         let plan = model.into_runnable().unwrap();
         let out = plan.run(tvec!(input.clone().into_tvalue())).unwrap();
-        out[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec()
+        out[0]
+            .try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec()
     }
 
     #[test]
@@ -389,7 +423,10 @@ mod tests {
             // Every 1x1 convolution, whichever side of the depthwise flip it sits on.
             assert_eq!(ours, 4, "{ours} pointwise ops in\n{model}");
         } else {
-            assert_eq!(ours, 0, "no vector kernel here: tract's plan must stay as it is");
+            assert_eq!(
+                ours, 0,
+                "no vector kernel here: tract's plan must stay as it is"
+            );
         }
         let got = run(model, &input);
         assert_eq!(got.len(), want.len());

@@ -180,7 +180,11 @@ mod x86 {
                 let wb = w.block(b).as_ptr();
                 let o0 = b * BLOCK;
                 let width = (cout - o0).min(BLOCK);
-                let m0: __mmask16 = if width >= 16 { 0xffff } else { ((1u32 << width) - 1) as u16 };
+                let m0: __mmask16 = if width >= 16 {
+                    0xffff
+                } else {
+                    ((1u32 << width) - 1) as u16
+                };
                 let m1: __mmask16 = if width >= 32 {
                     0xffff
                 } else if width > 16 {
@@ -242,17 +246,35 @@ mod tests {
     use super::*;
 
     fn case(positions: usize, cin: usize, cout: usize, clamp: bool, xl: Layout, yl: Layout) {
-        let x: Vec<f32> = (0..positions * cin).map(|i| ((i as f32) * 0.173).sin()).collect();
-        let w: Vec<f32> = (0..cout * cin).map(|i| ((i as f32) * 0.057).cos() * 0.3).collect();
+        let x: Vec<f32> = (0..positions * cin)
+            .map(|i| ((i as f32) * 0.173).sin())
+            .collect();
+        let w: Vec<f32> = (0..cout * cin)
+            .map(|i| ((i as f32) * 0.057).cos() * 0.3)
+            .collect();
         let bias: Vec<f32> = (0..cout).map(|o| o as f32 * 0.01 - 0.1).collect();
-        let (lo, hi) = if clamp { (0.0, 0.5) } else { (f32::NEG_INFINITY, f32::INFINITY) };
-        let e = Epilogue { bias: bias.clone(), lo, hi };
+        let (lo, hi) = if clamp {
+            (0.0, 0.5)
+        } else {
+            (f32::NEG_INFINITY, f32::INFINITY)
+        };
+        let e = Epilogue {
+            bias: bias.clone(),
+            lo,
+            hi,
+        };
         let pw = PackedWeights::from_oi(&w, cout, cin);
         let mut got = vec![f32::NAN; positions * cout + 3];
         // Two calls on two row ranges, as threads would make them.
         let half = positions / 2;
         for (first, rows) in [(0, half), (half, positions - half)] {
-            let r = Rows { x: &x, x_layout: xl, positions, first, rows };
+            let r = Rows {
+                x: &x,
+                x_layout: xl,
+                positions,
+                first,
+                rows,
+            };
             unsafe { run(&r, &pw, &e, got.as_mut_ptr(), yl) };
         }
         let xi = |p: usize, i: usize| match xl {
@@ -273,15 +295,32 @@ mod tests {
                 );
             }
         }
-        assert!(got[positions * cout..].iter().all(|v| v.is_nan()), "wrote past the output");
+        assert!(
+            got[positions * cout..].iter().all(|v| v.is_nan()),
+            "wrote past the output"
+        );
     }
 
     #[test]
     fn matches_f64_reference_on_mobilenet_shapes_tails_and_layouts() {
         use Layout::*;
-        for &(cin, cout) in &[(32, 16), (16, 96), (96, 24), (24, 144), (1, 1), (3, 17), (5, 33), (7, 48)] {
+        for &(cin, cout) in &[
+            (32, 16),
+            (16, 96),
+            (96, 24),
+            (24, 144),
+            (1, 1),
+            (3, 17),
+            (5, 33),
+            (7, 48),
+        ] {
             for positions in [1, 5, 12, 13, 25, 49] {
-                for (xl, yl) in [(ChannelLast, ChannelLast), (ChannelFirst, ChannelLast), (ChannelLast, ChannelFirst), (ChannelFirst, ChannelFirst)] {
+                for (xl, yl) in [
+                    (ChannelLast, ChannelLast),
+                    (ChannelFirst, ChannelLast),
+                    (ChannelLast, ChannelFirst),
+                    (ChannelFirst, ChannelFirst),
+                ] {
                     case(positions, cin, cout, false, xl, yl);
                     case(positions, cin, cout, true, xl, yl);
                 }

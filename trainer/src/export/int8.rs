@@ -7,7 +7,6 @@
 
 use super::layer_speed::{self, SiteSpeed};
 use super::parity_gate::GateVerdict;
-use std::collections::HashMap;
 use super::quantize::{self, ActStats, PlanSummary, QuantOptions, SiteReport};
 use anyhow::{bail, Context, Result};
 use linesight_edge::engine::{max_abs_diff, Engine};
@@ -15,6 +14,7 @@ use linesight_shared::bundle::Bundle;
 use linesight_shared::manifest::{ClassParity, Parity, Precision, SelfTestVector};
 use linesight_shared::preprocess::{Preprocessor, RgbImage};
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// The parity gate and its images.
 #[derive(Debug, Clone, Serialize)]

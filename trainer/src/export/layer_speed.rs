@@ -77,7 +77,8 @@ fn region_ms(nodes: &[NodeTime], names: &[String], shared: &[String]) -> f64 {
     nodes
         .iter()
         .filter(|t| {
-            names.iter().any(|o| from_onnx(&t.node, o)) || shared.iter().any(|o| from_onnx(&t.node, o))
+            names.iter().any(|o| from_onnx(&t.node, o))
+                || shared.iter().any(|o| from_onnx(&t.node, o))
         })
         .map(|t| t.ms)
         .sum()

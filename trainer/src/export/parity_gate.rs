@@ -221,14 +221,20 @@ mod tests {
         let v = GateVerdict::judge(759, 780, 0.99, 0.95); // 97.3 %
         assert!(!v.passed);
         assert_eq!(v.images_needed_at_this_rate, None);
-        assert!(v.explain().contains("below the gate (no sample size"), "{}", v.explain());
+        assert!(
+            v.explain().contains("below the gate (no sample size"),
+            "{}",
+            v.explain()
+        );
         // 99.5 % of 780 images: the bound is 98.9 %, just short; 99.7 % passes.
         assert!(!GateVerdict::judge(776, 780, 0.99, 0.95).passed);
         assert!(GateVerdict::judge(778, 780, 0.99, 0.95).passed);
         let v = GateVerdict::judge(776, 780, 0.99, 0.95);
         let n = v.images_needed_at_this_rate.unwrap();
         assert!(n > 780, "{v:?}");
-        assert!(GateVerdict::judge((n as f64 * v.agreement).floor() as usize, n, 0.99, 0.95).passed);
+        assert!(
+            GateVerdict::judge((n as f64 * v.agreement).floor() as usize, n, 0.99, 0.95).passed
+        );
     }
 
     #[test]

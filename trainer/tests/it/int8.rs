@@ -247,19 +247,34 @@ fn the_speed_choice_keeps_the_layers_that_pay_and_refuses_when_none_does() {
         speed_runs: 1,
         ..Default::default()
     };
-    let (_, report) =
-        export_int8(&f32_bundle, &views(8), &views(12)[8..], &all_pay, &no_progress).unwrap();
+    let (_, report) = export_int8(
+        &f32_bundle,
+        &views(8),
+        &views(12)[8..],
+        &all_pay,
+        &no_progress,
+    )
+    .unwrap();
     assert_eq!(report.int8_sites, 11, "{:#?}", report.sites);
     assert_eq!(report.layer_speed.len(), 11);
-    assert!(report.layer_speed.iter().all(|s| s.pays && s.f32_ms > 0.0 && s.int8_ms > 0.0));
+    assert!(report
+        .layer_speed
+        .iter()
+        .all(|s| s.pays && s.f32_ms > 0.0 && s.int8_ms > 0.0));
 
     let none_pays = Int8Options {
         speed_margin: 1.0,
         ..all_pay
     };
-    let err = export_int8(&f32_bundle, &views(8), &views(12)[8..], &none_pays, &no_progress)
-        .unwrap_err()
-        .to_string();
+    let err = export_int8(
+        &f32_bundle,
+        &views(8),
+        &views(12)[8..],
+        &none_pays,
+        &no_progress,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("no layer runs faster in int8"), "{err}");
 }
 
