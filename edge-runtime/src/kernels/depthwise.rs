@@ -76,50 +76,74 @@ mod x86 {
         out_stride: isize,
     }
 
-    /// The AVX-512F kernel.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; the pointers and strides satisfy tract's `DepthwiseCF32`
-    /// contract (every tap of every position and channel readable, every output writable);
-    /// `tap_indices` and `offsets` have the same length.
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn depthwise_c_avx512(
-        input: *const f32,
-        output: *mut f32,
-        kernel: *const f32,
-        tap_indices: &[usize],
-        offsets: &[isize],
-        bias: *const f32,
-        channels: usize,
-        k_stride: usize,
-        len: usize,
-        in_stride: isize,
-        out_stride: isize,
-    ) {
-        let r = Run {
-            input,
-            output,
-            kernel,
-            bias,
-            channels,
-            k_stride,
-            len,
-            in_stride,
-            out_stride,
-        };
-        // SAFETY: the caller's contract, passed on.
-        unsafe {
-            match tap_indices.len().min(offsets.len()) {
-                9 => avx512_taps::<9>(r, tap_indices, offsets),
-                6 => avx512_taps::<6>(r, tap_indices, offsets),
-                4 => avx512_taps::<4>(r, tap_indices, offsets),
-                3 => avx512_taps::<3>(r, tap_indices, offsets),
-                2 => avx512_taps::<2>(r, tap_indices, offsets),
-                1 => avx512_taps::<1>(r, tap_indices, offsets),
-                _ => avx512_any(r, tap_indices, offsets),
+    /// One entry point of tract's `DepthwiseCF32` contract: the call's operands into a
+    /// [`Run`], then the kernel compiled for the tap count (the common counts of a 3x3
+    /// kernel inside and at the borders of the image), or the any-count one.
+    macro_rules! entry {
+        ($(#[$doc:meta])* $name:ident, $taps:ident, $any:ident) => {
+            $(#[$doc])*
+            #[allow(clippy::too_many_arguments)]
+            pub unsafe fn $name(
+                input: *const f32,
+                output: *mut f32,
+                kernel: *const f32,
+                tap_indices: &[usize],
+                offsets: &[isize],
+                bias: *const f32,
+                channels: usize,
+                k_stride: usize,
+                len: usize,
+                in_stride: isize,
+                out_stride: isize,
+            ) {
+                let r = Run {
+                    input,
+                    output,
+                    kernel,
+                    bias,
+                    channels,
+                    k_stride,
+                    len,
+                    in_stride,
+                    out_stride,
+                };
+                // SAFETY: the caller's contract, passed on.
+                unsafe {
+                    match tap_indices.len().min(offsets.len()) {
+                        9 => $taps::<9>(r, tap_indices, offsets),
+                        6 => $taps::<6>(r, tap_indices, offsets),
+                        4 => $taps::<4>(r, tap_indices, offsets),
+                        3 => $taps::<3>(r, tap_indices, offsets),
+                        2 => $taps::<2>(r, tap_indices, offsets),
+                        1 => $taps::<1>(r, tap_indices, offsets),
+                        _ => $any(r, tap_indices, offsets),
+                    }
+                }
             }
-        }
+        };
     }
+
+    entry!(
+        /// The AVX-512F kernel.
+        ///
+        /// # Safety
+        /// The CPU has AVX-512F; the pointers and strides satisfy tract's `DepthwiseCF32`
+        /// contract (every tap of every position and channel readable, every output
+        /// writable); `tap_indices` and `offsets` have the same length.
+        depthwise_c_avx512,
+        avx512_taps,
+        avx512_any
+    );
+
+    entry!(
+        /// The AVX2 + FMA kernel (x86-64 CPUs without AVX-512).
+        ///
+        /// # Safety
+        /// The CPU has AVX2 and FMA; otherwise as [`depthwise_c_avx512`].
+        depthwise_c_fma,
+        fma_taps,
+        fma_any
+    );
 
     #[inline(always)]
     unsafe fn mask16(rest: usize) -> __mmask16 {
@@ -226,49 +250,6 @@ mod x86 {
                 }
             }
             c += 16;
-        }
-    }
-
-    /// The AVX2 + FMA kernel (x86-64 CPUs without AVX-512).
-    ///
-    /// # Safety
-    /// The CPU has AVX2 and FMA; otherwise as [`depthwise_c_avx512`].
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn depthwise_c_fma(
-        input: *const f32,
-        output: *mut f32,
-        kernel: *const f32,
-        tap_indices: &[usize],
-        offsets: &[isize],
-        bias: *const f32,
-        channels: usize,
-        k_stride: usize,
-        len: usize,
-        in_stride: isize,
-        out_stride: isize,
-    ) {
-        let r = Run {
-            input,
-            output,
-            kernel,
-            bias,
-            channels,
-            k_stride,
-            len,
-            in_stride,
-            out_stride,
-        };
-        // SAFETY: the caller's contract, passed on.
-        unsafe {
-            match tap_indices.len().min(offsets.len()) {
-                9 => fma_taps::<9>(r, tap_indices, offsets),
-                6 => fma_taps::<6>(r, tap_indices, offsets),
-                4 => fma_taps::<4>(r, tap_indices, offsets),
-                3 => fma_taps::<3>(r, tap_indices, offsets),
-                2 => fma_taps::<2>(r, tap_indices, offsets),
-                1 => fma_taps::<1>(r, tap_indices, offsets),
-                _ => fma_any(r, tap_indices, offsets),
-            }
         }
     }
 
