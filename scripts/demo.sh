@@ -17,7 +17,11 @@ OUT="$ROOT/target/demo"
 mkdir -p "$OUT"
 
 scripts/fetch-weights.sh
-cargo build --quiet --bins
+# With libclang present (CI installs it first), build with the features scripts/test.sh
+# tests with, so its `cargo test` does not rebuild tract and friends for other features.
+FEATURES=()
+if scripts/test.sh --check-libclang; then FEATURES=(--features linesight-edge/camera); fi
+cargo build --quiet --bins "${FEATURES[@]}"
 TRAIN="$ROOT/target/debug/linesight-train"
 EDGE="$ROOT/target/debug/linesight-edge"
 
