@@ -382,7 +382,9 @@ host_bins() {
 
 # The x86-built MobileNetV2 bundles the cases use: class prototypes of the demo's 30 train
 # photos (real ImageNet weights), f32 and its static int8 quantisation (calibrated on the
-# same photos). Rebuilt when the trainer binary or the photos change.
+# same photos; every layer the rules allow is int8, `--keep-slow-layers`, whatever the x86
+# host measures: the box runs tract's ARM int8 kernels). Rebuilt when the trainer binary or
+# the photos change.
 bundles() {
   host_bins
   local key
@@ -394,7 +396,7 @@ bundles() {
     say "building the x86 bundles (f32 and int8 MobileNetV2 prototypes of models/demo)"
     LINESIGHT_NO_PROGRESS=1 "$HOST_TRAIN" --log warn prototypes --manifest models/demo/manifest.csv --split train \
       --model-id box-demo --out "$BUNDLES/int8.lsb" --int8 --calibration models/demo/manifest.csv \
-      --calibration-split train --allow-parity-drop >"$BUNDLES/prototypes.log" 2>&1 ||
+      --calibration-split train --allow-parity-drop --keep-slow-layers >"$BUNDLES/prototypes.log" 2>&1 ||
       { tail -20 "$BUNDLES/prototypes.log" >&2; die "linesight-train prototypes failed"; }
     mv "$BUNDLES/int8.f32.lsb" "$BUNDLES/f32.lsb"
   fi

@@ -53,12 +53,24 @@ struct Args {
     /// Photos (folder, searched recursively): timing input and agreement set.
     #[arg(long)]
     images: PathBuf,
-    /// Photos used for the top-1 agreement with tract f32.
+    /// Photos used for the top-1 agreement with tract f32 (at most).
     #[arg(long, default_value_t = 20)]
     agreement_images: usize,
+    /// Take the agreement photos from this `path,label,split` CSV instead of --images
+    /// (e.g. cub26's manifest.csv: held-out photos, the test split); paths are relative to
+    /// the CSV's folder. The timing input stays the first --images photo.
+    #[arg(long, value_name = "CSV")]
+    agreement_manifest: Option<PathBuf>,
+    /// The split of --agreement-manifest to use.
+    #[arg(long, default_value = "test")]
+    agreement_split: String,
     /// Write side-by-side.json and side-by-side.md here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also run tract without linesight's own graph ops (`tract-f32-plain`,
+    /// `tract-int8-plain`): the same build's kernels registry, tract's plan alone.
+    #[arg(long)]
+    plain: bool,
     /// Log filter (also RUST_LOG).
     #[arg(long, default_value = "info")]
     log: String,
@@ -113,6 +125,7 @@ struct Variant {
     latencies: Vec<f64>,
     round_medians: Vec<f64>,
     agreement: Option<(f64, f64)>,
+    agree_count: Option<(usize, usize)>,
 }
 
 fn read_bundle(p: &std::path::Path) -> Result<Bundle> {
@@ -132,25 +145,49 @@ fn run(args: &Args) -> Result<()> {
         bail!("--threads needs positive thread counts, e.g. 1,2");
     }
     let env = runner::ort_environment(&args.ort_lib)?;
-    let (mut photos, _) = linesight_edge::walk::image_files(std::slice::from_ref(&args.images));
+    use linesight_shared::walk::{walk, WalkOptions};
+    let found = walk(
+        std::slice::from_ref(&args.images),
+        &WalkOptions::images(&linesight_shared::decode::IMAGE_EXTENSIONS),
+    )
+    .map_err(|_| anyhow::anyhow!("the walk of `{}` was cancelled", args.images.display()))?;
+    if let Some(e) = found.errors.first() {
+        bail!("`{}`: {e}", args.images.display());
+    }
+    let mut photos = found.files;
     photos.sort();
     if photos.is_empty() {
         bail!("no images under `{}`", args.images.display());
     }
-    // Spread the agreement set over the folder (the photos are sorted by class).
-    let step = (photos.len() / args.agreement_images.max(1)).max(1);
-    let agreement_set: Vec<PathBuf> = photos
-        .iter()
-        .step_by(step)
-        .take(args.agreement_images.max(1))
-        .cloned()
-        .collect();
+    let pool = match &args.agreement_manifest {
+        Some(csv) => split_photos(csv, &args.agreement_split)?,
+        None => photos.clone(),
+    };
+    // Spread the agreement set over the pool (the photos are sorted by class), with the
+    // first --images photo (the timing input) always first.
+    let step = (pool.len() / args.agreement_images.max(1)).max(1);
+    let mut agreement_set: Vec<PathBuf> = vec![photos[0].clone()];
+    agreement_set.extend(
+        pool.iter()
+            .step_by(step)
+            .take(args.agreement_images.max(1))
+            .cloned(),
+    );
     let mut cells = Vec::new();
     for spec in args.models.iter().map(|m| parse_model(m)) {
         let spec = spec?;
         cells.extend(bench_model(args, &env, &spec, &agreement_set)?);
     }
+    let build = linesight_edge::build_info::BuildInfo::current();
+    eprintln!("side-by-side: {}", build.describe());
     let report = Report {
+        build,
+        kernels: linesight_edge::kernels::active(),
+        agreement_images: agreement_set.len() - 1,
+        agreement_source: match &args.agreement_manifest {
+            Some(csv) => format!("{} (split {})", csv.display(), args.agreement_split),
+            None => args.images.display().to_string(),
+        },
         ort_library: args.ort_lib.display().to_string(),
         ort_version: ort_version(&args.ort_lib),
         tract_version: "0.23.9".into(),
@@ -172,6 +209,35 @@ fn run(args: &Args) -> Result<()> {
         eprintln!("side-by-side: wrote `{}`", dir.display());
     }
     Ok(())
+}
+
+/// The photos of one split of a `path,label,split` CSV (paths relative to its folder),
+/// sorted. Fails on a line without three fields, naming the file and the line.
+fn split_photos(csv: &std::path::Path, split: &str) -> Result<Vec<PathBuf>> {
+    let text = fs_err::read_to_string(csv)?;
+    let base = csv.parent().unwrap_or(std::path::Path::new("."));
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').collect();
+        if fields.len() < 3 {
+            bail!(
+                "`{}` line {}: expected `path,label,split`, got `{line}`",
+                csv.display(),
+                i + 1
+            );
+        }
+        if fields[fields.len() - 1].trim() == split {
+            out.push(base.join(fields[0].trim()));
+        }
+    }
+    if out.is_empty() {
+        bail!("`{}` has no row of split `{split}`", csv.display());
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// The version in the library's file name (`libonnxruntime.so.1.31.1`), else `unknown`.
@@ -221,18 +287,31 @@ fn bench_model(
                 latencies: Vec::new(),
                 round_medians: Vec::new(),
                 agreement: None,
+                agree_count: None,
             })
         };
         let t = Instant::now();
         add(
             "tract-f32",
-            Box::new(Tract::new(&f32b.model, &shape, threads)?),
+            Box::new(Tract::new(&f32b.model, &shape, threads, true)?),
         );
         if let Some(b) = &int8b {
             add(
                 "tract-int8",
-                Box::new(Tract::new(&b.model, &shape, threads)?),
+                Box::new(Tract::new(&b.model, &shape, threads, true)?),
             );
+        }
+        if args.plain {
+            add(
+                "tract-f32-plain",
+                Box::new(Tract::new(&f32b.model, &shape, threads, false)?),
+            );
+            if let Some(b) = &int8b {
+                add(
+                    "tract-int8-plain",
+                    Box::new(Tract::new(&b.model, &shape, threads, false)?),
+                );
+            }
         }
         add(
             "ort-f32",
@@ -264,12 +343,13 @@ fn bench_model(
     let first_threads = args.threads[0];
     for v in variants.iter_mut().filter(|v| v.threads == first_threads) {
         let (mut agree, mut worst) = (0usize, 0f64);
-        for (i, x) in inputs.iter().enumerate() {
+        // inputs[0] is the timing photo, not part of the agreement set.
+        for (i, x) in inputs.iter().enumerate().skip(1) {
             v.runner.infer(x, &mut logits)?;
             if v.name == "tract-f32" {
                 reference.push(logits.clone());
             }
-            let r = &reference[i];
+            let r = &reference[i - 1];
             agree += usize::from(argmax(r) == argmax(&logits));
             worst = logits
                 .iter()
@@ -277,8 +357,10 @@ fn bench_model(
                 .map(|(a, b)| f64::from((a - b).abs()))
                 .fold(worst, f64::max);
         }
-        v.agreement = Some((agree as f64 / inputs.len() as f64 * 100.0, worst));
-        tracing::info!(model = %spec.name, variant = v.name, top1_agreement = agree, of = inputs.len(), max_abs_logit_diff = worst, "agreement with tract f32");
+        let n = inputs.len() - 1;
+        v.agreement = Some((agree as f64 / n as f64 * 100.0, worst));
+        v.agree_count = Some((agree, n));
+        tracing::info!(model = %spec.name, variant = v.name, top1_agreement = agree, of = n, max_abs_logit_diff = worst, "agreement with tract f32");
     }
 
     // Timing: the first photo, every variant once unmeasured, then the rounds.
@@ -314,6 +396,8 @@ fn bench_model(
             p95_ms: report::quantile(&v.latencies, 0.95),
             round_spread_pct: report::spread_pct(&v.round_medians),
             top1_agreement_pct: v.agreement.map(|a| a.0),
+            agreeing: v.agree_count.map(|a| a.0),
+            agreement_images: v.agree_count.map(|a| a.1),
             max_abs_logit_diff: v.agreement.map(|a| a.1),
             latencies_ms: v.latencies,
         })

@@ -19,6 +19,9 @@ pub struct Cell {
     pub top1_agreement_pct: Option<f64>,
     /// Largest absolute logit difference from tract f32 on those images.
     pub max_abs_logit_diff: Option<f64>,
+    /// Images of the agreement set that kept tract f32's top-1 class, and the set's size.
+    pub agreeing: Option<usize>,
+    pub agreement_images: Option<usize>,
     /// Every measured latency, round by round (ms).
     pub latencies_ms: Vec<f64>,
 }
@@ -34,6 +37,13 @@ pub struct Ratio {
 
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// The build that measured (only an optimised build without debug assertions counts).
+    pub build: linesight_edge::build_info::BuildInfo,
+    /// linesight's own kernels tract ran.
+    pub kernels: Vec<&'static str>,
+    /// Photos of the top-1 agreement, and where they came from.
+    pub agreement_images: usize,
+    pub agreement_source: String,
     pub ort_library: String,
     pub ort_version: String,
     pub tract_version: String,
@@ -93,6 +103,21 @@ pub fn ratios(cells: &[Cell]) -> Vec<Ratio> {
             "ort-int8",
             "ort (bundle's int8) / ort (own int8)",
         ),
+        (
+            "tract-f32",
+            "tract-f32-plain",
+            "tract f32 / tract f32 without linesight ops",
+        ),
+        (
+            "tract-int8",
+            "tract-int8-plain",
+            "tract int8 / tract int8 without linesight ops",
+        ),
+        (
+            "tract-f32-plain",
+            "ort-f32",
+            "tract f32 without linesight ops / ort f32",
+        ),
     ];
     let mut out = Vec::new();
     for (model, threads) in keys {
@@ -115,7 +140,18 @@ pub fn ratios(cells: &[Cell]) -> Vec<Ratio> {
 impl Report {
     /// Two markdown tables: latencies, then ratios.
     pub fn markdown(&self) -> String {
-        let mut s = String::from(
+        let mut s = format!(
+            "{}; linesight kernels: {}; agreement photos: {} from {}\n\n",
+            self.build.describe().replace('\n', " "),
+            if self.kernels.is_empty() {
+                "none".to_string()
+            } else {
+                self.kernels.join(", ")
+            },
+            self.agreement_images,
+            self.agreement_source
+        );
+        s.push_str(
             "| model | variant | threads | median ms | p95 ms | round spread | top-1 agreement with tract f32 | max logit diff |\n|---|---|---|---|---|---|---|---|\n",
         );
         for c in &self.cells {
@@ -127,9 +163,11 @@ impl Report {
                 c.median_ms,
                 c.p95_ms,
                 c.round_spread_pct,
-                c.top1_agreement_pct
-                    .map(|a| format!("{a:.1}%"))
-                    .unwrap_or_else(|| "-".into()),
+                match (c.top1_agreement_pct, c.agreeing, c.agreement_images) {
+                    (Some(a), Some(k), Some(n)) => format!("{a:.2}% ({k}/{n})"),
+                    (Some(a), _, _) => format!("{a:.1}%"),
+                    _ => "-".into(),
+                },
                 c.max_abs_logit_diff
                     .map(|d| format!("{d:.2e}"))
                     .unwrap_or_else(|| "-".into()),
@@ -160,6 +198,8 @@ mod tests {
             round_spread_pct: 0.0,
             top1_agreement_pct: None,
             max_abs_logit_diff: None,
+            agreeing: None,
+            agreement_images: None,
             latencies_ms: vec![median_ms],
         }
     }

@@ -20,8 +20,9 @@ pub struct Tract {
 
 impl Tract {
     /// Plans `onnx` for `shape` with `threads` tract threads.
-    pub fn new(onnx: &[u8], shape: &[usize], threads: usize) -> Result<Self> {
-        let mut engine = Engine::new(onnx, shape).context("tract cannot load the model")?;
+    pub fn new(onnx: &[u8], shape: &[usize], threads: usize, own_ops: bool) -> Result<Self> {
+        let mut engine =
+            Engine::with_own_ops(onnx, shape, own_ops).context("tract cannot load the model")?;
         engine.set_threads(threads)?;
         Ok(Tract { engine })
     }

@@ -176,7 +176,7 @@ pub enum Command {
     ///
     /// Example: linesight-edge bench --bundle model.lsb --threads 2 --iterations 200 --json
     ///
-    /// Example: linesight-edge bench --bundle model-int8.lsb --profile
+    /// Example: linesight-edge bench --bundle model-int8.lsb --profile --nodes
     ///
     /// Example: linesight-edge bench --bundle model.lsb --pipeline --frames 100 --rounds 7
     Bench {
@@ -200,6 +200,10 @@ pub enum Command {
         /// Also time every op of the plan and print each op type's share.
         #[arg(long, conflicts_with = "pipeline")]
         profile: bool,
+        /// With --profile: also list every node of tract's plan (op, output shape, layout,
+        /// kernel) with its time.
+        #[arg(long, requires = "profile")]
+        nodes: bool,
         /// Measure the run loop against bare inference (frames/s) instead.
         #[arg(long)]
         pipeline: bool,

@@ -80,6 +80,9 @@ fn run_err(e: impl std::fmt::Display) -> EngineError {
 pub struct Engine {
     plan: Arc<TypedRunnableModel>,
     state: TypedSimpleState,
+    /// The input tensor, reused run after run: tract drops its references at the end of a
+    /// run, so the next one writes into the same buffer instead of allocating it again.
+    input: Arc<Tensor>,
     input_shape: Vec<usize>,
     input_len: usize,
     output_len: usize,
@@ -95,6 +98,9 @@ pub struct NodeTime {
     /// The op's name and its first output's type, e.g. `OptMatMul -> I32`: what
     /// [`Engine::profile`] callers group by.
     pub op: String,
+    /// The op's own description (tract's `Op::info`: kernel, layout, fused ops) and its
+    /// first output's shape.
+    pub info: String,
     pub ms: f64,
 }
 
@@ -102,20 +108,39 @@ impl Engine {
     /// Loads ONNX bytes for a fixed input shape (e.g. `[1, 3, 224, 224]`), optimizes and
     /// plans it, and runs it once on zeros so the first real frame is not slower.
     pub fn new(onnx: &[u8], input_shape: &[usize]) -> Result<Self, EngineError> {
+        Self::with_own_ops(onnx, input_shape, true)
+    }
+
+    /// [`Engine::new`], with linesight's own ops put into tract's graph ([`crate::kernels`];
+    /// where this CPU has them) or not (`own_ops` false: tract's plan alone, for
+    /// side-by-side measurements).
+    pub fn with_own_ops(
+        onnx: &[u8],
+        input_shape: &[usize],
+        own_ops: bool,
+    ) -> Result<Self, EngineError> {
         let mut reader = std::io::Cursor::new(onnx);
-        let model = tract_onnx::onnx()
+        let mut model = tract_onnx::onnx()
             .model_for_read(&mut reader)
             .map_err(load_err)?
             .with_input_fact(0, f32::fact(input_shape).into())
             .map_err(load_err)?
-            .into_optimized()
+            .into_typed()
+            .map_err(load_err)?
+            .into_decluttered()
             .map_err(load_err)?;
+        if own_ops {
+            crate::kernels::graph::rewrite(&mut model).map_err(load_err)?;
+        }
+        let model = model.into_optimized().map_err(load_err)?;
         let plan = model.into_runnable().map_err(load_err)?;
         let state = plan.spawn().map_err(load_err)?;
         let input_len = input_shape.iter().product();
+        let input = Arc::new(Tensor::zero::<f32>(input_shape).map_err(load_err)?);
         let mut engine = Engine {
             plan,
             state,
+            input,
             input_shape: input_shape.to_vec(),
             input_len,
             output_len: 0,
@@ -202,16 +227,29 @@ impl Engine {
                 got: input.len(),
             });
         }
-        let t = Tensor::from_shape(&self.input_shape, input).map_err(run_err)?;
+        let t = self.input_value(input)?;
         let state = &mut self.state;
-        let result =
-            multithread_tract_scope(self.executor.clone(), || state.run(tvec!(t.into_tvalue())))
-                .map_err(run_err)?;
+        let result = multithread_tract_scope(self.executor.clone(), || state.run(tvec!(t)))
+            .map_err(run_err)?;
         let logits = result[0]
             .try_as_plain_ram()
             .and_then(|v| v.as_slice::<f32>())
             .map_err(run_err)?;
         f(logits)
+    }
+
+    /// `input` as tract's input value, in the engine's own input tensor when tract holds no
+    /// reference to it any more (every run after the first), else in a new one.
+    fn input_value(&mut self, input: &[f32]) -> Result<TValue, EngineError> {
+        if Arc::get_mut(&mut self.input).is_none() {
+            self.input = Arc::new(Tensor::zero::<f32>(&self.input_shape).map_err(run_err)?);
+        }
+        let t = Arc::get_mut(&mut self.input).expect("just made exclusive");
+        let mut view = t.try_as_plain_ram_mut().map_err(run_err)?;
+        view.as_slice_mut::<f32>()
+            .map_err(run_err)?
+            .copy_from_slice(input);
+        Ok(self.input.clone().into_tvalue())
     }
 
     /// Runs one preprocessed NCHW input and writes the logits into `logits`
@@ -240,22 +278,29 @@ impl Engine {
                 got: input.len(),
             });
         }
-        let t = Tensor::from_shape(&self.input_shape, input).map_err(run_err)?;
+        let t = self.input_value(input)?;
         let mut times = Vec::new();
         let state = &mut self.state;
         multithread_tract_scope(self.executor.clone(), || {
-            state.run_plan_with_eval(tvec!(t.into_tvalue()), |ctx, op_state, node, inputs| {
+            state.run_plan_with_eval(tvec!(t), |ctx, op_state, node, inputs| {
                 let start = Instant::now();
                 let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
                 let ms = start.elapsed().as_secs_f64() * 1e3;
-                let dt = node
+                let (dt, shape) = node
                     .outputs
                     .first()
-                    .map(|o| format!("{:?}", o.fact.datum_type))
+                    .map(|o| {
+                        (
+                            format!("{:?}", o.fact.datum_type),
+                            format!("{:?}", o.fact.shape),
+                        )
+                    })
                     .unwrap_or_default();
+                let info = node.op().info().unwrap_or_default().join("; ");
                 times.push(NodeTime {
                     node: node.name.clone(),
                     op: format!("{} -> {dt}", node.op().name()),
+                    info: format!("{shape} {info}"),
                     ms,
                 });
                 out

@@ -22,12 +22,14 @@
 //! assert_eq!(d.class, Some(0));
 //! ```
 
+pub mod build_info;
 pub mod commands;
 pub mod config;
 pub mod convert;
 pub mod decide;
 pub mod engine;
 pub mod http;
+pub mod kernels;
 pub mod memory;
 pub mod metrics;
 pub mod notify;

@@ -232,6 +232,7 @@ fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<Ex
             iterations,
             warmup,
             profile,
+            nodes,
             pipeline: false,
             size,
             json,
@@ -253,6 +254,9 @@ fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<Ex
                 writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
                 write!(std::io::stdout(), "{}", r.render())?;
+                if let (true, Some(p)) = (nodes, &r.profile) {
+                    write!(std::io::stdout(), "{}", p.render_nodes())?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -300,6 +304,7 @@ fn run(command: Command, max_image_megapixels: Option<u32>) -> anyhow::Result<Ex
             if json {
                 writeln!(std::io::stdout(), "{}", serde_json::to_string(&r)?)?;
             } else {
+                writeln!(std::io::stdout(), "{}", r.build.describe())?;
                 writeln!(
                 std::io::stdout(),
                     "{} ({:?}, frames {}x{}): bare infer {:.2} frames/s, pipeline {:.2} frames/s (medians of {} rounds x {} frames), overhead {:.1}% (paired rounds {:.1}%; from stages: {:.2} ms of each frame outside inference = {:.1}%); stages: preprocess {:.2} ms, infer {:.2} ms, decide+sink {:.3} ms",

@@ -7,6 +7,14 @@ use linesight_trainer::commands::label;
 use linesight_trainer::near::train::TrainSettings;
 use std::path::PathBuf;
 
+/// `--gate-confidence`: a one-sided confidence level, at least 0.5 and below 1.
+const GATE_CONFIDENCE: Bound = Bound {
+    min: 0.5,
+    min_inclusive: true,
+    max: 1.0,
+    max_inclusive: false,
+};
+
 /// linesight-train: label, refine, train, export and evaluate linesight models.
 ///
 /// Exit codes: 0 success, 2 the command failed (the message says why), 3 `validate`'s
@@ -44,15 +52,36 @@ pub struct QuantArgs {
     /// calibration image, set aside and not calibrated on.
     #[arg(long, value_name = "DIR|CSV")]
     pub parity: Option<PathBuf>,
+    /// The CSV split used for parity when --parity is a CSV (default: --calibration-split;
+    /// e.g. `test` for cub26's held-out photos).
+    #[arg(long)]
+    pub parity_split: Option<String>,
     /// At most this many calibration images (evenly spaced).
     #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub calibration_images: usize,
     /// At most this many parity images (evenly spaced).
     #[arg(long, default_value_t = 400, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub parity_images: usize,
-    /// Refuse the int8 bundle below this top-1 agreement with the f32 model (0..1).
+    /// Refuse the int8 bundle unless its top-1 agreement with the f32 model is at least this
+    /// (0..1) at --gate-confidence: the lower confidence bound on the held-out images counts,
+    /// not the plain ratio, so a small sample cannot certify a high figure (99 % at 95 %
+    /// confidence needs at least 268 held-out images, all agreeing).
     #[arg(long, default_value_t = 0.99, allow_negative_numbers = true, value_parser = parser::<f32>(Bound::UNIT))]
     pub min_agreement: f32,
+    /// Quantise every layer the rules allow, even those measured slower in int8 than in
+    /// f32 in tract on this machine (by default they stay f32, and an int8 model that is
+    /// still not faster is refused).
+    #[arg(long)]
+    pub keep_slow_layers: bool,
+    /// A layer stays int8 when it runs faster than in f32 by more than this fraction.
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::UNIT))]
+    pub speed_margin: f64,
+    /// Write the int8 bundle even when it is not faster than the f32 one here.
+    #[arg(long)]
+    pub allow_slower: bool,
+    /// One-sided confidence of the parity gate's lower bound (Wilson score), 0.5..1.
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true, value_parser = parser::<f64>(GATE_CONFIDENCE))]
+    pub gate_confidence: f64,
     /// Write the int8 bundle even below --min-agreement (its figures are recorded).
     #[arg(long)]
     pub allow_parity_drop: bool,

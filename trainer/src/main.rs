@@ -537,6 +537,7 @@ fn int8_request(int8: bool, q: &cli::QuantArgs) -> Result<Option<quantize::Int8R
     }
     let mut opts = linesight_trainer::export::int8::Int8Options {
         min_top1_agreement: q.min_agreement,
+        confidence: q.gate_confidence,
         allow_parity_drop: q.allow_parity_drop,
         ..Default::default()
     };
@@ -547,12 +548,19 @@ fn int8_request(int8: bool, q: &cli::QuantArgs) -> Result<Option<quantize::Int8R
     opts.quant.keep_first_last = !q.quantize_first_last;
     opts.quant.quantize_linear_op = q.quantize_linear_op;
     opts.fallback_layers = q.fallback_layers;
+    opts.choose_by_speed = !q.keep_slow_layers;
+    opts.speed_margin = q.speed_margin;
+    opts.allow_slower = q.allow_slower;
     opts.sensitivity_images = q.sensitivity_images.max(1);
     Ok(Some(quantize::Int8Request {
         sets: quantize::ImageSets {
             calibration,
             split: q.calibration_split.clone(),
             parity: q.parity.clone(),
+            parity_split: q
+                .parity_split
+                .clone()
+                .unwrap_or_else(|| q.calibration_split.clone()),
             max_calibration: q.calibration_images.max(1),
             max_parity: q.parity_images.max(1),
         },

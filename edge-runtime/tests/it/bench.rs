@@ -45,6 +45,8 @@ fn bench_json_has_the_documented_keys() {
         "load_verify_ms",
         "load_plan_ms",
         "load_warm_ms",
+        "build",
+        "kernels",
     ] {
         assert!(v.get(key).is_some(), "no `{key}` in {v}");
     }
@@ -55,6 +57,11 @@ fn bench_json_has_the_documented_keys() {
     assert!(f("peak_rss_bytes") > 1e6);
     assert!(f("bundle_bytes") > f("onnx_bytes"));
     assert_eq!(v["threads"], 2);
+    // The build that measured is named: this test binary's own.
+    assert_eq!(
+        v["build"]["debug_assertions"].as_bool(),
+        Some(cfg!(debug_assertions))
+    );
     assert_eq!(v["infer_ms"].as_array().unwrap().len(), 20);
     let ops = v["profile"]["ops"].as_array().unwrap();
     assert!(

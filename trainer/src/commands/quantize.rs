@@ -21,6 +21,8 @@ pub struct ImageSets {
     /// Held-out parity images (folder or CSV); default: every 4th calibration image,
     /// taken out of calibration.
     pub parity: Option<PathBuf>,
+    /// The CSV split to use when `parity` is a CSV.
+    pub parity_split: String,
     /// At most this many calibration images (evenly spaced over the sorted list).
     pub max_calibration: usize,
     /// At most this many parity images (evenly spaced).
@@ -71,7 +73,7 @@ pub fn split_sets(sets: &ImageSets) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
         .with_context(|| format!("calibration images `{}`", sets.calibration.display()))?;
     let (cal, par) = match &sets.parity {
         Some(p) => {
-            let par = image_paths(p, &sets.split)
+            let par = image_paths(p, &sets.parity_split)
                 .with_context(|| format!("parity images `{}`", p.display()))?;
             let cal: Vec<PathBuf> = all.into_iter().filter(|c| !par.contains(c)).collect();
             (cal, par)

@@ -5,6 +5,8 @@
 //! The f32 bundle stays the correctness baseline: parity is int8 tract against f32 tract,
 //! both run by the edge's own [`Engine`], so the figures are those of what the box runs.
 
+use super::layer_speed::{self, SiteSpeed};
+use super::parity_gate::GateVerdict;
 use super::quantize::{self, ActStats, PlanSummary, QuantOptions, SiteReport};
 use anyhow::{bail, Context, Result};
 use linesight_edge::engine::{max_abs_diff, Engine};
@@ -12,13 +14,19 @@ use linesight_shared::bundle::Bundle;
 use linesight_shared::manifest::{ClassParity, Parity, Precision, SelfTestVector};
 use linesight_shared::preprocess::{Preprocessor, RgbImage};
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// The parity gate and its images.
 #[derive(Debug, Clone, Serialize)]
 pub struct Int8Options {
     pub quant: QuantOptions,
-    /// Refuse the bundle below this top-1 agreement with the f32 model.
+    /// Refuse the bundle unless the held-out images show at least this top-1 agreement with
+    /// the f32 model at `confidence` (the lower confidence bound, not the point estimate:
+    /// [`super::parity_gate`]).
     pub min_top1_agreement: f32,
+    /// One-sided confidence of the gate's lower bound (0.95: certifying 99 % then takes at
+    /// least 268 held-out images, all agreeing).
+    pub confidence: f64,
     /// Write the bundle even below `min_top1_agreement` (the figures still go into the
     /// manifest and the report).
     pub allow_parity_drop: bool,
@@ -28,6 +36,15 @@ pub struct Int8Options {
     /// an honest held-out figure). 0 skips the measurement.
     pub fallback_layers: usize,
     pub sensitivity_images: usize,
+    /// Keep in int8 only the layers that run faster that way in tract on this machine
+    /// ([`layer_speed`]), and refuse an int8 model that is still not faster than f32.
+    pub choose_by_speed: bool,
+    /// A layer pays when its int8 time is below its f32 time by more than this fraction.
+    pub speed_margin: f64,
+    /// Profiled runs (interleaved f32 / int8) behind each layer's median.
+    pub speed_runs: usize,
+    /// Write the int8 bundle even when it is not faster than f32 here.
+    pub allow_slower: bool,
     /// Tolerance written into each int8 self-test vector. Integer matmuls are exact, but
     /// the f32 parts around them may round differently on another CPU, and one activation
     /// moving across a rounding boundary moves the logits by a quantisation step. Measured
@@ -43,9 +60,14 @@ impl Default for Int8Options {
         Int8Options {
             quant: QuantOptions::default(),
             min_top1_agreement: 0.99,
+            confidence: 0.95,
             allow_parity_drop: false,
             fallback_layers: 0,
             sensitivity_images: 32,
+            choose_by_speed: true,
+            speed_margin: 0.05,
+            speed_runs: 9,
+            allow_slower: false,
             self_test_tolerance: 0.25,
         }
     }
@@ -74,6 +96,10 @@ pub struct Int8Report {
     /// f32 vs int8 latency in tract on the exporting machine (not the line box: a hint,
     /// `linesight-edge bench` on the box is the measurement).
     pub host_speed: HostSpeed,
+    /// With `choose_by_speed`: each candidate layer's time in f32 and int8 on this machine.
+    pub layer_speed: Vec<SiteSpeed>,
+    /// The gate's figures: agreement, its lower confidence bound, the images it would need.
+    pub gate: GateVerdict,
     /// False when the gate failed and `allow_parity_drop` let the bundle through.
     pub parity_passed: bool,
 }
@@ -101,7 +127,7 @@ fn host_speed(
     int8_engine: &mut Engine,
     input: &[f32],
 ) -> Result<HostSpeed> {
-    const RUNS: usize = 7;
+    const RUNS: usize = 15;
     let mut out = vec![0.0; f32_engine.output_len()];
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
@@ -171,7 +197,7 @@ fn layer_sensitivity(
         f32_engine.infer(x, &mut out)?;
         reference.push(out);
     }
-    let none = std::collections::HashSet::new();
+    let none = HashMap::new();
     let (all, reports) = quantize::rewrite(model, sites, stats, q, &none)?;
     let mse_all = mean_sq_err(&mut Engine::new(&all, &shape)?, probe, &reference)?;
     let int8_nodes: Vec<(usize, String)> = sites
@@ -183,7 +209,7 @@ fn layer_sensitivity(
     let mut out = Vec::new();
     for (k, (node_index, node)) in int8_nodes.iter().enumerate() {
         progress("sensitivity", k + 1, int8_nodes.len());
-        let keep = std::collections::HashSet::from([*node_index]);
+        let keep = HashMap::from([(*node_index, String::new())]);
         let (onnx, _) = quantize::rewrite(model, sites, stats, q, &keep)?;
         let mse = mean_sq_err(&mut Engine::new(&onnx, &shape)?, probe, &reference)?;
         out.push(LayerSensitivity {
@@ -265,7 +291,7 @@ pub fn export_int8(
     });
     let stats: Vec<ActStats> =
         quantize::calibrate(&f32_bundle.model, &model_proto, &shape, &sites, &mut it)?;
-    let mut keep = std::collections::HashSet::new();
+    let mut keep: HashMap<usize, String> = HashMap::new();
     let mut sensitivity = Vec::new();
     if opts.fallback_layers > 0 {
         let probe: Vec<Vec<f32>> = calibration
@@ -282,15 +308,69 @@ pub fn export_int8(
             &probe,
             progress,
         )?;
-        keep.extend(
-            sensitivity
-                .iter()
-                .take(opts.fallback_layers)
-                .map(|s| s.node_index),
-        );
+        keep.extend(sensitivity.iter().take(opts.fallback_layers).map(|s| {
+            (
+                s.node_index,
+                "most sensitive layer: kept f32 for agreement".to_string(),
+            )
+        }));
     }
-    let (int8_onnx, site_reports) =
+    let (mut int8_onnx, mut site_reports) =
         quantize::rewrite(&model_proto, &sites, &stats, &opts.quant, &keep)?;
+    let mut layer_speed = Vec::new();
+    if opts.choose_by_speed {
+        let probe = tensor(&mut pre, &calibration[0])?;
+        let int8_nodes: Vec<usize> = sites
+            .iter()
+            .zip(&site_reports)
+            .filter(|(_, r)| r.decision == "int8")
+            .map(|(s, _)| s.node)
+            .collect();
+        let mut f32_engine =
+            Engine::from_bundle(f32_bundle).context("tract cannot load the f32 bundle")?;
+        let mut all_int8 =
+            Engine::new(&int8_onnx, &shape).context("tract cannot load the quantised ONNX")?;
+        progress("layer speed", 0, 1);
+        layer_speed = layer_speed::measure(
+            &model_proto,
+            &int8_nodes,
+            &mut f32_engine,
+            &mut all_int8,
+            &probe,
+            opts.speed_runs,
+            opts.speed_margin,
+        )?;
+        progress("layer speed", 1, 1);
+        let slow: Vec<(usize, &SiteSpeed)> = int8_nodes
+            .iter()
+            .copied()
+            .zip(&layer_speed)
+            .filter(|(_, s)| !s.pays)
+            .collect();
+        if !slow.is_empty() {
+            keep.extend(slow.into_iter().map(|(i, s)| {
+                (
+                    i,
+                    format!(
+                        "slower in int8 on this machine ({:.3} ms against {:.3} ms in f32)",
+                        s.int8_ms, s.f32_ms
+                    ),
+                )
+            }));
+            (int8_onnx, site_reports) =
+                quantize::rewrite(&model_proto, &sites, &stats, &opts.quant, &keep)?;
+        }
+        if !site_reports.iter().any(|r| r.decision == "int8") {
+            bail!(
+                "int8 export refused: no layer runs faster in int8 than in f32 in tract on this machine (per-layer times: {}); keep the f32 bundle",
+                layer_speed
+                    .iter()
+                    .map(|s| format!("{} {:.3} vs {:.3} ms", s.node, s.int8_ms, s.f32_ms))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
     let plan = quantize::plan_check(&int8_onnx, &shape)?;
     if !plan.slow_patterns.is_empty() {
         bail!(
@@ -348,12 +428,17 @@ pub fn export_int8(
         .filter(|c| c.reference > 0)
         .min_by(|x, y| x.recall.total_cmp(&y.recall))
         .cloned();
-    let passed = top1 >= opts.min_top1_agreement;
+    let gate = GateVerdict::judge(
+        agree,
+        n,
+        f64::from(opts.min_top1_agreement),
+        opts.confidence,
+    );
+    let passed = gate.passed;
     if !passed && !opts.allow_parity_drop {
         bail!(
-            "int8 export refused: top-1 agreement with the f32 model is {:.2} % on {n} held-out images (gate {:.2} %), mean logit cosine {:.4}{}; keep the f32 bundle, add calibration images, or pass --allow-parity-drop to ship it anyway",
-            top1 * 100.0,
-            opts.min_top1_agreement * 100.0,
+            "int8 export refused: {}; mean logit cosine {:.4}{}; keep the f32 bundle, give more held-out images (--parity), or pass --allow-parity-drop to ship it anyway",
+            gate.explain(),
             mean_cos,
             worst_class
                 .as_ref()
@@ -368,10 +453,23 @@ pub fn export_int8(
         &tensor(&mut pre, &parity[0])?,
     )?;
     if speed.int8_over_f32 >= 1.0 {
+        if opts.choose_by_speed && !opts.allow_slower {
+            bail!(
+                "int8 export refused: with only the layers that pay in int8, the int8 model still takes {:.2} ms against {:.2} ms in f32 in tract on this machine (median of {} interleaved runs); keep the f32 bundle, or pass --allow-slower",
+                speed.int8_median_ms,
+                speed.f32_median_ms,
+                speed.runs
+            );
+        }
         tracing::warn!(
             f32_ms = speed.f32_median_ms,
             int8_ms = speed.int8_median_ms,
             "the int8 model is not faster than f32 in tract on this machine; measure on the target box (`linesight-edge bench`) before shipping it"
+        );
+    }
+    if !linesight_edge::build_info::BuildInfo::current().fit_for_benchmarks() {
+        tracing::warn!(
+            "the int8 layer choice and speed check ran in a build with debug assertions: its times are not those of an optimised build (use a release build of linesight-train)"
         );
     }
 
@@ -414,6 +512,8 @@ pub fn export_int8(
         plan,
         sensitivity,
         host_speed: speed,
+        layer_speed,
+        gate,
         parity_passed: passed,
     };
     Ok((Bundle::new(manifest, int8_onnx), report))

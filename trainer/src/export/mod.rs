@@ -5,7 +5,9 @@
 //! [`ExportOptions::max_abs_logit_diff`] on every check image.
 
 pub mod int8;
+pub mod layer_speed;
 pub mod onnx;
+pub mod parity_gate;
 pub mod quantize;
 
 use crate::backbone::ImageEncoder;

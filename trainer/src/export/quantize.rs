@@ -374,14 +374,15 @@ fn quantize_weight(w: &[f32], dims: &[i64], axis: usize, per_channel: bool) -> (
 /// Rewrites the f32 model: every site that passes the rules runs in int8. Returns the new
 /// ONNX bytes and one report per site.
 ///
-/// `keep_f32` lists sites (by node index) that stay f32 whatever the rules say (the
-/// sensitivity fallback of [`super::int8`]).
+/// `keep_f32` lists sites (by node index) that stay f32 whatever the rules say, each with
+/// the reason recorded in its report (the sensitivity fallback and the speed choice of
+/// [`super::int8`]).
 pub fn rewrite(
     f32_model: &ModelProto,
     sites: &[Site],
     stats: &[ActStats],
     opts: &QuantOptions,
-    keep_f32: &HashSet<usize>,
+    keep_f32: &HashMap<usize, String>,
 ) -> Result<(Vec<u8>, Vec<SiteReport>)> {
     let inits = initializer_map(f32_model)?;
     let mut model = f32_model.clone();
@@ -424,8 +425,8 @@ pub fn rewrite(
                 Some("activation matmul quantisation off")
             } else if st.max_abs == 0.0 || st.max_abs_b == 0.0 {
                 Some("an operand is all zeros on calibration")
-            } else if keep_f32.contains(&i) {
-                Some("most sensitive layer: kept f32 for agreement")
+            } else if let Some(why) = keep_f32.get(&i) {
+                Some(why.as_str())
             } else {
                 None
             };
@@ -487,9 +488,7 @@ pub fn rewrite(
                 st.rows
             )),
             _ if st.max_abs == 0.0 => Some("activation is all zeros on calibration".to_string()),
-            _ if keep_f32.contains(&i) => {
-                Some("most sensitive layer: kept f32 for agreement".to_string())
-            }
+            _ if keep_f32.contains_key(&i) => keep_f32.get(&i).cloned(),
             _ if opts.keep_first_last && ends.contains(&Some(i)) => {
                 Some("first or last quantisable layer: kept f32 for agreement".to_string())
             }

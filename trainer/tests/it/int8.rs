@@ -80,6 +80,7 @@ fn the_rewrite_emits_the_fast_encoding_and_the_bundle_records_its_parity() {
     let f32_bundle = tiny_clip_bundle();
     let opts = Int8Options {
         allow_parity_drop: true,
+        choose_by_speed: false,
         ..Default::default()
     };
     let (bundle, report) = export_int8(
@@ -160,6 +161,7 @@ fn attention_q_k_can_be_quantised_too_but_never_the_softmax_output() {
     let f32_bundle = tiny_clip_bundle();
     let mut opts = Int8Options {
         allow_parity_drop: true,
+        choose_by_speed: false,
         ..Default::default()
     };
     opts.quant.activation_matmul = true;
@@ -196,6 +198,7 @@ fn the_gate_refuses_below_the_agreement_asked_for() {
     let f32_bundle = tiny_clip_bundle();
     let opts = Int8Options {
         min_top1_agreement: 1.01,
+        choose_by_speed: false,
         ..Default::default()
     };
     let err = export_int8(&f32_bundle, &views(6), &views(10)[6..], &opts, &no_progress)
@@ -208,11 +211,79 @@ fn the_gate_refuses_below_the_agreement_asked_for() {
     assert!(err.contains("--allow-parity-drop"), "{err}");
 }
 
+/// The gate judges its lower confidence bound, not the ratio: 4 held-out images cannot
+/// certify 99 % even when all agree, and the refusal says how many it would take.
+#[test]
+fn a_small_sample_cannot_certify_the_gate() {
+    let f32_bundle = tiny_clip_bundle();
+    let err = export_int8(
+        &f32_bundle,
+        &views(6),
+        &views(10)[6..],
+        &Int8Options {
+            choose_by_speed: false,
+            ..Default::default()
+        },
+        &no_progress,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("of 4 held-out images"), "{err}");
+    assert!(err.contains("Wilson lower bound"), "{err}");
+    assert!(err.contains("268 held-out images"), "{err}");
+    assert!(err.contains("--parity"), "{err}");
+}
+
+/// The speed choice's wiring, without depending on what this machine measures: a margin
+/// every layer clears keeps them all int8 (and reports each one's times); a margin none can
+/// clear (int8 would have to take no time) puts every layer back and refuses the bundle.
+#[test]
+fn the_speed_choice_keeps_the_layers_that_pay_and_refuses_when_none_does() {
+    let f32_bundle = tiny_clip_bundle();
+    let all_pay = Int8Options {
+        allow_parity_drop: true,
+        allow_slower: true,
+        speed_margin: -1e9,
+        speed_runs: 1,
+        ..Default::default()
+    };
+    let (_, report) = export_int8(
+        &f32_bundle,
+        &views(8),
+        &views(12)[8..],
+        &all_pay,
+        &no_progress,
+    )
+    .unwrap();
+    assert_eq!(report.int8_sites, 11, "{:#?}", report.sites);
+    assert_eq!(report.layer_speed.len(), 11);
+    assert!(report
+        .layer_speed
+        .iter()
+        .all(|s| s.pays && s.f32_ms > 0.0 && s.int8_ms > 0.0));
+
+    let none_pays = Int8Options {
+        speed_margin: 1.0,
+        ..all_pay
+    };
+    let err = export_int8(
+        &f32_bundle,
+        &views(8),
+        &views(12)[8..],
+        &none_pays,
+        &no_progress,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no layer runs faster in int8"), "{err}");
+}
+
 #[test]
 fn an_int8_bundle_cannot_be_quantised_again_and_calibration_is_required() {
     let f32_bundle = tiny_clip_bundle();
     let opts = Int8Options {
         allow_parity_drop: true,
+        choose_by_speed: false,
         ..Default::default()
     };
     let err = export_int8(&f32_bundle, &[], &views(2), &opts, &no_progress).unwrap_err();
@@ -358,14 +429,15 @@ fn mobilenet_v2_int8_keeps_imagenet_top1_on_real_photos() {
     )
     .unwrap();
     let all = views(40);
-    let (bundle, report) = export_int8(
-        &f32_bundle,
-        &all[..24],
-        &all[24..],
-        &Int8Options::default(),
-        &no_progress,
-    )
-    .unwrap();
+    // 16 held-out views certify at most 85.5 % at 95 % confidence (16 / (16 + 1.645^2)),
+    // so the gate is asked for 80 % here; 99 % would need 268 views (parity_gate).
+    let opts = Int8Options {
+        min_top1_agreement: 0.8,
+        choose_by_speed: false,
+        ..Default::default()
+    };
+    let (bundle, report) =
+        export_int8(&f32_bundle, &all[..24], &all[24..], &opts, &no_progress).unwrap();
     eprintln!(
         "MobileNetV2 ImageNet int8 on 16 held-out views: agreement {}, cosine {}, {} int8 sites, plan {:?}",
         report.top1_agreement, report.mean_logit_cosine, report.int8_sites, report.plan.ops

@@ -7,6 +7,7 @@
 pub mod pipeline;
 pub mod profile;
 
+use crate::build_info::BuildInfo;
 use crate::engine::Engine;
 use crate::metrics;
 use crate::source::synthetic::SyntheticSource;
@@ -71,6 +72,11 @@ impl Quantiles {
 
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
+    /// Which build measured this (speed figures only count from an optimised build without
+    /// debug assertions: [`BuildInfo::fit_for_benchmarks`]).
+    pub build: BuildInfo,
+    /// linesight's own kernels tract runs on this machine (`kernels::active`).
+    pub kernels: Vec<&'static str>,
     pub bundle: String,
     pub model_id: String,
     pub model_version: String,
@@ -210,6 +216,8 @@ pub fn run(s: &BenchSettings) -> Result<BenchReport> {
         None
     };
     Ok(BenchReport {
+        build: BuildInfo::current(),
+        kernels: crate::kernels::active(),
         bundle: path.display().to_string(),
         model_id: m.model_id.clone(),
         model_version: m.model_version.clone(),
@@ -247,6 +255,15 @@ impl BenchReport {
     /// The human-readable summary (`bench` without `--json`).
     pub fn render(&self) -> String {
         let mut out = format!(
+            "{}\nlinesight kernels: {}\n",
+            self.build.describe(),
+            if self.kernels.is_empty() {
+                "none on this CPU (tract's own)".to_string()
+            } else {
+                self.kernels.join(", ")
+            }
+        );
+        out += &format!(
             "{} {} ({}, {:?}, {} threads), bundle {:.1} MB (ONNX {:.1} MB)\n\
              load {:.1} ms: read {:.1}, verify {:.1}, plan {:.1}, warm-up (self-test) {:.1}\n\
              per image over {} iterations (ms):  p50 {:.2}  p95 {:.2}  p99 {:.2}\n\

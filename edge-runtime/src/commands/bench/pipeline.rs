@@ -35,6 +35,8 @@ pub struct PipelineSettings {
 
 #[derive(Debug, Serialize)]
 pub struct PipelineReport {
+    /// Which build measured this ([`crate::build_info`]).
+    pub build: crate::build_info::BuildInfo,
     pub model_id: String,
     pub bundle: String,
     /// The bundle's signature against the trusted keys.
@@ -204,6 +206,7 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
     let frame_ms = pipeline_seconds * 1e3 / pipe_frames;
     let other_ms = frame_ms - infer_ms;
     Ok(PipelineReport {
+        build: crate::build_info::BuildInfo::current(),
         model_id: m.model_id.clone(),
         bundle: path.display().to_string(),
         signature_check,

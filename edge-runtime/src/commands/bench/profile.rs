@@ -32,6 +32,9 @@ pub struct ProfileReport {
     pub total_ms: f64,
     /// Every op type, largest share first.
     pub ops: Vec<OpShare>,
+    /// Every node in plan order with its median time (`bench --profile --nodes`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeTime>,
 }
 
 /// Profiles `runs` runs of `input` (at least one). Fails when a run fails.
@@ -41,19 +44,28 @@ pub fn run(engine: &mut Engine, input: &[f32], runs: usize) -> Result<ProfileRep
     for _ in 0..runs {
         all.push(engine.profile(input)?);
     }
-    let per_node: Vec<NodeTime> = (0..all[0].len())
+    let per_node = medians(&all);
+    let mut report = group(&per_node);
+    report.runs = runs;
+    report.nodes = per_node;
+    Ok(report)
+}
+
+/// Each node's median time over several profiled runs of one plan (empty when `runs` is).
+pub fn medians(runs: &[Vec<NodeTime>]) -> Vec<NodeTime> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    (0..first.len())
         .map(|i| {
-            let mut times: Vec<f64> = all.iter().filter_map(|r| r.get(i)).map(|n| n.ms).collect();
+            let mut times: Vec<f64> = runs.iter().filter_map(|r| r.get(i)).map(|n| n.ms).collect();
             times.sort_by(f64::total_cmp);
             NodeTime {
                 ms: times[times.len() / 2],
-                ..all[0][i].clone()
+                ..first[i].clone()
             }
         })
-        .collect();
-    let mut report = group(&per_node);
-    report.runs = runs;
-    Ok(report)
+        .collect()
 }
 
 /// Groups node times by op type, largest total first.
@@ -79,10 +91,23 @@ pub fn group(nodes: &[NodeTime]) -> ProfileReport {
         runs: 1,
         total_ms: total,
         ops,
+        nodes: Vec::new(),
     }
 }
 
 impl ProfileReport {
+    /// Every node, in plan order: time, op, output shape and tract's description.
+    pub fn render_nodes(&self) -> String {
+        let mut out = String::from("nodes (plan order, median ms):\n");
+        for n in &self.nodes {
+            out.push_str(&format!(
+                "  {:>8.3}  {:<28} {:<40} {}\n",
+                n.ms, n.op, n.node, n.info
+            ));
+        }
+        out
+    }
+
     /// The `top` largest op types as text lines.
     pub fn render(&self, top: usize) -> String {
         let mut out = format!(
@@ -122,6 +147,7 @@ mod tests {
         NodeTime {
             node: format!("n{ms}"),
             op: op.into(),
+            info: String::new(),
             ms,
         }
     }

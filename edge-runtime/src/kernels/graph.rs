@@ -1,0 +1,440 @@
+//! Puts linesight's own ops into tract's decluttered model, before tract optimises it.
+//!
+//! One rule: a 1x1 convolution — after declutter an `EinSum` contracting the channel of
+//! `x` against constant f32 weights `[O, I]`, optionally followed by its bias `Add` and
+//! ReLU6's `Max` / `Min` with constants — becomes one [`Pointwise`] op running
+//! [`super::pointwise`]'s kernel: weights packed once here, the activation read in place on
+//! every run, bias and clamp applied before the one store. Applied only where that kernel is
+//! vectorised (x86-64 with AVX-512F): everywhere else, ARM64 boxes included, tract's own
+//! matmul path runs, unchanged.
+//!
+//! The depthwise convolutions turn channel-last in tract's own declutter once
+//! [`super::depthwise`] is registered; the 1x1 convolutions around them absorb the layout
+//! change (channel-first in, channel-last out before a depthwise convolution, the other way
+//! after it), so the op takes either layout on either side.
+
+use super::pointwise::{self, Epilogue, Layout, PackedWeights, Rows};
+use std::sync::Arc;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::einsum::EinSum;
+
+/// A 1x1 convolution with a fused bias and clamp, each side channel-first or channel-last.
+#[derive(Debug, Clone)]
+pub struct Pointwise {
+    weights: Arc<PackedWeights>,
+    epilogue: Arc<Epilogue>,
+    x_layout: Layout,
+    y_layout: Layout,
+    positions: usize,
+    out_shape: TVec<usize>,
+}
+
+impl PartialEq for Pointwise {
+    fn eq(&self, other: &Self) -> bool {
+        self.weights == other.weights
+            && self.epilogue == other.epilogue
+            && (self.x_layout, self.y_layout, self.positions)
+                == (other.x_layout, other.y_layout, other.positions)
+            && self.out_shape == other.out_shape
+    }
+}
+
+impl Eq for Pointwise {}
+
+/// Positions per task when tract's executor has several threads.
+const ROWS_PER_TASK: usize = 48;
+
+impl Op for Pointwise {
+    fn name(&self) -> StaticName {
+        "LinesightPointwise".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{}x{} {:?} -> {:?}, {} positions, clamp [{}, {}]",
+            self.weights.cin,
+            self.weights.cout,
+            self.x_layout,
+            self.y_layout,
+            self.positions,
+            self.epilogue.lo,
+            self.epilogue.hi
+        )])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Pointwise {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = &inputs[0];
+        let (cin, cout) = (self.weights.cin, self.weights.cout);
+        ensure!(
+            x.len() == self.positions * cin,
+            "input {:?} is not {} x {cin}",
+            x.shape(),
+            self.positions
+        );
+        // SAFETY: every element is written by the kernel before the tensor is read.
+        let mut y = unsafe { Tensor::uninitialized::<f32>(&self.out_shape)? };
+        let xs = x.try_as_plain_ram()?;
+        let xs = xs.as_slice::<f32>()?;
+        let y_addr = {
+            let mut view = y.try_as_plain_ram_mut()?;
+            view.as_slice_mut::<f32>()?.as_mut_ptr() as usize
+        };
+        let (w, e) = (&*self.weights, &*self.epilogue);
+        // Row blocks as a slice of `()` (no allocation) for tract's executor to split.
+        let mut blocks = vec![(); self.positions.div_ceil(ROWS_PER_TASK)];
+        tract_linalg::multithread::par_chunks_mut(
+            &mut blocks,
+            1,
+            self.positions * cin * cout,
+            |first, chunk| {
+                let start = first * ROWS_PER_TASK;
+                let rows = (chunk.len() * ROWS_PER_TASK).min(self.positions - start);
+                let r = Rows {
+                    x: xs,
+                    x_layout: self.x_layout,
+                    positions: self.positions,
+                    first: start,
+                    rows,
+                };
+                // SAFETY: `y` holds positions x cout values; tasks write disjoint rows.
+                unsafe { pointwise::run(&r, w, e, y_addr as *mut f32, self.y_layout) };
+                Ok(())
+            },
+        )?;
+        Ok(tvec!(y.into_tvalue()))
+    }
+}
+
+impl TypedOp for Pointwise {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(f32::fact(&*self.out_shape)))
+    }
+
+    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        Ok(tvec!((
+            Cost::FMA(f32::datum_type()),
+            (self.positions * self.weights.cin * self.weights.cout).to_dim()
+        )))
+    }
+
+    as_op!();
+}
+
+/// The constant of a binary op's other input, when it is one.
+fn other_const<'a>(model: &'a TypedModel, node: &TypedNode, from: OutletId) -> Option<&'a Tensor> {
+    let other = node.inputs.iter().find(|i| **i != from)?;
+    model.outlet_fact(*other).ok()?.konst.as_deref()
+}
+
+/// Where the channel of a `shape` sits among its non-unit axes (`others`: the positions of
+/// the non-channel axes): after all of them, before all of them, or neither.
+fn layout_of(shape: &[usize], channel: usize, others: &[usize]) -> Option<Layout> {
+    let non_unit: Vec<usize> = others.iter().copied().filter(|&a| shape[a] != 1).collect();
+    if non_unit.iter().all(|&a| a < channel) {
+        Some(Layout::ChannelLast)
+    } else if non_unit.iter().all(|&a| a > channel) {
+        Some(Layout::ChannelFirst)
+    } else {
+        None
+    }
+}
+
+/// The geometry of a 1x1-convolution einsum: `x` axes with one contracted channel `I`
+/// (weights `[O, I]`), the output with `O` in its place and every other axis in the same
+/// order. Axes of size 1 may sit on one side only (tract's declutter drops the batch axis
+/// of `N = 1` on the channel-last side of a depthwise convolution). Returns (input channel
+/// axis, output channel axis, the other axes in x, in y).
+#[allow(clippy::type_complexity)]
+fn pointwise_axes(
+    op: &EinSum,
+    x_shape: &[usize],
+    y_shape: &[usize],
+) -> Option<(usize, usize, Vec<usize>, Vec<usize>)> {
+    if op.q_params.is_some() || op.operating_dt != f32::datum_type() {
+        return None;
+    }
+    let (mut ci, mut co) = (None, None);
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    let mut x_unit = 0;
+    for a in op.axes.iter_all_axes() {
+        match (&a.inputs[0][..], &a.inputs[1][..], &a.outputs[0][..]) {
+            ([x], [1], []) => ci = Some(*x),
+            ([], [0], [y]) => co = Some(*y),
+            ([x], [], [y]) => {
+                xs.push(*x);
+                ys.push(*y);
+            }
+            ([x], [], []) if x_shape.get(*x) == Some(&1) => x_unit += 1,
+            ([], [], [y]) if y_shape.get(*y) == Some(&1) => {}
+            _ => return None,
+        }
+    }
+    if xs.len() + x_unit + 1 != x_shape.len() {
+        return None;
+    }
+    // The other axes keep their order: sorted by input position, output positions ascend.
+    let mut pairs: Vec<(usize, usize)> = xs.iter().copied().zip(ys.iter().copied()).collect();
+    pairs.sort();
+    if pairs.windows(2).any(|w| w[0].1 > w[1].1) {
+        return None;
+    }
+    Some((ci?, co?, xs, ys))
+}
+
+fn pointwise_rule(
+    _ctx: &(),
+    model: &TypedModel,
+    node: &TypedNode,
+    name: &str,
+    op: &EinSum,
+) -> TractResult<Option<TypedModelPatch>> {
+    rule_if!(node.inputs.len() == 2);
+    let x_fact = model.outlet_fact(node.inputs[0])?;
+    let w_fact = model.outlet_fact(node.inputs[1])?;
+    let y_fact = model.outlet_fact(node.id.into())?;
+    rule_if!(x_fact.datum_type == f32::datum_type());
+    rule_if_some!(w = w_fact.konst.as_ref());
+    rule_if!(w.rank() == 2 && w.datum_type() == f32::datum_type());
+    rule_if_some!(x_shape = x_fact.shape.as_concrete());
+    rule_if_some!(y_shape = y_fact.shape.as_concrete());
+    rule_if_some!((ci, co, xs, ys) = pointwise_axes(op, x_shape, y_shape));
+    let (cout, cin) = (w.shape()[0], w.shape()[1]);
+    rule_if!(x_shape[ci] == cin && y_shape[co] == cout);
+    rule_if_some!(x_layout = layout_of(x_shape, ci, &xs));
+    rule_if_some!(y_layout = layout_of(y_shape, co, &ys));
+    let positions: usize = xs.iter().map(|&a| x_shape[a]).product();
+    let weights = PackedWeights::from_oi(w.try_as_plain_ram()?.as_slice::<f32>()?, cout, cin);
+    let mut epilogue = Epilogue {
+        bias: vec![0.0; cout],
+        lo: f32::NEG_INFINITY,
+        hi: f32::INFINITY,
+    };
+    // Absorb what follows while it is one consumer, a binary op with a constant: the bias
+    // Add (`cout` values along the output channel axis), then Max / Min by a scalar.
+    let mut last = node;
+    let mut bias_taken = false;
+    loop {
+        let Some(succ) = model.single_succ(last.id)? else {
+            break;
+        };
+        let Some(bin) = succ.op_as::<TypedBinOp>() else {
+            break;
+        };
+        let Some(k) = other_const(model, succ, last.id.into()) else {
+            break;
+        };
+        if k.datum_type() != f32::datum_type() || k.rank() > y_shape.len() {
+            break;
+        }
+        let vals = k.try_as_plain_ram()?;
+        let vals = vals.as_slice::<f32>()?;
+        // Right-aligned broadcast: k's axis j is the output's axis j + shift.
+        let shift = y_shape.len() - k.rank();
+        let on_channel = k
+            .shape()
+            .iter()
+            .enumerate()
+            .all(|(j, d)| *d == 1 || j + shift == co);
+        match bin.0.name() {
+            "Add" if !bias_taken && k.len() == cout && on_channel && epilogue.lo.is_infinite() => {
+                epilogue.bias.copy_from_slice(vals);
+                bias_taken = true;
+            }
+            "Max" if k.len() == 1 && epilogue.hi.is_infinite() => {
+                epilogue.lo = epilogue.lo.max(vals[0]);
+            }
+            "Min" if k.len() == 1 => {
+                epilogue.hi = epilogue.hi.min(vals[0]);
+            }
+            _ => break,
+        }
+        last = succ;
+    }
+    let mut patch = TypedModelPatch::new("linesight pointwise");
+    let x = patch.tap_model(model, node.inputs[0])?;
+    let y = patch.wire_node(
+        name,
+        Pointwise {
+            weights: Arc::new(weights),
+            epilogue: Arc::new(epilogue),
+            x_layout,
+            y_layout,
+            positions,
+            out_shape: y_shape.into(),
+        },
+        &[x],
+    )?;
+    patch.shunt_outside(model, last.id.into(), y[0])?;
+    Ok(Some(patch))
+}
+
+/// Applies the rule to every matching node of a decluttered model; does nothing where
+/// the kernel is not vectorised.
+pub fn rewrite(model: &mut TypedModel) -> TractResult<()> {
+    if !pointwise::vectorised() {
+        return Ok(());
+    }
+    Rewriter::<()>::default()
+        .with_rule_for("linesight-pointwise", pointwise_rule)
+        .rewrite(&(), model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::tract_core::ops::cnn::conv::{Conv, KernelFormat};
+    use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+    use tract_onnx::tract_core::ops::math;
+    use tract_onnx::tract_core::ops::nn::DataFormat;
+
+    fn conv(
+        model: &mut TypedModel,
+        name: &str,
+        x: OutletId,
+        (cin, cout, group, k, stride): (usize, usize, usize, usize, usize),
+    ) -> OutletId {
+        let w: Vec<f32> = (0..cout * (cin / group) * k * k)
+            .map(|i| ((i as f32 * 0.37 + name.len() as f32).sin()) * 0.2)
+            .collect();
+        let b: Vec<f32> = (0..cout).map(|i| (i as f32 * 0.07).cos() * 0.1).collect();
+        let w = model
+            .add_const(
+                format!("{name}.w"),
+                Tensor::from_shape(&[cout, cin / group, k, k], &w).unwrap(),
+            )
+            .unwrap();
+        let b = model
+            .add_const(
+                format!("{name}.b"),
+                Tensor::from_shape(&[cout], &b).unwrap(),
+            )
+            .unwrap();
+        let pool_spec = PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec!(k, k),
+            padding: if k == 1 {
+                PaddingSpec::Valid
+            } else {
+                PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1))
+            },
+            dilations: None,
+            strides: Some(tvec!(stride, stride)),
+            input_channels: cin,
+            output_channels: cout,
+        };
+        let op = Conv {
+            pool_spec,
+            kernel_fmt: KernelFormat::OIHW,
+            group,
+            q_params: None,
+        };
+        model.wire_node(name, op, &[x, w, b]).unwrap()[0]
+    }
+
+    fn relu6(model: &mut TypedModel, name: &str, x: OutletId) -> OutletId {
+        let zero = model
+            .add_const(format!("{name}.lo"), tensor0(0f32))
+            .unwrap();
+        let six = model
+            .add_const(format!("{name}.hi"), tensor0(6f32))
+            .unwrap();
+        let x = wire_bin(model, &format!("{name}.max"), math::max(), x, zero);
+        wire_bin(model, &format!("{name}.min"), math::min(), x, six)
+    }
+
+    fn wire_bin(
+        model: &mut TypedModel,
+        name: &str,
+        op: TypedBinOp,
+        a: OutletId,
+        b: OutletId,
+    ) -> OutletId {
+        let rank = model.outlet_fact(a).unwrap().rank();
+        let b_rank = model.outlet_fact(b).unwrap().rank();
+        let mut b = b;
+        for i in b_rank..rank {
+            b = model
+                .wire_node(format!("{name}.b{i}"), AxisOp::Add(0), &[b])
+                .unwrap()[0];
+        }
+        model.wire_node(name, op, &[a, b]).unwrap()[0]
+    }
+
+    /// Stem, then two inverted-residual blocks (expansion, depthwise, projection, one with
+    /// the residual add): the shapes and layouts of MobileNetV2's body.
+    fn mobilenet_like() -> TypedModel {
+        let mut m = TypedModel::default();
+        let x = m.add_source("x", f32::fact([1, 3, 32, 32])).unwrap();
+        let x = conv(&mut m, "stem", x, (3, 32, 1, 3, 2));
+        let x = relu6(&mut m, "stem.relu", x);
+        let e = conv(&mut m, "b1.expand", x, (32, 96, 1, 1, 1));
+        let e = relu6(&mut m, "b1.expand.relu", e);
+        let d = conv(&mut m, "b1.dw", e, (96, 96, 96, 3, 1));
+        let d = relu6(&mut m, "b1.dw.relu", d);
+        let p = conv(&mut m, "b1.project", d, (96, 32, 1, 1, 1));
+        let x = m.wire_node("b1.residual", math::add(), &[p, x]).unwrap()[0];
+        let e = conv(&mut m, "b2.expand", x, (32, 144, 1, 1, 1));
+        let e = relu6(&mut m, "b2.expand.relu", e);
+        let d = conv(&mut m, "b2.dw", e, (144, 144, 144, 3, 2));
+        let d = relu6(&mut m, "b2.dw.relu", d);
+        let p = conv(&mut m, "b2.project", d, (144, 24, 1, 1, 1));
+        m.select_output_outlets(&[p]).unwrap();
+        m
+    }
+
+    fn run(model: TypedModel, input: &Tensor) -> Vec<f32> {
+        let plan = model.into_runnable().unwrap();
+        let out = plan.run(tvec!(input.clone().into_tvalue())).unwrap();
+        out[0]
+            .try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn pointwise_ops_replace_the_1x1_convolutions_and_compute_the_same() {
+        let input: Vec<f32> = (0..3 * 32 * 32).map(|i| (i as f32 * 0.011).sin()).collect();
+        let input = Tensor::from_shape(&[1, 3, 32, 32], &input).unwrap();
+        let want = run(mobilenet_like().into_optimized().unwrap(), &input);
+
+        let mut model = mobilenet_like().into_decluttered().unwrap();
+        rewrite(&mut model).unwrap();
+        let model = model.into_optimized().unwrap();
+        let ours = model
+            .nodes()
+            .iter()
+            .filter(|n| n.op_is::<Pointwise>())
+            .count();
+        if pointwise::vectorised() {
+            // Every 1x1 convolution, whichever side of the depthwise flip it sits on.
+            assert_eq!(ours, 4, "{ours} pointwise ops in\n{model}");
+        } else {
+            assert_eq!(
+                ours, 0,
+                "no vector kernel here: tract's plan must stay as it is"
+            );
+        }
+        let got = run(model, &input);
+        assert_eq!(got.len(), want.len());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "worst relative difference {worst}");
+    }
+}
