@@ -272,3 +272,33 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Second adversarial pass: `export-uncertain --clear --out` a folder inside the store said
+/// "removed from the store" while the copies stayed in the store's folder, outside its
+/// caps. A folder inside the store (by any path, existing or not) is refused now, and the
+/// store is left as it was.
+#[test]
+fn export_into_a_folder_inside_the_store_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    entry(&store, 1, "kept");
+    std::os::unix::fs::symlink(&store, tmp.path().join("link")).unwrap();
+    let before = snapshot(&store);
+    for out in [store.join("usb"), tmp.path().join("link/usb/day1")] {
+        let o = export(&store, &out, true);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{}: {err}", out.display());
+        assert!(
+            err.contains("is inside the uncertain store"),
+            "{}: {err}",
+            out.display()
+        );
+        assert_eq!(snapshot(&store), before, "{}", out.display());
+    }
+    assert!(!store.join("usb").exists());
+    // A sibling folder is fine.
+    let o = export(&store, &tmp.path().join("usb"), true);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
