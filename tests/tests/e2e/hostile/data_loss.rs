@@ -302,3 +302,37 @@ fn export_into_a_folder_inside_the_store_is_refused() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// Second adversarial pass: `run --config edge.toml --sink jsonl:edge.toml` appended
+/// decision lines to its own config (the next start could not parse it; a rotation would
+/// have renamed it away), and a sink over a trusted key file was taken too. Both are
+/// refused now, before a frame is read, and the files are unchanged.
+#[test]
+fn the_run_sink_is_refused_over_its_config_and_a_trusted_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let key = d.join("signing.pub");
+    std::fs::write(&key, "not read before the refusal\n").unwrap();
+    let config = d.join("edge.toml");
+    std::fs::write(&config, "[model]\ntrusted_keys = [\"signing.pub\"]\n").unwrap();
+    let tiny = tiny_bundle();
+    let tiny = tiny.to_str().unwrap();
+    for sink in ["jsonl:edge.toml", "jsonl:./signing.pub"] {
+        refused(
+            "linesight-edge",
+            &[
+                "run",
+                "--config",
+                "edge.toml",
+                "--bundle",
+                tiny,
+                "--max-frames",
+                "2",
+                "--no-store",
+                "--sink",
+                sink,
+            ],
+            d,
+            &[config.clone(), key.clone()],
+        );
+    }
+}
