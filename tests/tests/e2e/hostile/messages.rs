@@ -170,3 +170,25 @@ fn a_file_name_with_a_newline_stays_one_line() {
     let v = stdout_lines(&o);
     assert_eq!(v[0]["path"], photo.display().to_string());
 }
+
+/// Second adversarial pass: `keygen --out signing.key` (taking --out for the key file)
+/// over an existing file said "cannot write key file `signing.key`: File exists", which
+/// points the wrong way. It now says that --out is the folder the pair goes into, and
+/// leaves the file as it was.
+#[test]
+fn keygen_out_naming_a_file_says_it_wants_a_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("signing.key");
+    std::fs::write(&file, b"an old key, kept").unwrap();
+    let o = run(Command::new(bin("linesight-train"))
+        .args(["keygen", "--out", "signing.key"])
+        .current_dir(tmp.path()));
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("`signing.key` is a file, not a folder")
+            && err.contains("--out names the folder"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"an old key, kept");
+}
