@@ -34,7 +34,9 @@ pub enum Command {
     /// opened. An image that cannot be read or decoded (or is larger than
     /// --max-image-megapixels) gets a line with its error and the run goes on; the exit
     /// code is then 1. The bundle's signature is checked against the trusted keys (as
-    /// `install` finds them) and a warning goes to stderr unless it is valid.
+    /// `install` finds them) and a warning goes to stderr unless it is valid. Text lines are
+    /// path, label, score, latency separated by tabs, with control characters in a name
+    /// escaped (`\n`, `\t`); --json keeps names as they are.
     ///
     /// Example: linesight-edge classify --bundle model.lsb --json photos/
     Classify {

@@ -172,7 +172,8 @@ pub struct SinkSection {
     pub spec: String,
     /// Rotate a `jsonl:PATH` file above this size (0: never).
     pub rotate_bytes: u64,
-    /// Rotated files kept (`PATH.1` ... `PATH.N`).
+    /// Rotated files kept (`PATH.1` ... `PATH.N`); at least 1 while rotating (0 would
+    /// delete each rotated file).
     pub keep: usize,
 }
 
@@ -278,6 +279,9 @@ impl EdgeConfig {
 /// What the command line sets; `None` / `false` leaves the file's value.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
+    /// The config file these settings were read from (`--config`), if any: `run` refuses
+    /// a sink over it.
+    pub config: Option<PathBuf>,
     pub bundle: Option<PathBuf>,
     pub root: Option<PathBuf>,
     pub source: Option<String>,
@@ -312,6 +316,8 @@ pub struct StoreSettings {
 /// Everything `run` needs, resolved and validated (printed by `--show-settings`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunSettings {
+    /// The config file read (`--config`), if any.
+    pub config: Option<PathBuf>,
     pub bundle: Option<PathBuf>,
     pub root: PathBuf,
     pub top_k: usize,
@@ -450,6 +456,15 @@ pub fn resolve(file: EdgeConfig, o: Overrides) -> Result<RunSettings, ConfigErro
         )));
     }
     let sink = SinkSpec::parse(&o.sink.unwrap_or(file.sink.spec)).map_err(bad)?;
+    // Elsewhere in this file 0 means "never" or "unlimited"; here it would delete every
+    // rotated file, i.e. decisions counted as written and then thrown away.
+    if matches!(sink, SinkSpec::File { .. }) && file.sink.rotate_bytes > 0 && file.sink.keep == 0
+    {
+        return Err(bad(format!(
+            "sink.keep 0 would delete each rotated decision file as soon as it rotates (every {} bytes), losing those decisions; keep at least 1 rotated file, or set sink.rotate_bytes = 0 to never rotate",
+            file.sink.rotate_bytes
+        )));
+    }
     let http = match o.http.or(file.http.listen) {
         None => None,
         Some(a) => {
@@ -491,6 +506,7 @@ pub fn resolve(file: EdgeConfig, o: Overrides) -> Result<RunSettings, ConfigErro
     let poll_current =
         (file.model.poll_current_ms > 0).then(|| Duration::from_millis(file.model.poll_current_ms));
     Ok(RunSettings {
+        config: o.config,
         trusted_keys,
         allow_unsigned: file.model.allow_unsigned,
         poll_current,
@@ -608,7 +624,13 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_with_the_setting_named() {
-        let cases: [(&str, Overrides, &str); 9] = [
+        let cases: [(&str, Overrides, &str); 10] = [
+            // Second adversarial pass (issue 16): keep = 0 deleted every rotated file.
+            (
+                "[sink]\nspec = \"jsonl:/tmp/d.jsonl\"\nrotate_bytes = 100\nkeep = 0\n",
+                Overrides::default(),
+                "sink.keep 0 would delete each rotated decision file",
+            ),
             (
                 "",
                 Overrides {

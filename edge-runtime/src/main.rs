@@ -413,6 +413,7 @@ fn run_command(a: RunArgs, max_image_megapixels: Option<u32>) -> anyhow::Result<
     let settings = config::resolve(
         file,
         Overrides {
+            config: a.config.clone(),
             bundle: a.bundle,
             root: a.root,
             source: a.source,

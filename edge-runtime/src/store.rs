@@ -479,6 +479,10 @@ pub fn export(dir: &Path, out: &Path, clear: bool) -> Result<ExportReport, Store
     }
     linesight_shared::output::refuse_inputs(out, [("the uncertain store", dir)])
         .map_err(|e| StoreError::Refused(e.to_string()))?;
+    // A folder inside the store: `--clear` reported the entries removed while they stayed
+    // in the store's folder, outside its caps (second adversarial pass, issue 16).
+    linesight_shared::output::refuse_inside(out, "the uncertain store", dir)
+        .map_err(|e| StoreError::Refused(e.to_string()))?;
     std::fs::create_dir_all(out).map_err(out_at(out))?;
     let mut report = ExportReport {
         store: dir.display().to_string(),

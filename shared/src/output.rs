@@ -17,6 +17,12 @@ pub enum OutputError {
         what: String,
         input: String,
     },
+    #[error("refusing to write into `{out}`: it is inside {what} `{input}` that this command reads and empties, so what it writes would be left in there; choose a folder outside it")]
+    Inside {
+        out: String,
+        what: String,
+        input: String,
+    },
 }
 
 /// The identity of an existing file or folder (device and inode), following symlinks.
@@ -49,6 +55,45 @@ pub fn refuse_inputs<'a>(
                 input: input.display().to_string(),
             });
         }
+    }
+    Ok(())
+}
+
+/// Fails when the folder `out` (existing or not) would lie inside the folder `dir` (or be
+/// it), by any path: the deepest part of `out` that exists is resolved (symlinks, `..`)
+/// and compared with `dir` resolved.
+pub fn refuse_inside(out: &Path, what: &str, dir: &Path) -> Result<(), OutputError> {
+    let Ok(dir_real) = std::fs::canonicalize(dir) else {
+        return Ok(());
+    };
+    let mut existing = out;
+    let mut rest = Vec::new();
+    let real = loop {
+        if let Ok(r) = std::fs::canonicalize(existing) {
+            break Some(r);
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                };
+            }
+            _ => break None,
+        }
+    };
+    let Some(mut real) = real else {
+        return Ok(());
+    };
+    real.extend(rest.iter().rev());
+    if real.starts_with(&dir_real) {
+        return Err(OutputError::Inside {
+            out: out.display().to_string(),
+            what: what.to_string(),
+            input: dir.display().to_string(),
+        });
     }
     Ok(())
 }
@@ -93,5 +138,25 @@ mod tests {
         }
         assert!(refuse_inputs(d.path(), [("the images folder", d.path())]).is_err());
         assert!(refuse_inputs(&other, [("missing", Path::new("/nope/x"))]).is_ok());
+    }
+
+    #[test]
+    fn a_folder_inside_another_is_refused_by_any_path() {
+        let d = tempfile::tempdir().unwrap();
+        let store = d.path().join("store");
+        std::fs::create_dir_all(store.join("old")).unwrap();
+        let inside = |p: &Path| refuse_inside(p, "the store", &store).is_err();
+        assert!(inside(&store));
+        assert!(inside(&store.join("old")));
+        assert!(inside(&store.join("new/deeper")));
+        assert!(inside(&d.path().join("store/old/../../store/new")));
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(&store, d.path().join("link")).unwrap();
+            assert!(inside(&d.path().join("link/new")));
+        }
+        assert!(!inside(&d.path().join("usb")));
+        assert!(!inside(&d.path().join("store-copy")));
+        assert!(!inside(d.path()));
     }
 }

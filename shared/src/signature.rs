@@ -59,6 +59,13 @@ pub enum SignatureError {
         path: String,
         source: std::io::Error,
     },
+    #[error("`{path}` is a file, not a folder: --out names the folder that signing.key and signing.pub are written into (e.g. --out keys/); it was left as it is")]
+    NotAFolder { path: String },
+    #[error("cannot make the key folder `{path}`: {source}")]
+    Folder {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("key file `{path}` already exists; refusing to overwrite a signing key (pick another --out folder or move the old key away)")]
     KeyExists { path: String },
 }
@@ -120,6 +127,13 @@ impl SecretKey {
     pub fn write_pair(&self, dir: &Path) -> Result<(PathBuf, PathBuf), SignatureError> {
         let secret = dir.join(SECRET_FILE);
         let public = dir.join(PUBLIC_FILE);
+        // `--out signing.key` (taken for the key file): the folder is a file. Said as such,
+        // not as "cannot write key file: File exists" (second adversarial pass, issue 16).
+        if std::fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+            return Err(SignatureError::NotAFolder {
+                path: dir.display().to_string(),
+            });
+        }
         for p in [&secret, &public] {
             if p.exists() {
                 return Err(SignatureError::KeyExists {
@@ -131,7 +145,10 @@ impl SecretKey {
             let path = p.display().to_string();
             move |source| SignatureError::Write { path, source }
         };
-        std::fs::create_dir_all(dir).map_err(werr(dir))?;
+        std::fs::create_dir_all(dir).map_err(|source| SignatureError::Folder {
+            path: dir.display().to_string(),
+            source,
+        })?;
         let text = format!("{SECRET_HEADER}\n{}\n", hex::encode(self.0.to_bytes()));
         write_new(&secret, text.as_bytes(), 0o600).map_err(werr(&secret))?;
         let text = format!("{PUBLIC_HEADER}\n{}\n", hex::encode(self.public().0));

@@ -183,16 +183,36 @@ fn emit(out: &mut dyn Write, json: bool, r: &ImageResult) -> Result<()> {
         line.push(b'\n');
         out.write_all(&line)?;
     } else if let Some(e) = &r.error {
-        writeln!(out, "{}\tERROR\t{e}", r.path)?;
+        writeln!(out, "{}\tERROR\t{}", field(&r.path), field(e))?;
     } else {
         writeln!(
             out,
             "{}\t{}\t{:.3}\t{:.1} ms",
-            r.path,
-            r.label.as_deref().unwrap_or(REJECT),
+            field(&r.path),
+            field(r.label.as_deref().unwrap_or(REJECT)),
             r.score.unwrap_or(0.0),
             r.latency_ms.unwrap_or(0.0)
         )?;
     }
     Ok(())
+}
+
+/// A text-line field with its control characters escaped (`\n`, `\t`, `\u{1b}`), so a
+/// file named with a newline or a tab stays one line of four tab-separated fields (it
+/// once split into two lines, the first a bogus path; second adversarial pass, issue 16).
+/// `--json` carries names unescaped.
+fn field(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }

@@ -168,6 +168,16 @@ pub fn run(s: &RunSettings, stop: &AtomicBool, notifier: &mut Notifier) -> Resul
         if let Some(st) = &s.store {
             inputs.push(("the uncertain store", st.dir.as_path()));
         }
+        // And not the run's own config file or a trusted key it names (appending made the
+        // next start fail to parse edge.toml; rotating renamed it away).
+        if let Some(config) = &s.config {
+            inputs.push(("the config file", config.as_path()));
+        }
+        for key in &s.trusted_keys {
+            if let crate::trust::KeySpec::File(k) = key {
+                inputs.push(("a trusted key", k.as_path()));
+            }
+        }
         for i in 0..=s.keep {
             let file = if i == 0 {
                 sink.clone()

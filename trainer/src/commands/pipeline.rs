@@ -340,20 +340,56 @@ fn dir_hash(dir: &Path) -> Result<String> {
 }
 
 /// Links the manifest split's images into `dir` as `00001.jpg`, ... (row numbers; the
-/// class folders are not carried over).
+/// class folders are not carried over). The folder is made to match the manifest on every
+/// run: a link that points elsewhere (the manifest was edited) is replaced and a link the
+/// manifest no longer names is removed, so an image dropped from the manifest is not
+/// labelled and trained on again. Anything in `dir` that is not such a link is refused
+/// (named), never removed.
 fn link_images(manifest: &Path, split: &str, dir: &Path) -> Result<()> {
     let entries = crate::dataset::read_split(manifest, split)?;
     fs_err::create_dir_all(dir)?;
+    let mut wanted = std::collections::BTreeSet::new();
     for (i, e) in entries.iter().enumerate() {
         let ext = e.path.extension().and_then(|x| x.to_str()).unwrap_or("jpg");
-        let link = dir.join(format!("{i:05}.{ext}"));
-        if link.exists() {
-            continue;
-        }
+        let name = format!("{i:05}.{ext}");
+        let link = dir.join(&name);
+        wanted.insert(std::ffi::OsString::from(name));
         let target = std::fs::canonicalize(&e.path)
             .with_context(|| format!("manifest image `{}` is missing", e.path.display()))?;
+        match std::fs::symlink_metadata(&link) {
+            Err(_) => {}
+            Ok(m) if m.file_type().is_symlink() => {
+                if std::fs::read_link(&link).ok().as_deref() == Some(target.as_path()) {
+                    continue;
+                }
+                std::fs::remove_file(&link)
+                    .with_context(|| format!("cannot replace the stale link `{}`", link.display()))?;
+            }
+            Ok(_) => bail!(
+                "`{}` is not a link to a manifest image; the pipeline links the manifest's images into `{}` itself: move that file away",
+                link.display(),
+                dir.display()
+            ),
+        }
         std::os::unix::fs::symlink(&target, &link)
             .with_context(|| format!("cannot link `{}`", link.display()))?;
+    }
+    for entry in fs_err::read_dir(dir)? {
+        let entry = entry?;
+        if wanted.contains(&entry.file_name()) {
+            continue;
+        }
+        let path = entry.path();
+        if !entry.file_type()?.is_symlink() {
+            bail!(
+                "`{}` is not a link to a manifest image; the pipeline links the manifest's images into `{}` itself: move that file away",
+                path.display(),
+                dir.display()
+            );
+        }
+        std::fs::remove_file(&path)
+            .with_context(|| format!("cannot remove the stale link `{}`", path.display()))?;
+        tracing::info!(link = %path.display(), "removed a link to an image the manifest no longer lists");
     }
     Ok(())
 }
@@ -620,4 +656,49 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
         labelled_images: files.len(),
         eval: eval_value,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Second adversarial pass (issue 16): the linked images folder followed an edited
+    /// manifest only by adding links, so an image dropped from (or replaced in) the
+    /// manifest was still labelled and trained on by the next `pipeline` run.
+    #[test]
+    fn the_linked_images_follow_an_edited_manifest() {
+        let d = tempfile::tempdir().unwrap();
+        let d = d.path();
+        for n in ["a.jpg", "b.jpg", "c.png"] {
+            std::fs::write(d.join(n), n).unwrap();
+        }
+        let manifest = d.join("manifest.csv");
+        let links = d.join("work/images");
+        let listed = || {
+            let mut v: Vec<(String, String)> = std::fs::read_dir(&links)
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let to = std::fs::read_link(e.path()).unwrap();
+                    let to = to.file_name().unwrap().to_string_lossy().into_owned();
+                    (e.file_name().to_string_lossy().into_owned(), to)
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        std::fs::write(&manifest, "path,label,split\na.jpg,x,train\nb.jpg,y,train\n").unwrap();
+        link_images(&manifest, "train", &links).unwrap();
+        assert_eq!(listed(), vec![pair("00000.jpg", "a.jpg"), pair("00001.jpg", "b.jpg")]);
+        // `a.jpg` dropped, `c.png` added: row numbers shift, the old links must go.
+        std::fs::write(&manifest, "path,label,split\nb.jpg,y,train\nc.png,x,train\n").unwrap();
+        link_images(&manifest, "train", &links).unwrap();
+        assert_eq!(listed(), vec![pair("00000.jpg", "b.jpg"), pair("00001.png", "c.png")]);
+        // A file the pipeline did not link is refused and kept.
+        std::fs::write(links.join("mine.jpg"), "keep").unwrap();
+        let e = link_images(&manifest, "train", &links).unwrap_err().to_string();
+        assert!(e.contains("mine.jpg") && e.contains("move that file away"), "{e}");
+        assert_eq!(std::fs::read(links.join("mine.jpg")).unwrap(), b"keep");
+    }
 }

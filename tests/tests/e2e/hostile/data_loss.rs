@@ -272,3 +272,67 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Second adversarial pass: `export-uncertain --clear --out` a folder inside the store said
+/// "removed from the store" while the copies stayed in the store's folder, outside its
+/// caps. A folder inside the store (by any path, existing or not) is refused now, and the
+/// store is left as it was.
+#[test]
+fn export_into_a_folder_inside_the_store_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    entry(&store, 1, "kept");
+    std::os::unix::fs::symlink(&store, tmp.path().join("link")).unwrap();
+    let before = snapshot(&store);
+    for out in [store.join("usb"), tmp.path().join("link/usb/day1")] {
+        let o = export(&store, &out, true);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{}: {err}", out.display());
+        assert!(
+            err.contains("is inside the uncertain store"),
+            "{}: {err}",
+            out.display()
+        );
+        assert_eq!(snapshot(&store), before, "{}", out.display());
+    }
+    assert!(!store.join("usb").exists());
+    // A sibling folder is fine.
+    let o = export(&store, &tmp.path().join("usb"), true);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Second adversarial pass: `run --config edge.toml --sink jsonl:edge.toml` appended
+/// decision lines to its own config (the next start could not parse it; a rotation would
+/// have renamed it away), and a sink over a trusted key file was taken too. Both are
+/// refused now, before a frame is read, and the files are unchanged.
+#[test]
+fn the_run_sink_is_refused_over_its_config_and_a_trusted_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let key = d.join("signing.pub");
+    std::fs::write(&key, "not read before the refusal\n").unwrap();
+    let config = d.join("edge.toml");
+    std::fs::write(&config, "[model]\ntrusted_keys = [\"signing.pub\"]\n").unwrap();
+    let tiny = tiny_bundle();
+    let tiny = tiny.to_str().unwrap();
+    for sink in ["jsonl:edge.toml", "jsonl:./signing.pub"] {
+        refused(
+            "linesight-edge",
+            &[
+                "run",
+                "--config",
+                "edge.toml",
+                "--bundle",
+                tiny,
+                "--max-frames",
+                "2",
+                "--no-store",
+                "--sink",
+                sink,
+            ],
+            d,
+            &[config.clone(), key.clone()],
+        );
+    }
+}

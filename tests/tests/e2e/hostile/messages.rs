@@ -134,3 +134,61 @@ fn help_shows_no_test_hooks() {
         }
     }
 }
+
+/// Second adversarial pass: `classify`'s text lines printed a file name as it is, so a
+/// name with a newline split its line in two (the first a bogus path with no result) and
+/// a tab added a column. Control characters are escaped in text lines now; `--json`
+/// keeps the name as it is.
+#[test]
+fn a_file_name_with_a_newline_stays_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photo = tmp.path().join("a\nb\tc.jpg");
+    std::fs::copy(demo_photo(), &photo).unwrap();
+    let broken = tmp.path().join("x\ny.png");
+    std::fs::write(&broken, b"not a png").unwrap();
+    let o = run(edge(&["classify", "--bundle"])
+        .arg(tiny_bundle())
+        .arg(&photo)
+        .arg(&broken));
+    assert_eq!(o.status.code(), Some(1), "{}", all_output(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per image:\n{text}");
+    let dir = tmp.path().display();
+    assert!(
+        lines[0].starts_with(&format!("{dir}/a\\nb\\tc.jpg\t")),
+        "{text}"
+    );
+    assert_eq!(lines[0].split('\t').count(), 4, "{text}");
+    assert!(
+        lines[1].starts_with(&format!("{dir}/x\\ny.png\tERROR\t")),
+        "{text}"
+    );
+    let o = run(edge(&["classify", "--json", "--bundle"])
+        .arg(tiny_bundle())
+        .arg(&photo));
+    let v = stdout_lines(&o);
+    assert_eq!(v[0]["path"], photo.display().to_string());
+}
+
+/// Second adversarial pass: `keygen --out signing.key` (taking --out for the key file)
+/// over an existing file said "cannot write key file `signing.key`: File exists", which
+/// points the wrong way. It now says that --out is the folder the pair goes into, and
+/// leaves the file as it was.
+#[test]
+fn keygen_out_naming_a_file_says_it_wants_a_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("signing.key");
+    std::fs::write(&file, b"an old key, kept").unwrap();
+    let o = run(Command::new(bin("linesight-train"))
+        .args(["keygen", "--out", "signing.key"])
+        .current_dir(tmp.path()));
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("`signing.key` is a file, not a folder")
+            && err.contains("--out names the folder"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"an old key, kept");
+}
