@@ -404,11 +404,17 @@ bundles() {
 
 # The tiny bundles of the camera, replug and power-cut cases (edge-runtime/examples/
 # tiny_bundles.rs says why not MobileNetV2 there), built by the host.
+# The example comes from the workspace's own test build (`cargo test --features
+# linesight-edge/camera` builds every example; a no-op when scripts/test.sh just ran it):
+# `cargo run --example` would select the edge crate alone, whose feature resolution differs
+# from the workspace's and rebuilds bindgen, tract and friends for the host a second time.
 tiny_bundles() {
   TINY="$BOX/tiny"
   rm -rf "$TINY"
-  cargo run --quiet --features linesight-edge/camera --example tiny_bundles -- "$TINY" >/dev/null ||
-    die "cannot build the tiny bundles (cargo run --example tiny_bundles)"
+  cargo test --quiet --features linesight-edge/camera --no-run >/dev/null 2>&1 ||
+    die "cannot build the workspace's tests and examples (cargo test --features linesight-edge/camera --no-run)"
+  "$ROOT/target/debug/examples/tiny_bundles" "$TINY" >/dev/null ||
+    die "cannot write the tiny bundles (target/debug/examples/tiny_bundles)"
 }
 
 # The photos of same-answers: the 45 demo photos and the 10 fixtures of models/box.
