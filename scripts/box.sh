@@ -553,6 +553,9 @@ case_arm_tests() {
   mkdir -p "$mirror/edge-runtime" "$mirror/models/demo" "$STAGE/tests" "$(dirname "$RUN/stage$ARM_BIN")"
   cp -r edge-runtime/examples "$mirror/edge-runtime/"
   cp -r models/demo/images "$mirror/models/demo/"
+  # tests/fixtures/tiny.lsb: `tiny::the_committed_tiny_fixture_is_this_bundle` checks it.
+  mkdir -p "$mirror/tests"
+  cp -r tests/fixtures "$mirror/tests/"
   cp "$ARM_BIN.stripped" "$RUN/stage$ARM_BIN"
   local name exe
   : >"$STAGE/tests/list"
@@ -680,7 +683,9 @@ for i in range(1, cuts + 1):
     st, rn = re.search(r"BOX-STATUS (.*)", nxt), re.search(r"BOX-RUN (.*)", nxt)
     status = json.loads(st.group(1)) if st else {}
     cur = [s for s in status.get("slots", []) if s.get("current")]
-    model = sha.get(cur[0].get("bundle_sha256")) if cur else None
+    # `record` (the slot's install.json) is in the report only when it describes the
+    # bundle beside it: its sha256 is the bundle's.
+    model = sha.get((cur[0].get("record") or {}).get("bundle_sha256")) if cur else None
     good = bool(st and rn and model in (installed, target))
     ok &= good
     rows.append({"cut": i, "installing": target, "landed": where, "next_boot_current": model,
