@@ -458,8 +458,7 @@ pub fn resolve(file: EdgeConfig, o: Overrides) -> Result<RunSettings, ConfigErro
     let sink = SinkSpec::parse(&o.sink.unwrap_or(file.sink.spec)).map_err(bad)?;
     // Elsewhere in this file 0 means "never" or "unlimited"; here it would delete every
     // rotated file, i.e. decisions counted as written and then thrown away.
-    if matches!(sink, SinkSpec::File { .. }) && file.sink.rotate_bytes > 0 && file.sink.keep == 0
-    {
+    if matches!(sink, SinkSpec::File { .. }) && file.sink.rotate_bytes > 0 && file.sink.keep == 0 {
         return Err(bad(format!(
             "sink.keep 0 would delete each rotated decision file as soon as it rotates (every {} bytes), losing those decisions; keep at least 1 rotated file, or set sink.rotate_bytes = 0 to never rotate",
             file.sink.rotate_bytes

@@ -688,17 +688,36 @@ mod tests {
             v
         };
         let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
-        std::fs::write(&manifest, "path,label,split\na.jpg,x,train\nb.jpg,y,train\n").unwrap();
+        std::fs::write(
+            &manifest,
+            "path,label,split\na.jpg,x,train\nb.jpg,y,train\n",
+        )
+        .unwrap();
         link_images(&manifest, "train", &links).unwrap();
-        assert_eq!(listed(), vec![pair("00000.jpg", "a.jpg"), pair("00001.jpg", "b.jpg")]);
+        assert_eq!(
+            listed(),
+            vec![pair("00000.jpg", "a.jpg"), pair("00001.jpg", "b.jpg")]
+        );
         // `a.jpg` dropped, `c.png` added: row numbers shift, the old links must go.
-        std::fs::write(&manifest, "path,label,split\nb.jpg,y,train\nc.png,x,train\n").unwrap();
+        std::fs::write(
+            &manifest,
+            "path,label,split\nb.jpg,y,train\nc.png,x,train\n",
+        )
+        .unwrap();
         link_images(&manifest, "train", &links).unwrap();
-        assert_eq!(listed(), vec![pair("00000.jpg", "b.jpg"), pair("00001.png", "c.png")]);
+        assert_eq!(
+            listed(),
+            vec![pair("00000.jpg", "b.jpg"), pair("00001.png", "c.png")]
+        );
         // A file the pipeline did not link is refused and kept.
         std::fs::write(links.join("mine.jpg"), "keep").unwrap();
-        let e = link_images(&manifest, "train", &links).unwrap_err().to_string();
-        assert!(e.contains("mine.jpg") && e.contains("move that file away"), "{e}");
+        let e = link_images(&manifest, "train", &links)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("mine.jpg") && e.contains("move that file away"),
+            "{e}"
+        );
         assert_eq!(std::fs::read(links.join("mine.jpg")).unwrap(), b"keep");
     }
 }
