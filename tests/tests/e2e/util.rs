@@ -557,16 +557,6 @@ pub fn all_output(o: &Output) -> String {
     )
 }
 
-/// Kills a child process (the MLLM simulator) when dropped, whether the test passed or not.
-pub struct Child(pub std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The demo's training photos as an unlabeled folder `t/images` (links under neutral
 /// names, no class in the path), and the held-out photos with their labels.
 pub fn demo_unlabeled(t: &Path) -> (PathBuf, Vec<(PathBuf, String)>) {
@@ -591,33 +581,9 @@ pub fn demo_unlabeled(t: &Path) -> (PathBuf, Vec<(PathBuf, String)>) {
 /// (`label`), then `refine` votes (`--min-images 2 --k 5`, for 30 photos). Returns
 /// refined.json's path and refine's output.
 pub fn label_and_refine(t: &Path, images: &Path, accuracy: &str, seed: &str) -> (PathBuf, Output) {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
     let train = bin("linesight-train");
     let manifest = repo().join("models/demo/manifest.csv");
-    let mut sim = Child(
-        Command::new(&train)
-            .args(["--log", "warn", "simulate-mllm", "--listen", "127.0.0.1:0"])
-            .args(["--accuracy", accuracy, "--seed", seed, "--truth"])
-            .arg(&manifest)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut err = BufReader::new(sim.0.stderr.take().unwrap());
-    let mut url = String::new();
-    for _ in 0..20 {
-        let mut line = String::new();
-        if err.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        if let Some(pos) = line.find("http://") {
-            url = line[pos..].split_whitespace().next().unwrap().to_string();
-            break;
-        }
-    }
-    assert!(url.ends_with("/v1"), "simulator address not printed: {url}");
+    let sim = Simulator::start(&manifest, &["--accuracy", accuracy, "--seed", seed]);
     let labels = t.join("labels.jsonl");
     let o = run(Command::new(&train)
         .args([
@@ -626,7 +592,7 @@ pub fn label_and_refine(t: &Path, images: &Path, accuracy: &str, seed: &str) -> 
             "--model",
             "simulated",
             "--endpoint",
-            &url,
+            &sim.url,
             "--images",
         ])
         .arg(images)
