@@ -1,12 +1,11 @@
-//! Fine-tuning MobileNetV2's last stages together with the head, on the targets a training
+//! Fine-tuning a backbone's last stages together with the head, on the targets a training
 //! method settled on (`near`'s refined targets, `vote`'s, `naive`'s).
 //!
 //! The frozen trunk runs once per image and its output (`[C, 7, 7]` per image) is kept in
 //! memory; each step runs only the trained tail and the head. The tail's variables are
-//! the model's own (`MobileNetV2::tail_vars`), so the tuned model exports as it trained.
+//! the model's own (`TunableEncoder::tail_vars`), so the tuned model exports as it trained.
 
-use crate::backbone::mobilenet_v2::MobileNetV2;
-use crate::backbone::ImageEncoder;
+use crate::backbone::TunableEncoder;
 use crate::embed::progress_bar;
 use crate::head::{l2_normalize, CosineHead};
 use crate::near::train::{cosine_logits, finite_loss, EpochLog, TrainSettings};
@@ -24,7 +23,7 @@ const TRUNK_BATCH: usize = 16;
 /// weights per image, rows of zero are not trained on). Updates the model's variables in
 /// place and returns the tuned head and one log entry per epoch.
 pub fn finetune(
-    model: &MobileNetV2,
+    model: &dyn TunableEncoder,
     paths: &[PathBuf],
     targets: &[f32],
     head: &CosineHead,

@@ -10,7 +10,7 @@ pub mod mobilenet_v2;
 
 use crate::export::onnx::GraphBuilder;
 use anyhow::Result;
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use linesight_shared::manifest::PreprocessSpec;
 use std::path::{Path, PathBuf};
 
@@ -69,6 +69,56 @@ pub trait ImageEncoder {
     fn embed(&self, x: &Tensor) -> candle_core::Result<Tensor>;
     /// Appends the same computation to an ONNX graph; returns the `[1, D]` output's name.
     fn export_onnx(&self, g: &mut GraphBuilder, input: &str) -> Result<String>;
+}
+
+/// A backbone whose last stages can be fine-tuned (`train --trainable-blocks N`): a frozen
+/// trunk that runs once per image (its output is cached), and a trained tail whose
+/// variables are the model's own, so the tuned model exports as it trained.
+///
+/// Invariant: `tail(trunk(x, n), n) == embed(x)` for every `n` in `1..=stages()`.
+pub trait TunableEncoder: ImageEncoder {
+    /// How many stages can train (the upper bound of `trainable_blocks`).
+    fn stages(&self) -> usize;
+    /// The frozen part when the last `tail` stages train.
+    fn trunk(&self, x: &Tensor, tail: usize) -> candle_core::Result<Tensor>;
+    /// The trained part, ending with the pooled embedding.
+    fn tail(&self, h: &Tensor, tail: usize) -> candle_core::Result<Tensor>;
+    /// The variables of the last `tail` stages, by checkpoint name.
+    fn tail_vars(&self, tail: usize) -> Vec<(String, Var)>;
+}
+
+impl TunableEncoder for mobilenet_v2::MobileNetV2 {
+    fn stages(&self) -> usize {
+        self.blocks.len() + 1
+    }
+    fn trunk(&self, x: &Tensor, tail: usize) -> candle_core::Result<Tensor> {
+        mobilenet_v2::MobileNetV2::trunk(self, x, tail)
+    }
+    fn tail(&self, h: &Tensor, tail: usize) -> candle_core::Result<Tensor> {
+        mobilenet_v2::MobileNetV2::tail(self, h, tail)
+    }
+    fn tail_vars(&self, tail: usize) -> Vec<(String, Var)> {
+        mobilenet_v2::MobileNetV2::tail_vars(self, tail)
+    }
+}
+
+/// Loads a backbone that can be fine-tuned; CLIP towers train their head only.
+pub fn load_tunable(
+    kind: BackboneKind,
+    weights: &Path,
+    device: &Device,
+) -> Result<Box<dyn TunableEncoder>> {
+    match kind {
+        BackboneKind::MobilenetV2 => {
+            Ok(Box::new(mobilenet_v2::MobileNetV2::load(weights, device)?))
+        }
+        BackboneKind::ClipVitB16 | BackboneKind::ClipVitB32 | BackboneKind::ClipVitL14 => {
+            anyhow::bail!(
+                "fine-tuning (trainable_blocks > 0) is not implemented for {}; it trains its head only (set trainable_blocks = 0)",
+                kind.name()
+            )
+        }
+    }
 }
 
 impl ImageEncoder for mobilenet_v2::MobileNetV2 {

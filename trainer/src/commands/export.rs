@@ -70,10 +70,8 @@ pub fn run(s: &ExportSettings) -> Result<ExportCmdReport> {
     let encoder: Box<dyn backbone::ImageEncoder> = if tuned.is_empty() {
         backbone::load(meta.backbone, &weights, &device)?
     } else {
-        if meta.backbone != backbone::BackboneKind::MobilenetV2 {
-            bail!("checkpoint has fine-tuned backbone tensors for {}, which only mobilenet-v2 supports", meta.backbone.name());
-        }
-        let model = backbone::mobilenet_v2::MobileNetV2::load(&weights, &device)?;
+        let model = backbone::load_tunable(meta.backbone, &weights, &device)
+            .context("the checkpoint has fine-tuned backbone tensors")?;
         let vars = model.tail_vars(meta.settings.trainable_blocks);
         if vars.len() != tuned.len() {
             bail!(
@@ -90,7 +88,7 @@ pub fn run(s: &ExportSettings) -> Result<ExportCmdReport> {
             var.set(t)
                 .with_context(|| format!("fine-tuned tensor `{name}` has the wrong shape"))?;
         }
-        Box::new(model)
+        model
     };
     let check: Vec<RgbImage> = meta
         .check_images

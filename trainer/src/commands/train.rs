@@ -1,8 +1,7 @@
 //! `linesight-train train`: refined.json -> a trained head (checkpoint folder), with
 //! `near`, `vote`, `naive` or `prototype`; optionally scored on a labelled split.
 
-use crate::backbone::mobilenet_v2::MobileNetV2;
-use crate::backbone::{self, BackboneKind, ImageEncoder};
+use crate::backbone::{self, BackboneKind, TunableEncoder};
 use crate::checkpoint::{self, CheckpointMeta, CHECKPOINT_VERSION, TARGETS_FILE};
 use crate::dataset;
 use crate::embed::{file_sha256, progress_bar, EmbeddingCache};
@@ -204,19 +203,21 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
     let train_images = trained.targets.iter().filter(|t| t.is_some()).count();
 
     // Optional: fine-tune the backbone's last stages with the head on the settled targets.
-    let mut tuned: Option<MobileNetV2> = None;
+    let mut tuned: Option<Box<dyn TunableEncoder>> = None;
     let mut finetune_seconds = 0.0;
     if s.train.trainable_blocks > 0 {
-        if refined.backbone != BackboneKind::MobilenetV2 {
+        let t1 = Instant::now();
+        let model = backbone::load_tunable(refined.backbone, &s.weights, &Device::Cpu)?;
+        if s.train.trainable_blocks > model.stages() {
             bail!(
-                "trainable_blocks > 0 is implemented for mobilenet-v2; {} trains its head only (set trainable_blocks = 0)",
-                refined.backbone.name()
+                "trainable_blocks = {} but {} has {} stages that can train",
+                s.train.trainable_blocks,
+                refined.backbone.name(),
+                model.stages()
             );
         }
-        let t1 = Instant::now();
-        let model = MobileNetV2::load(&s.weights, &Device::Cpu)?;
         let (head, log) = finetune(
-            &model,
+            model.as_ref(),
             &paths,
             &trained.soft_targets,
             &trained.head,
@@ -234,7 +235,7 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
             // The tuned backbone embeds differently: no cache.
             let entries = dataset::read_split(manifest, split)?;
             let tpaths: Vec<PathBuf> = entries.iter().map(|e| e.path.clone()).collect();
-            let emb = crate::embed::embed_paths(model, &tpaths, s.batch, &Device::Cpu)?;
+            let emb = crate::embed::embed_paths(model.as_ref(), &tpaths, s.batch, &Device::Cpu)?;
             let dim = model.embed_dim();
             let mut x = emb.embeddings.flatten_all()?.to_vec1::<f32>()?;
             normalize_rows(&mut x, dim);
