@@ -15,7 +15,9 @@
 //! assert!(!g.finish("doc").unwrap().is_empty());
 //! ```
 
+pub mod augment;
 pub mod backbone;
+pub mod device;
 pub mod bounds;
 pub mod checkpoint;
 pub mod commands;

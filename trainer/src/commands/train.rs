@@ -5,7 +5,7 @@ use crate::backbone::{self, BackboneKind, TunableEncoder};
 use crate::checkpoint::{self, CheckpointMeta, CHECKPOINT_VERSION, TARGETS_FILE};
 use crate::dataset;
 use crate::embed::{file_sha256, progress_bar, EmbeddingCache};
-use crate::finetune::finetune;
+use crate::finetune::{finetune, FinetuneImages, FinetuneReport, ViewCacheAt};
 use crate::head::CosineHead;
 use crate::knn::normalize_rows;
 use crate::metrics::{score_names, NameScores};
@@ -32,6 +32,8 @@ pub struct TrainCmdSettings {
     /// all-MiniLM-L6-v2 folder for sACC in the evaluation (skipped when missing).
     pub sentence_model: Option<PathBuf>,
     pub batch: usize,
+    /// Where fine-tuning computes (`--device`); the head methods run on the CPU.
+    pub device: crate::device::DeviceChoice,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,6 +51,8 @@ pub struct TrainReport {
     pub finetune_seconds: f64,
     /// Image-epochs per second of the head training.
     pub images_per_second: f64,
+    /// Fine-tuning's costs and choice of epoch (None: frozen backbone).
+    pub finetune: Option<FinetuneReport>,
     pub eval: Option<NameScores>,
     /// Targets each signal changed in refine (samples, vocabulary hint, neighbours,
     /// confusion correction, verified images) — the training change is
@@ -197,6 +201,7 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
         neighbours: &nbs,
         verified: &refined.verified,
     };
+    let device = s.device.open()?;
     let t0 = Instant::now();
     let mut trained = train(&data, &s.train, &Device::Cpu)?;
     let train_seconds = t0.elapsed().as_secs_f64();
@@ -205,9 +210,10 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
     // Optional: fine-tune the backbone's last stages with the head on the settled targets.
     let mut tuned: Option<Box<dyn TunableEncoder>> = None;
     let mut finetune_seconds = 0.0;
+    let mut finetune_report = None;
     if s.train.trainable_blocks > 0 {
         let t1 = Instant::now();
-        let model = backbone::load_tunable(refined.backbone, &s.weights, &Device::Cpu)?;
+        let model = backbone::load_tunable(refined.backbone, &s.weights, &device)?;
         if s.train.trainable_blocks > model.stages() {
             bail!(
                 "trainable_blocks = {} but {} has {} stages that can train",
@@ -216,17 +222,31 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
                 model.stages()
             );
         }
-        let (head, log) = finetune(
+        let pb = progress_bar(paths.len() as u64, "hash");
+        let shas = images::hash_files(&paths, &pb)
+            .into_iter()
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(anyhow::Error::msg)?;
+        pb.finish_and_clear();
+        let (head, log, report) = finetune(
             model.as_ref(),
-            &paths,
-            &trained.soft_targets,
+            &FinetuneImages {
+                paths: &paths,
+                shas: &shas,
+                targets: &trained.soft_targets,
+            },
             &trained.head,
             &s.train,
-            &Device::Cpu,
+            Some(ViewCacheAt {
+                dir: &s.cache,
+                weights_sha256: &weights_sha,
+            }),
+            &device,
         )?;
         trained.head = head;
         trained.history.extend(log);
         finetune_seconds = t1.elapsed().as_secs_f64();
+        finetune_report = Some(report);
         tuned = Some(model);
     }
 
@@ -235,7 +255,7 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
             // The tuned backbone embeds differently: no cache.
             let entries = dataset::read_split(manifest, split)?;
             let tpaths: Vec<PathBuf> = entries.iter().map(|e| e.path.clone()).collect();
-            let emb = crate::embed::embed_paths(model.as_ref(), &tpaths, s.batch, &Device::Cpu)?;
+            let emb = crate::embed::embed_paths(model.as_ref(), &tpaths, s.batch, &device)?;
             let dim = model.embed_dim();
             let mut x = emb.embeddings.flatten_all()?.to_vec1::<f32>()?;
             normalize_rows(&mut x, dim);
@@ -327,6 +347,7 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
         clean_share: trained.history.last().and_then(|h| h.clean_share),
         train_seconds,
         finetune_seconds,
+        finetune: finetune_report,
         images_per_second: if s.train.method == crate::near::train::Method::Prototype {
             0.0
         } else {
