@@ -5,6 +5,7 @@ use crate::backbone::{self, BackboneKind, TunableEncoder};
 use crate::checkpoint::{self, CheckpointMeta, CHECKPOINT_VERSION, TARGETS_FILE};
 use crate::dataset;
 use crate::embed::{file_sha256, progress_bar, EmbeddingCache};
+use crate::finetune::views::{trunk_views, ViewCache};
 use crate::finetune::{finetune, FinetuneImages, FinetuneReport, ViewCacheAt};
 use crate::head::CosineHead;
 use crate::knn::normalize_rows;
@@ -252,18 +253,59 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
 
     let eval = match (&s.eval, &tuned) {
         (Some((manifest, split)), Some(model)) => {
-            // The tuned backbone embeds differently: no cache.
+            // The tuned backbone embeds differently from the embedding cache, but its
+            // frozen trunk does not: the trunk's output on the evaluation view is cached
+            // like the training views, and only the tuned tail runs per run
+            // (`tail(trunk(x)) == embed(x)`).
             let entries = dataset::read_split(manifest, split)?;
             let tpaths: Vec<PathBuf> = entries.iter().map(|e| e.path.clone()).collect();
-            let emb = crate::embed::embed_paths(model.as_ref(), &tpaths, s.batch, &device)?;
+            let pb = progress_bar(tpaths.len() as u64, "hash");
+            let hashed = images::hash_files(&tpaths, &pb);
+            pb.finish_and_clear();
+            let rows: Vec<usize> = (0..tpaths.len())
+                .filter(|&i| match &hashed[i] {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "evaluation image skipped");
+                        false
+                    }
+                })
+                .collect();
+            let shas: Vec<String> = rows
+                .iter()
+                .filter_map(|&i| hashed[i].as_ref().ok().cloned())
+                .collect();
+            let sub: Vec<PathBuf> = rows.iter().map(|&i| tpaths[i].clone()).collect();
+            let blocks = s.train.trainable_blocks;
+            let identity = crate::augment::AugmentSettings::identity();
+            let cache = ViewCache::new(&s.cache, model.as_ref(), &weights_sha, blocks, &identity)?;
+            let views = trunk_views(
+                model.as_ref(),
+                blocks,
+                &identity,
+                1,
+                &sub,
+                &shas,
+                Some(&cache),
+                "eval",
+                &device,
+            )?;
+            let mut feats = Vec::new();
+            for start in (0..sub.len()).step_by(64) {
+                let len = 64.min(sub.len() - start);
+                feats.push(model.tail(&views.h.narrow(0, start, len)?, blocks)?);
+            }
             let dim = model.embed_dim();
-            let mut x = emb.embeddings.flatten_all()?.to_vec1::<f32>()?;
+            let mut x = candle_core::Tensor::cat(&feats, 0)?
+                .to_device(&Device::Cpu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             normalize_rows(&mut x, dim);
             Some(score_embeddings(
                 &trained.head,
                 &refined.classes,
                 &x,
-                &emb.rows,
+                &rows,
                 dim,
                 &entries,
                 s.sentence_model.as_deref(),
