@@ -146,7 +146,9 @@ pub fn finetune(
             .map(|c| ViewCache::new(c.dir, model, c.weights_sha256, blocks, aug))
             .transpose()
     };
-    let (tp, ts) = subset(&train_rows);
+    // Views of every image with a target, held out or not: the cache then serves any
+    // seed's split.
+    let (tp, ts) = subset(&rows);
     let train_views = trunk_views(
         model,
         blocks,
@@ -158,6 +160,11 @@ pub fn finetune(
         "views",
         device,
     )?;
+    // Row of each trained image in `train_views` (`rows` is sorted).
+    let slot: Vec<usize> = train_rows
+        .iter()
+        .map(|i| rows.binary_search(i).unwrap_or(0))
+        .collect();
     let (hp, hs) = subset(&hold_rows);
     let hold_views = trunk_views(
         model,
@@ -229,7 +236,7 @@ pub fn finetune(
         order.shuffle(&mut rng);
         let picks: Vec<u32> = order
             .iter()
-            .map(|&j| (j * views + rng.random_range(0..views)) as u32)
+            .map(|&j| (slot[j] * views + rng.random_range(0..views)) as u32)
             .collect();
         let (mut total, mut steps) = (0.0, 0);
         for (chunk, pick) in order.chunks(batch).zip(picks.chunks(batch)) {
