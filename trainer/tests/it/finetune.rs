@@ -135,22 +135,14 @@ fn finetuned_checkpoint_exports_within_parity() {
     let bundle = linesight_shared::bundle::Bundle::read(&out).unwrap();
     let mut engine = linesight_edge::engine::Engine::from_bundle(&bundle).unwrap();
     let mut logits = vec![0.0; 2];
-    engine.infer(&pre.tensor(&images[0]).unwrap(), &mut logits).unwrap();
-    let tuned_ref = linesight_trainer::export::candle_logits(
-        &net,
-        &linesight_trainer::export::Head::Cosine(&tuned_head),
-        &pre.tensor(&images[0]).unwrap(),
-        &dev,
-    )
-    .unwrap();
-    let fresh = MobileNetV2::load(&w, &dev).unwrap();
-    let untuned_ref = linesight_trainer::export::candle_logits(
-        &fresh,
-        &linesight_trainer::export::Head::Cosine(&tuned_head),
-        &pre.tensor(&images[0]).unwrap(),
-        &dev,
-    )
-    .unwrap();
+    let x0 = pre.tensor(&images[0]).unwrap();
+    engine.infer(&x0, &mut logits).unwrap();
+    let candle = |net: &MobileNetV2| {
+        let head = linesight_trainer::export::Head::Cosine(&tuned_head);
+        linesight_trainer::export::candle_logits(net, &head, &x0, &dev).unwrap()
+    };
+    let tuned_ref = candle(&net);
+    let untuned_ref = candle(&MobileNetV2::load(&w, &dev).unwrap());
     assert!(linesight_edge::engine::max_abs_diff(&tuned_ref, &logits) <= 1e-4);
     assert!(
         linesight_edge::engine::max_abs_diff(&untuned_ref, &logits) > 1e-3,
