@@ -90,21 +90,29 @@ impl AugmentSettings {
     pub fn validate(&self, prefix: &str) -> Result<(), BoundError> {
         let p = format!("{prefix}augment.");
         let mut c = Checker::new(&p);
-        c.check("crop_scale[0]", self.crop_scale[0], Bound::between(0.01, 1.0))
-            .check(
-                "crop_scale[1]",
-                self.crop_scale[1],
-                Bound::between(self.crop_scale[0].clamp(0.01, 1.0), 1.0),
-            )
-            .check("crop_ratio[0]", self.crop_ratio[0], Bound::between(0.1, 1.0))
-            .check(
-                "crop_ratio[1]",
-                self.crop_ratio[1],
-                Bound::between(1.0, 10.0),
-            )
-            .check("brightness", self.brightness, Bound::between(0.0, 0.9))
-            .check("contrast", self.contrast, Bound::between(0.0, 0.9))
-            .check("saturation", self.saturation, Bound::between(0.0, 0.9));
+        c.check(
+            "crop_scale[0]",
+            self.crop_scale[0],
+            Bound::between(0.01, 1.0),
+        )
+        .check(
+            "crop_scale[1]",
+            self.crop_scale[1],
+            Bound::between(self.crop_scale[0].clamp(0.01, 1.0), 1.0),
+        )
+        .check(
+            "crop_ratio[0]",
+            self.crop_ratio[0],
+            Bound::between(0.1, 1.0),
+        )
+        .check(
+            "crop_ratio[1]",
+            self.crop_ratio[1],
+            Bound::between(1.0, 10.0),
+        )
+        .check("brightness", self.brightness, Bound::between(0.0, 0.9))
+        .check("contrast", self.contrast, Bound::between(0.0, 0.9))
+        .check("saturation", self.saturation, Bound::between(0.0, 0.9));
         c.finish()
     }
 }
@@ -376,8 +384,16 @@ mod tests {
             for v in 0..200 {
                 let d = a.draw(99, v, w, h);
                 let (l, t, cw, ch) = d.window;
-                assert!(l >= 0.0 && t >= 0.0 && cw >= 1.0 && ch >= 1.0, "{w}x{h}: {:?}", d.window);
-                assert!(l + cw <= w as f64 && t + ch <= h as f64, "{w}x{h}: {:?}", d.window);
+                assert!(
+                    l >= 0.0 && t >= 0.0 && cw >= 1.0 && ch >= 1.0,
+                    "{w}x{h}: {:?}",
+                    d.window
+                );
+                assert!(
+                    l + cw <= w as f64 && t + ch <= h as f64,
+                    "{w}x{h}: {:?}",
+                    d.window
+                );
                 let share = cw * ch / (w as f64 * h as f64);
                 let ratio = cw / ch;
                 let in_range = share >= s.crop_scale[0] * 0.97
@@ -386,8 +402,16 @@ mod tests {
                     && ratio <= s.crop_ratio[1] * 1.03;
                 if !in_range {
                     fallbacks += 1;
-                    assert!((l - (w as f64 - cw) / 2.0).abs() <= 1.0, "{w}x{h}: {:?}", d.window);
-                    assert!((t - (h as f64 - ch) / 2.0).abs() <= 1.0, "{w}x{h}: {:?}", d.window);
+                    assert!(
+                        (l - (w as f64 - cw) / 2.0).abs() <= 1.0,
+                        "{w}x{h}: {:?}",
+                        d.window
+                    );
+                    assert!(
+                        (t - (h as f64 - ch) / 2.0).abs() <= 1.0,
+                        "{w}x{h}: {:?}",
+                        d.window
+                    );
                 }
             }
             assert_eq!(fallbacks, if extreme { 200 } else { 0 }, "{w}x{h}");
@@ -422,7 +446,10 @@ mod tests {
                 }
             }
         }
-        assert!(flipped > 5 && kept > 5, "flip about half the time: {flipped} of 40");
+        assert!(
+            flipped > 5 && kept > 5,
+            "flip about half the time: {flipped} of 40"
+        );
     }
 
     #[test]

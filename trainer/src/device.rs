@@ -78,8 +78,14 @@ mod tests {
     #[test]
     fn devices_parse_and_print() {
         assert_eq!("cpu".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
-        assert_eq!("cuda".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(0));
-        assert_eq!("cuda:2".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(2));
+        assert_eq!(
+            "cuda".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Cuda(0)
+        );
+        assert_eq!(
+            "cuda:2".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Cuda(2)
+        );
         assert_eq!(DeviceChoice::Cuda(2).to_string(), "cuda:2");
         for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", ""] {
             let e = bad.parse::<DeviceChoice>().unwrap_err();

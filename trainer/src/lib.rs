@@ -17,11 +17,11 @@
 
 pub mod augment;
 pub mod backbone;
-pub mod device;
 pub mod bounds;
 pub mod checkpoint;
 pub mod commands;
 pub mod dataset;
+pub mod device;
 pub mod embed;
 pub mod export;
 pub mod finetune;

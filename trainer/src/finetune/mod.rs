@@ -81,7 +81,11 @@ pub fn finetune(
     let k = head.classes();
     let targets = images.targets;
     if targets.len() != n * k || images.shas.len() != n {
-        bail!("{} targets and {} hashes for {n} images of {k} classes", targets.len(), images.shas.len());
+        bail!(
+            "{} targets and {} hashes for {n} images of {k} classes",
+            targets.len(),
+            images.shas.len()
+        );
     }
     let blocks = s.trainable_blocks;
     let rows: Vec<usize> = (0..n)
@@ -206,7 +210,12 @@ pub fn finetune(
     let mut all_vars = backbone_vars.clone();
     all_vars.push(w.clone());
     let mut ema: Option<Vec<Tensor>> = (s.finetune_ema > 0.0)
-        .then(|| all_vars.iter().map(|v| v.as_tensor().copy()).collect::<candle_core::Result<_>>())
+        .then(|| {
+            all_vars
+                .iter()
+                .map(|v| v.as_tensor().copy())
+                .collect::<candle_core::Result<_>>()
+        })
         .transpose()?;
 
     let batch = s.finetune_batch.max(1);

@@ -104,7 +104,9 @@ impl ViewCache {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
         let path = self.file(sha);
-        let tmp = self.dir.join(format!("{sha}.views.tmp{}", std::process::id()));
+        let tmp = self
+            .dir
+            .join(format!("{sha}.views.tmp{}", std::process::id()));
         fs_err::write(&tmp, &bytes)?;
         fs_err::rename(&tmp, &path)?;
         Ok(())
@@ -142,7 +144,10 @@ pub fn trunk_views(
     let input = spec.input_shape();
     let n_in = aug.tensor_len();
     // The trunk's output shape, from one blank input.
-    let probe = model.trunk(&Tensor::zeros(input.to_vec(), candle_core::DType::F32, device)?, tail)?;
+    let probe = model.trunk(
+        &Tensor::zeros(input.to_vec(), candle_core::DType::F32, device)?,
+        tail,
+    )?;
     let out_shape: Vec<usize> = probe.dims()[1..].to_vec();
     let per_view: usize = out_shape.iter().product();
     let n = paths.len();
@@ -165,7 +170,11 @@ pub fn trunk_views(
                 batch.extend_from_slice(&tensor);
             }
         }
-        let x = Tensor::from_vec(batch, (ids.len() * views, input[1], input[2], input[3]), device)?;
+        let x = Tensor::from_vec(
+            batch,
+            (ids.len() * views, input[1], input[2], input[3]),
+            device,
+        )?;
         let out = model
             .trunk(&x, tail)?
             .flatten_all()?

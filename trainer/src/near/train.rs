@@ -203,8 +203,16 @@ impl TrainSettings {
                 Bound::NON_NEGATIVE,
             )
             .check("finetune_ema", self.finetune_ema, Self::FINETUNE_EMA)
-            .check("finetune_holdout", self.finetune_holdout, Self::FINETUNE_HOLDOUT)
-            .check("finetune_patience", self.finetune_patience, Bound::NON_NEGATIVE)
+            .check(
+                "finetune_holdout",
+                self.finetune_holdout,
+                Self::FINETUNE_HOLDOUT,
+            )
+            .check(
+                "finetune_patience",
+                self.finetune_patience,
+                Bound::NON_NEGATIVE,
+            )
             .check("anchor_weight", self.anchor_weight, Bound::POSITIVE)
             .finish()?;
         self.augment.validate(prefix)

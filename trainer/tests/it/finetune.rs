@@ -19,7 +19,13 @@ use std::path::PathBuf;
 fn tail_values(net: &MobileNetV2, blocks: usize) -> Vec<f32> {
     net.tail_vars(blocks)
         .iter()
-        .flat_map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        .flat_map(|(_, v)| {
+            v.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -88,8 +94,18 @@ fn finetuned_checkpoint_exports_within_parity() {
     assert_eq!(report2.trunk_views_computed, 0, "{report2:?}");
     assert_eq!(tail_values(&net2, 1), after);
     assert_eq!(
-        head2.weight.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        tuned_head.weight.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        head2
+            .weight
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap(),
+        tuned_head
+            .weight
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
     );
 
     // Checkpoint -> export: the bundle carries the tuned weights and passes parity.
