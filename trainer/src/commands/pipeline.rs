@@ -624,6 +624,7 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
             eval: None,
             sentence_model: None,
             batch: 8,
+            device: crate::device::DeviceChoice::Cpu,
         })?;
         Ok(serde_json::to_value(&report)?)
     })?;

@@ -7,6 +7,7 @@
 mod clip;
 mod clip_export;
 mod endpoints;
+mod finetune;
 mod int8;
 mod mllm;
 mod mobilenet;
