@@ -6,6 +6,7 @@
 
 mod clip;
 mod clip_export;
+mod efficientnet;
 mod endpoints;
 mod int8;
 mod mllm;
