@@ -4,6 +4,7 @@
 //! parity gate through `prototypes`, the int8 path keeps the ImageNet answers, and the
 //! fine-tuning split (trunk, tail) computes the embedding, for it and for MobileNetV2.
 
+use crate::clip::max_abs_diff;
 use crate::int8::imagenet_int8;
 use crate::mobilenet::{argmax, imagenet_top1, prototype_parity, PHOTOS};
 use crate::weights::{cub26, fixture, weights};
@@ -157,14 +158,7 @@ fn trunk_then_tail_is_the_embedding_for_every_stage_count() {
         let mut vars = 0;
         for n in 1..=net.stages() {
             let y = net.tail(&net.trunk(&x, n).unwrap(), n).unwrap();
-            let d = (y - &full)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = max_abs_diff(&y, &full);
             assert!(d <= 1e-4, "{} n={n}: max diff {d}", kind.name());
             let v = net.tail_vars(n);
             assert!(v.len() > vars, "{} n={n}: {} vars", kind.name(), v.len());
