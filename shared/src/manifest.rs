@@ -116,6 +116,19 @@ impl PreprocessSpec {
         }
     }
 
+    /// EfficientNet-Lite's own transform: Resize(256), CenterCrop(224) as for ImageNet, and
+    /// `(x - 127) / 128` on 0..255 pixels, i.e. mean 127/255 and std 128/255 on 0..1. Not
+    /// ImageNet's mean/std: the TensorFlow Lite checkpoints were trained on inputs scaled
+    /// this way (MEAN_RGB = 127, STDDEV_RGB = 128 in the TPU repo's lite builder), and
+    /// features computed with ImageNet statistics are measurably worse (docs/near.md).
+    pub fn efficientnet_lite() -> Self {
+        Self {
+            mean: [127.0 / 255.0; 3],
+            std: [128.0 / 255.0; 3],
+            ..Self::imagenet()
+        }
+    }
+
     /// OpenAI CLIP's transform: bicubic resize of the shorter side to `size`, center
     /// crop `size`, CLIP's mean/std.
     pub fn clip(size: u32) -> Self {
@@ -255,6 +268,7 @@ mod tests {
     fn preprocessing_sizes_are_checked() {
         assert!(PreprocessSpec::imagenet().check().is_ok());
         assert!(PreprocessSpec::clip(224).check().is_ok());
+        assert!(PreprocessSpec::efficientnet_lite().check().is_ok());
         let with = |f: fn(&mut PreprocessSpec)| {
             let mut s = PreprocessSpec::imagenet();
             f(&mut s);

@@ -808,7 +808,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Backbone stages fine-tuned with the head after the method settled the targets
-    /// (0: frozen backbone; 1: MobileNetV2's last 1x1 convolution; 2: also its last block).
+    /// (0: frozen backbone; 1: the last 1x1 convolution, MobileNetV2's `features.18` or
+    /// EfficientNet-Lite0's `_conv_head`; 2: also the last block; ...).
     #[arg(long, allow_negative_numbers = true, value_parser = parser::<usize>(TrainSettings::TRAINABLE_BLOCKS))]
     pub trainable_blocks: Option<usize>,
     /// Fine-tuning passes over the images.

@@ -107,3 +107,72 @@ fn label_refine_train_export_install_classify() {
     // 5 species, names 70% right: well above chance (3/15).
     assert!(right >= 9, "{right}/15");
 }
+
+/// EfficientNet-Lite0 through the same chain: `refine --backbone efficientnet-lite0`, then
+/// `train --trainable-blocks 2` (its head convolution and last block fine-tuned through
+/// the TunableEncoder split) and `export`, whose tract parity gate (1e-4) must pass on the
+/// tuned backbone; the bundle names the backbone and carries its (x - 127) / 128
+/// normalisation.
+#[test]
+fn efficientnet_lite0_refine_finetune_export() {
+    let test = "efficientnet_lite0_refine_finetune_export";
+    if !weights_present(test) || !weights_file_present(test, "efficientnet_lite0.safetensors") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (images, _) = demo_unlabeled(t);
+    let train = bin("linesight-train");
+    let (refined, o) = label_and_refine_with(
+        t,
+        &images,
+        "0.7",
+        "4",
+        &["--backbone", "efficientnet-lite0"],
+    );
+    assert!(o.status.success(), "{}", all_output(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&refined).unwrap()).unwrap();
+    assert_eq!(r["backbone"], "efficientnet-lite0");
+
+    let ckpt = t.join("ckpt");
+    let o = run(Command::new(&train)
+        .args([
+            "--json",
+            "train",
+            "--method",
+            "near",
+            "--trainable-blocks",
+            "2",
+            "--finetune-epochs",
+            "1",
+            "--refined",
+        ])
+        .arg(&refined)
+        .arg("--out")
+        .arg(&ckpt));
+    assert!(o.status.success(), "{}", all_output(&o));
+    let bundle = t.join("lite0.lsb");
+    let o = run(Command::new(&train)
+        .args([
+            "--json",
+            "export",
+            "--model-id",
+            "lite0-e2e",
+            "--checkpoint",
+        ])
+        .arg(&ckpt)
+        .arg("--out")
+        .arg(&bundle));
+    assert!(o.status.success(), "{}", all_output(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        report["export"]["max_abs_logit_diff"].as_f64().unwrap() <= 1e-4,
+        "{report}"
+    );
+    let b = linesight_shared::bundle::Bundle::from_bytes(&std::fs::read(&bundle).unwrap()).unwrap();
+    assert_eq!(b.manifest.provenance.backbone, "efficientnet-lite0");
+    assert_eq!(
+        b.manifest.preprocess,
+        linesight_shared::manifest::PreprocessSpec::efficientnet_lite()
+    );
+}

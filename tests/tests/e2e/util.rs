@@ -57,7 +57,13 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 pub fn weights_present(test: &str) -> bool {
-    let p = repo().join("models/weights/mobilenet_v2.safetensors");
+    weights_file_present(test, "mobilenet_v2.safetensors")
+}
+
+/// Whether `models/weights/FILE` exists; a failure when it does not and
+/// `LINESIGHT_REQUIRE_WEIGHTS=1`, else a loud skip.
+pub fn weights_file_present(test: &str, file: &str) -> bool {
+    let p = repo().join("models/weights").join(file);
     if p.exists() {
         return true;
     }
@@ -581,6 +587,17 @@ pub fn demo_unlabeled(t: &Path) -> (PathBuf, Vec<(PathBuf, String)>) {
 /// (`label`), then `refine` votes (`--min-images 2 --k 5`, for 30 photos). Returns
 /// refined.json's path and refine's output.
 pub fn label_and_refine(t: &Path, images: &Path, accuracy: &str, seed: &str) -> (PathBuf, Output) {
+    label_and_refine_with(t, images, accuracy, seed, &[])
+}
+
+/// [`label_and_refine`] with more `refine` flags (`--backbone ...`).
+pub fn label_and_refine_with(
+    t: &Path,
+    images: &Path,
+    accuracy: &str,
+    seed: &str,
+    refine_args: &[&str],
+) -> (PathBuf, Output) {
     let train = bin("linesight-train");
     let manifest = repo().join("models/demo/manifest.csv");
     let sim = Simulator::start(&manifest, &["--accuracy", accuracy, "--seed", seed]);
@@ -614,6 +631,7 @@ pub fn label_and_refine(t: &Path, images: &Path, accuracy: &str, seed: &str) -> 
         .arg(images)
         .arg("--labels")
         .arg(&labels)
+        .args(refine_args)
         .arg("--out")
         .arg(&refined));
     (refined, o)

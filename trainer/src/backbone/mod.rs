@@ -2,10 +2,14 @@
 //! image, in candle for training and as ONNX nodes for export.
 //!
 //! - [`mobilenet_v2`]: the small ARM student, real ImageNet weights.
+//! - [`efficientnet_lite0`]: a second small student (ReLU6, no squeeze-excite, 5x5
+//!   depthwise), real ImageNet weights; both are an [`inverted_residual`] network.
 //! - [`clip`]: CLIP ViT image and text towers in the Hugging Face layout.
 
 pub mod clip;
 pub mod cpu_kernels;
+pub mod efficientnet_lite0;
+pub mod inverted_residual;
 pub mod mobilenet_v2;
 
 use crate::export::onnx::GraphBuilder;
@@ -23,6 +27,10 @@ pub enum BackboneKind {
     /// MobileNetV2, torchvision ImageNet weights (`models/weights/mobilenet_v2.safetensors`).
     #[value(name = "mobilenet-v2")]
     MobilenetV2,
+    /// EfficientNet-Lite0, TensorFlow ImageNet weights
+    /// (`models/weights/efficientnet_lite0.safetensors`).
+    #[value(name = "efficientnet-lite0")]
+    EfficientnetLite0,
     /// CLIP ViT-B/16 image tower (HF `model.safetensors` in `--weights DIR`).
     #[value(name = "clip-vit-b16")]
     ClipVitB16,
@@ -38,6 +46,7 @@ impl BackboneKind {
     pub fn name(self) -> &'static str {
         match self {
             BackboneKind::MobilenetV2 => "mobilenet-v2",
+            BackboneKind::EfficientnetLite0 => "efficientnet-lite0",
             BackboneKind::ClipVitB16 => "clip-vit-b16",
             BackboneKind::ClipVitB32 => "clip-vit-b32",
             BackboneKind::ClipVitL14 => "clip-vit-l14",
@@ -48,6 +57,7 @@ impl BackboneKind {
     pub fn default_weights(self, weights_dir: &Path) -> PathBuf {
         match self {
             BackboneKind::MobilenetV2 => weights_dir.join("mobilenet_v2.safetensors"),
+            BackboneKind::EfficientnetLite0 => weights_dir.join("efficientnet_lite0.safetensors"),
             BackboneKind::ClipVitB16 => weights_dir.join("clip-vit-base-patch16/model.safetensors"),
             BackboneKind::ClipVitB32 => weights_dir.join("clip-vit-base-patch32/model.safetensors"),
             BackboneKind::ClipVitL14 => {
@@ -87,18 +97,18 @@ pub trait TunableEncoder: ImageEncoder {
     fn tail_vars(&self, tail: usize) -> Vec<(String, Var)>;
 }
 
-impl TunableEncoder for mobilenet_v2::MobileNetV2 {
+impl TunableEncoder for inverted_residual::InvertedResidualNet {
     fn stages(&self) -> usize {
         self.blocks.len() + 1
     }
     fn trunk(&self, x: &Tensor, tail: usize) -> candle_core::Result<Tensor> {
-        mobilenet_v2::MobileNetV2::trunk(self, x, tail)
+        inverted_residual::InvertedResidualNet::trunk(self, x, tail)
     }
     fn tail(&self, h: &Tensor, tail: usize) -> candle_core::Result<Tensor> {
-        mobilenet_v2::MobileNetV2::tail(self, h, tail)
+        inverted_residual::InvertedResidualNet::tail(self, h, tail)
     }
     fn tail_vars(&self, tail: usize) -> Vec<(String, Var)> {
-        mobilenet_v2::MobileNetV2::tail_vars(self, tail)
+        inverted_residual::InvertedResidualNet::tail_vars(self, tail)
     }
 }
 
@@ -109,9 +119,8 @@ pub fn load_tunable(
     device: &Device,
 ) -> Result<Box<dyn TunableEncoder>> {
     match kind {
-        BackboneKind::MobilenetV2 => {
-            Ok(Box::new(mobilenet_v2::MobileNetV2::load(weights, device)?))
-        }
+        BackboneKind::MobilenetV2 => Ok(Box::new(mobilenet_v2::load(weights, device)?)),
+        BackboneKind::EfficientnetLite0 => Ok(Box::new(efficientnet_lite0::load(weights, device)?)),
         BackboneKind::ClipVitB16 | BackboneKind::ClipVitB32 | BackboneKind::ClipVitL14 => {
             anyhow::bail!(
                 "fine-tuning (trainable_blocks > 0) is not implemented for {}; it trains its head only (set trainable_blocks = 0)",
@@ -121,15 +130,15 @@ pub fn load_tunable(
     }
 }
 
-impl ImageEncoder for mobilenet_v2::MobileNetV2 {
+impl ImageEncoder for inverted_residual::InvertedResidualNet {
     fn name(&self) -> &str {
-        BackboneKind::MobilenetV2.name()
+        self.kind.name()
     }
     fn preprocess(&self) -> PreprocessSpec {
-        PreprocessSpec::imagenet()
+        self.preprocess
     }
     fn embed_dim(&self) -> usize {
-        mobilenet_v2::FEATURE_DIM
+        inverted_residual::FEATURE_DIM
     }
     fn embed(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.features(x)
@@ -142,9 +151,8 @@ impl ImageEncoder for mobilenet_v2::MobileNetV2 {
 /// Loads a backbone's real weights.
 pub fn load(kind: BackboneKind, weights: &Path, device: &Device) -> Result<Box<dyn ImageEncoder>> {
     match kind {
-        BackboneKind::MobilenetV2 => {
-            Ok(Box::new(mobilenet_v2::MobileNetV2::load(weights, device)?))
-        }
+        BackboneKind::MobilenetV2 => Ok(Box::new(mobilenet_v2::load(weights, device)?)),
+        BackboneKind::EfficientnetLite0 => Ok(Box::new(efficientnet_lite0::load(weights, device)?)),
         BackboneKind::ClipVitB16 | BackboneKind::ClipVitB32 | BackboneKind::ClipVitL14 => {
             use anyhow::Context as _;
             let cfg = match kind {

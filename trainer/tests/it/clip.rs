@@ -49,7 +49,7 @@ fn ids(cfg: &ClipConfig) -> Tensor {
     Tensor::from_vec(rows, (2, l), &Device::Cpu).expect("ids")
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b)
         .and_then(|d| d.abs())
         .and_then(|d| d.flatten_all())

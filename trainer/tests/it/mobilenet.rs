@@ -1,6 +1,7 @@
 //! MobileNetV2 with its real ImageNet weights: the loading and the shared preprocessing
 //! are right (ImageNet top-1 on real photos), and the ONNX export computes the same in
-//! tract.
+//! tract. The checks are written once for any inverted-residual network; EfficientNet-Lite0
+//! runs them too (`efficientnet.rs`).
 
 use crate::weights::{fixture, weights};
 use candle_core::{Device, Tensor};
@@ -8,14 +9,16 @@ use linesight_edge::engine::{max_abs_diff, Engine};
 use linesight_shared::bundle::Bundle;
 use linesight_shared::manifest::Provenance;
 use linesight_shared::preprocess::{Preprocessor, RgbImage};
-use linesight_trainer::backbone::mobilenet_v2::MobileNetV2;
+use linesight_trainer::backbone::inverted_residual::InvertedResidualNet;
+use linesight_trainer::backbone::mobilenet_v2;
 use linesight_trainer::backbone::ImageEncoder;
 use linesight_trainer::export::{self, ExportOptions, Head};
 
 /// (fixture, ImageNet class)
-const PHOTOS: [(&str, usize); 2] = [("imagenet/chelsea.png", 285), ("imagenet/coffee.png", 967)];
+pub const PHOTOS: [(&str, usize); 2] =
+    [("imagenet/chelsea.png", 285), ("imagenet/coffee.png", 967)];
 
-fn argmax(v: &[f32]) -> usize {
+pub fn argmax(v: &[f32]) -> usize {
     let mut best = 0;
     for (i, &x) in v.iter().enumerate() {
         if x > v[best] {
@@ -33,8 +36,13 @@ fn imagenet_top1_in_candle_and_tract() {
     ) else {
         return;
     };
+    imagenet_top1(&mobilenet_v2::load(&w, &Device::Cpu).unwrap());
+}
+
+/// Both photos get their ImageNet class from the network in candle, and from its exported
+/// graph in tract (through the real exporter and its parity gate).
+pub fn imagenet_top1(net: &InvertedResidualNet) {
     let dev = Device::Cpu;
-    let net = MobileNetV2::load(&w, &dev).unwrap();
     let images: Vec<RgbImage> = PHOTOS
         .iter()
         .map(|(p, _)| RgbImage::open(&fixture(p)).unwrap())
@@ -53,7 +61,8 @@ fn imagenet_top1_in_candle_and_tract() {
             .unwrap();
         let top = argmax(&logits);
         eprintln!(
-            "candle {name}: top-1 {top} (expected {class}), logit {:.2}",
+            "{} candle {name}: top-1 {top} (expected {class}), logit {:.2}",
+            net.name(),
             logits[top]
         );
         assert_eq!(top, class, "{name}");
@@ -65,7 +74,7 @@ fn imagenet_top1_in_candle_and_tract() {
     let mut opts = ExportOptions::new("imagenet-check", labels, Provenance::default());
     opts.max_abs_logit_diff = 1e-3; // raw ImageNet logits reach ~20; the cosine heads use 1e-4
     let (bundle, report) = export::export_f32(
-        &net,
+        net,
         &Head::Linear {
             weight: wt,
             bias: b,
@@ -96,8 +105,13 @@ fn prototype_bundle_parity_on_real_photos() {
     ) else {
         return;
     };
+    prototype_parity(&mobilenet_v2::load(&w, &Device::Cpu).unwrap());
+}
+
+/// A two-prototype cosine bundle of the network passes the 1e-4 tract parity gate, and
+/// tract's logits match candle's for each photo.
+pub fn prototype_parity(net: &InvertedResidualNet) {
     let dev = Device::Cpu;
-    let net = MobileNetV2::load(&w, &dev).unwrap();
     let images: Vec<RgbImage> = PHOTOS
         .iter()
         .map(|(p, _)| RgbImage::open(&fixture(p)).unwrap())
@@ -114,7 +128,7 @@ fn prototype_bundle_parity_on_real_photos() {
         Provenance::default(),
     );
     let (bundle, report) =
-        export::export_f32(&net, &Head::Cosine(&head), &images, &opts, &dev).unwrap();
+        export::export_f32(net, &Head::Cosine(&head), &images, &opts, &dev).unwrap();
     eprintln!("prototype export: {report:?}");
     assert!(report.max_abs_logit_diff <= 1e-4);
     assert_eq!(report.top1_agreement, 1.0);
@@ -126,7 +140,7 @@ fn prototype_bundle_parity_on_real_photos() {
             .unwrap();
         assert_eq!(argmax(&logits), i);
         let reference =
-            export::candle_logits(&net, &Head::Cosine(&head), &pre.tensor(img).unwrap(), &dev)
+            export::candle_logits(net, &Head::Cosine(&head), &pre.tensor(img).unwrap(), &dev)
                 .unwrap();
         assert!(max_abs_diff(&reference, &logits) <= 1e-4);
     }
