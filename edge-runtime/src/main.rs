@@ -431,7 +431,15 @@ fn run_command(a: RunArgs, max_image_megapixels: Option<u32>) -> anyhow::Result<
             threads: a.threads,
             max_image_megapixels,
         },
-    )?;
+    )
+    .with_context(|| match &a.config {
+        // The setting may come from the file or from a flag (the message names which).
+        Some(p) => format!(
+            "invalid settings (config `{}` and the command line)",
+            p.display()
+        ),
+        None => "invalid settings on the command line".to_string(),
+    })?;
     if a.show_settings {
         writeln!(
             std::io::stdout(),

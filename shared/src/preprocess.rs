@@ -164,6 +164,21 @@ impl Preprocessor {
         width: u32,
         height: u32,
     ) -> Result<&[u8], PreprocessError> {
+        let window = crop_window(&self.spec, width.max(1), height.max(1));
+        self.crop_window_rgb(rgb, width, height, window)
+    }
+
+    /// Resamples `window` (left, top, width, height in source pixels, as [`crop_window`]
+    /// returns) of an RGB buffer into the `crop` x `crop` buffer with the same filter as
+    /// [`Preprocessor::crop_rgb`]: the trainer's augmentation takes random windows through
+    /// the one resampler the edge uses. Fails when the window is not inside the image.
+    pub fn crop_window_rgb(
+        &mut self,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+        window: (f64, f64, f64, f64),
+    ) -> Result<&[u8], PreprocessError> {
         if width == 0 || height == 0 {
             return Err(PreprocessError::Degenerate { width, height });
         }
@@ -179,7 +194,7 @@ impl Preprocessor {
         let c = self.spec.crop;
         let key = PlanKey {
             src: (width, height),
-            window: crop_window(&self.spec, width, height),
+            window,
             dst: (c, c),
             filter: match self.spec.filter {
                 ResizeFilter::Bilinear => Filter::Bilinear,

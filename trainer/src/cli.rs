@@ -815,9 +815,48 @@ pub struct TrainArgs {
     /// Fine-tuning passes over the images.
     #[arg(long, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::AT_LEAST_ONE))]
     pub finetune_epochs: Option<usize>,
-    /// Fine-tuning learning rate.
+    /// Fine-tuning learning rate of the backbone's stages.
     #[arg(long, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::POSITIVE))]
     pub finetune_lr: Option<f64>,
+    /// Fine-tuning learning rate of the head (the same as --finetune-lr: one rate).
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::POSITIVE))]
+    pub finetune_head_lr: Option<f64>,
+    /// Augmented views per image the frozen trunk runs on once (cached beside the
+    /// embeddings); more views cost trunk time once, not per epoch.
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<usize>(TrainSettings::FINETUNE_VIEWS))]
+    pub finetune_views: Option<usize>,
+    /// Epochs of learning-rate warm-up (0: none).
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::NON_NEGATIVE))]
+    pub finetune_warmup: Option<usize>,
+    /// Cosine decay of the fine-tuning learning rate (true | false).
+    #[arg(long, value_name = "BOOL")]
+    pub finetune_cosine: Option<bool>,
+    /// Fine-tuning label smoothing (0: none).
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<f32>(Bound::between(0.0, 0.5)))]
+    pub label_smoothing: Option<f32>,
+    /// Fine-tuning weight decay (0: none).
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<f64>(Bound::NON_NEGATIVE))]
+    pub finetune_weight_decay: Option<f64>,
+    /// Decay of the weights' moving average in fine-tuning (0: none; e.g. 0.99).
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<f64>(TrainSettings::FINETUNE_EMA))]
+    pub ema: Option<f64>,
+    /// Share of the trained images held out to choose the fine-tuning epoch kept (0: keep
+    /// the last). Scored against the method's targets, never against true labels.
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<f64>(TrainSettings::FINETUNE_HOLDOUT))]
+    pub holdout: Option<f64>,
+    /// Stop fine-tuning after this many epochs without a better held-out score (0: never).
+    #[arg(long, allow_negative_numbers = true, value_parser = parser::<usize>(Bound::NON_NEGATIVE))]
+    pub patience: Option<usize>,
+    /// Weigh each image by its target's weight and confidence in fine-tuning (true | false).
+    #[arg(long, value_name = "BOOL")]
+    pub image_weights: Option<bool>,
+    /// Augment the fine-tuning views (true: the `[train.augment]` defaults; false: none).
+    #[arg(long, value_name = "BOOL")]
+    pub augment: Option<bool>,
+    /// Where fine-tuning computes: cpu, cuda or cuda:N (cuda needs a build with the
+    /// trainer's `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: linesight_trainer::device::DeviceChoice,
     /// near: an expert-verified image (refine --verified) counts this many times in its
     /// class's prototype.
     #[arg(long, allow_negative_numbers = true, value_parser = parser::<f32>(Bound::POSITIVE))]

@@ -15,11 +15,13 @@
 //! assert!(!g.finish("doc").unwrap().is_empty());
 //! ```
 
+pub mod augment;
 pub mod backbone;
 pub mod bounds;
 pub mod checkpoint;
 pub mod commands;
 pub mod dataset;
+pub mod device;
 pub mod embed;
 pub mod export;
 pub mod finetune;

@@ -497,6 +497,55 @@ fn train_settings(a: cli::TrainArgs) -> Result<train::TrainCmdSettings> {
     if let Some(v) = a.finetune_lr {
         t.finetune_lr = v;
     }
+    if let Some(v) = a.finetune_head_lr {
+        t.finetune_head_lr = v;
+    }
+    if let Some(v) = a.finetune_views {
+        t.finetune_views = v;
+    }
+    if let Some(v) = a.finetune_warmup {
+        t.finetune_warmup = v;
+    }
+    if let Some(v) = a.finetune_cosine {
+        t.finetune_cosine = v;
+    }
+    if let Some(v) = a.label_smoothing {
+        t.finetune_label_smoothing = v;
+    }
+    if let Some(v) = a.finetune_weight_decay {
+        t.finetune_weight_decay = v;
+    }
+    if let Some(v) = a.ema {
+        t.finetune_ema = v;
+    }
+    if let Some(v) = a.holdout {
+        t.finetune_holdout = v;
+    }
+    if let Some(v) = a.patience {
+        t.finetune_patience = v;
+    }
+    if let Some(v) = a.image_weights {
+        t.finetune_image_weights = v;
+    }
+    if let Some(v) = a.augment {
+        use linesight_trainer::augment::AugmentSettings;
+        let off = AugmentSettings {
+            seed: t.augment.seed,
+            ..AugmentSettings::identity()
+        };
+        // true keeps a settings file's augmentation unless it turned every piece off.
+        t.augment = if v && t.augment == off {
+            AugmentSettings {
+                seed: t.augment.seed,
+                ..Default::default()
+            }
+        } else if v {
+            t.augment.clone()
+        } else {
+            off
+        };
+    }
+    t.validate("").context("the training settings")?;
     if let Some(v) = a.anchor_weight {
         t.anchor_weight = v;
     }
@@ -518,6 +567,7 @@ fn train_settings(a: cli::TrainArgs) -> Result<train::TrainCmdSettings> {
                 .unwrap_or_else(|| weights_dir().join("all-MiniLM-L6-v2")),
         ),
         batch: a.batch,
+        device: a.device,
     })
 }
 

@@ -200,7 +200,7 @@ impl InspectReport {
             self.min_runtime_version,
             self.self_test_vectors,
             self.self_test_tolerance
-                .map(|t| format!(", tolerance {t:.0e} (max |logit difference|)"))
+                .map(|t| format!(", tolerance {t:e} (max |logit difference|)"))
                 .unwrap_or_default(),
             self.labels.len(),
             self.labels.join(", "),

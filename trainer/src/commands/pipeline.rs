@@ -394,15 +394,38 @@ fn link_images(manifest: &Path, split: &str, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Reads the stage record. A missing file is a fresh work folder. A file that is not a
+/// stage record (cut short by a crash, edited by hand) is kept aside as
+/// `pipeline-state.json.unreadable` and the run starts from an empty record: every stage
+/// then runs again, and labelling resumes from its own answer cache, so nothing is lost.
+fn read_state(path: &Path) -> Result<State> {
+    let bytes = match fs_err::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(e) => return Err(e.into()),
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(state) => Ok(state),
+        Err(e) => {
+            let aside = path.with_extension("json.unreadable");
+            fs_err::rename(path, &aside)?;
+            tracing::warn!(
+                path = %path.display(),
+                kept_as = %aside.display(),
+                error = %e,
+                "the pipeline's stage record is unreadable; every stage runs again (labelling resumes from its answer cache)"
+            );
+            Ok(State::default())
+        }
+    }
+}
+
 pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
     let c = read_config(&s.config)?;
     let w = &c.work_dir;
     fs_err::create_dir_all(w)?;
     let state_path = w.join("pipeline-state.json");
-    let mut state: State = match fs_err::read(&state_path) {
-        Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
-        Err(_) => State::default(),
-    };
+    let mut state = read_state(&state_path)?;
     let images_dir = match (&c.images.dir, &c.images.manifest) {
         (Some(d), _) => d.clone(),
         (None, Some(m)) => {
@@ -601,6 +624,7 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
             eval: None,
             sentence_model: None,
             batch: 8,
+            device: crate::device::DeviceChoice::Cpu,
         })?;
         Ok(serde_json::to_value(&report)?)
     })?;
@@ -661,6 +685,22 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stage record cut short by a crash is kept aside (not silently overwritten) and
+    /// the run starts over; a missing one is a fresh folder; a good one is read.
+    #[test]
+    fn an_unreadable_stage_record_is_kept_aside() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("pipeline-state.json");
+        assert!(read_state(&path).unwrap().done.is_empty());
+        std::fs::write(&path, br#"{"done":{"label":"ab12"}}"#).unwrap();
+        assert_eq!(read_state(&path).unwrap().done["label"], "ab12");
+        std::fs::write(&path, br#"{"done":{"label":"ab"#).unwrap();
+        assert!(read_state(&path).unwrap().done.is_empty());
+        assert!(!path.exists());
+        let aside = d.path().join("pipeline-state.json.unreadable");
+        assert_eq!(std::fs::read(aside).unwrap(), br#"{"done":{"label":"ab"#);
+    }
 
     /// Second adversarial pass (issue 16): the linked images folder followed an edited
     /// manifest only by adding links, so an image dropped from (or replaced in) the

@@ -5,7 +5,8 @@ use crate::backbone::{self, BackboneKind, TunableEncoder};
 use crate::checkpoint::{self, CheckpointMeta, CHECKPOINT_VERSION, TARGETS_FILE};
 use crate::dataset;
 use crate::embed::{file_sha256, progress_bar, EmbeddingCache};
-use crate::finetune::finetune;
+use crate::finetune::views::{trunk_views, ViewCache};
+use crate::finetune::{finetune, FinetuneImages, FinetuneReport, ViewCacheAt};
 use crate::head::CosineHead;
 use crate::knn::normalize_rows;
 use crate::metrics::{score_names, NameScores};
@@ -32,6 +33,8 @@ pub struct TrainCmdSettings {
     /// all-MiniLM-L6-v2 folder for sACC in the evaluation (skipped when missing).
     pub sentence_model: Option<PathBuf>,
     pub batch: usize,
+    /// Where fine-tuning computes (`--device`); the head methods run on the CPU.
+    pub device: crate::device::DeviceChoice,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,6 +52,8 @@ pub struct TrainReport {
     pub finetune_seconds: f64,
     /// Image-epochs per second of the head training.
     pub images_per_second: f64,
+    /// Fine-tuning's costs and choice of epoch (None: frozen backbone).
+    pub finetune: Option<FinetuneReport>,
     pub eval: Option<NameScores>,
     /// Targets each signal changed in refine (samples, vocabulary hint, neighbours,
     /// confusion correction, verified images) — the training change is
@@ -197,6 +202,7 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
         neighbours: &nbs,
         verified: &refined.verified,
     };
+    let device = s.device.open()?;
     let t0 = Instant::now();
     let mut trained = train(&data, &s.train, &Device::Cpu)?;
     let train_seconds = t0.elapsed().as_secs_f64();
@@ -205,9 +211,10 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
     // Optional: fine-tune the backbone's last stages with the head on the settled targets.
     let mut tuned: Option<Box<dyn TunableEncoder>> = None;
     let mut finetune_seconds = 0.0;
+    let mut finetune_report = None;
     if s.train.trainable_blocks > 0 {
         let t1 = Instant::now();
-        let model = backbone::load_tunable(refined.backbone, &s.weights, &Device::Cpu)?;
+        let model = backbone::load_tunable(refined.backbone, &s.weights, &device)?;
         if s.train.trainable_blocks > model.stages() {
             bail!(
                 "trainable_blocks = {} but {} has {} stages that can train",
@@ -216,34 +223,89 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
                 model.stages()
             );
         }
-        let (head, log) = finetune(
+        let pb = progress_bar(paths.len() as u64, "hash");
+        let shas = images::hash_files(&paths, &pb)
+            .into_iter()
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(anyhow::Error::msg)?;
+        pb.finish_and_clear();
+        let (head, log, report) = finetune(
             model.as_ref(),
-            &paths,
-            &trained.soft_targets,
+            &FinetuneImages {
+                paths: &paths,
+                shas: &shas,
+                targets: &trained.soft_targets,
+            },
             &trained.head,
             &s.train,
-            &Device::Cpu,
+            Some(ViewCacheAt {
+                dir: &s.cache,
+                weights_sha256: &weights_sha,
+            }),
+            &device,
         )?;
         trained.head = head;
         trained.history.extend(log);
         finetune_seconds = t1.elapsed().as_secs_f64();
+        finetune_report = Some(report);
         tuned = Some(model);
     }
 
     let eval = match (&s.eval, &tuned) {
         (Some((manifest, split)), Some(model)) => {
-            // The tuned backbone embeds differently: no cache.
+            // The tuned backbone embeds differently from the embedding cache, but its
+            // frozen trunk does not: the trunk's output on the evaluation view is cached
+            // like the training views, and only the tuned tail runs per run
+            // (`tail(trunk(x)) == embed(x)`).
             let entries = dataset::read_split(manifest, split)?;
             let tpaths: Vec<PathBuf> = entries.iter().map(|e| e.path.clone()).collect();
-            let emb = crate::embed::embed_paths(model.as_ref(), &tpaths, s.batch, &Device::Cpu)?;
+            let pb = progress_bar(tpaths.len() as u64, "hash");
+            let hashed = images::hash_files(&tpaths, &pb);
+            pb.finish_and_clear();
+            let rows: Vec<usize> = (0..tpaths.len())
+                .filter(|&i| match &hashed[i] {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "evaluation image skipped");
+                        false
+                    }
+                })
+                .collect();
+            let shas: Vec<String> = rows
+                .iter()
+                .filter_map(|&i| hashed[i].as_ref().ok().cloned())
+                .collect();
+            let sub: Vec<PathBuf> = rows.iter().map(|&i| tpaths[i].clone()).collect();
+            let blocks = s.train.trainable_blocks;
+            let identity = crate::augment::AugmentSettings::identity();
+            let cache = ViewCache::new(&s.cache, model.as_ref(), &weights_sha, blocks, &identity)?;
+            let views = trunk_views(
+                model.as_ref(),
+                blocks,
+                &identity,
+                1,
+                &sub,
+                &shas,
+                Some(&cache),
+                "eval",
+                &device,
+            )?;
+            let mut feats = Vec::new();
+            for start in (0..sub.len()).step_by(64) {
+                let len = 64.min(sub.len() - start);
+                feats.push(model.tail(&views.h.narrow(0, start, len)?, blocks)?);
+            }
             let dim = model.embed_dim();
-            let mut x = emb.embeddings.flatten_all()?.to_vec1::<f32>()?;
+            let mut x = candle_core::Tensor::cat(&feats, 0)?
+                .to_device(&Device::Cpu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             normalize_rows(&mut x, dim);
             Some(score_embeddings(
                 &trained.head,
                 &refined.classes,
                 &x,
-                &emb.rows,
+                &rows,
                 dim,
                 &entries,
                 s.sentence_model.as_deref(),
@@ -327,6 +389,7 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
         clean_share: trained.history.last().and_then(|h| h.clean_share),
         train_seconds,
         finetune_seconds,
+        finetune: finetune_report,
         images_per_second: if s.train.method == crate::near::train::Method::Prototype {
             0.0
         } else {

@@ -81,12 +81,38 @@ pub struct TrainSettings {
     /// (0: frozen backbone, head only; 1: MobileNetV2's last 1x1 convolution; 2: also
     /// its last inverted-residual block; ...). MobileNetV2 only.
     pub trainable_blocks: usize,
-    /// Fine-tuning passes over the images.
+    /// Fine-tuning passes over the images (one augmented view of each per pass).
     pub finetune_epochs: usize,
-    /// Fine-tuning learning rate (AdamW), for backbone and head.
+    /// Fine-tuning learning rate (AdamW) of the backbone's stages.
     pub finetune_lr: f64,
+    /// Fine-tuning learning rate of the head (equal to `finetune_lr`: one rate for all).
+    pub finetune_head_lr: f64,
     /// Fine-tuning images per step.
     pub finetune_batch: usize,
+    /// Augmented views per image the frozen trunk runs on once (cached); each epoch
+    /// trains on one of them per image.
+    pub finetune_views: usize,
+    /// Epochs of linear learning-rate warm-up (0: none).
+    pub finetune_warmup: usize,
+    /// Cosine decay of the learning rate to 0 after the warm-up (false: constant).
+    pub finetune_cosine: bool,
+    /// Label smoothing of the targets (0: none).
+    pub finetune_label_smoothing: f32,
+    /// AdamW weight decay of the fine-tuned weights (0: none).
+    pub finetune_weight_decay: f64,
+    /// Decay of an exponential moving average of the weights, updated every step; the
+    /// average is what is scored and kept (0: no average).
+    pub finetune_ema: f64,
+    /// Share of the trained images held out (by the seed) to choose the epoch whose
+    /// weights are kept, scored against the method's settled targets (0: keep the last).
+    pub finetune_holdout: f64,
+    /// Stop after this many epochs without a better held-out score (0: run every epoch).
+    pub finetune_patience: usize,
+    /// Weigh each image's loss by its target's total weight (near's noisy weight) times
+    /// its confidence (the largest share of its target); false: every image counts 1.
+    pub finetune_image_weights: bool,
+    /// Augmentation of the views (`[train.augment]`).
+    pub augment: crate::augment::AugmentSettings,
     /// `near`: an expert-verified image counts this many times in its class's prototype.
     pub anchor_weight: f32,
 }
@@ -108,9 +134,20 @@ impl Default for TrainSettings {
             noisy_weight: 1.0,
             seed: 0,
             trainable_blocks: 0,
-            finetune_epochs: 5,
+            finetune_epochs: 30,
             finetune_lr: 1e-4,
+            finetune_head_lr: 1e-3,
             finetune_batch: 32,
+            finetune_views: 4,
+            finetune_warmup: 2,
+            finetune_cosine: true,
+            finetune_label_smoothing: 0.1,
+            finetune_weight_decay: 1e-4,
+            finetune_ema: 0.0,
+            finetune_holdout: 0.1,
+            finetune_patience: 0,
+            finetune_image_weights: true,
+            augment: crate::augment::AugmentSettings::default(),
             anchor_weight: 1.0,
         }
     }
@@ -120,6 +157,12 @@ impl TrainSettings {
     /// `trainable_blocks`: 0 (frozen) up to the stages MobileNetV2 has, its 17
     /// inverted-residual blocks and `features.18`.
     pub const TRAINABLE_BLOCKS: Bound = Bound::between(0.0, 18.0);
+    /// `finetune_views`: 1 up to 64 (each view of each image is kept in memory).
+    pub const FINETUNE_VIEWS: Bound = Bound::between(1.0, 64.0);
+    /// `finetune_ema`: 0 (off) up to 0.9999.
+    pub const FINETUNE_EMA: Bound = Bound::between(0.0, 0.9999);
+    /// `finetune_holdout`: 0 (off) up to half of the images.
+    pub const FINETUNE_HOLDOUT: Bound = Bound::between(0.0, 0.5);
 
     /// Checks every number against its range, naming a setting as `{prefix}{key}`
     /// (`[train] lr` in a pipeline file, `lr` in a training settings file). Called when a
@@ -145,9 +188,34 @@ impl TrainSettings {
             )
             .check("finetune_epochs", self.finetune_epochs, Bound::AT_LEAST_ONE)
             .check("finetune_lr", self.finetune_lr, Bound::POSITIVE)
+            .check("finetune_head_lr", self.finetune_head_lr, Bound::POSITIVE)
             .check("finetune_batch", self.finetune_batch, Bound::AT_LEAST_ONE)
+            .check("finetune_views", self.finetune_views, Self::FINETUNE_VIEWS)
+            .check("finetune_warmup", self.finetune_warmup, Bound::NON_NEGATIVE)
+            .check(
+                "finetune_label_smoothing",
+                self.finetune_label_smoothing,
+                Bound::between(0.0, 0.5),
+            )
+            .check(
+                "finetune_weight_decay",
+                self.finetune_weight_decay,
+                Bound::NON_NEGATIVE,
+            )
+            .check("finetune_ema", self.finetune_ema, Self::FINETUNE_EMA)
+            .check(
+                "finetune_holdout",
+                self.finetune_holdout,
+                Self::FINETUNE_HOLDOUT,
+            )
+            .check(
+                "finetune_patience",
+                self.finetune_patience,
+                Bound::NON_NEGATIVE,
+            )
             .check("anchor_weight", self.anchor_weight, Bound::POSITIVE)
-            .finish()
+            .finish()?;
+        self.augment.validate(prefix)
     }
 }
 
@@ -176,6 +244,9 @@ pub struct EpochLog {
     pub clean_share: Option<f64>,
     /// `near` after warm-up: the fitted mixture.
     pub gmm: Option<Gmm2>,
+    /// Fine-tuning: held-out agreement with the method's targets after this epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout_agreement: Option<f64>,
 }
 
 /// A trained head and what training decided per image.
@@ -385,6 +456,7 @@ fn train_near(
                 clean.iter().filter(|&&c| c).count() as f64 / named.len().max(1) as f64,
             ),
             gmm: g,
+            holdout_agreement: None,
         });
     }
     let final_targets = (0..n)
@@ -454,6 +526,7 @@ fn train_gradient(
             loss: total / batches.max(1) as f64,
             clean_share: None,
             gmm: None,
+            holdout_agreement: None,
         });
     }
     Ok(Trained {

@@ -8,6 +8,7 @@ mod clip;
 mod clip_export;
 mod efficientnet;
 mod endpoints;
+mod finetune;
 mod int8;
 mod mllm;
 mod mobilenet;

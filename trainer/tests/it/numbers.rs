@@ -128,6 +128,7 @@ fn meta(loss: f64) -> CheckpointMeta {
             loss,
             clean_share: None,
             gmm: None,
+            holdout_agreement: None,
         }],
         train_seconds: 1.0,
         eval: None,

@@ -1,0 +1,103 @@
+//! Where the trainer computes: the CPU, or an NVIDIA GPU through candle's CUDA backend
+//! (`--device cuda[:N]`, only in a build with the trainer's `cuda` feature, which needs the
+//! CUDA toolkit's `nvcc`; CI builds and tests without it).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A device named on the command line: `cpu`, `cuda` (GPU 0) or `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    #[default]
+    Cpu,
+    Cuda(usize),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("`{0}` is not a device; expected `cpu`, `cuda` or `cuda:N` (N = the GPU's ordinal)")]
+    Parse(String),
+    #[error("`--device cuda:{0}` needs a trainer built with the `cuda` feature (`cargo build --release --features linesight-trainer/cuda` on a host with the CUDA toolkit); this build computes on the CPU only")]
+    NotBuilt(usize),
+    #[error("cannot open CUDA device {ordinal}: {source}")]
+    Open {
+        ordinal: usize,
+        source: candle_core::Error,
+    },
+}
+
+impl FromStr for DeviceChoice {
+    type Err = DeviceError;
+    fn from_str(s: &str) -> Result<Self, DeviceError> {
+        match s.trim() {
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| DeviceError::Parse(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl DeviceChoice {
+    /// Opens the device; a CUDA device in a build without the `cuda` feature is a clear
+    /// error, never a silent fall-back to the CPU.
+    pub fn open(self) -> Result<candle_core::Device, DeviceError> {
+        match self {
+            DeviceChoice::Cpu => Ok(candle_core::Device::Cpu),
+            DeviceChoice::Cuda(ordinal) => open_cuda(ordinal),
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(ordinal: usize) -> Result<candle_core::Device, DeviceError> {
+    candle_core::Device::new_cuda(ordinal).map_err(|source| DeviceError::Open { ordinal, source })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(ordinal: usize) -> Result<candle_core::Device, DeviceError> {
+    Err(DeviceError::NotBuilt(ordinal))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse_and_print() {
+        assert_eq!("cpu".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
+        assert_eq!(
+            "cuda".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Cuda(0)
+        );
+        assert_eq!(
+            "cuda:2".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Cuda(2)
+        );
+        assert_eq!(DeviceChoice::Cuda(2).to_string(), "cuda:2");
+        for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", ""] {
+            let e = bad.parse::<DeviceChoice>().unwrap_err();
+            assert!(e.to_string().contains("is not a device"), "{bad}: {e}");
+        }
+        assert!(DeviceChoice::Cpu.open().unwrap().is_cpu());
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_is_a_clear_error() {
+        let e = DeviceChoice::Cuda(0).open().unwrap_err();
+        assert!(e.to_string().contains("`cuda` feature"), "{e}");
+    }
+}
