@@ -6,7 +6,7 @@
 use crate::weights::{fixture, weights};
 use candle_core::{Device, Tensor};
 use linesight_shared::preprocess::{Preprocessor, RgbImage};
-use linesight_trainer::backbone::mobilenet_v2::MobileNetV2;
+use linesight_trainer::backbone::mobilenet_v2::{self, MobileNetV2};
 use linesight_trainer::backbone::{BackboneKind, ImageEncoder};
 use linesight_trainer::checkpoint::{self, CheckpointMeta, CHECKPOINT_VERSION};
 use linesight_trainer::commands::export::{self, ExportSettings};
@@ -45,7 +45,7 @@ fn finetuned_checkpoint_exports_within_parity() {
         .collect();
     let shas: Vec<String> = paths.iter().map(|p| file_sha256(p).unwrap()).collect();
     let weights_sha = file_sha256(&w).unwrap();
-    let net = MobileNetV2::load(&w, &dev).unwrap();
+    let net = mobilenet_v2::load(&w, &dev).unwrap();
     let mut pre = Preprocessor::new(net.preprocess());
     let images: Vec<RgbImage> = paths.iter().map(|p| RgbImage::open(p).unwrap()).collect();
     let xs: Vec<f32> = images.iter().flat_map(|i| pre.tensor(i).unwrap()).collect();
@@ -89,7 +89,7 @@ fn finetuned_checkpoint_exports_within_parity() {
     );
 
     // The same run again reads every view from the cache and lands on the same weights.
-    let net2 = MobileNetV2::load(&w, &dev).unwrap();
+    let net2 = mobilenet_v2::load(&w, &dev).unwrap();
     let (head2, _, report2) = finetune(&net2, &imgs, &head, &s, cache(), &dev).unwrap();
     assert_eq!(report2.trunk_views_computed, 0, "{report2:?}");
     assert_eq!(tail_values(&net2, 1), after);
@@ -158,7 +158,7 @@ fn finetuned_checkpoint_exports_within_parity() {
         linesight_trainer::export::candle_logits(net, &head, &x0, &dev).unwrap()
     };
     let tuned_ref = candle(&net);
-    let untuned_ref = candle(&MobileNetV2::load(&w, &dev).unwrap());
+    let untuned_ref = candle(&mobilenet_v2::load(&w, &dev).unwrap());
     assert!(linesight_edge::engine::max_abs_diff(&tuned_ref, &logits) <= 1e-4);
     assert!(
         linesight_edge::engine::max_abs_diff(&untuned_ref, &logits) > 1e-3,
