@@ -34,26 +34,3 @@ pub fn weights(rel: &str, test: &str) -> Option<PathBuf> {
     );
     None
 }
-
-/// The cub26 data set (`../shared/data/cub26` beside the checkout, or `LINESIGHT_CUB26`),
-/// under the same rule as [`weights`]: absent is a loud skip, or a failure when
-/// `LINESIGHT_REQUIRE_WEIGHTS=1`.
-pub fn cub26(test: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("LINESIGHT_CUB26")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/data/cub26"));
-    if dir.join("manifest.csv").exists() {
-        return Some(dir);
-    }
-    if std::env::var("LINESIGHT_REQUIRE_WEIGHTS").as_deref() == Ok("1") {
-        panic!(
-            "{test}: `{}` is missing and LINESIGHT_REQUIRE_WEIGHTS=1; set LINESIGHT_CUB26",
-            dir.join("manifest.csv").display()
-        );
-    }
-    eprintln!(
-        "SKIPPED {test}: `{}` not found; set LINESIGHT_CUB26",
-        dir.display()
-    );
-    None
-}
