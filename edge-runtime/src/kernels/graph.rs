@@ -580,9 +580,13 @@ fn pointwise_i8_rule(
     Ok(Some(patch))
 }
 
-/// Applies the rule to every matching node of a decluttered model; does nothing where
-/// the kernel is not vectorised.
+/// Applies the rules to every matching node of a decluttered model, each only where its
+/// kernel is vectorised (f32: AVX-512F; int8: AVX-512 VNNI); does nothing elsewhere.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<()> {
+    if !pointwise::vectorised() && !pointwise_i8::vectorised() {
+        // ARM64 boxes and older x86: tract's plan, untouched.
+        return Ok(());
+    }
     let mut rules = Rewriter::<()>::default();
     if pointwise::vectorised() {
         rules = rules.with_rule_for("linesight-pointwise", pointwise_rule);

@@ -30,6 +30,7 @@ use super::pointwise::Layout;
 pub const BLOCK: usize = 32;
 
 /// Rows (positions) quantised into one panel and held in accumulators at once.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const ROWS: usize = 12;
 
 /// The largest input channel count the kernel takes: its panel lives on the stack
@@ -235,7 +236,7 @@ mod x86 {
         p0: usize,
         valid: usize,
         inv: __m512,
-        panel: &mut [u8; ROWS * MAX_CIN],
+        panel: *mut u8,
     ) -> (usize, usize) {
         let k4 = groups * 4;
         match r.x_layout {
@@ -243,7 +244,7 @@ mod x86 {
                 for k in 0..ROWS {
                     // Rows past the end repeat the last valid one (computed, never stored).
                     let src = r.x.as_ptr().add((p0 + k.min(valid - 1)) * cin);
-                    let dst = panel.as_mut_ptr().add(k * k4);
+                    let dst = panel.add(k * k4);
                     let mut i = 0;
                     while i < k4 {
                         let n = (cin.saturating_sub(i)).min(16);
@@ -291,7 +292,7 @@ mod x86 {
                         word = _mm512_or_si512(word, q);
                     }
                     _mm512_mask_storeu_epi32(
-                        panel.as_mut_ptr().add(g * ROWS * 4) as *mut i32,
+                        panel.add(g * ROWS * 4) as *mut i32,
                         ((1u32 << ROWS) - 1) as u16,
                         word,
                     );
@@ -310,16 +311,18 @@ mod x86 {
         let inv = _mm512_set1_ps(e.inv_scale);
         let lo = _mm512_set1_ps(e.lo);
         let hi = _mm512_set1_ps(e.hi);
-        let mut panel = [0u8; ROWS * MAX_CIN];
+        // Not zeroed: `fill_panel` writes every byte the loop below reads.
+        let mut panel = std::mem::MaybeUninit::<[u8; ROWS * MAX_CIN]>::uninit();
+        let panel = panel.as_mut_ptr() as *mut u8;
         let mut tile = [[0f32; BLOCK]; ROWS];
         let end = r.first + r.rows;
         let mut p0 = r.first;
         while p0 < end {
             let valid = (end - p0).min(ROWS);
             let (row_step, group_step) =
-                unsafe { fill_panel(r, cin, groups, p0, valid, inv, &mut panel) };
+                unsafe { fill_panel(r, cin, groups, p0, valid, inv, panel) };
             let xr: [*const u8; ROWS] =
-                std::array::from_fn(|k| unsafe { panel.as_ptr().add(k * row_step) });
+                std::array::from_fn(|k| unsafe { panel.add(k * row_step) as *const u8 });
             for b in 0..blocks {
                 let wb = w.data.as_ptr().add(b * groups * BLOCK * 4);
                 let o0 = b * BLOCK;
