@@ -99,7 +99,10 @@ if [ ! -f "$MNV2_INT8" ]; then
     --out "$MNV2_INT8" >"$OUT/quantize-report.json"
 fi
 mkdir -p "$W/mnv2-speed"
-"$EDGE" inspect --bundle "$MNV2_F32" --json --extract-onnx "$W/mnv2-speed/f32.onnx" >"$W/mnv2-speed/inspect.json"
+"$EDGE" inspect --bundle "$MNV2_F32" --json --extract-onnx "$W/mnv2-speed/f32.onnx.new" >"$W/mnv2-speed/inspect.json"
+# Replaced only when it changed: onnxruntime's int8 model is made again when it is older.
+cmp -s "$W/mnv2-speed/f32.onnx.new" "$W/mnv2-speed/f32.onnx" && rm "$W/mnv2-speed/f32.onnx.new" \
+  || mv "$W/mnv2-speed/f32.onnx.new" "$W/mnv2-speed/f32.onnx"
 if [ ! -f "$W/mnv2-speed/ort-int8.onnx" ] || [ "$W/mnv2-speed/f32.onnx" -nt "$W/mnv2-speed/ort-int8.onnx" ]; then
   log "onnxruntime's own int8 (QDQ / QOperator, fastest kept)"
   "$W/venv/bin/python" scripts/ort-quantize.py --onnx "$W/mnv2-speed/f32.onnx" \
