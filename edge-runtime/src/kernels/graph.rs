@@ -14,7 +14,7 @@
 //! after it), so the op takes either layout on either side.
 
 use super::pointwise::{self, Epilogue, Layout, PackedWeights, Rows};
-use super::pointwise_i8::{self, PackedI8, QuantEpilogue, Rows as RowsI8};
+use super::pointwise_i8::{self, PackedI8, QuantEpilogue};
 use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -22,47 +22,58 @@ use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
-/// A 1x1 convolution with a fused bias and clamp, each side channel-first or channel-last.
-#[derive(Debug, Clone)]
+/// What a [`Pointwise`] op computes: f32 weights ([`super::pointwise`]), or int8 weights
+/// with the activation quantised on the fly ([`super::pointwise_i8`]).
+#[derive(Debug, Clone, PartialEq)]
+enum Kernel {
+    F32(Arc<PackedWeights>, Arc<Epilogue>),
+    I8(Arc<PackedI8>, Arc<QuantEpilogue>),
+}
+
+/// A 1x1 convolution with a fused epilogue (bias and clamp; for int8 the rescale too), each
+/// side channel-first or channel-last.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Pointwise {
-    weights: Arc<PackedWeights>,
-    epilogue: Arc<Epilogue>,
+    kernel: Kernel,
     x_layout: Layout,
     y_layout: Layout,
     positions: usize,
     out_shape: TVec<usize>,
 }
 
-impl PartialEq for Pointwise {
-    fn eq(&self, other: &Self) -> bool {
-        self.weights == other.weights
-            && self.epilogue == other.epilogue
-            && (self.x_layout, self.y_layout, self.positions)
-                == (other.x_layout, other.y_layout, other.positions)
-            && self.out_shape == other.out_shape
+impl Eq for Pointwise {}
+
+impl Pointwise {
+    /// (input channels, output channels, clamp low, clamp high).
+    fn dims(&self) -> (usize, usize, f32, f32) {
+        match &self.kernel {
+            Kernel::F32(w, e) => (w.cin, w.cout, e.lo, e.hi),
+            Kernel::I8(w, e) => (w.cin, w.cout, e.lo, e.hi),
+        }
     }
 }
-
-impl Eq for Pointwise {}
 
 /// Positions per task when tract's executor has several threads.
 const ROWS_PER_TASK: usize = 48;
 
 impl Op for Pointwise {
     fn name(&self) -> StaticName {
-        "LinesightPointwise".into()
+        match self.kernel {
+            Kernel::F32(..) => "LinesightPointwise".into(),
+            Kernel::I8(..) => "LinesightPointwiseI8".into(),
+        }
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
+        let (cin, cout, lo, hi) = self.dims();
+        let int8 = if matches!(self.kernel, Kernel::I8(..)) {
+            "int8 "
+        } else {
+            ""
+        };
         Ok(vec![format!(
-            "{}x{} {:?} -> {:?}, {} positions, clamp [{}, {}]",
-            self.weights.cin,
-            self.weights.cout,
-            self.x_layout,
-            self.y_layout,
-            self.positions,
-            self.epilogue.lo,
-            self.epilogue.hi
+            "{int8}{cin}x{cout} {:?} -> {:?}, {} positions, clamp [{lo}, {hi}]",
+            self.x_layout, self.y_layout, self.positions,
         )])
     }
 
@@ -78,7 +89,7 @@ impl EvalOp for Pointwise {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = &inputs[0];
-        let (cin, cout) = (self.weights.cin, self.weights.cout);
+        let (cin, cout, _, _) = self.dims();
         ensure!(
             x.len() == self.positions * cin,
             "input {:?} is not {} x {cin}",
@@ -93,7 +104,6 @@ impl EvalOp for Pointwise {
             let mut view = y.try_as_plain_ram_mut()?;
             view.as_slice_mut::<f32>()?.as_mut_ptr() as usize
         };
-        let (w, e) = (&*self.weights, &*self.epilogue);
         par_rows(self.positions, cin * cout, |first, rows| {
             let r = Rows {
                 x: xs,
@@ -102,8 +112,15 @@ impl EvalOp for Pointwise {
                 first,
                 rows,
             };
-            // SAFETY: `y` holds positions x cout values; tasks write disjoint rows.
-            unsafe { pointwise::run(&r, w, e, y_addr as *mut f32, self.y_layout) };
+            let y = y_addr as *mut f32;
+            // SAFETY: `y` holds positions x cout values; tasks write disjoint rows; the int8
+            // rule admits `cin <= MAX_CIN` only.
+            unsafe {
+                match &self.kernel {
+                    Kernel::F32(w, e) => pointwise::run(&r, w, e, y, self.y_layout),
+                    Kernel::I8(w, e) => pointwise_i8::run(&r, w, e, y, self.y_layout),
+                }
+            }
         })?;
         Ok(tvec!(y.into_tvalue()))
     }
@@ -136,111 +153,14 @@ impl TypedOp for Pointwise {
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        Ok(tvec!((
-            Cost::FMA(f32::datum_type()),
-            (self.positions * self.weights.cin * self.weights.cout).to_dim()
-        )))
-    }
-
-    as_op!();
-}
-
-/// An int8 1x1 convolution as the exporter writes it, in one op: the f32 activation
-/// quantised on the fly, the integer matmul, the rescale, bias and clamp fused before the
-/// one f32 store ([`super::pointwise_i8`]).
-#[derive(Debug, Clone)]
-pub struct PointwiseI8 {
-    weights: Arc<PackedI8>,
-    epilogue: Arc<QuantEpilogue>,
-    x_layout: Layout,
-    y_layout: Layout,
-    positions: usize,
-    out_shape: TVec<usize>,
-}
-
-impl PartialEq for PointwiseI8 {
-    fn eq(&self, other: &Self) -> bool {
-        self.weights == other.weights
-            && self.epilogue == other.epilogue
-            && (self.x_layout, self.y_layout, self.positions)
-                == (other.x_layout, other.y_layout, other.positions)
-            && self.out_shape == other.out_shape
-    }
-}
-
-impl Eq for PointwiseI8 {}
-
-impl Op for PointwiseI8 {
-    fn name(&self) -> StaticName {
-        "LinesightPointwiseI8".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "int8 {}x{} {:?} -> {:?}, {} positions, clamp [{}, {}]",
-            self.weights.cin,
-            self.weights.cout,
-            self.x_layout,
-            self.y_layout,
-            self.positions,
-            self.epilogue.lo,
-            self.epilogue.hi
-        )])
-    }
-
-    fn validation(&self) -> Validation {
-        Validation::Rounding
-    }
-
-    op_as_typed_op!();
-}
-
-impl EvalOp for PointwiseI8 {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let x = &inputs[0];
-        let (cin, cout) = (self.weights.cin, self.weights.cout);
-        ensure!(
-            x.len() == self.positions * cin,
-            "input {:?} is not {} x {cin}",
-            x.shape(),
-            self.positions
-        );
-        // SAFETY: every element is written by the kernel before the tensor is read.
-        let mut y = unsafe { Tensor::uninitialized::<f32>(&self.out_shape)? };
-        let xs = x.try_as_plain_ram()?;
-        let xs = xs.as_slice::<f32>()?;
-        let y_addr = {
-            let mut view = y.try_as_plain_ram_mut()?;
-            view.as_slice_mut::<f32>()?.as_mut_ptr() as usize
+        let (cin, cout, _, _) = self.dims();
+        let dt = match self.kernel {
+            Kernel::F32(..) => f32::datum_type(),
+            Kernel::I8(..) => i8::datum_type(),
         };
-        let (w, e) = (&*self.weights, &*self.epilogue);
-        par_rows(self.positions, cin * cout, |first, rows| {
-            let r = RowsI8 {
-                x: xs,
-                x_layout: self.x_layout,
-                positions: self.positions,
-                first,
-                rows,
-            };
-            // SAFETY: `y` holds positions x cout values; tasks write disjoint rows; the
-            // rule admits `cin <= MAX_CIN` only.
-            unsafe { pointwise_i8::run(&r, w, e, y_addr as *mut f32, self.y_layout) };
-        })?;
-        Ok(tvec!(y.into_tvalue()))
-    }
-}
-
-impl TypedOp for PointwiseI8 {
-    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(f32::fact(&*self.out_shape)))
-    }
-
-    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         Ok(tvec!((
-            Cost::FMA(i8::datum_type()),
-            (self.positions * self.weights.cin * self.weights.cout).to_dim()
+            Cost::FMA(dt),
+            (self.positions * cin * cout).to_dim()
         )))
     }
 
@@ -430,20 +350,27 @@ fn pointwise_rule(
         lo: epilogue.lo,
         hi: epilogue.hi,
     };
-    let mut patch = TypedModelPatch::new("linesight pointwise");
-    let x = patch.tap_model(model, node.inputs[0])?;
-    let y = patch.wire_node(
-        name,
-        Pointwise {
-            weights: Arc::new(weights),
-            epilogue: Arc::new(epilogue),
-            x_layout,
-            y_layout,
-            positions,
-            out_shape: y_shape.into(),
-        },
-        &[x],
-    )?;
+    let op = Pointwise {
+        kernel: Kernel::F32(Arc::new(weights), Arc::new(epilogue)),
+        x_layout,
+        y_layout,
+        positions,
+        out_shape: y_shape.into(),
+    };
+    replace(model, name, node.inputs[0], last, op)
+}
+
+/// The patch that feeds `x` to `op` (named `name`) in place of everything up to `last`.
+fn replace(
+    model: &TypedModel,
+    name: &str,
+    x: OutletId,
+    last: &TypedNode,
+    op: Pointwise,
+) -> TractResult<Option<TypedModelPatch>> {
+    let mut patch = TypedModelPatch::new(format!("linesight {}", op.name()));
+    let x = patch.tap_model(model, x)?;
+    let y = patch.wire_node(name, op, &[x])?;
     patch.shunt_outside(model, last.id.into(), y[0])?;
     Ok(Some(patch))
 }
@@ -524,7 +451,7 @@ fn neutral_q_input(model: &TypedModel, node: &TypedNode, slot: usize) -> TractRe
 /// tract's declutter: the quantisation chain ([`quantised_input`]), tract's integer
 /// `EinSum` of `ConvInteger` with constant int8 weights `[O, I]` and neutral zero points and
 /// scales, `Cast` to f32, then the rescale `Mul`, bias `Add` and ReLU6 — all one
-/// [`PointwiseI8`].
+/// [`Pointwise`] op with the int8 kernel.
 fn pointwise_i8_rule(
     _ctx: &(),
     model: &TypedModel,
@@ -562,22 +489,14 @@ fn pointwise_i8_rule(
     let positions: usize = xs.iter().map(|&a| x_shape[a]).product();
     let weights = PackedI8::from_oi(w.try_as_plain_ram()?.as_slice::<i8>()?, cout, cin);
     let epilogue = QuantEpilogue::new(inv_scale, &scale, &e.bias, e.lo, e.hi);
-    let mut patch = TypedModelPatch::new("linesight int8 pointwise");
-    let x = patch.tap_model(model, x)?;
-    let y = patch.wire_node(
-        name,
-        PointwiseI8 {
-            weights: Arc::new(weights),
-            epilogue: Arc::new(epilogue),
-            x_layout,
-            y_layout,
-            positions,
-            out_shape: y_shape.into(),
-        },
-        &[x],
-    )?;
-    patch.shunt_outside(model, last.id.into(), y[0])?;
-    Ok(Some(patch))
+    let op = Pointwise {
+        kernel: Kernel::I8(Arc::new(weights), Arc::new(epilogue)),
+        x_layout,
+        y_layout,
+        positions,
+        out_shape: y_shape.into(),
+    };
+    replace(model, name, x, last, op)
 }
 
 /// Applies the rules to every matching node of a decluttered model, each only where its

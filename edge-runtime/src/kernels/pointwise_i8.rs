@@ -24,7 +24,8 @@
 //! `q + 128` (1..=255) and `128 * sum_i w[o, i]`, computed once at load, is taken back from
 //! each accumulator: exact in i32.
 
-use super::pointwise::Layout;
+pub use super::pointwise::Rows;
+use super::pointwise::{out_at, Layout};
 
 /// Output channels per packed column block (two vectors of 16 i32 accumulators).
 pub const BLOCK: usize = 32;
@@ -123,31 +124,6 @@ impl QuantEpilogue {
 pub fn quantize(x: f32, inv_scale: f32) -> i8 {
     const MAGIC: f32 = 12_582_912.0;
     (((x * inv_scale) + MAGIC) - MAGIC).clamp(-127.0, 127.0) as i8
-}
-
-/// One call's operands: rows `first..first + rows` of the `positions` of `x`.
-pub struct Rows<'a> {
-    pub x: &'a [f32],
-    pub x_layout: Layout,
-    pub positions: usize,
-    pub first: usize,
-    pub rows: usize,
-}
-
-impl Rows<'_> {
-    fn at(&self, cin: usize, p: usize, i: usize) -> usize {
-        match self.x_layout {
-            Layout::ChannelLast => p * cin + i,
-            Layout::ChannelFirst => i * self.positions + p,
-        }
-    }
-}
-
-fn out_at(layout: Layout, positions: usize, cout: usize, p: usize, o: usize) -> usize {
-    match layout {
-        Layout::ChannelLast => p * cout + o,
-        Layout::ChannelFirst => o * positions + p,
-    }
 }
 
 /// The plain reference (and the path for machines without VNNI): the formula above, one
@@ -400,7 +376,6 @@ mod x86 {
 mod tests {
     use super::*;
 
-    #[allow(clippy::too_many_arguments)]
     fn case(positions: usize, cin: usize, cout: usize, clamp: bool, xl: Layout, yl: Layout) {
         // Values past +-127 steps too, so the clip is exercised; an exact half step too.
         let inv = 40.0;
@@ -465,31 +440,7 @@ mod tests {
 
     #[test]
     fn matches_the_integer_reference_exactly_on_mobilenet_shapes_tails_and_layouts() {
-        use Layout::*;
-        for &(cin, cout) in &[
-            (32, 16),
-            (16, 96),
-            (96, 24),
-            (24, 144),
-            (1, 1),
-            (3, 17),
-            (5, 33),
-            (7, 48),
-            (18, 40),
-            (960, 20),
-        ] {
-            for positions in [1, 5, 12, 13, 25, 49] {
-                for (xl, yl) in [
-                    (ChannelLast, ChannelLast),
-                    (ChannelFirst, ChannelLast),
-                    (ChannelLast, ChannelFirst),
-                    (ChannelFirst, ChannelFirst),
-                ] {
-                    case(positions, cin, cout, false, xl, yl);
-                    case(positions, cin, cout, true, xl, yl);
-                }
-            }
-        }
+        crate::kernels::pointwise::each_test_case(&[(18, 40), (960, 20)], case);
     }
 
     #[test]

@@ -403,14 +403,10 @@ fn the_plan_check_flags_an_activation_zero_point() {
     );
 }
 
-#[test]
-fn mobilenet_v2_int8_keeps_imagenet_top1_on_real_photos() {
-    let Some(w) = weights(
-        "mobilenet_v2.safetensors",
-        "mobilenet_v2_int8_keeps_imagenet_top1_on_real_photos",
-    ) else {
-        return;
-    };
+/// Real MobileNetV2 with its ImageNet classifier, exported as an f32 bundle (None, with the
+/// weights' skip message, when the weights are not here).
+fn imagenet_f32_bundle(test: &str) -> Option<(MobileNetV2, Bundle)> {
+    let w = weights("mobilenet_v2.safetensors", test)?;
     let dev = Device::Cpu;
     let net = MobileNetV2::load(&w, &dev).unwrap();
     let (wt, b) = net.classifier.as_ref().unwrap();
@@ -428,6 +424,16 @@ fn mobilenet_v2_int8_keeps_imagenet_top1_on_real_photos() {
         &dev,
     )
     .unwrap();
+    Some((net, f32_bundle))
+}
+
+#[test]
+fn mobilenet_v2_int8_keeps_imagenet_top1_on_real_photos() {
+    let Some((net, f32_bundle)) =
+        imagenet_f32_bundle("mobilenet_v2_int8_keeps_imagenet_top1_on_real_photos")
+    else {
+        return;
+    };
     let all = views(40);
     // 16 held-out views certify at most 85.5 % at 95 % confidence (16 / (16 + 1.645^2)),
     // so the gate is asked for 80 % here; 99 % would need 268 views (parity_gate).
@@ -471,29 +477,11 @@ fn mobilenet_v2_int8_keeps_imagenet_top1_on_real_photos() {
 /// order — far inside the bundle's self-test tolerance (0.25).
 #[test]
 fn the_int8_pointwise_op_computes_what_tracts_plan_computes_on_mobilenet_v2() {
-    let Some(w) = weights(
-        "mobilenet_v2.safetensors",
+    let Some((net, f32_bundle)) = imagenet_f32_bundle(
         "the_int8_pointwise_op_computes_what_tracts_plan_computes_on_mobilenet_v2",
     ) else {
         return;
     };
-    let dev = Device::Cpu;
-    let net = MobileNetV2::load(&w, &dev).unwrap();
-    let (wt, b) = net.classifier.as_ref().unwrap();
-    let labels: Vec<String> = (0..1000).map(|i| format!("imagenet-{i}")).collect();
-    let mut opts = ExportOptions::new("imagenet-int8", labels, Provenance::default());
-    opts.max_abs_logit_diff = 1e-3;
-    let (f32_bundle, _) = export::export_f32(
-        &net,
-        &Head::Linear {
-            weight: wt,
-            bias: b,
-        },
-        &photos(),
-        &opts,
-        &dev,
-    )
-    .unwrap();
     let all = views(20);
     let opts = Int8Options {
         allow_parity_drop: true,
