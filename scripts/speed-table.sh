@@ -16,6 +16,9 @@
 #   MNV2_INT8        its int8 bundle (default target/speed/mnv2-int8.lsb, made by
 #                    `linesight-train quantize` when missing: calibration on the train split,
 #                    parity on the test split, written even below the gate)
+#   EXTRA_MODELS     more side-by-side specs, space-separated NAME=F32.lsb,INT8.lsb (e.g. the
+#                    all-int8 bundle against the same f32 one); each is its own interleaved
+#                    set of rounds, profiled like MNV2_INT8
 #   ROUNDS ITERATIONS THREADS AGREEMENT_IMAGES   (default 9, 20, 1,2, 780)
 #   DATA             cub26 (default ../shared/data/cub26)
 #   BENCH_TARGET     the release build's target dir (default target/bench)
@@ -96,7 +99,10 @@ if [ ! -f "$MNV2_INT8" ]; then
     --out "$MNV2_INT8" >"$OUT/quantize-report.json"
 fi
 mkdir -p "$W/mnv2-speed"
-"$EDGE" inspect --bundle "$MNV2_F32" --json --extract-onnx "$W/mnv2-speed/f32.onnx" >"$W/mnv2-speed/inspect.json"
+"$EDGE" inspect --bundle "$MNV2_F32" --json --extract-onnx "$W/mnv2-speed/f32.onnx.new" >"$W/mnv2-speed/inspect.json"
+# Replaced only when it changed: onnxruntime's int8 model is made again when it is older.
+cmp -s "$W/mnv2-speed/f32.onnx.new" "$W/mnv2-speed/f32.onnx" && rm "$W/mnv2-speed/f32.onnx.new" \
+  || mv "$W/mnv2-speed/f32.onnx.new" "$W/mnv2-speed/f32.onnx"
 if [ ! -f "$W/mnv2-speed/ort-int8.onnx" ] || [ "$W/mnv2-speed/f32.onnx" -nt "$W/mnv2-speed/ort-int8.onnx" ]; then
   log "onnxruntime's own int8 (QDQ / QOperator, fastest kept)"
   "$W/venv/bin/python" scripts/ort-quantize.py --onnx "$W/mnv2-speed/f32.onnx" \
@@ -114,13 +120,18 @@ measure() { # measure NAME DIR
   local plain=(--plain) nodes=(--nodes)
   "$bin/side-by-side" --help | grep -q -- --plain || plain=()
   "$bin/linesight-edge" bench --help | grep -q -- --nodes || nodes=()
+  local extra=() more=()
+  for m in ${EXTRA_MODELS:-}; do
+    extra+=(--model "$m")
+    more+=("${m#*,}")
+  done
   "$bin/side-by-side" --ort-lib "$LIB" \
-    --model "mnv2=$MNV2_F32,$MNV2_INT8,$W/mnv2-speed/ort-int8.onnx" \
+    --model "mnv2=$MNV2_F32,$MNV2_INT8,$W/mnv2-speed/ort-int8.onnx" "${extra[@]}" \
     --images "$DATA/images" "${agreement[@]}" \
     --threads "$THREADS" --rounds "$ROUNDS" --iterations "$ITERATIONS" "${plain[@]}" \
     --out "$dir" --log warn >/dev/null
   load "$name side-by-side end"
-  for b in "$MNV2_F32" "$MNV2_INT8"; do
+  for b in "$MNV2_F32" "$MNV2_INT8" "${more[@]}"; do
     local tag
     tag=$(basename "$b" .lsb)
     "$bin/linesight-edge" bench --bundle "$b" --iterations 50 --json >"$dir/edge-bench-$tag.json"

@@ -14,53 +14,66 @@
 //! after it), so the op takes either layout on either side.
 
 use super::pointwise::{self, Epilogue, Layout, PackedWeights, Rows};
+use super::pointwise_i8::{self, PackedI8, QuantEpilogue};
 use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
-/// A 1x1 convolution with a fused bias and clamp, each side channel-first or channel-last.
-#[derive(Debug, Clone)]
+/// What a [`Pointwise`] op computes: f32 weights ([`super::pointwise`]), or int8 weights
+/// with the activation quantised on the fly ([`super::pointwise_i8`]).
+#[derive(Debug, Clone, PartialEq)]
+enum Kernel {
+    F32(Arc<PackedWeights>, Arc<Epilogue>),
+    I8(Arc<PackedI8>, Arc<QuantEpilogue>),
+}
+
+/// A 1x1 convolution with a fused epilogue (bias and clamp; for int8 the rescale too), each
+/// side channel-first or channel-last.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Pointwise {
-    weights: Arc<PackedWeights>,
-    epilogue: Arc<Epilogue>,
+    kernel: Kernel,
     x_layout: Layout,
     y_layout: Layout,
     positions: usize,
     out_shape: TVec<usize>,
 }
 
-impl PartialEq for Pointwise {
-    fn eq(&self, other: &Self) -> bool {
-        self.weights == other.weights
-            && self.epilogue == other.epilogue
-            && (self.x_layout, self.y_layout, self.positions)
-                == (other.x_layout, other.y_layout, other.positions)
-            && self.out_shape == other.out_shape
+impl Eq for Pointwise {}
+
+impl Pointwise {
+    /// (input channels, output channels, clamp low, clamp high).
+    fn dims(&self) -> (usize, usize, f32, f32) {
+        match &self.kernel {
+            Kernel::F32(w, e) => (w.cin, w.cout, e.lo, e.hi),
+            Kernel::I8(w, e) => (w.cin, w.cout, e.lo, e.hi),
+        }
     }
 }
-
-impl Eq for Pointwise {}
 
 /// Positions per task when tract's executor has several threads.
 const ROWS_PER_TASK: usize = 48;
 
 impl Op for Pointwise {
     fn name(&self) -> StaticName {
-        "LinesightPointwise".into()
+        match self.kernel {
+            Kernel::F32(..) => "LinesightPointwise".into(),
+            Kernel::I8(..) => "LinesightPointwiseI8".into(),
+        }
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
+        let (cin, cout, lo, hi) = self.dims();
+        let int8 = if matches!(self.kernel, Kernel::I8(..)) {
+            "int8 "
+        } else {
+            ""
+        };
         Ok(vec![format!(
-            "{}x{} {:?} -> {:?}, {} positions, clamp [{}, {}]",
-            self.weights.cin,
-            self.weights.cout,
-            self.x_layout,
-            self.y_layout,
-            self.positions,
-            self.epilogue.lo,
-            self.epilogue.hi
+            "{int8}{cin}x{cout} {:?} -> {:?}, {} positions, clamp [{lo}, {hi}]",
+            self.x_layout, self.y_layout, self.positions,
         )])
     }
 
@@ -76,7 +89,7 @@ impl EvalOp for Pointwise {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = &inputs[0];
-        let (cin, cout) = (self.weights.cin, self.weights.cout);
+        let (cin, cout, _, _) = self.dims();
         ensure!(
             x.len() == self.positions * cin,
             "input {:?} is not {} x {cin}",
@@ -91,30 +104,47 @@ impl EvalOp for Pointwise {
             let mut view = y.try_as_plain_ram_mut()?;
             view.as_slice_mut::<f32>()?.as_mut_ptr() as usize
         };
-        let (w, e) = (&*self.weights, &*self.epilogue);
-        // Row blocks as a slice of `()` (no allocation) for tract's executor to split.
-        let mut blocks = vec![(); self.positions.div_ceil(ROWS_PER_TASK)];
-        tract_linalg::multithread::par_chunks_mut(
-            &mut blocks,
-            1,
-            self.positions * cin * cout,
-            |first, chunk| {
-                let start = first * ROWS_PER_TASK;
-                let rows = (chunk.len() * ROWS_PER_TASK).min(self.positions - start);
-                let r = Rows {
-                    x: xs,
-                    x_layout: self.x_layout,
-                    positions: self.positions,
-                    first: start,
-                    rows,
-                };
-                // SAFETY: `y` holds positions x cout values; tasks write disjoint rows.
-                unsafe { pointwise::run(&r, w, e, y_addr as *mut f32, self.y_layout) };
-                Ok(())
-            },
-        )?;
+        par_rows(self.positions, cin * cout, |first, rows| {
+            let r = Rows {
+                x: xs,
+                x_layout: self.x_layout,
+                positions: self.positions,
+                first,
+                rows,
+            };
+            let y = y_addr as *mut f32;
+            // SAFETY: `y` holds positions x cout values; tasks write disjoint rows; the int8
+            // rule admits `cin <= MAX_CIN` only.
+            unsafe {
+                match &self.kernel {
+                    Kernel::F32(w, e) => pointwise::run(&r, w, e, y, self.y_layout),
+                    Kernel::I8(w, e) => pointwise_i8::run(&r, w, e, y, self.y_layout),
+                }
+            }
+        })?;
         Ok(tvec!(y.into_tvalue()))
     }
+}
+
+/// Runs `rows(first, count)` over `positions` in blocks of [`ROWS_PER_TASK`], split among
+/// tract's executor threads (`work_per_row`: multiply-adds per position, tract's cost hint).
+fn par_rows(
+    positions: usize,
+    work_per_row: usize,
+    rows: impl Fn(usize, usize) + Send + Sync,
+) -> TractResult<()> {
+    // Row blocks as a slice of `()` (no allocation) for tract's executor to split.
+    let mut blocks = vec![(); positions.div_ceil(ROWS_PER_TASK)];
+    tract_linalg::multithread::par_chunks_mut(
+        &mut blocks,
+        1,
+        positions * work_per_row,
+        |first, chunk| {
+            let start = first * ROWS_PER_TASK;
+            rows(start, (chunk.len() * ROWS_PER_TASK).min(positions - start));
+            Ok(())
+        },
+    )
 }
 
 impl TypedOp for Pointwise {
@@ -123,9 +153,14 @@ impl TypedOp for Pointwise {
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let (cin, cout, _, _) = self.dims();
+        let dt = match self.kernel {
+            Kernel::F32(..) => f32::datum_type(),
+            Kernel::I8(..) => i8::datum_type(),
+        };
         Ok(tvec!((
-            Cost::FMA(f32::datum_type()),
-            (self.positions * self.weights.cin * self.weights.cout).to_dim()
+            Cost::FMA(dt),
+            (self.positions * cin * cout).to_dim()
         )))
     }
 
@@ -153,16 +188,23 @@ fn layout_of(shape: &[usize], channel: usize, others: &[usize]) -> Option<Layout
 
 /// The geometry of a 1x1-convolution einsum: `x` axes with one contracted channel `I`
 /// (weights `[O, I]`), the output with `O` in its place and every other axis in the same
-/// order. Axes of size 1 may sit on one side only (tract's declutter drops the batch axis
+/// order (`quantized`: tract's integer einsum of `ConvInteger`, whose extra inputs, zero
+/// points and scales, are not looked at here). Axes of size 1 may sit on one side only (tract's declutter drops the batch axis
 /// of `N = 1` on the channel-last side of a depthwise convolution). Returns (input channel
 /// axis, output channel axis, the other axes in x, in y).
 #[allow(clippy::type_complexity)]
 fn pointwise_axes(
     op: &EinSum,
+    quantized: bool,
     x_shape: &[usize],
     y_shape: &[usize],
 ) -> Option<(usize, usize, Vec<usize>, Vec<usize>)> {
-    if op.q_params.is_some() || op.operating_dt != f32::datum_type() {
+    let want = if quantized {
+        (Some(i32::datum_type()), i32::datum_type())
+    } else {
+        (None, f32::datum_type())
+    };
+    if (op.q_params, op.operating_dt) != want {
         return None;
     }
     let (mut ci, mut co) = (None, None);
@@ -193,36 +235,33 @@ fn pointwise_axes(
     Some((ci?, co?, xs, ys))
 }
 
-fn pointwise_rule(
-    _ctx: &(),
-    model: &TypedModel,
-    node: &TypedNode,
-    name: &str,
-    op: &EinSum,
-) -> TractResult<Option<TypedModelPatch>> {
-    rule_if!(node.inputs.len() == 2);
-    let x_fact = model.outlet_fact(node.inputs[0])?;
-    let w_fact = model.outlet_fact(node.inputs[1])?;
-    let y_fact = model.outlet_fact(node.id.into())?;
-    rule_if!(x_fact.datum_type == f32::datum_type());
-    rule_if_some!(w = w_fact.konst.as_ref());
-    rule_if!(w.rank() == 2 && w.datum_type() == f32::datum_type());
-    rule_if_some!(x_shape = x_fact.shape.as_concrete());
-    rule_if_some!(y_shape = y_fact.shape.as_concrete());
-    rule_if_some!((ci, co, xs, ys) = pointwise_axes(op, x_shape, y_shape));
-    let (cout, cin) = (w.shape()[0], w.shape()[1]);
-    rule_if!(x_shape[ci] == cin && y_shape[co] == cout);
-    rule_if_some!(x_layout = layout_of(x_shape, ci, &xs));
-    rule_if_some!(y_layout = layout_of(y_shape, co, &ys));
-    let positions: usize = xs.iter().map(|&a| x_shape[a]).product();
-    let weights = PackedWeights::from_oi(w.try_as_plain_ram()?.as_slice::<f32>()?, cout, cin);
-    let mut epilogue = Epilogue {
+/// What follows a 1x1 convolution and can be applied before its store: a per-channel or
+/// scalar scale (`Mul`, only when `scale` is asked for: the int8 rescale), the bias `Add`,
+/// ReLU6's `Max` / `Min` by a scalar.
+struct Absorbed {
+    scale: Option<Vec<f32>>,
+    bias: Vec<f32>,
+    lo: f32,
+    hi: f32,
+}
+
+/// Absorbs what follows `node` while it is one consumer, a binary op with an f32 constant,
+/// in the order scale, bias, clamp (`co`: the output's channel axis in `y_shape`). Returns
+/// the fused epilogue and the last node absorbed (`node` itself when none).
+fn absorb_epilogue<'m>(
+    model: &'m TypedModel,
+    node: &'m TypedNode,
+    y_shape: &[usize],
+    co: usize,
+    cout: usize,
+    scale: bool,
+) -> TractResult<(Absorbed, &'m TypedNode)> {
+    let mut e = Absorbed {
+        scale: None,
         bias: vec![0.0; cout],
         lo: f32::NEG_INFINITY,
         hi: f32::INFINITY,
     };
-    // Absorb what follows while it is one consumer, a binary op with a constant: the bias
-    // Add (`cout` values along the output channel axis), then Max / Min by a scalar.
     let mut last = node;
     let mut bias_taken = false;
     loop {
@@ -247,48 +286,234 @@ fn pointwise_rule(
             .iter()
             .enumerate()
             .all(|(j, d)| *d == 1 || j + shift == co);
+        let per_channel = |v: &[f32]| -> Vec<f32> {
+            if v.len() == 1 {
+                vec![v[0]; cout]
+            } else {
+                v.to_vec()
+            }
+        };
+        let fresh = !bias_taken && e.lo.is_infinite() && e.hi.is_infinite();
         match bin.0.name() {
-            "Add" if !bias_taken && k.len() == cout && on_channel && epilogue.lo.is_infinite() => {
-                epilogue.bias.copy_from_slice(vals);
+            "Mul"
+                if scale
+                    && e.scale.is_none()
+                    && fresh
+                    && (k.len() == cout || k.len() == 1)
+                    && on_channel =>
+            {
+                e.scale = Some(per_channel(vals));
+            }
+            "Add" if fresh && (k.len() == cout || k.len() == 1) && on_channel => {
+                e.bias = per_channel(vals);
                 bias_taken = true;
             }
-            "Max" if k.len() == 1 && epilogue.hi.is_infinite() => {
-                epilogue.lo = epilogue.lo.max(vals[0]);
+            "Max" if k.len() == 1 && e.hi.is_infinite() => {
+                e.lo = e.lo.max(vals[0]);
             }
             "Min" if k.len() == 1 => {
-                epilogue.hi = epilogue.hi.min(vals[0]);
+                e.hi = e.hi.min(vals[0]);
             }
             _ => break,
         }
         last = succ;
     }
-    let mut patch = TypedModelPatch::new("linesight pointwise");
-    let x = patch.tap_model(model, node.inputs[0])?;
-    let y = patch.wire_node(
-        name,
-        Pointwise {
-            weights: Arc::new(weights),
-            epilogue: Arc::new(epilogue),
-            x_layout,
-            y_layout,
-            positions,
-            out_shape: y_shape.into(),
-        },
-        &[x],
-    )?;
+    Ok((e, last))
+}
+
+fn pointwise_rule(
+    _ctx: &(),
+    model: &TypedModel,
+    node: &TypedNode,
+    name: &str,
+    op: &EinSum,
+) -> TractResult<Option<TypedModelPatch>> {
+    rule_if!(node.inputs.len() == 2);
+    let x_fact = model.outlet_fact(node.inputs[0])?;
+    let w_fact = model.outlet_fact(node.inputs[1])?;
+    let y_fact = model.outlet_fact(node.id.into())?;
+    rule_if!(x_fact.datum_type == f32::datum_type());
+    rule_if_some!(w = w_fact.konst.as_ref());
+    rule_if!(w.rank() == 2 && w.datum_type() == f32::datum_type());
+    rule_if_some!(x_shape = x_fact.shape.as_concrete());
+    rule_if_some!(y_shape = y_fact.shape.as_concrete());
+    rule_if_some!((ci, co, xs, ys) = pointwise_axes(op, false, x_shape, y_shape));
+    let (cout, cin) = (w.shape()[0], w.shape()[1]);
+    rule_if!(x_shape[ci] == cin && y_shape[co] == cout);
+    rule_if_some!(x_layout = layout_of(x_shape, ci, &xs));
+    rule_if_some!(y_layout = layout_of(y_shape, co, &ys));
+    let positions: usize = xs.iter().map(|&a| x_shape[a]).product();
+    let weights = PackedWeights::from_oi(w.try_as_plain_ram()?.as_slice::<f32>()?, cout, cin);
+    let (epilogue, last) = absorb_epilogue(model, node, y_shape, co, cout, false)?;
+    let epilogue = Epilogue {
+        bias: epilogue.bias,
+        lo: epilogue.lo,
+        hi: epilogue.hi,
+    };
+    let op = Pointwise {
+        kernel: Kernel::F32(Arc::new(weights), Arc::new(epilogue)),
+        x_layout,
+        y_layout,
+        positions,
+        out_shape: y_shape.into(),
+    };
+    replace(model, name, node.inputs[0], last, op)
+}
+
+/// The patch that feeds `x` to `op` (named `name`) in place of everything up to `last`.
+fn replace(
+    model: &TypedModel,
+    name: &str,
+    x: OutletId,
+    last: &TypedNode,
+    op: Pointwise,
+) -> TractResult<Option<TypedModelPatch>> {
+    let mut patch = TypedModelPatch::new(format!("linesight {}", op.name()));
+    let x = patch.tap_model(model, x)?;
+    let y = patch.wire_node(name, op, &[x])?;
     patch.shunt_outside(model, last.id.into(), y[0])?;
     Ok(Some(patch))
 }
 
-/// Applies the rule to every matching node of a decluttered model; does nothing where
-/// the kernel is not vectorised.
+/// The single f32 value of a constant, when it is one.
+fn scalar_f32(t: &Tensor) -> Option<f32> {
+    if t.datum_type() != f32::datum_type() || t.len() != 1 {
+        return None;
+    }
+    t.try_as_plain_ram()
+        .ok()?
+        .as_slice::<f32>()
+        .ok()
+        .map(|v| v[0])
+}
+
+/// tract's rounding constant as the exporter writes it (1.5 * 2^23).
+const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// Walks back from an int8 einsum's activation through the exporter's quantisation, each
+/// node the only consumer of the one before: `Cast` to i8 <- `Min` 127 <- `Max` -127 <-
+/// `Sub` 1.5 * 2^23 <- `Add` 1.5 * 2^23 <- `Mul` by 1/scale. Returns the f32 activation
+/// and 1/scale.
+fn quantised_input(model: &TypedModel, einsum: &TypedNode) -> TractResult<Option<(OutletId, f32)>> {
+    let mut outlet = einsum.inputs[0];
+    rule_if!(model.outlet_successors(outlet).len() == 1);
+    let cast = model.node(outlet.node);
+    rule_if_some!(c = cast.op_as::<Cast>());
+    rule_if!(c.to == i8::datum_type() && cast.inputs.len() == 1);
+    outlet = cast.inputs[0];
+    let mut inv = None;
+    for (name, want) in [
+        ("Min", Some(127.0)),
+        ("Max", Some(-127.0)),
+        ("Sub", Some(ROUND_MAGIC)),
+        ("Add", Some(ROUND_MAGIC)),
+        ("Mul", None),
+    ] {
+        rule_if!(model.outlet_successors(outlet).len() == 1);
+        let n = model.node(outlet.node);
+        rule_if_some!(bin = n.op_as::<TypedBinOp>());
+        rule_if!(bin.0.name() == name && n.inputs.len() == 2);
+        let konst = |slot: usize| {
+            model
+                .outlet_fact(n.inputs[slot])
+                .ok()
+                .and_then(|f| f.konst.as_deref())
+                .and_then(scalar_f32)
+        };
+        // The variable on the left (`x - c` for Sub; either side for the others).
+        let (var, k) = match (konst(0), konst(1)) {
+            (None, Some(k)) => (n.inputs[0], k),
+            (Some(k), None) if name != "Sub" => (n.inputs[1], k),
+            _ => return Ok(None),
+        };
+        match want {
+            Some(v) => rule_if!(k == v),
+            None => inv = Some(k),
+        }
+        outlet = var;
+    }
+    Ok(inv.map(|inv| (outlet, inv)))
+}
+
+/// True when input `slot` of a quantised einsum is a constant that leaves the integer
+/// product alone: a zero bias or zero point, a scale of 1 (the exporter writes none).
+fn neutral_q_input(model: &TypedModel, node: &TypedNode, slot: usize) -> TractResult<bool> {
+    let Some(k) = model.outlet_fact(node.inputs[slot])?.konst.as_ref() else {
+        return Ok(false);
+    };
+    let v = k.cast_to::<f32>()?;
+    let v = v.try_as_plain_ram()?;
+    let want = if matches!(slot, 4 | 6 | 8) { 1.0 } else { 0.0 };
+    Ok(v.as_slice::<f32>()?.iter().all(|x| *x == want))
+}
+
+/// The int8 1x1 convolution the exporter writes (`trainer/src/export/quantize.rs`), after
+/// tract's declutter: the quantisation chain ([`quantised_input`]), tract's integer
+/// `EinSum` of `ConvInteger` with constant int8 weights `[O, I]` and neutral zero points and
+/// scales, `Cast` to f32, then the rescale `Mul`, bias `Add` and ReLU6 — all one
+/// [`Pointwise`] op with the int8 kernel.
+fn pointwise_i8_rule(
+    _ctx: &(),
+    model: &TypedModel,
+    node: &TypedNode,
+    name: &str,
+    op: &EinSum,
+) -> TractResult<Option<TypedModelPatch>> {
+    rule_if!(node.inputs.len() == 9);
+    let q_fact = model.outlet_fact(node.inputs[0])?;
+    let w_fact = model.outlet_fact(node.inputs[1])?;
+    let y_fact = model.outlet_fact(node.id.into())?;
+    rule_if!(q_fact.datum_type == i8::datum_type() && y_fact.datum_type == i32::datum_type());
+    rule_if_some!(w = w_fact.konst.as_ref());
+    rule_if!(w.rank() == 2 && w.datum_type() == i8::datum_type());
+    for slot in 2..9 {
+        rule_if!(neutral_q_input(model, node, slot)?);
+    }
+    rule_if_some!(x_shape = q_fact.shape.as_concrete());
+    rule_if_some!(y_shape = y_fact.shape.as_concrete());
+    rule_if_some!((ci, co, xs, ys) = pointwise_axes(op, true, x_shape, y_shape));
+    let (cout, cin) = (w.shape()[0], w.shape()[1]);
+    rule_if!(x_shape[ci] == cin && y_shape[co] == cout && cin <= pointwise_i8::MAX_CIN);
+    rule_if_some!(x_layout = layout_of(x_shape, ci, &xs));
+    rule_if_some!(y_layout = layout_of(y_shape, co, &ys));
+    rule_if_some!((x, inv_scale) = quantised_input(model, node)?);
+    let x_fact = model.outlet_fact(x)?;
+    rule_if!(x_fact.datum_type == f32::datum_type() && x_fact.shape.as_concrete() == Some(x_shape));
+    // The i32 accumulator's cast to f32, then the epilogue.
+    rule_if_some!(cast = model.single_succ(node.id)?);
+    rule_if!(cast
+        .op_as::<Cast>()
+        .is_some_and(|c| c.to == f32::datum_type()));
+    let (e, last) = absorb_epilogue(model, cast, y_shape, co, cout, true)?;
+    rule_if_some!(scale = e.scale);
+    let positions: usize = xs.iter().map(|&a| x_shape[a]).product();
+    let weights = PackedI8::from_oi(w.try_as_plain_ram()?.as_slice::<i8>()?, cout, cin);
+    let epilogue = QuantEpilogue::new(inv_scale, &scale, &e.bias, e.lo, e.hi);
+    let op = Pointwise {
+        kernel: Kernel::I8(Arc::new(weights), Arc::new(epilogue)),
+        x_layout,
+        y_layout,
+        positions,
+        out_shape: y_shape.into(),
+    };
+    replace(model, name, x, last, op)
+}
+
+/// Applies the rules to every matching node of a decluttered model, each only where its
+/// kernel is vectorised (f32: AVX-512F; int8: AVX-512 VNNI); does nothing elsewhere.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<()> {
-    if !pointwise::vectorised() {
+    if !pointwise::vectorised() && !pointwise_i8::vectorised() {
+        // ARM64 boxes and older x86: tract's plan, untouched.
         return Ok(());
     }
-    Rewriter::<()>::default()
-        .with_rule_for("linesight-pointwise", pointwise_rule)
-        .rewrite(&(), model)
+    let mut rules = Rewriter::<()>::default();
+    if pointwise::vectorised() {
+        rules = rules.with_rule_for("linesight-pointwise", pointwise_rule);
+    }
+    if pointwise_i8::vectorised() {
+        rules = rules.with_rule_for("linesight-pointwise-i8", pointwise_i8_rule);
+    }
+    rules.rewrite(&(), model)
 }
 
 #[cfg(test)]

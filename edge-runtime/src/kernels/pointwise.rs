@@ -78,7 +78,7 @@ pub struct Rows<'a> {
 
 impl Rows<'_> {
     /// Offset of (position `p`, input channel `i`) in `x`.
-    fn at(&self, cin: usize, p: usize, i: usize) -> usize {
+    pub(super) fn at(&self, cin: usize, p: usize, i: usize) -> usize {
         match self.x_layout {
             Layout::ChannelLast => p * cin + i,
             Layout::ChannelFirst => i * self.positions + p,
@@ -87,7 +87,7 @@ impl Rows<'_> {
 }
 
 /// Offset of (position `p`, output channel `o`) in `y`.
-fn out_at(layout: Layout, positions: usize, cout: usize, p: usize, o: usize) -> usize {
+pub(super) fn out_at(layout: Layout, positions: usize, cout: usize, p: usize, o: usize) -> usize {
     match layout {
         Layout::ChannelLast => p * cout + o,
         Layout::ChannelFirst => o * positions + p,
@@ -303,27 +303,38 @@ mod tests {
 
     #[test]
     fn matches_f64_reference_on_mobilenet_shapes_tails_and_layouts() {
-        use Layout::*;
-        for &(cin, cout) in &[
-            (32, 16),
-            (16, 96),
-            (96, 24),
-            (24, 144),
-            (1, 1),
-            (3, 17),
-            (5, 33),
-            (7, 48),
-        ] {
-            for positions in [1, 5, 12, 13, 25, 49] {
-                for (xl, yl) in [
-                    (ChannelLast, ChannelLast),
-                    (ChannelFirst, ChannelLast),
-                    (ChannelLast, ChannelFirst),
-                    (ChannelFirst, ChannelFirst),
-                ] {
-                    case(positions, cin, cout, false, xl, yl);
-                    case(positions, cin, cout, true, xl, yl);
-                }
+        each_test_case(&[], case);
+    }
+}
+
+/// The cases both kernels' tests run: MobileNetV2's channel counts, odd tails (and `extra`),
+/// 1-49 positions, the four layout pairs, with and without the clamp.
+#[cfg(test)]
+pub(super) fn each_test_case(
+    extra: &[(usize, usize)],
+    mut f: impl FnMut(usize, usize, usize, bool, Layout, Layout),
+) {
+    use Layout::*;
+    let shapes = [
+        (32, 16),
+        (16, 96),
+        (96, 24),
+        (24, 144),
+        (1, 1),
+        (3, 17),
+        (5, 33),
+        (7, 48),
+    ];
+    for &(cin, cout) in shapes.iter().chain(extra) {
+        for positions in [1, 5, 12, 13, 25, 49] {
+            for (xl, yl) in [
+                (ChannelLast, ChannelLast),
+                (ChannelFirst, ChannelLast),
+                (ChannelLast, ChannelFirst),
+                (ChannelFirst, ChannelFirst),
+            ] {
+                f(positions, cin, cout, false, xl, yl);
+                f(positions, cin, cout, true, xl, yl);
             }
         }
     }

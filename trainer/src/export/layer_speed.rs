@@ -1,7 +1,10 @@
 //! Which int8 layers pay: each quantised site's time in tract, int8 against f32, measured
 //! node by node on this machine, so the exporter keeps in int8 only the layers that run
 //! faster that way (tract 0.23.9 on x86 runs some int8 matmuls slower than f32: small K
-//! padded for AMX, the quantise / cast / rescale steps around each one).
+//! padded for AMX, the quantise / cast / rescale steps around each one). The engines are
+//! the edge's own, with linesight's ops: on x86 with VNNI an int8 1x1 convolution's whole
+//! region is one `LinesightPointwiseI8` node named after its `ConvInteger` (`q{index}.`),
+//! its f32 twin one `LinesightPointwise`, and the times compared are theirs.
 //!
 //! Attribution: tract names the nodes of its plan after the ONNX nodes they come from
 //! (`Conv_12`, `Conv_12.pack_a`, ...), and the int8 rewrite names everything it adds for a

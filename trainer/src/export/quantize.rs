@@ -14,6 +14,12 @@
 //! single-row matmuls (the projection and the classifier head: memory-bound GEMVs whose
 //! precision is what the logits are made of).
 //!
+//! On x86-64 with AVX-512 VNNI the edge runtime recognises each int8 1x1 convolution
+//! written here (quantise chain, `ConvInteger`, cast, rescale, bias, ReLU6) and runs it as
+//! one op of its own (`linesight_edge::kernels::pointwise_i8`), bit for bit what tract's
+//! plan computes; a change of this encoding (`quantize_linear_op`, zero points) leaves those
+//! layers to tract's slower int8 plan, which [`super::layer_speed`] then measures as such.
+//!
 //! The rewrite works on the ONNX protobuf alone, so every backbone the exporter writes is
 //! quantised by the same code; [`plan_check`] then looks at tract's optimized plan for the
 //! known slow patterns.

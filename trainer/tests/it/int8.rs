@@ -415,10 +415,8 @@ fn mobilenet_v2_int8_keeps_imagenet_top1_on_real_photos() {
     imagenet_int8(&mobilenet_v2::load(&w, &Device::Cpu).unwrap(), 30);
 }
 
-/// The int8 rewrite of the network with its ImageNet classifier passes an 80 % gate on 16
-/// held-out views, quantises at least `min_sites` layers, and keeps both photos' top-1.
-pub fn imagenet_int8(net: &InvertedResidualNet, min_sites: usize) {
-    let dev = Device::Cpu;
+/// The network with its ImageNet classifier, exported as an f32 bundle.
+fn imagenet_f32_bundle(net: &InvertedResidualNet) -> Bundle {
     let (wt, b) = net.classifier.as_ref().unwrap();
     let labels: Vec<String> = (0..1000).map(|i| format!("imagenet-{i}")).collect();
     let mut opts = ExportOptions::new("imagenet-int8", labels, Provenance::default());
@@ -431,9 +429,16 @@ pub fn imagenet_int8(net: &InvertedResidualNet, min_sites: usize) {
         },
         &photos(),
         &opts,
-        &dev,
+        &Device::Cpu,
     )
     .unwrap();
+    f32_bundle
+}
+
+/// The int8 rewrite of the network with its ImageNet classifier passes an 80 % gate on 16
+/// held-out views, quantises at least `min_sites` layers, and keeps both photos' top-1.
+pub fn imagenet_int8(net: &InvertedResidualNet, min_sites: usize) {
+    let f32_bundle = imagenet_f32_bundle(net);
     let all = views(40);
     // 16 held-out views certify at most 85.5 % at 95 % confidence (16 / (16 + 1.645^2)),
     // so the gate is asked for 80 % here; 99 % would need 268 views (parity_gate).
@@ -467,4 +472,77 @@ pub fn imagenet_int8(net: &InvertedResidualNet, min_sites: usize) {
             .fold(0, |b, (i, &v)| if v > logits[b] { i } else { b });
         assert_eq!(top, class);
     }
+}
+
+/// linesight's int8 pointwise op (`edge-runtime/src/kernels/pointwise_i8.rs`, x86-64 with
+/// AVX-512 VNNI) in place of tract's plan of the exporter's int8 1x1 convolutions: every
+/// int8 layer of real MobileNetV2 becomes one op, and on real photos the logits are those
+/// of tract's own plan of the same int8 ONNX. Both engines run linesight's f32 ops or
+/// neither: the comparison is `Engine::new` (all of linesight's ops) against
+/// `Engine::with_own_ops(.., false)` (tract's plan alone). The int8 layers round exactly
+/// as tract's plan does (the kernel's tests check them bit for bit; here the logits were
+/// equal to the bit, measured 0 on x86 with VNNI); the bound leaves room only for the f32
+/// layers around them (stem, last 1x1 convolution, classifier), which may sum in another
+/// order — far inside the bundle's self-test tolerance (0.25).
+#[test]
+fn the_int8_pointwise_op_computes_what_tracts_plan_computes_on_mobilenet_v2() {
+    let Some(w) = weights(
+        "mobilenet_v2.safetensors",
+        "the_int8_pointwise_op_computes_what_tracts_plan_computes_on_mobilenet_v2",
+    ) else {
+        return;
+    };
+    let net = mobilenet_v2::load(&w, &Device::Cpu).unwrap();
+    let f32_bundle = imagenet_f32_bundle(&net);
+    let all = views(20);
+    let opts = Int8Options {
+        allow_parity_drop: true,
+        choose_by_speed: false,
+        ..Default::default()
+    };
+    let (bundle, report) =
+        export_int8(&f32_bundle, &all[..8], &all[8..12], &opts, &no_progress).unwrap();
+    let shape = bundle.manifest.preprocess.input_shape();
+    let mut ours = Engine::new(&bundle.model, &shape).unwrap();
+    let mut plain = Engine::with_own_ops(&bundle.model, &shape, false).unwrap();
+    let mut pre = Preprocessor::new(net.preprocess());
+    let probe = pre.tensor(&all[12]).unwrap();
+    let int8_ops = ours
+        .profile(&probe)
+        .unwrap()
+        .iter()
+        .filter(|n| n.op.starts_with("LinesightPointwiseI8"))
+        .count();
+    let tract_ops = plain
+        .profile(&probe)
+        .unwrap()
+        .iter()
+        .filter(|n| n.op.starts_with("Linesight"))
+        .count();
+    assert_eq!(tract_ops, 0, "tract's plan has none of linesight's ops");
+    if linesight_edge::kernels::pointwise_i8::vectorised() {
+        assert_eq!(int8_ops, report.int8_sites, "{:?}", report.sites);
+        assert!(int8_ops >= 30, "{int8_ops}");
+    } else {
+        assert_eq!(
+            int8_ops, 0,
+            "no VNNI here: tract's int8 plan must stay as it is"
+        );
+    }
+    let (mut a, mut b) = (vec![0.0; 1000], vec![0.0; 1000]);
+    let mut worst = 0f32;
+    for img in &all[12..] {
+        let x = pre.tensor(img).unwrap();
+        ours.infer(&x, &mut a).unwrap();
+        plain.infer(&x, &mut b).unwrap();
+        let argmax = |v: &[f32]| {
+            v.iter()
+                .enumerate()
+                .fold(0, |m, (i, &x)| if x > v[m] { i } else { m })
+        };
+        assert_eq!(argmax(&a), argmax(&b));
+        worst = worst.max(linesight_edge::engine::max_abs_diff(&a, &b));
+    }
+    eprintln!("int8 op vs tract's int8 plan: {int8_ops} ops, worst logit difference {worst:e}");
+    assert!(worst <= 1e-4, "worst logit difference {worst}");
 }
