@@ -7,7 +7,8 @@
 # usage: scripts/finetune-table.sh [OUT]   env: ACCS="0.5 0.7" SEEDS="1 2 3" (as near-table.sh),
 #        BACKBONE=mobilenet-v2 (passed on to near-table.sh; the refined file names the backbone
 #        train uses), BLOCKS=1 (--trainable-blocks), FT_ARGS="..." (more train flags, e.g.
-#        "--finetune-views 8 --finetune-epochs 40"), SKIP_NEAR=1 (reuse OUT/runs/*/refined.json)
+#        "--finetune-views 8 --finetune-epochs 40"), SKIP_NEAR=1 (reuse OUT/runs/*/refined.json),
+#        TRAIN=path/to/linesight-train (use that binary, as near-table.sh)
 # Writes OUT/finetune.jsonl (one line per fine-tuned run) and prints the table beside
 # near-table.sh's OUT/results.jsonl. Trunk views are cached under OUT/cache/views, so the
 # seeds and accuracies after the first reuse them.
@@ -24,7 +25,7 @@ export LINESIGHT_NO_PROGRESS=1
 if [ "${SKIP_NEAR:-0}" != 1 ]; then
   METHODS="near" scripts/near-table.sh "$OUT"
 fi
-TRAIN="$ROOT/target/debug/linesight-train"
+TRAIN="${TRAIN:-$ROOT/target/debug/linesight-train}"
 : >>"$OUT/finetune.jsonl"
 
 finetune_run() { # run-dir method seed accuracy

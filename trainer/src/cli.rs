@@ -114,6 +114,11 @@ pub struct QuantArgs {
     /// tract runs it one value at a time) instead of Mul/round/Clip/Cast.
     #[arg(long)]
     pub quantize_linear_op: bool,
+    /// Quantise every activation symmetrically (-max..max onto -127..127), also the
+    /// non-negative ones after a ReLU, which by default span all 255 int8 steps (0..max
+    /// onto -127..127, twice the resolution; measured in docs/benchmarks.md).
+    #[arg(long)]
+    pub signed_activations: bool,
 }
 
 #[derive(Subcommand)]

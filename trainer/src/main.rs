@@ -597,6 +597,7 @@ fn int8_request(int8: bool, q: &cli::QuantArgs) -> Result<Option<quantize::Int8R
     opts.quant.activation_matmul = q.quantize_attention;
     opts.quant.keep_first_last = !q.quantize_first_last;
     opts.quant.quantize_linear_op = q.quantize_linear_op;
+    opts.quant.unsigned_relu = !q.signed_activations;
     opts.fallback_layers = q.fallback_layers;
     opts.choose_by_speed = !q.keep_slow_layers;
     opts.speed_margin = q.speed_margin;

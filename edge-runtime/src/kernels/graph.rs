@@ -14,7 +14,7 @@
 //! after it), so the op takes either layout on either side.
 
 use super::pointwise::{self, Epilogue, Layout, PackedWeights, Rows};
-use super::pointwise_i8::{self, PackedI8, QuantEpilogue};
+use super::pointwise_i8::{self, PackedI8, QuantEpilogue, ROUND_MAGIC};
 use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -387,14 +387,22 @@ fn scalar_f32(t: &Tensor) -> Option<f32> {
         .map(|v| v[0])
 }
 
-/// tract's rounding constant as the exporter writes it (1.5 * 2^23).
-const ROUND_MAGIC: f32 = 12_582_912.0;
+/// What the exporter's quantisation of an activation does: `x * inv_scale + offset`,
+/// rounded, clipped ([`pointwise_i8::quantize`]).
+struct QuantisedInput {
+    x: OutletId,
+    inv_scale: f32,
+    offset: f32,
+}
 
 /// Walks back from an int8 einsum's activation through the exporter's quantisation, each
 /// node the only consumer of the one before: `Cast` to i8 <- `Min` 127 <- `Max` -127 <-
-/// `Sub` 1.5 * 2^23 <- `Add` 1.5 * 2^23 <- `Mul` by 1/scale. Returns the f32 activation
-/// and 1/scale.
-fn quantised_input(model: &TypedModel, einsum: &TypedNode) -> TractResult<Option<(OutletId, f32)>> {
+/// `Sub` 1.5 * 2^23 <- `Add` 1.5 * 2^23 + offset (offset a whole number in -127..=127;
+/// -127 for a non-negative activation) <- `Mul` by 1/scale.
+fn quantised_input(
+    model: &TypedModel,
+    einsum: &TypedNode,
+) -> TractResult<Option<QuantisedInput>> {
     let mut outlet = einsum.inputs[0];
     rule_if!(model.outlet_successors(outlet).len() == 1);
     let cast = model.node(outlet.node);
@@ -402,11 +410,12 @@ fn quantised_input(model: &TypedModel, einsum: &TypedNode) -> TractResult<Option
     rule_if!(c.to == i8::datum_type() && cast.inputs.len() == 1);
     outlet = cast.inputs[0];
     let mut inv = None;
+    let mut offset = None;
     for (name, want) in [
         ("Min", Some(127.0)),
         ("Max", Some(-127.0)),
         ("Sub", Some(ROUND_MAGIC)),
-        ("Add", Some(ROUND_MAGIC)),
+        ("Add", None),
         ("Mul", None),
     ] {
         rule_if!(model.outlet_successors(outlet).len() == 1);
@@ -428,11 +437,21 @@ fn quantised_input(model: &TypedModel, einsum: &TypedNode) -> TractResult<Option
         };
         match want {
             Some(v) => rule_if!(k == v),
+            None if name == "Add" => {
+                // Exact: both are whole numbers in [2^23, 2^24).
+                let off = k - ROUND_MAGIC;
+                rule_if!(off.fract() == 0.0 && off.abs() <= 127.0);
+                offset = Some(off);
+            }
             None => inv = Some(k),
         }
         outlet = var;
     }
-    Ok(inv.map(|inv| (outlet, inv)))
+    Ok(inv.zip(offset).map(|(inv_scale, offset)| QuantisedInput {
+        x: outlet,
+        inv_scale,
+        offset,
+    }))
 }
 
 /// True when input `slot` of a quantised einsum is a constant that leaves the integer
@@ -476,7 +495,8 @@ fn pointwise_i8_rule(
     rule_if!(x_shape[ci] == cin && y_shape[co] == cout && cin <= pointwise_i8::MAX_CIN);
     rule_if_some!(x_layout = layout_of(x_shape, ci, &xs));
     rule_if_some!(y_layout = layout_of(y_shape, co, &ys));
-    rule_if_some!((x, inv_scale) = quantised_input(model, node)?);
+    rule_if_some!(q = quantised_input(model, node)?);
+    let x = q.x;
     let x_fact = model.outlet_fact(x)?;
     rule_if!(x_fact.datum_type == f32::datum_type() && x_fact.shape.as_concrete() == Some(x_shape));
     // The i32 accumulator's cast to f32, then the epilogue.
@@ -488,7 +508,7 @@ fn pointwise_i8_rule(
     rule_if_some!(scale = e.scale);
     let positions: usize = xs.iter().map(|&a| x_shape[a]).product();
     let weights = PackedI8::from_oi(w.try_as_plain_ram()?.as_slice::<i8>()?, cout, cin);
-    let epilogue = QuantEpilogue::new(inv_scale, &scale, &e.bias, e.lo, e.hi);
+    let epilogue = QuantEpilogue::new(q.inv_scale, q.offset, &scale, &e.bias, e.lo, e.hi);
     let op = Pointwise {
         kernel: Kernel::I8(Arc::new(weights), Arc::new(epilogue)),
         x_layout,

@@ -2,7 +2,7 @@
 //! exporter writes (`trainer/src/export/quantize.rs`) computed in one pass:
 //!
 //! ```text
-//! q[p, i]  = clamp(round_half_even(x[p, i] * inv_scale), -127, 127)      (int8)
+//! q[p, i]  = clamp(round_half_even(x[p, i] * inv_scale + offset), -127, 127)  (int8)
 //! acc[p, o] = sum_i q[p, i] * w[o, i]                                     (i32, exact)
 //! y[p, o]  = clamp(f32(acc[p, o]) * scale[o] + bias[o], lo, hi)           (f32)
 //! ```
@@ -10,6 +10,12 @@
 //! the same operations, in the same order and f32 rounding, as tract's plan of that ONNX
 //! region (Mul, Add/Sub of 1.5 * 2^23, Clip, Cast, integer EinSum, Cast, Mul, Add, ReLU6),
 //! so the results are the same bit for bit.
+//!
+//! `offset` is 0 for a signed activation and -127 for one a ReLU / ReLU6 makes
+//! non-negative: the exporter then maps `[0, max]` onto all 255 int8 steps (twice the
+//! resolution of `[-max, max]`, half of which would stay unused) and folds `127 * sum_i
+//! w[o, i]` into the bias. tract's plan writes it into the rounding constant it adds
+//! (1.5 * 2^23 + offset), so the op reads it from there.
 //!
 //! Why linesight has its own: tract 0.23.9 runs these int8 matmuls slower than its f32 ones
 //! on x86 for MobileNetV2's shapes (docs/benchmarks.md: an all-int8 bundle 3.5x the f32
@@ -82,11 +88,13 @@ impl PackedI8 {
 }
 
 /// The dequantisation applied before the one store: `f32(acc) * scale[o] + bias[o]`, then
-/// `min(max(y, lo), hi)`; and the activation's quantisation step `inv_scale` (the
-/// multiplier tract's plan applies before rounding).
+/// `min(max(y, lo), hi)`; and the activation's quantisation: the step `inv_scale` (the
+/// multiplier tract's plan applies before rounding) and the integer `offset` added before
+/// rounding (0 or -127, see the module's doc).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantEpilogue {
     pub inv_scale: f32,
+    pub offset: f32,
     /// Per output channel, padded with 0 to a whole number of blocks.
     pub scale: Vec<f32>,
     /// Per output channel, padded with 0 to a whole number of blocks.
@@ -96,8 +104,20 @@ pub struct QuantEpilogue {
 }
 
 impl QuantEpilogue {
-    /// `scale` and `bias` (`cout` values each) padded for the kernel.
-    pub fn new(inv_scale: f32, scale: &[f32], bias: &[f32], lo: f32, hi: f32) -> Self {
+    /// `scale` and `bias` (`cout` values each) padded for the kernel. `offset` must be a
+    /// whole number in -127..=127 (the rule that builds the op checks it).
+    pub fn new(
+        inv_scale: f32,
+        offset: f32,
+        scale: &[f32],
+        bias: &[f32],
+        lo: f32,
+        hi: f32,
+    ) -> Self {
+        assert!(
+            offset.fract() == 0.0 && offset.abs() <= 127.0,
+            "the quantisation offset is a whole number in -127..=127"
+        );
         assert_eq!(
             scale.len(),
             bias.len(),
@@ -111,6 +131,7 @@ impl QuantEpilogue {
         };
         QuantEpilogue {
             inv_scale,
+            offset,
             scale: pad(scale),
             bias: pad(bias),
             lo,
@@ -119,11 +140,16 @@ impl QuantEpilogue {
     }
 }
 
-/// The activation's int8 value as tract's plan computes it: `x * inv_scale` rounded half
-/// to even (tract adds and subtracts 1.5 * 2^23), clipped to +-127.
-pub fn quantize(x: f32, inv_scale: f32) -> i8 {
-    const MAGIC: f32 = 12_582_912.0;
-    (((x * inv_scale) + MAGIC) - MAGIC).clamp(-127.0, 127.0) as i8
+/// tract's rounding constant as the exporter writes it (1.5 * 2^23): adding it to an f32
+/// below 2^22 in magnitude rounds that value to a whole number, half to even.
+pub const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// The activation's int8 value as tract's plan computes it: `x * inv_scale + offset`
+/// rounded half to even (tract adds 1.5 * 2^23 + offset, then subtracts 1.5 * 2^23; the
+/// constant being even, the parity rule is that of `x * inv_scale + offset`), clipped to
+/// +-127.
+pub fn quantize(x: f32, inv_scale: f32, offset: f32) -> i8 {
+    (((x * inv_scale) + (ROUND_MAGIC + offset)) - ROUND_MAGIC).clamp(-127.0, 127.0) as i8
 }
 
 /// The plain reference (and the path for machines without VNNI): the formula above, one
@@ -138,7 +164,8 @@ pub unsafe fn reference(r: &Rows, w: &PackedI8, e: &QuantEpilogue, y: *mut f32, 
         for o in 0..cout {
             let mut acc = 0i32;
             for i in 0..cin {
-                acc += quantize(r.x[r.at(cin, p, i)], e.inv_scale) as i32 * w.at(o, i) as i32;
+                let q = quantize(r.x[r.at(cin, p, i)], e.inv_scale, e.offset);
+                acc += q as i32 * w.at(o, i) as i32;
             }
             let v = (acc as f32 * e.scale[o] + e.bias[o]).max(e.lo).min(e.hi);
             // SAFETY: in bounds by the caller's contract.
@@ -184,17 +211,43 @@ pub unsafe fn run(r: &Rows, w: &PackedI8, e: &QuantEpilogue, y: *mut f32, y_layo
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{out_at, Layout, PackedI8, QuantEpilogue, Rows, BLOCK, MAX_CIN, ROWS};
+    use super::{
+        out_at, Layout, PackedI8, QuantEpilogue, Rows, BLOCK, MAX_CIN, ROUND_MAGIC, ROWS,
+    };
     use std::arch::x86_64::*;
 
-    /// `x * inv` rounded half to even and clipped to +-127, plus 128, in i32 lanes
-    /// (1..=255). `cvtps` rounds to nearest even as tract's magic-number add does, and
-    /// clipping before or after rounding gives the same integer.
+    /// The constants of [`quant_u8`], from the epilogue's step and offset.
+    #[derive(Clone, Copy)]
+    struct Quant {
+        inv: __m512,
+        /// -127 - offset and 127 - offset: the clip, applied before rounding.
+        lo: __m512,
+        hi: __m512,
+        /// 1.5 * 2^23 + offset and 1.5 * 2^23: tract's rounding, add then subtract.
+        add: __m512,
+        sub: __m512,
+    }
+
     #[inline(always)]
-    unsafe fn quant_u8(x: __m512, inv: __m512) -> __m512i {
-        let lo = _mm512_set1_ps(-127.0);
-        let hi = _mm512_set1_ps(127.0);
-        let v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(x, inv), lo), hi);
+    unsafe fn quant(e: &QuantEpilogue) -> Quant {
+        Quant {
+            inv: _mm512_set1_ps(e.inv_scale),
+            lo: _mm512_set1_ps(-127.0 - e.offset),
+            hi: _mm512_set1_ps(127.0 - e.offset),
+            add: _mm512_set1_ps(ROUND_MAGIC + e.offset),
+            sub: _mm512_set1_ps(ROUND_MAGIC),
+        }
+    }
+
+    /// `x * inv + offset` rounded half to even and clipped to +-127, plus 128, in i32
+    /// lanes (1..=255). The rounding is tract's own (add 1.5 * 2^23 + offset, subtract
+    /// 1.5 * 2^23: the same two f32 roundings, so the same integer where `cvtps` of `x *
+    /// inv + offset` would round twice); clipping `x * inv` to whole-number bounds before
+    /// rounding gives the same integer as clipping after.
+    #[inline(always)]
+    unsafe fn quant_u8(x: __m512, q: Quant) -> __m512i {
+        let v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(x, q.inv), q.lo), q.hi);
+        let v = _mm512_sub_ps(_mm512_add_ps(v, q.add), q.sub);
         _mm512_add_epi32(_mm512_cvtps_epi32(v), _mm512_set1_epi32(128))
     }
 
@@ -211,7 +264,7 @@ mod x86 {
         groups: usize,
         p0: usize,
         valid: usize,
-        inv: __m512,
+        qc: Quant,
         panel: *mut u8,
     ) -> (usize, usize) {
         let k4 = groups * 4;
@@ -229,7 +282,7 @@ mod x86 {
                         } else {
                             ((1u32 << n) - 1) as u16
                         };
-                        let q = quant_u8(_mm512_maskz_loadu_ps(m, src.add(i)), inv);
+                        let q = quant_u8(_mm512_maskz_loadu_ps(m, src.add(i)), qc);
                         // Channels past `cin` meet zero weights; 128 is int8 zero anyway.
                         let q = _mm512_mask_blend_epi32(m, _mm512_set1_epi32(128), q);
                         let bytes = _mm512_cvtepi32_epi8(q);
@@ -253,7 +306,7 @@ mod x86 {
                         let i = g * 4 + j;
                         let q = if i < cin {
                             let src = r.x.as_ptr().add(i * r.positions + p0);
-                            quant_u8(_mm512_maskz_loadu_ps(mrows, src), inv)
+                            quant_u8(_mm512_maskz_loadu_ps(mrows, src), qc)
                         } else {
                             _mm512_set1_epi32(128)
                         };
@@ -284,7 +337,7 @@ mod x86 {
     pub unsafe fn vnni(r: &Rows, w: &PackedI8, e: &QuantEpilogue, y: *mut f32, y_layout: Layout) {
         let (cin, cout, groups) = (w.cin, w.cout, w.groups);
         let blocks = cout.div_ceil(BLOCK);
-        let inv = _mm512_set1_ps(e.inv_scale);
+        let qc = quant(e);
         let lo = _mm512_set1_ps(e.lo);
         let hi = _mm512_set1_ps(e.hi);
         // Not zeroed: `fill_panel` writes every byte the loop below reads.
@@ -296,7 +349,7 @@ mod x86 {
         while p0 < end {
             let valid = (end - p0).min(ROWS);
             let (row_step, group_step) =
-                unsafe { fill_panel(r, cin, groups, p0, valid, inv, panel) };
+                unsafe { fill_panel(r, cin, groups, p0, valid, qc, panel) };
             let xr: [*const u8; ROWS] =
                 std::array::from_fn(|k| unsafe { panel.add(k * row_step) as *const u8 });
             for b in 0..blocks {
@@ -377,10 +430,26 @@ mod tests {
     use super::*;
 
     fn case(positions: usize, cin: usize, cout: usize, clamp: bool, xl: Layout, yl: Layout) {
+        // A signed activation (offset 0) and a ReLU's non-negative one (offset -127).
+        for offset in [0.0, -127.0] {
+            case_at(positions, cin, cout, clamp, xl, yl, offset);
+        }
+    }
+
+    fn case_at(
+        positions: usize,
+        cin: usize,
+        cout: usize,
+        clamp: bool,
+        xl: Layout,
+        yl: Layout,
+        offset: f32,
+    ) {
         // Values past +-127 steps too, so the clip is exercised; an exact half step too.
         let inv = 40.0;
         let mut x: Vec<f32> = (0..positions * cin)
             .map(|i| ((i as f32) * 0.173).sin() * 4.0)
+            .map(|v| if offset < 0.0 { v.abs() * 2.0 } else { v })
             .collect();
         if let Some(v) = x.get_mut(1) {
             *v = 2.5 / inv;
@@ -395,7 +464,7 @@ mod tests {
         } else {
             (f32::NEG_INFINITY, f32::INFINITY)
         };
-        let e = QuantEpilogue::new(inv, &scale, &bias, lo, hi);
+        let e = QuantEpilogue::new(inv, offset, &scale, &bias, lo, hi);
         let pw = PackedI8::from_oi(&w, cout, cin);
         let mut got = vec![f32::NAN; positions * cout + 3];
         let half = positions / 2;
@@ -418,7 +487,7 @@ mod tests {
                 // Independent of the kernel's helpers: f64 rounding half to even.
                 let mut acc = 0i64;
                 for i in 0..cin {
-                    let q = ((xi(p, i) * inv) as f64)
+                    let q = ((xi(p, i) * inv) as f64 + offset as f64)
                         .round_ties_even()
                         .clamp(-127.0, 127.0);
                     acc += q as i64 * w[o * cin + i] as i64;
@@ -428,7 +497,7 @@ mod tests {
                 assert_eq!(
                     g.to_bits(),
                     want.to_bits(),
-                    "{positions}x{cin}->{cout} {xl:?}->{yl:?}: [{p}, {o}] {g} vs {want}"
+                    "{positions}x{cin}->{cout} {xl:?}->{yl:?} offset {offset}: [{p}, {o}] {g} vs {want}"
                 );
             }
         }
@@ -445,11 +514,18 @@ mod tests {
 
     #[test]
     fn quantize_rounds_half_to_even_and_clips_like_tracts_plan() {
-        assert_eq!(quantize(2.5, 1.0), 2);
-        assert_eq!(quantize(3.5, 1.0), 4);
-        assert_eq!(quantize(-2.5, 1.0), -2);
-        assert_eq!(quantize(1000.0, 1.0), 127);
-        assert_eq!(quantize(-1e30, 1.0), -127);
-        assert_eq!(quantize(0.3, 10.0), 3);
+        assert_eq!(quantize(2.5, 1.0, 0.0), 2);
+        assert_eq!(quantize(3.5, 1.0, 0.0), 4);
+        assert_eq!(quantize(-2.5, 1.0, 0.0), -2);
+        assert_eq!(quantize(1000.0, 1.0, 0.0), 127);
+        assert_eq!(quantize(-1e30, 1.0, 0.0), -127);
+        assert_eq!(quantize(0.3, 10.0, 0.0), 3);
+        // Non-negative activations: [0, 254] steps onto -127..=127; the parity rule is
+        // that of the shifted value (2.5 - 127 = -124.5 -> -124, 3.5 - 127 -> -124).
+        assert_eq!(quantize(0.0, 1.0, -127.0), -127);
+        assert_eq!(quantize(2.5, 1.0, -127.0), -124);
+        assert_eq!(quantize(3.5, 1.0, -127.0), -124);
+        assert_eq!(quantize(254.0, 1.0, -127.0), 127);
+        assert_eq!(quantize(1e30, 1.0, -127.0), 127);
     }
 }

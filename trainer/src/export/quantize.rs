@@ -2,9 +2,14 @@
 //! encoding tract 0.23.9 runs fast (DESIGN.md, "export / bundle"):
 //!
 //! - weights: symmetric int8, per output channel, stored as `INT8` initializers;
-//! - activations: symmetric int8 with zero point 0, one scale per tensor from the largest
-//!   |value| seen on calibration images (`QuantizeLinear` with an int8 zero point of 0,
-//!   which tract turns into one elementwise op);
+//! - activations: int8, one scale per tensor from the |values| seen on calibration images
+//!   ([`ActStats::max_abs`]), quantised by elementwise arithmetic tract fuses (or
+//!   `QuantizeLinear` with a zero point of 0, [`QuantOptions::quantize_linear_op`]);
+//!   symmetric (`x / s` in -127..=127) for signed activations; for the input of a 1x1 /
+//!   unpadded convolution that a `Relu` or `Clip(0, ..)` makes non-negative, `x / s - 127`
+//!   with `s = max / 254`, so `[0, max]` spans all 255 steps instead of half of them, and
+//!   the `127 * sum(w)` this takes from every output goes back into the f32 bias
+//!   ([`QuantOptions::unsigned_relu`]);
 //! - `MatMulInteger` / `ConvInteger` WITHOUT zero-point inputs (a zero point makes tract
 //!   add correction sums that it recomputes per run), then `Cast` to f32 and one `Mul` by
 //!   `scale_x * scale_w[channel]` (+ the f32 bias for convolutions).
@@ -58,6 +63,15 @@ pub struct QuantOptions {
     /// vectorises: its QuantizeLinear rounds one value at a time and cost 29 % of an
     /// int8 ViT-B/16 run (docs/benchmarks.md, "int8").
     pub quantize_linear_op: bool,
+    /// Quantise the non-negative input of a convolution without padding (a `Relu` or
+    /// `Clip` with a minimum >= 0 makes it; MobileNetV2's projection 1x1 convolutions read
+    /// one) onto all 255 int8 steps: `round(x / s) - 127` with `s = max / 254`, twice the
+    /// resolution of the symmetric `x / s` with `s = max / 127`, whose negative half such
+    /// an input never uses. The offset costs nothing at run time: it is folded into the
+    /// rounding constant of the quantise chain and, as `127 * scale * sum(w)`, into the
+    /// conv's bias (padding is excluded because a padded zero would then stand for `127 *
+    /// s`, not 0). Off with `quantize_linear_op`.
+    pub unsigned_relu: bool,
 }
 
 impl Default for QuantOptions {
@@ -70,6 +84,7 @@ impl Default for QuantOptions {
             min_rows: 2,
             keep_first_last: true,
             quantize_linear_op: false,
+            unsigned_relu: true,
         }
     }
 }
@@ -119,6 +134,9 @@ pub struct SiteReport {
     /// `int8`, or `f32: <why>`.
     pub decision: String,
     pub activation_max_abs: f32,
+    /// int8 sites: the activation is non-negative and spans all 255 steps
+    /// ([`QuantOptions::unsigned_relu`]).
+    pub unsigned_activation: bool,
 }
 
 fn initializer_map(m: &ModelProto) -> Result<HashMap<String, &TensorProto>> {
@@ -128,6 +146,50 @@ fn initializer_map(m: &ModelProto) -> Result<HashMap<String, &TensorProto>> {
 
 fn attr_int(n: &NodeProto, name: &str) -> Option<i64> {
     n.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+}
+
+/// Tensors that cannot be negative: the outputs of `Relu`, and of `Clip` whose minimum (the
+/// second input as an initializer, or the `min` attribute of opset < 11) is >= 0.
+fn non_negative_tensors(model: &ModelProto) -> Result<HashSet<String>> {
+    let inits = initializer_map(model)?;
+    let g = model.graph.as_ref().context("ONNX model has no graph")?;
+    let mut out = HashSet::new();
+    for n in &g.node {
+        let non_negative = match n.op_type.as_str() {
+            "Relu" => true,
+            "Clip" => match n.input.get(1).filter(|m| !m.is_empty()) {
+                Some(m) => inits
+                    .get(m)
+                    .and_then(|t| f32_data(t).ok())
+                    .is_some_and(|v| v.len() == 1 && v[0] >= 0.0),
+                None => n
+                    .attribute
+                    .iter()
+                    .find(|a| a.name == "min")
+                    .is_some_and(|a| a.f >= 0.0),
+            },
+            _ => false,
+        };
+        if non_negative {
+            out.extend(n.output.iter().cloned());
+        }
+    }
+    Ok(out)
+}
+
+/// True when a `Conv` pads nothing (no `pads`, all zero, or `auto_pad` VALID / NOTSET).
+fn conv_unpadded(n: &NodeProto) -> bool {
+    let pads_zero = n
+        .attribute
+        .iter()
+        .find(|a| a.name == "pads")
+        .is_none_or(|a| a.ints.iter().all(|&p| p == 0));
+    let auto_pad_none = n
+        .attribute
+        .iter()
+        .find(|a| a.name == "auto_pad")
+        .is_none_or(|a| matches!(a.s.as_slice(), b"NOTSET" | b"VALID" | b""));
+    pads_zero && auto_pad_none
 }
 
 /// Reads an f32 initializer (raw little-endian bytes or `float_data`).
@@ -391,6 +453,7 @@ pub fn rewrite(
     keep_f32: &HashMap<usize, String>,
 ) -> Result<(Vec<u8>, Vec<SiteReport>)> {
     let inits = initializer_map(f32_model)?;
+    let non_negative = non_negative_tensors(f32_model)?;
     let mut model = f32_model.clone();
     let graph = model.graph.as_mut().context("ONNX model has no graph")?;
     let old_nodes = std::mem::take(&mut graph.node);
@@ -443,6 +506,7 @@ pub fn rewrite(
                 weight_shape: vec![],
                 decision: skip.map_or("int8".into(), |r| format!("f32: {r}")),
                 activation_max_abs: st.max_abs,
+                unsigned_activation: false,
             });
             if skip.is_some() {
                 graph.node.push(n);
@@ -454,8 +518,7 @@ pub fn rewrite(
                 &mut graph.node,
                 &mut new_inits,
                 &mut quantized,
-                &site.activation,
-                st.max_abs,
+                (&site.activation, st.max_abs, 0),
                 &tag,
                 opts,
             );
@@ -463,8 +526,7 @@ pub fn rewrite(
                 &mut graph.node,
                 &mut new_inits,
                 &mut quantized,
-                &site.weight,
-                st.max_abs_b,
+                (&site.weight, st.max_abs_b, 0),
                 &tag,
                 opts,
             );
@@ -500,6 +562,11 @@ pub fn rewrite(
             }
             _ => None,
         };
+        let unsigned = opts.unsigned_relu
+            && !opts.quantize_linear_op
+            && site.kind == SiteKind::Conv
+            && conv_unpadded(&n)
+            && non_negative.contains(&site.activation);
         reports.push(SiteReport {
             node: n.name.clone(),
             op: site.kind,
@@ -507,6 +574,7 @@ pub fn rewrite(
             weight_shape: w.dims.clone(),
             decision: skip.as_ref().map_or("int8".into(), |r| format!("f32: {r}")),
             activation_max_abs: st.max_abs,
+            unsigned_activation: unsigned && skip.is_none(),
         });
         if skip.is_some() {
             graph.node.push(n);
@@ -514,12 +582,12 @@ pub fn rewrite(
         }
         let out = n.output.first().context("node without output")?.clone();
         let tag = format!("q{i}");
+        let offset = if unsigned { UNSIGNED_OFFSET } else { 0 };
         let (xq, sx) = quantize_activation(
             &mut graph.node,
             &mut new_inits,
             &mut quantized,
-            &site.activation,
-            st.max_abs,
+            (&site.activation, st.max_abs, offset),
             &tag,
             opts,
         );
@@ -556,13 +624,28 @@ pub fn rewrite(
                     .collect();
                 let co = w.dims[0];
                 new_inits.push(f32_init(&rescale_name, &[1, co, 1, 1], &rescale));
-                match n.input.get(2).filter(|b| !b.is_empty()) {
-                    Some(b) => {
-                        let bias =
-                            f32_data(inits.get(b).with_context(|| {
-                                format!("conv bias `{b}` is not an initializer")
-                            })?)?;
-                        let bias_name = format!("{b}.nchw");
+                let mut bias = match n.input.get(2).filter(|b| !b.is_empty()) {
+                    Some(b) => Some(f32_data(inits.get(b).with_context(|| {
+                        format!("conv bias `{b}` is not an initializer")
+                    })?)?),
+                    None => None,
+                };
+                if offset != 0 {
+                    // q = round(x / sx) + offset, so sum(wq * q) falls short of
+                    // sum(wq * x / sx) by offset * sum(wq): put it back, in f32 units.
+                    let per_out = wq.len() / co as usize;
+                    let b = bias.get_or_insert_with(|| vec![0.0; co as usize]);
+                    for (o, b) in b.iter_mut().enumerate() {
+                        let sum: i64 = wq[o * per_out..(o + 1) * per_out]
+                            .iter()
+                            .map(|&v| v as i64)
+                            .sum();
+                        *b = (*b as f64 - offset as f64 * sum as f64 * rescale[o] as f64) as f32;
+                    }
+                }
+                match bias {
+                    Some(bias) => {
+                        let bias_name = format!("{tag}.bias_nchw");
                         new_inits.push(f32_init(&bias_name, &[1, co, 1, 1], &bias));
                         let scaled = format!("{tag}.scaled");
                         integer_op(
@@ -615,23 +698,37 @@ pub fn rewrite(
     Ok((model.encode_to_vec(), reports))
 }
 
-/// Quantises activation `x` to int8 with scale `max_abs / 127` (once per tensor: `done`
-/// caches the int8 tensor's name and scale). Returns both.
+/// The offset of a non-negative activation ([`QuantOptions::unsigned_relu`]): `[0, max]`
+/// maps onto -127..=127.
+const UNSIGNED_OFFSET: i32 = -127;
+
+/// Quantises activation `x` (with its calibrated `max_abs` and an `offset`, 0 or
+/// [`UNSIGNED_OFFSET`]) to int8: `round(x / s) + offset` with `s = max_abs / 127`, or
+/// `max_abs / 254` with the offset. Once per tensor and offset: `done` caches the int8
+/// tensor's name and scale. Returns both.
 fn quantize_activation(
     nodes: &mut Vec<NodeProto>,
     inits: &mut Vec<TensorProto>,
     done: &mut HashMap<String, (String, f32)>,
-    x: &str,
-    max_abs: f32,
+    (x, max_abs, offset): (&str, f32, i32),
     tag: &str,
     opts: &QuantOptions,
 ) -> (String, f32) {
-    if let Some(v) = done.get(x) {
+    let xq = if offset == 0 {
+        format!("{x}.i8")
+    } else {
+        format!("{x}.i8_offset{offset}")
+    };
+    if let Some(v) = done.get(&xq) {
         return v.clone();
     }
-    let sx = max_abs / 127.0;
-    let xq = format!("{x}.i8");
+    let sx = if offset == 0 {
+        max_abs / 127.0
+    } else {
+        max_abs / 254.0
+    };
     if opts.quantize_linear_op {
+        debug_assert_eq!(offset, 0, "QuantizeLinear is written with a zero point of 0");
         let scale = format!("{x}.scale");
         inits.push(f32_init(&scale, &[], &[sx]));
         nodes.push(node(
@@ -642,16 +739,27 @@ fn quantize_activation(
             vec![],
         ));
     } else {
-        // x / s, rounded half to even by adding and subtracting 1.5 * 2^23 (exact for
-        // |x / s| < 2^22), clipped, cast: elementwise ops tract fuses and vectorises,
-        // where its QuantizeLinear rounds one value at a time.
-        let inv = format!("{x}.inv_scale");
+        // x / s + offset, rounded half to even by adding 1.5 * 2^23 + offset and
+        // subtracting 1.5 * 2^23 (exact for |x / s| < 2^22), clipped, cast: elementwise
+        // ops tract fuses and vectorises, where its QuantizeLinear rounds one value at a
+        // time. The edge's int8 op reads the offset back from the added constant.
+        let inv = format!("{xq}.inv_scale");
         inits.push(f32_init(&inv, &[], &[1.0 / sx]));
         if !inits.iter().any(|t| t.name == ROUND_MAGIC) {
-            inits.push(f32_init(ROUND_MAGIC, &[], &[12_582_912.0]));
+            inits.push(f32_init(ROUND_MAGIC, &[], &[MAGIC]));
             inits.push(f32_init("q.lo", &[], &[-127.0]));
             inits.push(f32_init("q.hi", &[], &[127.0]));
         }
+        let add = if offset == 0 {
+            ROUND_MAGIC.to_string()
+        } else {
+            let name = format!("q.round_magic{offset:+}");
+            if !inits.iter().any(|t| t.name == name) {
+                // Exact: a whole number in [2^23, 2^24).
+                inits.push(f32_init(&name, &[], &[MAGIC + offset as f32]));
+            }
+            name
+        };
         let (a, b, c, d) = (
             format!("{tag}.{x}.scaled"),
             format!("{tag}.{x}.biased"),
@@ -668,7 +776,7 @@ fn quantize_activation(
         nodes.push(node(
             "Add",
             &format!("{tag}.{x}.q_add"),
-            &[&a, ROUND_MAGIC],
+            &[&a, &add],
             &b,
             vec![],
         ));
@@ -694,7 +802,7 @@ fn quantize_activation(
             vec![int_attr("to", DataType::Int8 as i64)],
         ));
     }
-    done.insert(x.to_string(), (xq.clone(), sx));
+    done.insert(xq.clone(), (xq.clone(), sx));
     (xq, sx)
 }
 
@@ -730,6 +838,8 @@ fn integer_op(
 
 const ZERO_POINT: &str = "q.zero_point_i8";
 const ROUND_MAGIC: &str = "q.round_magic";
+/// 1.5 * 2^23: added and subtracted, it rounds an f32 below 2^22 to a whole number.
+const MAGIC: f32 = 12_582_912.0;
 
 /// What tract's optimized plan of a quantised model contains.
 #[derive(Debug, Clone, Serialize)]

@@ -520,6 +520,10 @@ fn the_int8_pointwise_op_computes_what_tracts_plan_computes_on_mobilenet_v2() {
         .filter(|n| n.op.starts_with("Linesight"))
         .count();
     assert_eq!(tract_ops, 0, "tract's plan has none of linesight's ops");
+    // The 17 projection convolutions read a ReLU6 output: quantised onto all 255 steps
+    // (offset -127), which the op must take from the chain as tract's plan computes it.
+    let unsigned = report.sites.iter().filter(|s| s.unsigned_activation).count();
+    assert_eq!(unsigned, 17, "{:#?}", report.sites);
     if linesight_edge::kernels::pointwise_i8::vectorised() {
         assert_eq!(int8_ops, report.int8_sites, "{:?}", report.sites);
         assert!(int8_ops >= 30, "{int8_ops}");
@@ -545,4 +549,78 @@ fn the_int8_pointwise_op_computes_what_tracts_plan_computes_on_mobilenet_v2() {
     }
     eprintln!("int8 op vs tract's int8 plan: {int8_ops} ops, worst logit difference {worst:e}");
     assert!(worst <= 1e-4, "worst logit difference {worst}");
+}
+
+/// Non-negative activations (after ReLU6) quantised onto all 255 int8 steps, the offset
+/// folded into the rounding constant and the bias: the logits of real MobileNetV2 move
+/// less from f32's than with the symmetric quantisation that leaves half the steps unused,
+/// and only unpadded convolutions reading a ReLU output get the offset.
+#[test]
+fn non_negative_activations_use_all_int8_steps_and_move_the_logits_less() {
+    let Some(w) = weights(
+        "mobilenet_v2.safetensors",
+        "non_negative_activations_use_all_int8_steps_and_move_the_logits_less",
+    ) else {
+        return;
+    };
+    let net = mobilenet_v2::load(&w, &Device::Cpu).unwrap();
+    let f32_bundle = imagenet_f32_bundle(&net);
+    let all = views(24);
+    let export = |unsigned_relu: bool| {
+        let mut opts = Int8Options {
+            allow_parity_drop: true,
+            choose_by_speed: false,
+            ..Default::default()
+        };
+        opts.quant.unsigned_relu = unsigned_relu;
+        export_int8(&f32_bundle, &all[..12], &all[12..16], &opts, &no_progress).unwrap()
+    };
+    let (unsigned, u_report) = export(true);
+    let (signed, s_report) = export(false);
+    assert_eq!(u_report.int8_sites, s_report.int8_sites);
+    assert!(s_report.sites.iter().all(|s| !s.unsigned_activation));
+
+    // The encoding: each unsigned site's chain adds 1.5 * 2^23 - 127; nothing else does.
+    let model = ModelProto::decode(unsigned.model.as_slice()).unwrap();
+    let g = model.graph.unwrap();
+    let offset_init = g
+        .initializer
+        .iter()
+        .find(|t| t.name == "q.round_magic-127")
+        .expect("the offset rounding constant");
+    assert_eq!(
+        offset_init.raw_data,
+        (12_582_912.0f32 - 127.0).to_le_bytes().to_vec()
+    );
+    let offset_adds = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Add" && n.input.iter().any(|i| i == "q.round_magic-127"))
+        .count();
+    let flagged = u_report.sites.iter().filter(|s| s.unsigned_activation).count();
+    assert_eq!(offset_adds, flagged);
+    for s in u_report.sites.iter().filter(|s| s.unsigned_activation) {
+        // [O, I, 1, 1]: the 1x1 convolutions after a depthwise + ReLU6.
+        assert_eq!(&s.weight_shape[2..], &[1, 1], "{}", s.node);
+    }
+
+    // The logits: mean squared error against f32 over 8 held-out views.
+    let shape = f32_bundle.manifest.preprocess.input_shape();
+    let mut reference = Engine::from_bundle(&f32_bundle).unwrap();
+    let mut pre = Preprocessor::new(net.preprocess());
+    let mut mse = |bundle: &Bundle| {
+        let mut engine = Engine::new(&bundle.model, &shape).unwrap();
+        let (mut a, mut b) = (vec![0.0; 1000], vec![0.0; 1000]);
+        let mut sum = 0f64;
+        for img in &all[16..] {
+            let x = pre.tensor(img).unwrap();
+            reference.infer(&x, &mut a).unwrap();
+            engine.infer(&x, &mut b).unwrap();
+            sum += a.iter().zip(&b).map(|(p, q)| ((p - q) as f64).powi(2)).sum::<f64>();
+        }
+        sum / (8.0 * 1000.0)
+    };
+    let (mse_u, mse_s) = (mse(&unsigned), mse(&signed));
+    eprintln!("MobileNetV2 int8 logit MSE against f32: unsigned ReLU inputs {mse_u:e}, symmetric {mse_s:e}");
+    assert!(mse_u < mse_s, "unsigned {mse_u} vs symmetric {mse_s}");
 }
