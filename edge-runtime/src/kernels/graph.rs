@@ -399,10 +399,7 @@ struct QuantisedInput {
 /// node the only consumer of the one before: `Cast` to i8 <- `Min` 127 <- `Max` -127 <-
 /// `Sub` 1.5 * 2^23 <- `Add` 1.5 * 2^23 + offset (offset a whole number in -127..=127;
 /// -127 for a non-negative activation) <- `Mul` by 1/scale.
-fn quantised_input(
-    model: &TypedModel,
-    einsum: &TypedNode,
-) -> TractResult<Option<QuantisedInput>> {
+fn quantised_input(model: &TypedModel, einsum: &TypedNode) -> TractResult<Option<QuantisedInput>> {
     let mut outlet = einsum.inputs[0];
     rule_if!(model.outlet_successors(outlet).len() == 1);
     let cast = model.node(outlet.node);

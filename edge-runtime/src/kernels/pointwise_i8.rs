@@ -106,14 +106,7 @@ pub struct QuantEpilogue {
 impl QuantEpilogue {
     /// `scale` and `bias` (`cout` values each) padded for the kernel. `offset` must be a
     /// whole number in -127..=127 (the rule that builds the op checks it).
-    pub fn new(
-        inv_scale: f32,
-        offset: f32,
-        scale: &[f32],
-        bias: &[f32],
-        lo: f32,
-        hi: f32,
-    ) -> Self {
+    pub fn new(inv_scale: f32, offset: f32, scale: &[f32], bias: &[f32], lo: f32, hi: f32) -> Self {
         assert!(
             offset.fract() == 0.0 && offset.abs() <= 127.0,
             "the quantisation offset is a whole number in -127..=127"
@@ -211,9 +204,7 @@ pub unsafe fn run(r: &Rows, w: &PackedI8, e: &QuantEpilogue, y: *mut f32, y_layo
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{
-        out_at, Layout, PackedI8, QuantEpilogue, Rows, BLOCK, MAX_CIN, ROUND_MAGIC, ROWS,
-    };
+    use super::{out_at, Layout, PackedI8, QuantEpilogue, Rows, BLOCK, MAX_CIN, ROUND_MAGIC, ROWS};
     use std::arch::x86_64::*;
 
     /// The constants of [`quant_u8`], from the epilogue's step and offset.

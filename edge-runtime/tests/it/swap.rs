@@ -70,7 +70,9 @@ fn model(id: &str, version: &str, scale: f32, extra: usize) -> Bundle {
 /// allowed there, and take seconds under emulation.
 fn slow_model(id: &str, version: &str, scale: f32) -> Bundle {
     let want = Duration::from_millis(2 * allowed_gap_ms());
-    model_while(id, version, scale, |n, t| n < 20_000 || (t < want && n < 400_000))
+    model_while(id, version, scale, |n, t| {
+        n < 20_000 || (t < want && n < 400_000)
+    })
 }
 
 /// `tiny` bundle with self-test vectors added while `more(count, time spent)` says so.

@@ -625,9 +625,11 @@ pub fn rewrite(
                 let co = w.dims[0];
                 new_inits.push(f32_init(&rescale_name, &[1, co, 1, 1], &rescale));
                 let mut bias = match n.input.get(2).filter(|b| !b.is_empty()) {
-                    Some(b) => Some(f32_data(inits.get(b).with_context(|| {
-                        format!("conv bias `{b}` is not an initializer")
-                    })?)?),
+                    Some(b) => {
+                        Some(f32_data(inits.get(b).with_context(|| {
+                            format!("conv bias `{b}` is not an initializer")
+                        })?)?)
+                    }
                     None => None,
                 };
                 if offset != 0 {
@@ -728,7 +730,10 @@ fn quantize_activation(
         max_abs / 254.0
     };
     if opts.quantize_linear_op {
-        debug_assert_eq!(offset, 0, "QuantizeLinear is written with a zero point of 0");
+        debug_assert_eq!(
+            offset, 0,
+            "QuantizeLinear is written with a zero point of 0"
+        );
         let scale = format!("{x}.scale");
         inits.push(f32_init(&scale, &[], &[sx]));
         nodes.push(node(

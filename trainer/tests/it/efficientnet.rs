@@ -125,6 +125,15 @@ fn efficientnet_lite0_int8_keeps_imagenet_top1_on_real_photos() {
     imagenet_int8(&net, 30);
 }
 
+#[test]
+fn efficientnet_lite0_unsigned_against_symmetric_int8() {
+    let Some(net) = lite0("efficientnet_lite0_unsigned_against_symmetric_int8") else {
+        return;
+    };
+    let (u, s) = crate::int8::unsigned_against_symmetric(&net, 16);
+    assert!(u < s, "unsigned {u} vs symmetric {s}");
+}
+
 /// `tail(trunk(x, n), n) == embed(x)` for every stage count fine-tuning can ask for, for
 /// both inverted-residual backbones, through `load_tunable` as `train` loads them; and the
 /// tail's variables are exactly the last stages' convolutions.

@@ -460,17 +460,33 @@ pub fn imagenet_int8(net: &InvertedResidualNet, min_sites: usize) {
     assert!(report.parity_passed);
     assert!(report.int8_sites >= min_sites, "{}", report.int8_sites);
     let mut engine = Engine::from_bundle(&bundle).unwrap();
+    let mut reference = Engine::from_bundle(&f32_bundle).unwrap();
     let mut pre = Preprocessor::new(net.preprocess());
-    let mut logits = vec![0.0; 1000];
+    let (mut logits, mut f32_logits) = (vec![0.0; 1000], vec![0.0; 1000]);
+    let top2 = |v: &[f32]| {
+        let mut i: Vec<usize> = (0..v.len()).collect();
+        i.sort_by(|a, b| v[*b].total_cmp(&v[*a]));
+        (i[0], i[1])
+    };
     for (img, class) in photos().iter().zip([285usize, 967]) {
-        engine
-            .infer(&pre.tensor(img).unwrap(), &mut logits)
-            .unwrap();
-        let top = logits
-            .iter()
-            .enumerate()
-            .fold(0, |b, (i, &v)| if v > logits[b] { i } else { b });
-        assert_eq!(top, class);
+        let x = pre.tensor(img).unwrap();
+        engine.infer(&x, &mut logits).unwrap();
+        reference.infer(&x, &mut f32_logits).unwrap();
+        let (first, second) = top2(&f32_logits);
+        assert_eq!(first, class, "the f32 model's top-1");
+        let margin = f32_logits[first] - f32_logits[second];
+        let top = top2(&logits).0;
+        // A photo the f32 model itself calls by a hair (Lite0 on the cat: 285 Egyptian
+        // cat 9.301, 282 tiger cat 9.284) is a coin toss for any int8 rounding: there the
+        // int8 top-1 must be one of the f32 model's two.
+        if margin > 0.25 {
+            assert_eq!(top, class, "f32 margin {margin}");
+        } else {
+            assert!(
+                top == first || top == second,
+                "int8 top-1 {top}, f32 top-2 {first} {second}"
+            );
+        }
     }
 }
 
@@ -522,7 +538,11 @@ fn the_int8_pointwise_op_computes_what_tracts_plan_computes_on_mobilenet_v2() {
     assert_eq!(tract_ops, 0, "tract's plan has none of linesight's ops");
     // The 17 projection convolutions read a ReLU6 output: quantised onto all 255 steps
     // (offset -127), which the op must take from the chain as tract's plan computes it.
-    let unsigned = report.sites.iter().filter(|s| s.unsigned_activation).count();
+    let unsigned = report
+        .sites
+        .iter()
+        .filter(|s| s.unsigned_activation)
+        .count();
     assert_eq!(unsigned, 17, "{:#?}", report.sites);
     if linesight_edge::kernels::pointwise_i8::vectorised() {
         assert_eq!(int8_ops, report.int8_sites, "{:?}", report.sites);
@@ -563,8 +583,16 @@ fn non_negative_activations_use_all_int8_steps_and_move_the_logits_less() {
     ) else {
         return;
     };
-    let net = mobilenet_v2::load(&w, &Device::Cpu).unwrap();
-    let f32_bundle = imagenet_f32_bundle(&net);
+    let (u, s) = unsigned_against_symmetric(&mobilenet_v2::load(&w, &Device::Cpu).unwrap(), 17);
+    assert!(u < s, "unsigned {u} vs symmetric {s}");
+}
+
+/// Exports `net` (ImageNet head) in int8 with and without the unsigned encoding of
+/// non-negative activations; checks the encoding (`sites` unsigned sites, each a 1x1
+/// convolution with one offset rounding constant) and returns the logit MSE against f32
+/// over 8 held-out views, (unsigned, symmetric).
+pub fn unsigned_against_symmetric(net: &InvertedResidualNet, sites: usize) -> (f64, f64) {
+    let f32_bundle = imagenet_f32_bundle(net);
     let all = views(24);
     let export = |unsigned_relu: bool| {
         let mut opts = Int8Options {
@@ -597,7 +625,12 @@ fn non_negative_activations_use_all_int8_steps_and_move_the_logits_less() {
         .iter()
         .filter(|n| n.op_type == "Add" && n.input.iter().any(|i| i == "q.round_magic-127"))
         .count();
-    let flagged = u_report.sites.iter().filter(|s| s.unsigned_activation).count();
+    let flagged = u_report
+        .sites
+        .iter()
+        .filter(|s| s.unsigned_activation)
+        .count();
+    assert_eq!(flagged, sites, "{:#?}", u_report.sites);
     assert_eq!(offset_adds, flagged);
     for s in u_report.sites.iter().filter(|s| s.unsigned_activation) {
         // [O, I, 1, 1]: the 1x1 convolutions after a depthwise + ReLU6.
@@ -616,11 +649,18 @@ fn non_negative_activations_use_all_int8_steps_and_move_the_logits_less() {
             let x = pre.tensor(img).unwrap();
             reference.infer(&x, &mut a).unwrap();
             engine.infer(&x, &mut b).unwrap();
-            sum += a.iter().zip(&b).map(|(p, q)| ((p - q) as f64).powi(2)).sum::<f64>();
+            sum += a
+                .iter()
+                .zip(&b)
+                .map(|(p, q)| ((p - q) as f64).powi(2))
+                .sum::<f64>();
         }
         sum / (8.0 * 1000.0)
     };
     let (mse_u, mse_s) = (mse(&unsigned), mse(&signed));
-    eprintln!("MobileNetV2 int8 logit MSE against f32: unsigned ReLU inputs {mse_u:e}, symmetric {mse_s:e}");
-    assert!(mse_u < mse_s, "unsigned {mse_u} vs symmetric {mse_s}");
+    eprintln!(
+        "{} int8 logit MSE against f32: unsigned ReLU inputs {mse_u:e}, symmetric {mse_s:e}",
+        net.name()
+    );
+    (mse_u, mse_s)
 }
