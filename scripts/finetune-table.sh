@@ -51,12 +51,14 @@ for acc in $ACCS; do
     finetune_run "acc$acc-seed$seed" near "$seed" "$acc"
   done
 done
-if [ -f "$OUT/runs/oracle/refined.json" ]; then
-  for seed in $SEEDS; do
-    echo "== fine-tune: oracle, seed $seed" >&2
-    finetune_run oracle prototype "$seed" 1.0
-  done
-fi
+# near-table.sh names its oracle runs oracle-seedN (ORACLE_SEEDS); older tables: oracle.
+for seed in $SEEDS; do
+  run=oracle-seed$seed
+  [ -f "$OUT/runs/$run/refined.json" ] || run=oracle
+  [ -f "$OUT/runs/$run/refined.json" ] || continue
+  echo "== fine-tune: oracle ($run), seed $seed" >&2
+  finetune_run "$run" prototype "$seed" 1.0
+done
 
 python3 - "$OUT/results.jsonl" "$OUT/finetune.jsonl" "$BLOCKS" "${FT_ARGS:-}" <<'PY' | tee "$OUT/finetune-table.md"
 import json, sys, statistics as st
@@ -68,14 +70,14 @@ def cell(v):
     v = [x * 100 for x in v if x is not None]
     if not v: return "-"
     return f"{st.mean(v):.1f} ± {st.stdev(v):.1f} (n={len(v)})" if len(v) > 1 else f"{v[0]:.1f} (n=1)"
-accs = sorted({r["accuracy"] for r in frozen if r["run"] != "oracle"})
+accs = sorted({r["accuracy"] for r in frozen if not r["run"].startswith("oracle")})
 print(f"| names | frozen (near / oracle prototype) | fine-tuned, {blocks} stage(s) {args} |")
 print("|---|---|---|")
 for a in accs:
-    print(f"| near @{a} | " + cell([r["cacc"] for r in frozen if r["method"] == "near" and r["accuracy"] == a and r["run"] != "oracle"])
-          + " | " + cell([r["cacc"] for r in tuned if r["run"] != "oracle" and r["accuracy"] == a]) + " |")
-print("| oracle (true names) | " + cell([r["cacc"] for r in frozen if r["run"] == "oracle" and r["method"] == "prototype"])
-      + " | " + cell([r["cacc"] for r in tuned if r["run"] == "oracle"]) + " |")
+    print(f"| near @{a} | " + cell([r["cacc"] for r in frozen if r["method"] == "near" and r["accuracy"] == a and not r["run"].startswith("oracle")])
+          + " | " + cell([r["cacc"] for r in tuned if not r["run"].startswith("oracle") and r["accuracy"] == a]) + " |")
+print("| oracle (true names) | " + cell([r["cacc"] for r in frozen if r["run"].startswith("oracle") and r["method"] == "prototype"])
+      + " | " + cell([r["cacc"] for r in tuned if r["run"].startswith("oracle")]) + " |")
 if tuned:
     def med(k): return st.median(r[k] for r in tuned)
     first = [r for r in tuned if r["trunk_views_computed"] > 0]

@@ -7,7 +7,9 @@
 # usage: scripts/near-table.sh [OUT]     env: ACCS="0.5 0.7" SEEDS="1 2 3" DATA=path/to/cub26
 #        SIM_ARGS="--systematic 0.5 --spread 0.15" (extra simulator flags), ORACLE=0 (skip it)
 #        BACKBONE=efficientnet-lite0 (refine --backbone; default mobilenet-v2; train follows
-#        refined.json), ORACLE_SEEDS="1 2 3" (default 1), TRAIN=path/to/linesight-train
+#        refined.json), KNN="efficientnet-lite0 ..." (refine --knn-backbone for each: the
+#        neighbours from those backbones; default: BACKBONE's), ORACLE_SEEDS="1 2 3" (default 1),
+#        TRAIN=path/to/linesight-train
 #        (use that binary, do not build)
 # Writes OUT/results.jsonl (one line per run and method) and prints the table.
 set -euo pipefail
@@ -23,6 +25,8 @@ export LINESIGHT_NO_PROGRESS=1
 mkdir -p "$OUT"
 scripts/fetch-weights.sh >/dev/null
 BACKBONE="${BACKBONE:-mobilenet-v2}"
+KNN_ARGS=()
+for k in ${KNN:-}; do KNN_ARGS+=(--knn-backbone "$k"); done
 if [ -z "${TRAIN:-}" ]; then
   cargo build --quiet --bins
   TRAIN="$ROOT/target/debug/linesight-train"
@@ -62,14 +66,14 @@ one_run() { # name accuracy seed
   kill "$SIM_PID"; wait "$SIM_PID" 2>/dev/null || true
   "$TRAIN" --log warn --json label score "$RUN/labels-test.jsonl" --truth "$MANIFEST" --split test >"$RUN/direct.json"
   "$TRAIN" --log warn --json refine --images "$OUT/images/train" --labels "$RUN/labels-train.jsonl" \
-    --backbone "$BACKBONE" --cache "$OUT/cache" --out "$RUN/refined.json" >"$RUN/refine.json"
+    --backbone "$BACKBONE" ${KNN_ARGS[@]+"${KNN_ARGS[@]}"} --cache "$OUT/cache" --out "$RUN/refined.json" >"$RUN/refine.json"
   for m in $METHODS; do
     "$TRAIN" --log warn --json train --refined "$RUN/refined.json" --cache "$OUT/cache" --method "$m" --seed "$3" \
       --out "$RUN/ckpt-$m" --eval-manifest "$MANIFEST" --eval-split test >"$RUN/train-$m.json"
   done
-  python3 - "$RUN" "$1" "$2" "$3" "$METHODS" >>"$OUT/results.jsonl" <<'PY'
+  python3 - "$RUN" "$1" "$2" "$3" "$METHODS" "$BACKBONE" "${KNN:-}" >>"$OUT/results.jsonl" <<'PY'
 import json, sys
-run, name, acc, seed, methods = sys.argv[1:6]
+run, name, acc, seed, methods, backbone, knn = sys.argv[1:8]
 d = json.load(open(f"{run}/direct.json"))
 print(json.dumps({"run": name, "accuracy": float(acc), "seed": int(seed), "method": "direct-mllm",
                   "cacc": d["cacc"], "top1_exact": d["accuracy"], "sacc": None}))
@@ -80,7 +84,8 @@ for m in methods.split():
     print(json.dumps({"run": name, "accuracy": float(acc), "seed": int(seed), "method": m,
                       "cacc": e["cacc"], "top1_exact": e["top1_exact"], "sacc": e["sacc"],
                       "classes": t["classes"], "train_seconds": t["train_seconds"],
-                      "refine_seconds": r["seconds"], "targets_changed_by_refine": r["summary"]["targets_changed"]}))
+                      "refine_seconds": r["seconds"], "targets_changed_by_refine": r["summary"]["targets_changed"],
+                      "backbone": backbone, "knn": knn.split() or [backbone]}))
 PY
 }
 

@@ -715,12 +715,18 @@ pub struct RefineArgs {
     /// Output file (refined.json).
     #[arg(long)]
     pub out: PathBuf,
-    /// Backbone whose embeddings define the neighbours.
+    /// Backbone the student is trained on (recorded in refined.json for `train`); its
+    /// embeddings define the neighbours unless --knn-backbone names others.
     #[arg(long, value_enum, default_value = "mobilenet-v2")]
     pub backbone: BackboneKind,
     /// Weights file; default: the backbone's file under `models/weights/`.
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Find the neighbours with this backbone's embeddings instead (repeat it to combine
+    /// several: the mean of their cosines), e.g. a stronger backbone than the one a small
+    /// box can run. Weights: each backbone's file under `models/weights/`.
+    #[arg(long, value_enum, value_name = "BACKBONE")]
+    pub knn_backbone: Vec<BackboneKind>,
     /// Embedding cache folder (default: `cache/` beside --out).
     #[arg(long)]
     pub cache: Option<PathBuf>,

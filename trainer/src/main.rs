@@ -418,6 +418,11 @@ fn refine_settings(a: cli::RefineArgs) -> refine::RefineSettings {
         sentence_model: a
             .sentence_model
             .unwrap_or_else(|| weights_dir().join("all-MiniLM-L6-v2")),
+        knn: a
+            .knn_backbone
+            .iter()
+            .map(|k| (*k, k.default_weights(&weights_dir())))
+            .collect(),
         images: a.images,
         labels: a.labels,
         backbone: a.backbone,

@@ -176,3 +176,141 @@ fn efficientnet_lite0_refine_finetune_export() {
         linesight_shared::manifest::PreprocessSpec::efficientnet_lite()
     );
 }
+
+/// `refine --knn-backbone` (issue 19 item 4): the neighbours come from another backbone
+/// than the one the student trains on. With EfficientNet-Lite0 as the neighbour backbone
+/// and MobileNetV2 as the student's, refined.json records both and its neighbours and
+/// targets are exactly those of a refine on Lite0 itself; with both backbones, a neighbour
+/// found by each is scored by the mean of their cosines; `train` then trains MobileNetV2
+/// on the result.
+#[test]
+fn refine_takes_its_neighbours_from_another_backbone_than_the_student() {
+    let test = "refine_takes_its_neighbours_from_another_backbone_than_the_student";
+    if !weights_present(test) || !weights_file_present(test, "efficientnet_lite0.safetensors") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (images, _) = demo_unlabeled(t);
+    let train = bin("linesight-train");
+    let (lite0, o) = label_and_refine_with(
+        t,
+        &images,
+        "0.7",
+        "4",
+        &["--backbone", "efficientnet-lite0"],
+    );
+    assert!(o.status.success(), "{}", all_output(&o));
+    // The same answer log, refined again with other backbones.
+    let refine = |name: &str, args: &[&str]| {
+        let out = t.join(name);
+        let o = run(Command::new(&train)
+            .args([
+                "--json",
+                "refine",
+                "--min-images",
+                "2",
+                "--k",
+                "5",
+                "--images",
+            ])
+            .arg(&images)
+            .arg("--labels")
+            .arg(t.join("labels.jsonl"))
+            .args(args)
+            .arg("--out")
+            .arg(&out));
+        assert!(o.status.success(), "{}", all_output(&o));
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(&out).unwrap()).unwrap()
+    };
+    let read = |p: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let lite0 = read(&lite0);
+    let mnv2 = refine("mnv2.json", &["--backbone", "mobilenet-v2"]);
+    let knn = refine(
+        "knn.json",
+        &[
+            "--backbone",
+            "mobilenet-v2",
+            "--knn-backbone",
+            "efficientnet-lite0",
+        ],
+    );
+    assert_eq!(knn["backbone"], "mobilenet-v2");
+    assert_eq!(
+        knn["knn_backbones"],
+        serde_json::json!(["efficientnet-lite0"])
+    );
+    assert!(
+        mnv2.get("knn_backbones").is_none(),
+        "written only when used"
+    );
+    assert_eq!(
+        knn["weights_sha256"], mnv2["weights_sha256"],
+        "the student's weights"
+    );
+    let images_of = |r: &serde_json::Value| r["images"].as_array().unwrap().clone();
+    for (a, b) in images_of(&knn).iter().zip(&images_of(&lite0)) {
+        assert_eq!(a["path"], b["path"]);
+        assert_eq!(a["neighbours"], b["neighbours"], "{}", a["path"]);
+        assert_eq!(a["target_name"], b["target_name"], "{}", a["path"]);
+    }
+    assert_ne!(
+        images_of(&knn)
+            .iter()
+            .map(|i| i["neighbours"].clone())
+            .collect::<Vec<_>>(),
+        images_of(&mnv2)
+            .iter()
+            .map(|i| i["neighbours"].clone())
+            .collect::<Vec<_>>(),
+        "the two backbones find different neighbours on these photos"
+    );
+
+    let both = refine(
+        "both.json",
+        &[
+            "--knn-backbone",
+            "mobilenet-v2",
+            "--knn-backbone",
+            "efficientnet-lite0",
+        ],
+    );
+    let sim = |r: &serde_json::Value, i: usize, j: u64| {
+        r["images"][i]["neighbours"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["index"].as_u64() == Some(j))
+            .map(|n| n["similarity"].as_f64().unwrap())
+    };
+    let mut checked = 0;
+    for (i, img) in images_of(&both).iter().enumerate() {
+        for n in img["neighbours"].as_array().unwrap() {
+            let j = n["index"].as_u64().unwrap();
+            if let (Some(a), Some(b)) = (sim(&mnv2, i, j), sim(&lite0, i, j)) {
+                let mean = (a + b) / 2.0;
+                let got = n["similarity"].as_f64().unwrap();
+                assert!(
+                    (got - mean).abs() < 1e-4,
+                    "image {i}, neighbour {j}: {got} vs {mean}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked >= 10,
+        "only {checked} neighbours found by both backbones"
+    );
+
+    let o = run(Command::new(&train)
+        .args(["--json", "train", "--method", "near", "--refined"])
+        .arg(t.join("knn.json"))
+        .arg("--out")
+        .arg(t.join("ckpt")));
+    assert!(o.status.success(), "{}", all_output(&o));
+    let ckpt = read(&t.join("ckpt").join("checkpoint.json"));
+    assert_eq!(ckpt["backbone"], "mobilenet-v2");
+}

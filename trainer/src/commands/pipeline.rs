@@ -127,6 +127,9 @@ pub struct RefineSection {
     pub backbone: BackboneKind,
     /// Backbone weights (default: the backbone's file under models/weights).
     pub weights: Option<PathBuf>,
+    /// Backbones whose embeddings define the neighbours instead of `backbone`'s (their
+    /// files under models/weights; several: the mean of their cosines). Empty: `backbone`.
+    pub knn_backbones: Vec<BackboneKind>,
     pub vocab: VocabSettings,
     pub candidates: CandidateSettings,
     /// Vocabulary hint: answers are snapped to these names (one per line).
@@ -144,6 +147,7 @@ impl Default for RefineSection {
         RefineSection {
             backbone: BackboneKind::MobilenetV2,
             weights: None,
+            knn_backbones: Vec::new(),
             vocab: VocabSettings::default(),
             candidates: CandidateSettings::default(),
             vocabulary: None,
@@ -570,10 +574,26 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
             weights.display()
         )
     })?;
+    let knn: Vec<(BackboneKind, PathBuf)> = c
+        .refine
+        .knn_backbones
+        .iter()
+        .map(|k| (*k, k.default_weights(&s.weights_dir)))
+        .collect();
+    let mut knn_shas = String::new();
+    for (_, w) in &knn {
+        knn_shas += &file_sha256(w).with_context(|| {
+            format!(
+                "cannot read backbone weights `{}`; run scripts/fetch-weights.sh",
+                w.display()
+            )
+        })?;
+    }
     let refine_hash = hash_parts(&[
         images_hash.as_bytes(),
         file_sha256(&labels)?.as_bytes(),
         weights_sha.as_bytes(),
+        knn_shas.as_bytes(),
         serde_json::to_string(&c.refine)?.as_bytes(),
         optional_file_hash(c.refine.vocabulary.as_deref())?.as_bytes(),
         optional_file_hash(c.refine.verified.as_deref())?.as_bytes(),
@@ -584,6 +604,7 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
             labels: labels.clone(),
             backbone: c.refine.backbone,
             weights: weights.clone(),
+            knn: knn.clone(),
             sentence_model: sentence_model.clone(),
             out: refined.clone(),
             cache: cache.clone(),

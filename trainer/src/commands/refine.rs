@@ -20,8 +20,15 @@ use std::time::Instant;
 pub struct RefineSettings {
     pub images: PathBuf,
     pub labels: PathBuf,
+    /// The backbone `train` will embed with (recorded in refined.json); it also defines
+    /// the neighbours unless `knn` names others.
     pub backbone: BackboneKind,
     pub weights: PathBuf,
+    /// Backbones (with their weights) whose embeddings define the neighbours instead of
+    /// `backbone`'s; several are combined by concatenating their L2-normalised embeddings
+    /// scaled by 1/sqrt(count), so the cosine is the mean of their cosines. Empty: the
+    /// training backbone's.
+    pub knn: Vec<(BackboneKind, PathBuf)>,
     pub sentence_model: PathBuf,
     pub out: PathBuf,
     /// Embedding cache folder.
@@ -150,6 +157,11 @@ pub fn run(s: &RefineSettings) -> Result<RefineReport> {
         ("the sentence model", &s.sentence_model),
         ("the embedding cache", &s.cache),
     ];
+    inputs.extend(
+        s.knn
+            .iter()
+            .map(|(_, w)| ("the neighbour backbone's weights", w.as_path())),
+    );
     inputs.extend(s.hint.as_deref().map(|p| ("the vocabulary file", p)));
     inputs.extend(s.verified.as_deref().map(|p| ("the verified manifest", p)));
     linesight_shared::output::refuse_each(&[&s.out], &inputs)?;
@@ -181,35 +193,55 @@ pub fn run(s: &RefineSettings) -> Result<RefineReport> {
     }
     let ok_paths: Vec<PathBuf> = ok_idx.iter().map(|&i| paths[i].clone()).collect();
 
-    // Embeddings (cached by content).
-    let encoder = backbone::load(s.backbone, &s.weights, &device)?;
+    // Embeddings of the neighbour backbone(s) (cached by content).
     let weights_sha = file_sha256(&s.weights)
         .with_context(|| format!("cannot read backbone weights `{}`", s.weights.display()))?;
-    let mut cache =
-        EmbeddingCache::open(&s.cache, encoder.name(), &weights_sha, encoder.embed_dim())?;
+    let knn: Vec<(BackboneKind, PathBuf)> = if s.knn.is_empty() {
+        vec![(s.backbone, s.weights.clone())]
+    } else {
+        s.knn.clone()
+    };
     let te = Instant::now();
-    let emb = cache.embed(
-        encoder.as_ref(),
-        &weights_sha,
-        &ok_paths,
-        &shas,
-        s.batch,
-        &device,
-    )?;
+    let mut parts: Vec<(Vec<f32>, usize)> = Vec::new();
+    let mut rows: Option<Vec<usize>> = None;
+    let mut first = String::new();
+    for (kind, weights) in &knn {
+        let encoder = backbone::load(*kind, weights, &device)?;
+        let sha = file_sha256(weights)
+            .with_context(|| format!("cannot read backbone weights `{}`", weights.display()))?;
+        let mut cache = EmbeddingCache::open(&s.cache, encoder.name(), &sha, encoder.embed_dim())?;
+        let emb = cache.embed(encoder.as_ref(), &sha, &ok_paths, &shas, s.batch, &device)?;
+        match &rows {
+            // Every backbone decodes the same files the same way: the first one's skips
+            // are everybody's.
+            None => skipped.extend(
+                emb.skipped
+                    .iter()
+                    .map(|k| format!("{}: {}", k.path.display(), k.reason)),
+            ),
+            Some(r) if *r != emb.rows => bail!(
+                "backbone `{}` could read other images than `{}`; refine needs the same images from every neighbour backbone",
+                encoder.name(),
+                first
+            ),
+            Some(_) => {}
+        }
+        if rows.is_none() {
+            first = encoder.name().to_string();
+        }
+        rows = Some(emb.rows.clone());
+        let dim = encoder.embed_dim();
+        let mut v = emb.embeddings.flatten_all()?.to_vec1::<f32>()?;
+        normalize_rows(&mut v, dim);
+        parts.push((v, dim));
+    }
     let embed_seconds = te.elapsed().as_secs_f64();
-    skipped.extend(
-        emb.skipped
-            .iter()
-            .map(|k| format!("{}: {}", k.path.display(), k.reason)),
-    );
-    let rows: Vec<usize> = emb.rows.clone();
+    let rows = rows.unwrap_or_default();
     let n = rows.len();
     if n == 0 {
         bail!("no image under `{}` could be read", s.images.display());
     }
-    let dim = encoder.embed_dim();
-    let mut x = emb.embeddings.flatten_all()?.to_vec1::<f32>()?;
-    normalize_rows(&mut x, dim);
+    let (x, dim) = concat_for_cosine(&parts, n);
 
     // Vocabulary over the answers of the usable images.
     let mut img_answers: Vec<Vec<String>> = rows
@@ -391,6 +423,11 @@ pub fn run(s: &RefineSettings) -> Result<RefineReport> {
         images_dir,
         backbone: s.backbone,
         weights_sha256: weights_sha,
+        knn_backbones: if s.knn.is_empty() {
+            Vec::new()
+        } else {
+            knn.iter().map(|(k, _)| *k).collect()
+        },
         mllm_model: answers.model,
         prompt_sha256: answers.prompt,
         vocab_settings: vs,
@@ -525,4 +562,50 @@ fn read_verified(
     }
     pairs.sort_unstable();
     Ok(Verified { pairs, not_found })
+}
+
+/// Row-wise concatenation of L2-normalised embeddings (`parts`: `n` rows each, with their
+/// widths), each part scaled by 1/sqrt(parts): the dot product of two rows is then the
+/// mean of the parts' cosines, and every row has unit length. Returns the rows and width.
+fn concat_for_cosine(parts: &[(Vec<f32>, usize)], n: usize) -> (Vec<f32>, usize) {
+    if let [(v, dim)] = parts {
+        return (v.clone(), *dim);
+    }
+    let width: usize = parts.iter().map(|p| p.1).sum();
+    let scale = 1.0 / (parts.len() as f32).sqrt();
+    let mut x = Vec::with_capacity(n * width);
+    for r in 0..n {
+        for (v, dim) in parts {
+            x.extend(v[r * dim..(r + 1) * dim].iter().map(|a| a * scale));
+        }
+    }
+    (x, width)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combined_rows_have_unit_length_and_the_mean_cosine() {
+        // Two rows in two embeddings of widths 2 and 3, each row L2-normalised.
+        let mut a = vec![1.0, 0.0, 0.6, 0.8];
+        let mut b = vec![0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
+        normalize_rows(&mut a, 2);
+        normalize_rows(&mut b, 3);
+        let cos = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>();
+        let (x, width) = concat_for_cosine(&[(a.clone(), 2), (b.clone(), 3)], 2);
+        assert_eq!(width, 5);
+        let (r0, r1) = x.split_at(5);
+        assert!((cos(r0, r0) - 1.0).abs() < 1e-6);
+        assert!((cos(r1, r1) - 1.0).abs() < 1e-6);
+        let mean = (cos(&a[..2], &a[2..]) + cos(&b[..3], &b[3..])) / 2.0;
+        assert!(
+            (cos(r0, r1) - mean).abs() < 1e-6,
+            "{} vs {mean}",
+            cos(r0, r1)
+        );
+        // One embedding passes through unchanged.
+        assert_eq!(concat_for_cosine(&[(a.clone(), 2)], 2), (a, 2));
+    }
 }

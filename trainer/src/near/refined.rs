@@ -23,8 +23,12 @@ pub struct Refined {
     /// The images folder (absolute).
     pub images_dir: PathBuf,
     pub backbone: BackboneKind,
-    /// sha256 of the backbone weights file the neighbours were computed with.
+    /// sha256 of the backbone weights file (the training backbone's).
     pub weights_sha256: String,
+    /// The backbones whose embeddings defined the neighbours when they are not
+    /// `backbone` (`refine --knn-backbone`); empty: `backbone`'s.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub knn_backbones: Vec<BackboneKind>,
     pub mllm_model: Option<String>,
     pub prompt_sha256: Option<String>,
     pub vocab_settings: VocabSettings,

@@ -200,6 +200,7 @@ mod tests {
             images_dir: "/imgs".into(),
             backbone: crate::backbone::BackboneKind::MobilenetV2,
             weights_sha256: String::new(),
+            knn_backbones: Vec::new(),
             mllm_model: None,
             prompt_sha256: None,
             vocab_settings: VocabSettings::default(),

@@ -215,6 +215,7 @@ fn a_refined_file_holding_nan_is_never_written() {
         images_dir: tmp.path().into(),
         backbone: BackboneKind::MobilenetV2,
         weights_sha256: "0".repeat(64),
+        knn_backbones: Vec::new(),
         mllm_model: None,
         prompt_sha256: None,
         vocab_settings: Default::default(),
