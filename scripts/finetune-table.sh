@@ -8,7 +8,8 @@
 #        BACKBONE=mobilenet-v2 (passed on to near-table.sh; the refined file names the backbone
 #        train uses), BLOCKS=1 (--trainable-blocks), FT_ARGS="..." (more train flags, e.g.
 #        "--finetune-views 8 --finetune-epochs 40"), SKIP_NEAR=1 (reuse OUT/runs/*/refined.json),
-#        TRAIN=path/to/linesight-train (use that binary, as near-table.sh)
+#        TRAIN=path/to/linesight-train (use that binary, as near-table.sh), ORACLE=0 (no oracle
+#        fine-tuning)
 # Writes OUT/finetune.jsonl (one line per fine-tuned run) and prints the table beside
 # near-table.sh's OUT/results.jsonl. Trunk views are cached under OUT/cache/views, so the
 # seeds and accuracies after the first reuse them.
@@ -53,6 +54,7 @@ for acc in $ACCS; do
 done
 # near-table.sh names its oracle runs oracle-seedN (ORACLE_SEEDS); older tables: oracle.
 for seed in $SEEDS; do
+  [ "${ORACLE:-1}" = 0 ] && break
   run=oracle-seed$seed
   [ -f "$OUT/runs/$run/refined.json" ] || run=oracle
   [ -f "$OUT/runs/$run/refined.json" ] || continue
