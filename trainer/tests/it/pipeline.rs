@@ -290,7 +290,7 @@ split = "test"
 
 #[test]
 fn the_example_configs_parse() {
-    for name in ["cub26.toml", "demo.toml"] {
+    for name in ["cub26.toml", "cub26-finetuned.toml", "demo.toml"] {
         let path = repo_root().join("examples").join(name);
         let c = linesight_trainer::commands::pipeline::read_config(&path)
             .unwrap_or_else(|e| panic!("{name}: {e:#}"));
