@@ -406,14 +406,20 @@ fn quantised_input(model: &TypedModel, einsum: &TypedNode) -> TractResult<Option
     rule_if_some!(c = cast.op_as::<Cast>());
     rule_if!(c.to == i8::datum_type() && cast.inputs.len() == 1);
     outlet = cast.inputs[0];
-    let mut inv = None;
-    let mut offset = None;
+    /// What each step's constant must be, or which figure it gives.
+    enum Want {
+        Exactly(f32),
+        /// 1.5 * 2^23 + the offset.
+        RoundingOffset,
+        InvScale,
+    }
+    let (mut inv_scale, mut offset) = (0.0, 0.0);
     for (name, want) in [
-        ("Min", Some(127.0)),
-        ("Max", Some(-127.0)),
-        ("Sub", Some(ROUND_MAGIC)),
-        ("Add", None),
-        ("Mul", None),
+        ("Min", Want::Exactly(127.0)),
+        ("Max", Want::Exactly(-127.0)),
+        ("Sub", Want::Exactly(ROUND_MAGIC)),
+        ("Add", Want::RoundingOffset),
+        ("Mul", Want::InvScale),
     ] {
         rule_if!(model.outlet_successors(outlet).len() == 1);
         let n = model.node(outlet.node);
@@ -433,18 +439,17 @@ fn quantised_input(model: &TypedModel, einsum: &TypedNode) -> TractResult<Option
             _ => return Ok(None),
         };
         match want {
-            Some(v) => rule_if!(k == v),
-            None if name == "Add" => {
+            Want::Exactly(v) => rule_if!(k == v),
+            Want::RoundingOffset => {
                 // Exact: both are whole numbers in [2^23, 2^24).
-                let off = k - ROUND_MAGIC;
-                rule_if!(off.fract() == 0.0 && off.abs() <= 127.0);
-                offset = Some(off);
+                offset = k - ROUND_MAGIC;
+                rule_if!(offset.fract() == 0.0 && offset.abs() <= 127.0);
             }
-            None => inv = Some(k),
+            Want::InvScale => inv_scale = k,
         }
         outlet = var;
     }
-    Ok(inv.zip(offset).map(|(inv_scale, offset)| QuantisedInput {
+    Ok(Some(QuantisedInput {
         x: outlet,
         inv_scale,
         offset,

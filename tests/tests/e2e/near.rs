@@ -204,22 +204,7 @@ fn refine_takes_its_neighbours_from_another_backbone_than_the_student() {
     // The same answer log, refined again with other backbones.
     let refine = |name: &str, args: &[&str]| {
         let out = t.join(name);
-        let o = run(Command::new(&train)
-            .args([
-                "--json",
-                "refine",
-                "--min-images",
-                "2",
-                "--k",
-                "5",
-                "--images",
-            ])
-            .arg(&images)
-            .arg("--labels")
-            .arg(t.join("labels.jsonl"))
-            .args(args)
-            .arg("--out")
-            .arg(&out));
+        let o = refine_with(&images, &t.join("labels.jsonl"), args, &out);
         assert!(o.status.success(), "{}", all_output(&o));
         serde_json::from_slice::<serde_json::Value>(&std::fs::read(&out).unwrap()).unwrap()
     };

@@ -618,7 +618,14 @@ pub fn label_and_refine_with(
     assert!(o.status.success());
     drop(sim);
     let refined = t.join("refined.json");
-    let o = run(Command::new(&train)
+    let o = refine_with(images, &labels, refine_args, &refined);
+    (refined, o)
+}
+
+/// `refine` of `labels` (an answer log of `images`) into `out`, with the settings the
+/// end-to-end tests use for the 30 demo photos (`--min-images 2 --k 5`) and `refine_args`.
+pub fn refine_with(images: &Path, labels: &Path, refine_args: &[&str], out: &Path) -> Output {
+    run(Command::new(bin("linesight-train"))
         .args([
             "--json",
             "refine",
@@ -630,9 +637,8 @@ pub fn label_and_refine_with(
         ])
         .arg(images)
         .arg("--labels")
-        .arg(&labels)
+        .arg(labels)
         .args(refine_args)
         .arg("--out")
-        .arg(&refined));
-    (refined, o)
+        .arg(out))
 }

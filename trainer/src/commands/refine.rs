@@ -207,8 +207,12 @@ pub fn run(s: &RefineSettings) -> Result<RefineReport> {
     let mut first = String::new();
     for (kind, weights) in &knn {
         let encoder = backbone::load(*kind, weights, &device)?;
-        let sha = file_sha256(weights)
-            .with_context(|| format!("cannot read backbone weights `{}`", weights.display()))?;
+        let sha = if *weights == s.weights {
+            weights_sha.clone()
+        } else {
+            file_sha256(weights)
+                .with_context(|| format!("cannot read backbone weights `{}`", weights.display()))?
+        };
         let mut cache = EmbeddingCache::open(&s.cache, encoder.name(), &sha, encoder.embed_dim())?;
         let emb = cache.embed(encoder.as_ref(), &sha, &ok_paths, &shas, s.batch, &device)?;
         match &rows {
@@ -241,7 +245,7 @@ pub fn run(s: &RefineSettings) -> Result<RefineReport> {
     if n == 0 {
         bail!("no image under `{}` could be read", s.images.display());
     }
-    let (x, dim) = concat_for_cosine(&parts, n);
+    let (x, dim) = concat_for_cosine(parts, n);
 
     // Vocabulary over the answers of the usable images.
     let mut img_answers: Vec<Vec<String>> = rows
@@ -567,15 +571,15 @@ fn read_verified(
 /// Row-wise concatenation of L2-normalised embeddings (`parts`: `n` rows each, with their
 /// widths), each part scaled by 1/sqrt(parts): the dot product of two rows is then the
 /// mean of the parts' cosines, and every row has unit length. Returns the rows and width.
-fn concat_for_cosine(parts: &[(Vec<f32>, usize)], n: usize) -> (Vec<f32>, usize) {
-    if let [(v, dim)] = parts {
-        return (v.clone(), *dim);
+fn concat_for_cosine(mut parts: Vec<(Vec<f32>, usize)>, n: usize) -> (Vec<f32>, usize) {
+    if parts.len() == 1 {
+        return parts.remove(0);
     }
     let width: usize = parts.iter().map(|p| p.1).sum();
     let scale = 1.0 / (parts.len() as f32).sqrt();
     let mut x = Vec::with_capacity(n * width);
     for r in 0..n {
-        for (v, dim) in parts {
+        for (v, dim) in &parts {
             x.extend(v[r * dim..(r + 1) * dim].iter().map(|a| a * scale));
         }
     }
@@ -594,7 +598,7 @@ mod tests {
         normalize_rows(&mut a, 2);
         normalize_rows(&mut b, 3);
         let cos = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>();
-        let (x, width) = concat_for_cosine(&[(a.clone(), 2), (b.clone(), 3)], 2);
+        let (x, width) = concat_for_cosine(vec![(a.clone(), 2), (b.clone(), 3)], 2);
         assert_eq!(width, 5);
         let (r0, r1) = x.split_at(5);
         assert!((cos(r0, r0) - 1.0).abs() < 1e-6);
@@ -606,6 +610,6 @@ mod tests {
             cos(r0, r1)
         );
         // One embedding passes through unchanged.
-        assert_eq!(concat_for_cosine(&[(a.clone(), 2)], 2), (a, 2));
+        assert_eq!(concat_for_cosine(vec![(a.clone(), 2)], 2), (a, 2));
     }
 }

@@ -464,8 +464,9 @@ pub fn rewrite(
         .collect();
     let mut reports = Vec::new();
     let mut new_inits: Vec<TensorProto> = Vec::new();
-    // One QuantizeLinear per activation tensor, shared by the sites that read it.
-    let mut quantized: HashMap<String, (String, f32)> = HashMap::new();
+    // One quantisation per activation tensor and offset, shared by the sites that read it:
+    // the int8 tensor's name -> its scale.
+    let mut quantized: HashMap<String, f32> = HashMap::new();
     // The first and last sites that would run in int8 (by position in the graph).
     let eligible: Vec<usize> = sites
         .iter()
@@ -706,12 +707,12 @@ const UNSIGNED_OFFSET: i32 = -127;
 
 /// Quantises activation `x` (with its calibrated `max_abs` and an `offset`, 0 or
 /// [`UNSIGNED_OFFSET`]) to int8: `round(x / s) + offset` with `s = max_abs / 127`, or
-/// `max_abs / 254` with the offset. Once per tensor and offset: `done` caches the int8
-/// tensor's name and scale. Returns both.
+/// `max_abs / 254` with the offset. Once per tensor and offset: `done` maps the int8
+/// tensor's name to its scale. Returns both.
 fn quantize_activation(
     nodes: &mut Vec<NodeProto>,
     inits: &mut Vec<TensorProto>,
-    done: &mut HashMap<String, (String, f32)>,
+    done: &mut HashMap<String, f32>,
     (x, max_abs, offset): (&str, f32, i32),
     tag: &str,
     opts: &QuantOptions,
@@ -721,8 +722,8 @@ fn quantize_activation(
     } else {
         format!("{x}.i8_offset{offset}")
     };
-    if let Some(v) = done.get(&xq) {
-        return v.clone();
+    if let Some(&sx) = done.get(&xq) {
+        return (xq, sx);
     }
     let sx = if offset == 0 {
         max_abs / 127.0
@@ -807,7 +808,7 @@ fn quantize_activation(
             vec![int_attr("to", DataType::Int8 as i64)],
         ));
     }
-    done.insert(xq.clone(), (xq.clone(), sx));
+    done.insert(xq.clone(), sx);
     (xq, sx)
 }
 
