@@ -235,6 +235,40 @@ fn pointwise_axes(
     Some((ci?, co?, xs, ys))
 }
 
+/// Where a 1x1 convolution's channels and positions sit, as both rules need it.
+struct Geometry {
+    /// The output's channel axis (where the epilogue's per-channel constants apply).
+    co: usize,
+    cout: usize,
+    x_layout: Layout,
+    y_layout: Layout,
+    /// Pixels per image (the product of the non-channel axes).
+    positions: usize,
+}
+
+/// [`pointwise_axes`] checked against the weights `[O, I]` and both layouts: `None` where
+/// the einsum is not a 1x1 convolution the kernels run.
+fn geometry(
+    op: &EinSum,
+    quantized: bool,
+    x_shape: &[usize],
+    y_shape: &[usize],
+    w_shape: &[usize],
+) -> Option<Geometry> {
+    let (ci, co, xs, ys) = pointwise_axes(op, quantized, x_shape, y_shape)?;
+    let (cout, cin) = (w_shape[0], w_shape[1]);
+    if x_shape[ci] != cin || y_shape[co] != cout {
+        return None;
+    }
+    Some(Geometry {
+        co,
+        cout,
+        x_layout: layout_of(x_shape, ci, &xs)?,
+        y_layout: layout_of(y_shape, co, &ys)?,
+        positions: xs.iter().map(|&a| x_shape[a]).product(),
+    })
+}
+
 /// What follows a 1x1 convolution and can be applied before its store: a per-channel or
 /// scalar scale (`Mul`, only when `scale` is asked for: the int8 rescale), the bias `Add`,
 /// ReLU6's `Max` / `Min` by a scalar.
@@ -337,14 +371,10 @@ fn pointwise_rule(
     rule_if!(w.rank() == 2 && w.datum_type() == f32::datum_type());
     rule_if_some!(x_shape = x_fact.shape.as_concrete());
     rule_if_some!(y_shape = y_fact.shape.as_concrete());
-    rule_if_some!((ci, co, xs, ys) = pointwise_axes(op, false, x_shape, y_shape));
+    rule_if_some!(g = geometry(op, false, x_shape, y_shape, w.shape()));
     let (cout, cin) = (w.shape()[0], w.shape()[1]);
-    rule_if!(x_shape[ci] == cin && y_shape[co] == cout);
-    rule_if_some!(x_layout = layout_of(x_shape, ci, &xs));
-    rule_if_some!(y_layout = layout_of(y_shape, co, &ys));
-    let positions: usize = xs.iter().map(|&a| x_shape[a]).product();
     let weights = PackedWeights::from_oi(w.try_as_plain_ram()?.as_slice::<f32>()?, cout, cin);
-    let (epilogue, last) = absorb_epilogue(model, node, y_shape, co, cout, false)?;
+    let (epilogue, last) = absorb_epilogue(model, node, y_shape, g.co, g.cout, false)?;
     let epilogue = Epilogue {
         bias: epilogue.bias,
         lo: epilogue.lo,
@@ -352,9 +382,9 @@ fn pointwise_rule(
     };
     let op = Pointwise {
         kernel: Kernel::F32(Arc::new(weights), Arc::new(epilogue)),
-        x_layout,
-        y_layout,
-        positions,
+        x_layout: g.x_layout,
+        y_layout: g.y_layout,
+        positions: g.positions,
         out_shape: y_shape.into(),
     };
     replace(model, name, node.inputs[0], last, op)
@@ -492,11 +522,9 @@ fn pointwise_i8_rule(
     }
     rule_if_some!(x_shape = q_fact.shape.as_concrete());
     rule_if_some!(y_shape = y_fact.shape.as_concrete());
-    rule_if_some!((ci, co, xs, ys) = pointwise_axes(op, true, x_shape, y_shape));
+    rule_if_some!(g = geometry(op, true, x_shape, y_shape, w.shape()));
     let (cout, cin) = (w.shape()[0], w.shape()[1]);
-    rule_if!(x_shape[ci] == cin && y_shape[co] == cout && cin <= pointwise_i8::MAX_CIN);
-    rule_if_some!(x_layout = layout_of(x_shape, ci, &xs));
-    rule_if_some!(y_layout = layout_of(y_shape, co, &ys));
+    rule_if!(cin <= pointwise_i8::MAX_CIN);
     rule_if_some!(q = quantised_input(model, node)?);
     let x = q.x;
     let x_fact = model.outlet_fact(x)?;
@@ -506,16 +534,15 @@ fn pointwise_i8_rule(
     rule_if!(cast
         .op_as::<Cast>()
         .is_some_and(|c| c.to == f32::datum_type()));
-    let (e, last) = absorb_epilogue(model, cast, y_shape, co, cout, true)?;
+    let (e, last) = absorb_epilogue(model, cast, y_shape, g.co, cout, true)?;
     rule_if_some!(scale = e.scale);
-    let positions: usize = xs.iter().map(|&a| x_shape[a]).product();
     let weights = PackedI8::from_oi(w.try_as_plain_ram()?.as_slice::<i8>()?, cout, cin);
     let epilogue = QuantEpilogue::new(q.inv_scale, q.offset, &scale, &e.bias, e.lo, e.hi);
     let op = Pointwise {
         kernel: Kernel::I8(Arc::new(weights), Arc::new(epilogue)),
-        x_layout,
-        y_layout,
-        positions,
+        x_layout: g.x_layout,
+        y_layout: g.y_layout,
+        positions: g.positions,
         out_shape: y_shape.into(),
     };
     replace(model, name, x, last, op)
