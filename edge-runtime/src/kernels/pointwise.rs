@@ -242,7 +242,7 @@ mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn case(positions: usize, cin: usize, cout: usize, clamp: bool, xl: Layout, yl: Layout) {
@@ -305,36 +305,35 @@ mod tests {
     fn matches_f64_reference_on_mobilenet_shapes_tails_and_layouts() {
         each_test_case(&[], case);
     }
-}
 
-/// The cases both kernels' tests run: MobileNetV2's channel counts, odd tails (and `extra`),
-/// 1-49 positions, the four layout pairs, with and without the clamp.
-#[cfg(test)]
-pub(super) fn each_test_case(
-    extra: &[(usize, usize)],
-    mut f: impl FnMut(usize, usize, usize, bool, Layout, Layout),
-) {
-    use Layout::*;
-    let shapes = [
-        (32, 16),
-        (16, 96),
-        (96, 24),
-        (24, 144),
-        (1, 1),
-        (3, 17),
-        (5, 33),
-        (7, 48),
-    ];
-    for &(cin, cout) in shapes.iter().chain(extra) {
-        for positions in [1, 5, 12, 13, 25, 49] {
-            for (xl, yl) in [
-                (ChannelLast, ChannelLast),
-                (ChannelFirst, ChannelLast),
-                (ChannelLast, ChannelFirst),
-                (ChannelFirst, ChannelFirst),
-            ] {
-                f(positions, cin, cout, false, xl, yl);
-                f(positions, cin, cout, true, xl, yl);
+    /// The cases both kernels' tests run: MobileNetV2's channel counts, odd tails (and `extra`),
+    /// 1-49 positions, the four layout pairs, with and without the clamp.
+    pub(in crate::kernels) fn each_test_case(
+        extra: &[(usize, usize)],
+        mut f: impl FnMut(usize, usize, usize, bool, Layout, Layout),
+    ) {
+        use Layout::*;
+        let shapes = [
+            (32, 16),
+            (16, 96),
+            (96, 24),
+            (24, 144),
+            (1, 1),
+            (3, 17),
+            (5, 33),
+            (7, 48),
+        ];
+        for &(cin, cout) in shapes.iter().chain(extra) {
+            for positions in [1, 5, 12, 13, 25, 49] {
+                for (xl, yl) in [
+                    (ChannelLast, ChannelLast),
+                    (ChannelFirst, ChannelLast),
+                    (ChannelLast, ChannelFirst),
+                    (ChannelFirst, ChannelFirst),
+                ] {
+                    f(positions, cin, cout, false, xl, yl);
+                    f(positions, cin, cout, true, xl, yl);
+                }
             }
         }
     }

@@ -500,7 +500,7 @@ mod tests {
 
     #[test]
     fn matches_the_integer_reference_exactly_on_mobilenet_shapes_tails_and_layouts() {
-        crate::kernels::pointwise::each_test_case(&[(18, 40), (960, 20)], case);
+        crate::kernels::pointwise::tests::each_test_case(&[(18, 40), (960, 20)], case);
     }
 
     #[test]
