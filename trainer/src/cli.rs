@@ -283,6 +283,9 @@ pub enum Command {
         /// Run every stage even when its inputs are unchanged.
         #[arg(long)]
         force: bool,
+        /// Where fine-tuning computes (cpu, cuda or cuda:N); default: the config's `device`.
+        #[arg(long)]
+        device: Option<linesight_trainer::device::DeviceChoice>,
     },
     /// Name every image once with a multimodal LLM (resumable; the log is the cache).
     ///

@@ -5,8 +5,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// A device named on the command line: `cpu`, `cuda` (GPU 0) or `cuda:N`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// A device named on the command line or in a pipeline config: `cpu`, `cuda` (GPU 0) or
+/// `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum DeviceChoice {
     #[default]
     Cpu,
@@ -17,9 +19,9 @@ pub enum DeviceChoice {
 pub enum DeviceError {
     #[error("`{0}` is not a device; expected `cpu`, `cuda` or `cuda:N` (N = the GPU's ordinal)")]
     Parse(String),
-    #[error("`--device cuda:{0}` needs a trainer built with the `cuda` feature (`cargo build --release --features linesight-trainer/cuda` on a host with the CUDA toolkit); this build computes on the CPU only")]
+    #[error("`--device cuda:{0}` needs a trainer built with the `cuda` feature (`scripts/cuda.sh build`, or `cargo build --release --features linesight-trainer/cuda` on a host with the CUDA toolkit); this build computes on the CPU only (--device cpu)")]
     NotBuilt(usize),
-    #[error("cannot open CUDA device {ordinal}: {source}")]
+    #[error("cannot open CUDA device {ordinal}: {source} (`nvidia-smi` lists the GPUs this host's driver sees; --device cpu trains on the CPU)")]
     Open {
         ordinal: usize,
         source: candle_core::Error,
@@ -38,6 +40,19 @@ impl FromStr for DeviceChoice {
                 .map(DeviceChoice::Cuda)
                 .ok_or_else(|| DeviceError::Parse(s.to_string())),
         }
+    }
+}
+
+impl TryFrom<String> for DeviceChoice {
+    type Error = DeviceError;
+    fn try_from(s: String) -> Result<Self, DeviceError> {
+        s.parse()
+    }
+}
+
+impl From<DeviceChoice> for String {
+    fn from(d: DeviceChoice) -> String {
+        d.to_string()
     }
 }
 

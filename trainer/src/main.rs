@@ -164,11 +164,16 @@ fn run(command: Command, json: bool) -> Result<()> {
             let report = quantize::run(&bundle, &req.sets, &req.opts, sign.as_deref(), &out)?;
             print_report(json, &report)
         }
-        Command::Pipeline { config, force } => {
+        Command::Pipeline {
+            config,
+            force,
+            device,
+        } => {
             let report = pipeline::run(&pipeline::PipelineSettings {
                 config,
                 weights_dir: weights_dir(),
                 force,
+                device,
             })?;
             print_report(json, &report)
         }

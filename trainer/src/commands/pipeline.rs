@@ -28,6 +28,12 @@ use std::time::Instant;
 pub struct PipelineConfig {
     /// Where every stage writes (labels.jsonl, refined.json, checkpoint/, model.lsb, ...).
     pub work_dir: PathBuf,
+    /// Where fine-tuning (`[train] trainable_blocks > 0`) computes: `cpu`, `cuda` or
+    /// `cuda:N` (a trainer built with the `cuda` feature). Labelling, refine, the head
+    /// methods and the export run on the CPU. Not part of the train stage's input hash: a
+    /// run resumed on another host keeps a finished stage.
+    #[serde(default)]
+    pub device: crate::device::DeviceChoice,
     pub images: ImagesConfig,
     /// Start the MLLM SIMULATOR in-process and label against it (demos, measurements).
     pub simulator: Option<SimulatorSection>,
@@ -193,6 +199,8 @@ pub struct PipelineSettings {
     pub weights_dir: PathBuf,
     /// Run every stage even when its inputs are unchanged.
     pub force: bool,
+    /// Overrides the config's `device`.
+    pub device: Option<crate::device::DeviceChoice>,
 }
 
 #[derive(Debug, Serialize)]
@@ -645,7 +653,7 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
             eval: None,
             sentence_model: None,
             batch: 8,
-            device: crate::device::DeviceChoice::Cpu,
+            device: s.device.unwrap_or(c.device),
         })?;
         Ok(serde_json::to_value(&report)?)
     })?;

@@ -190,8 +190,10 @@ pub fn finetune(
         "trunk views ready"
     );
 
-    // Variables and optimisers: backbone and head apart (own learning rates).
-    let w = Var::from_tensor(&head.weight)?;
+    // Variables and optimisers: backbone and head apart (own learning rates). The head
+    // trains on the device the tail runs on and comes back on the CPU, where the rest of
+    // the trainer (scoring, checkpoint, export) uses it.
+    let w = Var::from_tensor(&head.weight.to_device(device)?)?;
     let backbone_vars: Vec<Var> = model
         .tail_vars(blocks)
         .into_iter()
@@ -361,7 +363,9 @@ pub fn finetune(
     };
     Ok((
         CosineHead {
-            weight: l2_normalize(w.as_tensor())?.detach(),
+            weight: l2_normalize(w.as_tensor())?
+                .detach()
+                .to_device(&Device::Cpu)?,
             scale: s.scale,
         },
         history,

@@ -6,6 +6,7 @@
 
 mod clip;
 mod clip_export;
+mod cuda;
 mod efficientnet;
 mod endpoints;
 mod finetune;

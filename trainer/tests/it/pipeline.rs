@@ -4,6 +4,7 @@
 
 use crate::weights::{repo_root, weights};
 use linesight_trainer::commands::pipeline::{run, PipelineSettings};
+use linesight_trainer::device::DeviceChoice;
 
 fn config(work: &std::path::Path, method: &str) -> String {
     let demo = repo_root().join("models/demo/manifest.csv");
@@ -54,6 +55,7 @@ fn pipeline_runs_end_to_end_and_skips_unchanged_stages() {
         config: cfg.clone(),
         weights_dir,
         force: false,
+        device: None,
     };
     let first = run(&settings).expect("pipeline runs");
     let status: Vec<(&str, &str)> = first
@@ -202,6 +204,7 @@ split = "test"
         config: cfg,
         weights_dir,
         force: false,
+        device: None,
     })
     .expect("pipeline runs");
     // 3 samples of 30 images.
@@ -295,5 +298,31 @@ fn the_example_configs_parse() {
         let c = linesight_trainer::commands::pipeline::read_config(&path)
             .unwrap_or_else(|e| panic!("{name}: {e:#}"));
         assert!(c.simulator.is_some(), "{name}");
+        assert_eq!(
+            c.device,
+            DeviceChoice::Cpu,
+            "{name}: the examples train on the CPU"
+        );
     }
+    // A device that is not one is refused, naming it and what is accepted.
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo_root().join("examples/demo.toml")).unwrap();
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, text.replace("device = \"cpu\"", "device = \"gpu\"")).unwrap();
+    let e = format!(
+        "{:#}",
+        linesight_trainer::commands::pipeline::read_config(&bad).unwrap_err()
+    );
+    assert!(
+        e.contains("`gpu` is not a device") && e.contains("cuda:N"),
+        "{e}"
+    );
+    let good = tmp.path().join("good.toml");
+    std::fs::write(
+        &good,
+        text.replace("device = \"cpu\"", "device = \"cuda:1\""),
+    )
+    .unwrap();
+    let c = linesight_trainer::commands::pipeline::read_config(&good).unwrap();
+    assert_eq!(c.device, DeviceChoice::Cuda(1));
 }

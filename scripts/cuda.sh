@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# The trainer's `cuda` build: candle's CUDA backend for `train --device cuda` and
+# `pipeline --device cuda` (issue 19; docs/near.md "GPU host"). CI builds and tests without
+# it; this script is the GPU host's build and its check.
+#
+#   scripts/cuda.sh build          linesight-train with --features linesight-trainer/cuda,
+#                                  into $TARGET/release/ (default target/cuda)
+#   scripts/cuda.sh check          build, then the trainer's tests in that build: every CPU
+#                                  test, and trainer/tests/it/cuda.rs (GPU against CPU; on a
+#                                  host without a GPU, the error that names the device)
+#   scripts/cuda.sh measure [OUT]  cub26 (examples/cub26-finetuned.toml): the pipeline on the
+#                                  GPU, then the same fine-tuning on each of $DEVICES with its
+#                                  own empty view cache, side by side (OUT default
+#                                  docs/bench-runs/DATE-HOST-cuda)
+#
+# The CUDA toolkit: the host's own (`nvcc` on PATH, or $CUDA_HOME/bin/nvcc), or else NVIDIA's
+# CUDA 13.4 wheels from PyPI, pinned below and unpacked under target/cuda-toolkit/ (nvcc,
+# NVVM, CRT, runtime headers, CCCL, cuBLAS, cuRAND, NVRTC: about 700 MB to download).
+# Linking needs the driver's libcuda.so. A GPU host has it from its NVIDIA driver; on a host
+# without a driver (a build-only check), INSTALL_LIBCUDA=1 installs Debian bookworm's
+# `libcuda1` from its non-free component (as root; adds that component to apt's sources).
+#
+# Env: CUDA_COMPUTE_CAP (the GPU's, from nvidia-smi; else 90, H100 and H200), TARGET,
+#      DEVICES (measure; default "cpu cuda"), DATA (default ../shared/data/cub26),
+#      LINESIGHT_REQUIRE_GPU=1 (check: a missing GPU fails the GPU tests instead of SKIPPED).
+#
+# A GPU host's driver must be at least as new as the toolkit: candle hands the driver PTX
+# to compile, and a driver refuses PTX from a newer toolkit (CUDA_ERROR_UNSUPPORTED_PTX_VERSION).
+# The script compares nvidia-smi's "CUDA Version" with nvcc's and stops when the toolkit is
+# newer: install the toolkit that matches the driver, or point CUDA_HOME at it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CUDA_WHEELS=(
+  nvidia-cuda-nvcc==13.4.92 nvidia-nvvm==13.4.92 nvidia-cuda-crt==13.4.92
+  nvidia-cuda-runtime==13.4.92 nvidia-cuda-nvrtc==13.4.92 nvidia-cuda-cccl==13.3.5.0.6
+  nvidia-cublas==13.10.0.20 nvidia-curand==10.4.5.25
+)
+TOOLKIT_DIR=target/cuda-toolkit
+TARGET=${TARGET:-target/cuda}
+DATA=${DATA:-../shared/data/cub26}
+BIN=$TARGET/release/linesight-train
+
+log() { echo "cuda.sh: $*" >&2; }
+die() { log "$*"; exit 2; }
+
+# The toolkit: the host's, else the pinned wheels. Sets CUDA_HOME, PATH, LD_LIBRARY_PATH.
+toolkit() {
+  if [ -z "${CUDA_HOME:-}" ] && command -v nvcc >/dev/null; then
+    CUDA_HOME=$(cd "$(dirname "$(command -v nvcc)")/.." && pwd)
+  fi
+  if [ -z "${CUDA_HOME:-}" ] || [ ! -x "$CUDA_HOME/bin/nvcc" ]; then
+    CUDA_HOME=$PWD/$TOOLKIT_DIR/nvidia/cu13
+    if [ ! -x "$CUDA_HOME/bin/nvcc" ]; then
+      log "no CUDA toolkit on this host: fetching NVIDIA's CUDA 13.4 wheels into $TOOLKIT_DIR"
+      mkdir -p "$TOOLKIT_DIR/wheels"
+      python3 -m pip download -q --no-deps -d "$TOOLKIT_DIR/wheels" "${CUDA_WHEELS[@]}"
+      for w in "$TOOLKIT_DIR"/wheels/*.whl; do
+        python3 -m zipfile -e "$w" "$TOOLKIT_DIR"
+      done
+      chmod +x "$CUDA_HOME"/bin/* "$CUDA_HOME"/nvvm/bin/*
+      # The linker asks for the unversioned names (-lcublas ...); the wheels ship .so.N.
+      for lib in "$CUDA_HOME"/lib/lib*.so.*; do
+        base=${lib%%.so.*}.so
+        [ -e "$base" ] || ln -s "$(basename "$lib")" "$base"
+      done
+    fi
+  fi
+  export CUDA_HOME PATH="$CUDA_HOME/bin:$PATH"
+  export LD_LIBRARY_PATH="$CUDA_HOME/lib:$CUDA_HOME/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  local release
+  release=$(nvcc --version | sed -n 's/.*release \([0-9]*\.[0-9]*\).*/\1/p')
+  log "toolkit: $CUDA_HOME (CUDA $release)"
+  if command -v nvidia-smi >/dev/null; then
+    local driver
+    driver=$(nvidia-smi | sed -n 's/.*CUDA Version: *\([0-9]*\.[0-9]*\).*/\1/p' | head -1)
+    if [ -n "$driver" ] && [ "$(printf '%s\n%s\n' "$driver" "$release" | sort -V | tail -1)" != "$driver" ]; then
+      die "the driver runs CUDA $driver but the toolkit is CUDA $release: its PTX would be refused at the first kernel. Install a CUDA $driver toolkit and set CUDA_HOME to it (or update the driver)."
+    fi
+    if [ -z "${CUDA_COMPUTE_CAP:-}" ]; then
+      CUDA_COMPUTE_CAP=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')
+    fi
+  fi
+  export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
+  log "compute capability: $CUDA_COMPUTE_CAP"
+}
+
+# libcuda.so for the linker (and at run time): the driver's, or Debian's for a build-only host.
+libcuda() {
+  if ldconfig -p | grep -q 'libcuda\.so '; then
+    return
+  fi
+  local d so1
+  for d in lib/stubs lib64/stubs targets/x86_64-linux/lib/stubs; do
+    [ -e "$CUDA_HOME/$d/libcuda.so" ] && return # a full toolkit's link stub
+  done
+  # A driver with only the versioned name: link the wheels' toolkit to it.
+  so1=$(ldconfig -p | sed -n 's/.*libcuda\.so\.1 (libc6,x86-64) => //p' | head -1)
+  if [ -n "$so1" ] && [ -w "$CUDA_HOME/lib" ]; then
+    ln -sf "$so1" "$CUDA_HOME/lib/libcuda.so"
+    return
+  fi
+  if [ "${INSTALL_LIBCUDA:-0}" != 1 ]; then
+    die "no libcuda.so (the NVIDIA driver's library) to link against. On a GPU host install the NVIDIA driver; to only build here, rerun with INSTALL_LIBCUDA=1 (Debian, root: installs libcuda1 from non-free)."
+  fi
+  [ "$(id -u)" = 0 ] || die "INSTALL_LIBCUDA=1 needs root"
+  log "installing Debian's libcuda1 (non-free) to link against"
+  cat >/etc/apt/sources.list.d/linesight-nonfree.sources <<'EOF'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: non-free
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libcuda1 >/dev/null
+}
+
+build() {
+  toolkit
+  libcuda
+  log "building linesight-train with the cuda feature into $TARGET (first build: ~15 min of CUDA kernels)"
+  CARGO_TARGET_DIR=$TARGET cargo build --release -p linesight-trainer --features cuda --bins
+  log "built $BIN"
+}
+
+check() {
+  build
+  log "the trainer's tests in the cuda build"
+  CARGO_TARGET_DIR=$TARGET cargo test --release -p linesight-trainer --features cuda
+  log "check passed"
+}
+
+measure() {
+  build
+  local out=${1:-docs/bench-runs/$(date +%F)-$(hostname -s)-cuda}
+  local devices=${DEVICES:-cpu cuda}
+  local pipe_device=cpu
+  case " $devices " in *" cuda "*) pipe_device=cuda ;; esac
+  local work=target/pipeline-cub26-finetuned # examples/cub26-finetuned.toml's work_dir
+  mkdir -p "$out"
+  [ -f "$DATA/manifest.csv" ] || die "no cub26 at $DATA (set DATA)"
+  log "pipeline (label, refine, train on $pipe_device, export, eval): examples/cub26-finetuned.toml"
+  local t0=$SECONDS
+  "$BIN" --log warn --json pipeline --config examples/cub26-finetuned.toml --device "$pipe_device" --force \
+    >"$out/pipeline-$pipe_device.json"
+  echo $((SECONDS - t0)) >"$out/pipeline-$pipe_device.seconds"
+  for d in $devices; do
+    log "fine-tuning on $d with an empty view cache"
+    local ckpt=$TARGET/measure/ckpt-$d
+    rm -rf "$out/cache-$d" "$ckpt"
+    mkdir -p "$out/cache-$d"
+    # The frozen embeddings near trains on (computed on the CPU either way), not the views.
+    cp "$work"/cache/*.json "$work"/cache/*.safetensors "$out/cache-$d/"
+    "$BIN" --log warn --json train --refined "$work/refined.json" --cache "$out/cache-$d" \
+      --trainable-blocks 1 --holdout 0 --device "$d" --out "$ckpt" \
+      --eval-manifest "$DATA/manifest.csv" --eval-split test >"$out/train-$d.json"
+    rm -rf "$out/cache-$d"
+  done
+  {
+    echo "# cuda.sh measure: $(date -u +%FT%TZ)"
+    echo
+    echo "Command: \`scripts/cuda.sh measure $out\` (DEVICES=\"$devices\"), commit $(git rev-parse --short HEAD)"
+    echo "CPU: $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(nproc) threads"
+    if command -v nvidia-smi >/dev/null; then
+      echo "GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1)"
+    fi
+    echo "Toolkit: $(nvcc --version | tail -2 | head -1)"
+    echo
+    python3 - "$out" "$pipe_device" $devices <<'PY'
+import json, sys
+out, pipe_device, devices = sys.argv[1], sys.argv[2], sys.argv[3:]
+p = json.load(open(f"{out}/pipeline-{pipe_device}.json"))
+secs = open(f"{out}/pipeline-{pipe_device}.seconds").read().strip()
+cacc = p.get("eval", {}).get("cacc") if isinstance(p.get("eval"), dict) else None
+print(f"Pipeline (train on {pipe_device}): {secs} s wall" + (f", cACC {cacc * 100:.1f}" if cacc is not None else ""))
+print()
+print("| device | trunk views | trunk s | views/s | epochs | tail s | image-epochs/s | fine-tuning s | cACC (test) |")
+print("|---|---|---|---|---|---|---|---|---|")
+for d in devices:
+    t = json.load(open(f"{out}/train-{d}.json"))
+    f = t["finetune"]
+    print(f"| {d} | {f['trunk_views_computed']} | {f['trunk_seconds']:.1f} | {f['trunk_views_per_second']:.1f} | "
+          f"{f['epochs_run']} | {f['tail_seconds']:.1f} | {f['tail_images_per_second']:.0f} | "
+          f"{t['finetune_seconds']:.1f} | {t['eval']['cacc'] * 100:.1f} |")
+PY
+  } | tee "$out/README.md"
+}
+
+case "${1:-}" in
+  build) build ;;
+  check) check ;;
+  measure) shift; measure "$@" ;;
+  *) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
