@@ -495,10 +495,8 @@ pub fn rewrite(
                 Some("activation matmul quantisation off")
             } else if st.max_abs == 0.0 || st.max_abs_b == 0.0 {
                 Some("an operand is all zeros on calibration")
-            } else if let Some(why) = keep_f32.get(&i) {
-                Some(why.as_str())
             } else {
-                None
+                keep_f32.get(&i).map(String::as_str)
             };
             reports.push(SiteReport {
                 node: n.name.clone(),

@@ -140,7 +140,7 @@ pub fn trunk_views(
 ) -> Result<TrunkViews> {
     let t0 = Instant::now();
     let spec = model.preprocess();
-    let mut aug = Augmenter::new(spec.clone(), augment.clone())?;
+    let mut aug = Augmenter::new(spec, augment.clone())?;
     let input = spec.input_shape();
     let n_in = aug.tensor_len();
     // The trunk's output shape, from one blank input.

@@ -216,9 +216,9 @@ pub fn render(r: &Report, thumbs: &mut Thumbs) -> String {
     line(&mut o, r, thumbs);
     host(&mut o, r);
     unreadable(&mut o, r);
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<footer>report.json schema version {} · {} · generated in {:.1} s · created {} (Unix time)</footer></body></html>\n",
+        "<footer>report.json schema version {} · {} · generated in {:.1} s · created {} (Unix time)</footer></body></html>",
         r.schema_version,
         escape(&r.tool),
         r.generation_seconds,

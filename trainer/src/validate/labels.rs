@@ -41,8 +41,11 @@ struct TargetLine {
     clean: Option<f64>,
 }
 
+/// `targets.jsonl` by image path: (final target, clean posterior).
+pub type Targets = HashMap<String, (Option<String>, Option<f64>)>;
+
 /// Reads `targets.jsonl`: path -> (final target, clean posterior). Fails naming the line.
-pub fn read_targets(path: &Path) -> Result<HashMap<String, (Option<String>, Option<f64>)>> {
+pub fn read_targets(path: &Path) -> Result<Targets> {
     let text = fs_err::read_to_string(path).context("cannot read the training targets")?;
     let mut out = HashMap::new();
     for (i, line) in text
@@ -67,7 +70,7 @@ pub fn read_targets(path: &Path) -> Result<HashMap<String, (Option<String>, Opti
 /// `model[i]` is the bundle's (top-1, score) on image `i` of `refined.images`.
 pub fn disagreements(
     refined: &Refined,
-    targets: Option<&HashMap<String, (Option<String>, Option<f64>)>>,
+    targets: Option<&Targets>,
     model: &[Option<(String, f32)>],
 ) -> Vec<LabelRow> {
     let mut rows: Vec<LabelRow> = refined

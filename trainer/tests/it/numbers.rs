@@ -59,7 +59,8 @@ impl Data {
 #[test]
 fn training_refuses_out_of_range_settings_naming_them() {
     let d = data(16);
-    let cases: [(fn(&mut TrainSettings), &str); 4] = [
+    type Case = (fn(&mut TrainSettings), &'static str);
+    let cases: [Case; 4] = [
         (
             |s| {
                 s.method = Method::Naive;
