@@ -365,7 +365,7 @@ mod tests {
             .skipped
             .iter()
             .filter(|s| matches!(s.reason, SkipReason::Duplicate(_)))
-            .map(|s| names(r, &[s.path.clone()])[0].clone())
+            .map(|s| names(r, std::slice::from_ref(&s.path))[0].clone())
             .collect();
         assert_eq!(dups, ["c", "top.jpg", "zz.jpg"]);
         assert!(w.errors.is_empty(), "{:?}", w.errors);
@@ -392,7 +392,9 @@ mod tests {
             .skipped
             .iter()
             .map(|s| match s.reason {
-                SkipReason::NotRegular(k) => (names(r, &[s.path.clone()])[0].clone(), k),
+                SkipReason::NotRegular(k) => {
+                    (names(r, std::slice::from_ref(&s.path))[0].clone(), k)
+                }
                 ref other => panic!("{other:?}"),
             })
             .collect();

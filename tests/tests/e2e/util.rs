@@ -329,6 +329,8 @@ pub fn spawn_io(
     let (out_piped, err_piped) = (stdout.is_none(), stderr.is_none());
     cmd.stdout(stdout.unwrap_or_else(Stdio::piped))
         .stderr(stderr.unwrap_or_else(Stdio::piped));
+    // Reaped by pid in `Running::wait` (wait4, for its rusage), not through the `Child`.
+    #[allow(clippy::zombie_processes)]
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));

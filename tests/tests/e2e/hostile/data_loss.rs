@@ -232,7 +232,7 @@ fn the_run_sink_and_prototypes_out_are_refused_over_inputs() {
             &sink,
         ],
         d,
-        &[bundle.clone()],
+        std::slice::from_ref(&bundle),
     );
     // prototypes --out over its manifest (a copy of the demo set).
     let demo = d.join("demo");

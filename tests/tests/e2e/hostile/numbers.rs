@@ -16,7 +16,8 @@ fn out_of_range_numeric_flags_are_refused_before_any_work() {
     let prototypes = ["prototypes", "--manifest", "m.csv", "--out", "o.lsb"];
     let quantize = ["quantize", "--bundle", "b.lsb", "--out", "o.lsb"];
     let export = ["export", "--checkpoint", "c", "--out", "o.lsb"];
-    let cases: &[(&[&str], &[(&str, &str)])] = &[
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+    let cases: &[Case] = &[
         (
             &train,
             &[
