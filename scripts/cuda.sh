@@ -41,8 +41,18 @@ TARGET=${TARGET:-target/cuda}
 DATA=${DATA:-../shared/data/cub26}
 BIN=$TARGET/release/linesight-train
 
+WHEELS_CUDA=13.4 # the CUDA release of the wheels above
 log() { echo "cuda.sh: $*" >&2; }
 die() { log "$*"; exit 2; }
+
+# The CUDA release the driver runs ("CUDA Version" in nvidia-smi), empty without a driver.
+driver_cuda() {
+  command -v nvidia-smi >/dev/null || return 0
+  nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9]*\.[0-9]*\).*/\1/p' | head -1
+}
+
+# True when release $1 is newer than release $2 (sort -V order).
+newer() { [ "$1" != "$2" ] && [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | tail -1)" = "$1" ]; }
 
 # The toolkit: the host's, else the pinned wheels. Sets CUDA_HOME, PATH, LD_LIBRARY_PATH.
 toolkit() {
@@ -52,6 +62,14 @@ toolkit() {
   if [ -z "${CUDA_HOME:-}" ] || [ ! -x "$CUDA_HOME/bin/nvcc" ]; then
     CUDA_HOME=$PWD/$TOOLKIT_DIR/nvidia/cu13
     if [ ! -x "$CUDA_HOME/bin/nvcc" ]; then
+      # Before 700 MB of downloads: a driver older than the wheels would refuse their PTX.
+      # (PyPI's CUDA 12 nvcc wheels carry only ptxas, not nvcc: such a host needs its own
+      # toolkit.)
+      local drv
+      drv=$(driver_cuda)
+      if [ -n "$drv" ] && newer "$WHEELS_CUDA" "$drv"; then
+        die "no CUDA toolkit on this host, and the driver runs CUDA $drv, older than the CUDA $WHEELS_CUDA wheels this script fetches (their PTX would be refused). Install the CUDA $drv toolkit (NVIDIA's installer or your distribution's nvidia-cuda-toolkit) and rerun with CUDA_HOME set to it, or update the driver to one for CUDA $WHEELS_CUDA or later."
+      fi
       log "no CUDA toolkit on this host: fetching NVIDIA's CUDA 13.4 wheels into $TOOLKIT_DIR"
       mkdir -p "$TOOLKIT_DIR/wheels"
       python3 -m pip download -q --no-deps -d "$TOOLKIT_DIR/wheels" "${CUDA_WHEELS[@]}"
@@ -73,8 +91,8 @@ toolkit() {
   log "toolkit: $CUDA_HOME (CUDA $release)"
   if command -v nvidia-smi >/dev/null; then
     local driver
-    driver=$(nvidia-smi | sed -n 's/.*CUDA Version: *\([0-9]*\.[0-9]*\).*/\1/p' | head -1)
-    if [ -n "$driver" ] && [ "$(printf '%s\n%s\n' "$driver" "$release" | sort -V | tail -1)" != "$driver" ]; then
+    driver=$(driver_cuda)
+    if [ -n "$driver" ] && newer "$release" "$driver"; then
       die "the driver runs CUDA $driver but the toolkit is CUDA $release: its PTX would be refused at the first kernel. Install a CUDA $driver toolkit and set CUDA_HOME to it (or update the driver)."
     fi
     if [ -z "${CUDA_COMPUTE_CAP:-}" ]; then
