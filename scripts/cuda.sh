@@ -6,22 +6,25 @@
 #   scripts/cuda.sh build          linesight-train with --features linesight-trainer/cuda,
 #                                  into $TARGET/release/ (default target/cuda)
 #   scripts/cuda.sh check          build, then the trainer's tests in that build: every CPU
-#                                  test, and trainer/tests/it/cuda.rs (GPU against CPU; on a
-#                                  host without a GPU, the error that names the device)
+#                                  test, and trainer/tests/it/cuda.rs, shown (GPU against CPU;
+#                                  on a host without a GPU, the error that names the device).
+#                                  Missing weights fail; where nvidia-smi lists a GPU, a GPU
+#                                  test that cannot open it fails instead of skipping.
 #   scripts/cuda.sh measure [OUT]  cub26 (examples/cub26-finetuned.toml): the pipeline on the
-#                                  GPU, then the same fine-tuning on each of $DEVICES with its
-#                                  own empty view cache, side by side (OUT default
-#                                  docs/bench-runs/DATE-HOST-cuda)
+#                                  GPU, then the same fine-tuning (that file's [train]) on each
+#                                  of $DEVICES with its own empty view cache, side by side
+#                                  (OUT default docs/bench-runs/DATE-HOST-cuda)
 #
 # The CUDA toolkit: the host's own (`nvcc` on PATH, or $CUDA_HOME/bin/nvcc), or else NVIDIA's
-# CUDA 13.4 wheels from PyPI, pinned below and unpacked under target/cuda-toolkit/ (nvcc,
+# CUDA 13.4 wheels from PyPI, pinned below and unpacked under target/cuda-toolkit/13.4.92/ (nvcc,
 # NVVM, CRT, runtime headers, CCCL, cuBLAS, cuRAND, NVRTC: about 700 MB to download).
 # Linking needs the driver's libcuda.so. A GPU host has it from its NVIDIA driver; on a host
 # without a driver (a build-only check), INSTALL_LIBCUDA=1 installs Debian bookworm's
 # `libcuda1` from its non-free component (as root; adds that component to apt's sources).
 #
 # Env: CUDA_COMPUTE_CAP (the GPU's, from nvidia-smi; else 90, H100 and H200), TARGET,
-#      DEVICES (measure; default "cpu cuda"), DATA (default ../shared/data/cub26),
+#      DEVICES (measure; default "cpu cuda"), DATA (default ../shared/data/cub26: the set
+#      examples/cub26-finetuned.toml names; measure scores its test split),
 #      LINESIGHT_REQUIRE_GPU=1 (check: a missing GPU fails the GPU tests instead of SKIPPED).
 #
 # A GPU host's driver must be at least as new as the toolkit: candle hands the driver PTX
@@ -36,19 +39,34 @@ CUDA_WHEELS=(
   nvidia-cuda-runtime==13.4.92 nvidia-cuda-nvrtc==13.4.92 nvidia-cuda-cccl==13.3.5.0.6
   nvidia-cublas==13.10.0.20 nvidia-curand==10.4.5.25
 )
-TOOLKIT_DIR=target/cuda-toolkit
+WHEELS_CUDA=13.4 # the CUDA release of the wheels above
+TOOLKIT_DIR=target/cuda-toolkit/13.4.92 # one folder per pin: a new pin fetches afresh
 TARGET=${TARGET:-target/cuda}
 DATA=${DATA:-../shared/data/cub26}
 BIN=$TARGET/release/linesight-train
 
-WHEELS_CUDA=13.4 # the CUDA release of the wheels above
 log() { echo "cuda.sh: $*" >&2; }
 die() { log "$*"; exit 2; }
 
-# The CUDA release the driver runs ("CUDA Version" in nvidia-smi), empty without a driver.
+# The CUDA release the driver runs ("CUDA Version" in nvidia-smi), empty without a driver
+# (or when nvidia-smi fails: a driver/library mismatch is reported by the first CUDA call).
 driver_cuda() {
   command -v nvidia-smi >/dev/null || return 0
-  nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9]*\.[0-9]*\).*/\1/p' | head -1
+  { nvidia-smi 2>/dev/null || true; } | sed -n 's/.*CUDA Version: *\([0-9]*\.[0-9]*\).*/\1/p' | head -1
+}
+
+# How many GPUs nvidia-smi lists (0 without a driver or when it fails).
+gpus() {
+  command -v nvidia-smi >/dev/null || { echo 0; return; }
+  { nvidia-smi -L 2>/dev/null || true; } | grep -c '^GPU ' || true
+}
+
+# ldconfig's cache listing (ldconfig lives in /sbin, off a Debian user's PATH), captured
+# whole: `ldconfig -p | grep -q` can end in SIGPIPE, which pipefail turns into a miss.
+ld_cache() {
+  local ldc
+  ldc=$(command -v ldconfig || echo /sbin/ldconfig)
+  "$ldc" -p 2>/dev/null || true
 }
 
 # True when release $1 is newer than release $2 (sort -V order).
@@ -56,10 +74,14 @@ newer() { [ "$1" != "$2" ] && [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | tail 
 
 # The toolkit: the host's, else the pinned wheels. Sets CUDA_HOME, PATH, LD_LIBRARY_PATH.
 toolkit() {
-  if [ -z "${CUDA_HOME:-}" ] && command -v nvcc >/dev/null; then
-    CUDA_HOME=$(cd "$(dirname "$(command -v nvcc)")/.." && pwd)
+  if [ -n "${CUDA_HOME:-}" ] && [ ! -x "$CUDA_HOME/bin/nvcc" ]; then
+    die "CUDA_HOME=$CUDA_HOME has no bin/nvcc: point it at a CUDA toolkit's folder, or unset it to use nvcc from PATH or the pinned wheels"
   fi
-  if [ -z "${CUDA_HOME:-}" ] || [ ! -x "$CUDA_HOME/bin/nvcc" ]; then
+  if [ -z "${CUDA_HOME:-}" ] && command -v nvcc >/dev/null; then
+    # Through links (/usr/local/bin/nvcc -> /usr/local/cuda-12.x/bin/nvcc) to the toolkit.
+    CUDA_HOME=$(cd "$(dirname "$(readlink -f "$(command -v nvcc)")")/.." && pwd)
+  fi
+  if [ -z "${CUDA_HOME:-}" ]; then
     CUDA_HOME=$PWD/$TOOLKIT_DIR/nvidia/cu13
     if [ ! -x "$CUDA_HOME/bin/nvcc" ]; then
       # Before 700 MB of downloads: a driver older than the wheels would refuse their PTX.
@@ -71,6 +93,7 @@ toolkit() {
         die "no CUDA toolkit on this host, and the driver runs CUDA $drv, older than the CUDA $WHEELS_CUDA wheels this script fetches (their PTX would be refused). Install the CUDA $drv toolkit (NVIDIA's installer or your distribution's nvidia-cuda-toolkit) and rerun with CUDA_HOME set to it, or update the driver to one for CUDA $WHEELS_CUDA or later."
       fi
       log "no CUDA toolkit on this host: fetching NVIDIA's CUDA 13.4 wheels into $TOOLKIT_DIR"
+      rm -rf "$TOOLKIT_DIR"
       mkdir -p "$TOOLKIT_DIR/wheels"
       python3 -m pip download -q --no-deps -d "$TOOLKIT_DIR/wheels" "${CUDA_WHEELS[@]}"
       for w in "$TOOLKIT_DIR"/wheels/*.whl; do
@@ -96,7 +119,12 @@ toolkit() {
       die "the driver runs CUDA $driver but the toolkit is CUDA $release: its PTX would be refused at the first kernel. Install a CUDA $driver toolkit and set CUDA_HOME to it (or update the driver)."
     fi
     if [ -z "${CUDA_COMPUTE_CAP:-}" ]; then
-      CUDA_COMPUTE_CAP=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')
+      # Drivers before 510 cannot answer compute_cap: set CUDA_COMPUTE_CAP (e.g. 80, 86, 90).
+      CUDA_COMPUTE_CAP=$({ nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null || true; } | head -1 | tr -d '.[:space:]')
+      case "$CUDA_COMPUTE_CAP" in
+        '' | *[!0-9]*) [ "$(gpus)" = 0 ] || die "nvidia-smi could not tell the GPU's compute capability: set CUDA_COMPUTE_CAP (e.g. 80 for A100, 86 for RTX 30xx/A10, 89 for L4/RTX 40xx, 90 for H100/H200)"
+                       CUDA_COMPUTE_CAP= ;;
+      esac
     fi
   fi
   export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
@@ -105,7 +133,9 @@ toolkit() {
 
 # libcuda.so for the linker (and at run time): the driver's, or Debian's for a build-only host.
 libcuda() {
-  if ldconfig -p | grep -q 'libcuda\.so '; then
+  local cache
+  cache=$(ld_cache)
+  if grep -q 'libcuda\.so ' <<<"$cache"; then
     return
   fi
   local d so1
@@ -113,7 +143,7 @@ libcuda() {
     [ -e "$CUDA_HOME/$d/libcuda.so" ] && return # a full toolkit's link stub
   done
   # A driver with only the versioned name: link the wheels' toolkit to it.
-  so1=$(ldconfig -p | sed -n 's/.*libcuda\.so\.1 (libc6,x86-64) => //p' | head -1)
+  so1=$(sed -n 's/.*libcuda\.so\.1 (libc6,x86-64) => //p' <<<"$cache" | head -1)
   if [ -n "$so1" ] && [ -w "$CUDA_HOME/lib" ]; then
     ln -sf "$so1" "$CUDA_HOME/lib/libcuda.so"
     return
@@ -144,41 +174,73 @@ build() {
 
 check() {
   build
+  # Real weights, or the GPU comparisons would pass by skipping.
+  export LINESIGHT_REQUIRE_WEIGHTS=1
+  if [ "$(gpus)" != 0 ] && [ -z "${LINESIGHT_REQUIRE_GPU:-}" ]; then
+    log "nvidia-smi lists a GPU: the GPU tests must open it (LINESIGHT_REQUIRE_GPU=1)"
+    export LINESIGHT_REQUIRE_GPU=1
+  fi
   log "the trainer's tests in the cuda build"
   CARGO_TARGET_DIR=$TARGET cargo test --release -p linesight-trainer --features cuda
+  log "GPU against CPU, shown (SKIPPED lines mean no GPU was used)"
+  CARGO_TARGET_DIR=$TARGET cargo test --release -p linesight-trainer --features cuda --test it cuda:: -- --nocapture --test-threads 1
   log "check passed"
 }
 
 measure() {
+  local config=examples/cub26-finetuned.toml
+  [ -f "$DATA/manifest.csv" ] || die "no cub26 at $DATA (set DATA to the set $config names)"
   build
   local out=${1:-docs/bench-runs/$(date +%F)-$(hostname -s)-cuda}
   local devices=${DEVICES:-cpu cuda}
-  local pipe_device=cpu
-  case " $devices " in *" cuda "*) pipe_device=cuda ;; esac
-  local work=target/pipeline-cub26-finetuned # examples/cub26-finetuned.toml's work_dir
-  mkdir -p "$out"
-  [ -f "$DATA/manifest.csv" ] || die "no cub26 at $DATA (set DATA)"
-  log "pipeline (label, refine, train on $pipe_device, export, eval): examples/cub26-finetuned.toml"
+  # The pipeline runs on the first GPU named in $DEVICES, else on the CPU.
+  local pipe_device=cpu d
+  for d in $devices; do
+    case $d in cuda*) pipe_device=$d; break ;; esac
+  done
+  local work=target/pipeline-cub26-finetuned # $config's work_dir
+  local scratch=$TARGET/measure              # view caches and checkpoints, never under docs/
+  mkdir -p "$out" "$scratch"
+  # The fine-tuning of $config: its [train] table as train's --config.
+  python3 - "$config" "$scratch/train.toml" <<'PY'
+import re, sys
+lines, keep = [], False
+for line in open(sys.argv[1]):
+    head = re.match(r"\s*\[([^\]]+)\]", line)
+    if head:
+        name = head.group(1).strip()
+        keep = name == "train" or name.startswith("train.")
+        if keep and name != "train":
+            lines.append(f"[{name[len('train.'):]}]\n")
+        continue
+    if keep:
+        lines.append(line)
+open(sys.argv[2], "w").writelines(lines)
+PY
+  local method
+  method=$(sed -n 's/^method *= *"\([a-z]*\)".*/\1/p' "$scratch/train.toml" | head -1)
+  log "pipeline (label, refine and train on $pipe_device, export, eval): $config"
   local t0=$SECONDS
-  "$BIN" --log warn --json pipeline --config examples/cub26-finetuned.toml --device "$pipe_device" --force \
+  "$BIN" --log warn --json pipeline --config "$config" --device "$pipe_device" --force \
     >"$out/pipeline-$pipe_device.json"
   echo $((SECONDS - t0)) >"$out/pipeline-$pipe_device.seconds"
   for d in $devices; do
     log "fine-tuning on $d with an empty view cache"
-    local ckpt=$TARGET/measure/ckpt-$d
-    rm -rf "$out/cache-$d" "$ckpt"
-    mkdir -p "$out/cache-$d"
-    # The frozen embeddings near trains on (computed on the CPU either way), not the views.
-    cp "$work"/cache/*.json "$work"/cache/*.safetensors "$out/cache-$d/"
-    "$BIN" --log warn --json train --refined "$work/refined.json" --cache "$out/cache-$d" \
-      --trainable-blocks 1 --holdout 0 --device "$d" --out "$ckpt" \
+    local ckpt=$scratch/ckpt-$d cache=$scratch/cache-$d
+    rm -rf "$cache" "$ckpt"
+    mkdir -p "$cache"
+    # The frozen embeddings near trains on, not the views: only fine-tuning is timed.
+    cp "$work"/cache/*.json "$work"/cache/*.safetensors "$cache/"
+    "$BIN" --log warn --json train --refined "$work/refined.json" --cache "$cache" \
+      --config "$scratch/train.toml" --method "${method:-near}" --device "$d" --out "$ckpt" \
       --eval-manifest "$DATA/manifest.csv" --eval-split test >"$out/train-$d.json"
-    rm -rf "$out/cache-$d"
+    rm -rf "$cache"
   done
   {
     echo "# cuda.sh measure: $(date -u +%FT%TZ)"
     echo
-    echo "Command: \`scripts/cuda.sh measure $out\` (DEVICES=\"$devices\"), commit $(git rev-parse --short HEAD)"
+    echo "Command: \`scripts/cuda.sh measure $out\` (DEVICES=\"$devices\"), commit $(git describe --always --dirty)"
+    echo "Fine-tuning: [train] of $config (\`train --config\`), the pipeline's refined.json"
     echo "CPU: $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(nproc) threads"
     if command -v nvidia-smi >/dev/null; then
       echo "GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1)"
