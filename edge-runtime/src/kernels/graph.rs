@@ -240,14 +240,15 @@ struct Geometry {
     /// The output's channel axis (where the epilogue's per-channel constants apply).
     co: usize,
     cout: usize,
+    cin: usize,
     x_layout: Layout,
     y_layout: Layout,
     /// Pixels per image (the product of the non-channel axes).
     positions: usize,
 }
 
-/// [`pointwise_axes`] checked against the weights `[O, I]` and both layouts: `None` where
-/// the einsum is not a 1x1 convolution the kernels run.
+/// [`pointwise_axes`] checked against the weights `[O, I]` (any other rank: `None`) and both
+/// layouts: `None` where the einsum is not a 1x1 convolution the kernels run.
 fn geometry(
     op: &EinSum,
     quantized: bool,
@@ -255,14 +256,17 @@ fn geometry(
     y_shape: &[usize],
     w_shape: &[usize],
 ) -> Option<Geometry> {
+    let &[cout, cin] = w_shape else {
+        return None;
+    };
     let (ci, co, xs, ys) = pointwise_axes(op, quantized, x_shape, y_shape)?;
-    let (cout, cin) = (w_shape[0], w_shape[1]);
     if x_shape[ci] != cin || y_shape[co] != cout {
         return None;
     }
     Some(Geometry {
         co,
         cout,
+        cin,
         x_layout: layout_of(x_shape, ci, &xs)?,
         y_layout: layout_of(y_shape, co, &ys)?,
         positions: xs.iter().map(|&a| x_shape[a]).product(),
@@ -372,8 +376,7 @@ fn pointwise_rule(
     rule_if_some!(x_shape = x_fact.shape.as_concrete());
     rule_if_some!(y_shape = y_fact.shape.as_concrete());
     rule_if_some!(g = geometry(op, false, x_shape, y_shape, w.shape()));
-    let (cout, cin) = (w.shape()[0], w.shape()[1]);
-    let weights = PackedWeights::from_oi(w.try_as_plain_ram()?.as_slice::<f32>()?, cout, cin);
+    let weights = PackedWeights::from_oi(w.try_as_plain_ram()?.as_slice::<f32>()?, g.cout, g.cin);
     let (epilogue, last) = absorb_epilogue(model, node, y_shape, g.co, g.cout, false)?;
     let epilogue = Epilogue {
         bias: epilogue.bias,
@@ -523,8 +526,7 @@ fn pointwise_i8_rule(
     rule_if_some!(x_shape = q_fact.shape.as_concrete());
     rule_if_some!(y_shape = y_fact.shape.as_concrete());
     rule_if_some!(g = geometry(op, true, x_shape, y_shape, w.shape()));
-    let (cout, cin) = (w.shape()[0], w.shape()[1]);
-    rule_if!(cin <= pointwise_i8::MAX_CIN);
+    rule_if!(g.cin <= pointwise_i8::MAX_CIN);
     rule_if_some!(q = quantised_input(model, node)?);
     let x = q.x;
     let x_fact = model.outlet_fact(x)?;
@@ -534,9 +536,9 @@ fn pointwise_i8_rule(
     rule_if!(cast
         .op_as::<Cast>()
         .is_some_and(|c| c.to == f32::datum_type()));
-    let (e, last) = absorb_epilogue(model, cast, y_shape, g.co, cout, true)?;
+    let (e, last) = absorb_epilogue(model, cast, y_shape, g.co, g.cout, true)?;
     rule_if_some!(scale = e.scale);
-    let weights = PackedI8::from_oi(w.try_as_plain_ram()?.as_slice::<i8>()?, cout, cin);
+    let weights = PackedI8::from_oi(w.try_as_plain_ram()?.as_slice::<i8>()?, g.cout, g.cin);
     let epilogue = QuantEpilogue::new(q.inv_scale, q.offset, &scale, &e.bias, e.lo, e.hi);
     let op = Pointwise {
         kernel: Kernel::I8(Arc::new(weights), Arc::new(epilogue)),

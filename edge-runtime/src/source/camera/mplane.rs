@@ -60,6 +60,10 @@ pub fn formats(handle: &Handle) -> io::Result<Vec<FourCC>> {
     Ok(out)
 }
 
+/// A dequeued frame: its metadata, the first plane's bytes and, for a two-plane format,
+/// the second's (borrowed from the mapped buffers until the next dequeue).
+pub type Planes<'a> = (FrameMeta, &'a [u8], Option<&'a [u8]>);
+
 /// What the driver set: per-plane line strides and sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlaneFormat {
@@ -216,7 +220,7 @@ impl MplaneStream {
     /// The next frame: waits at most `wait` (the first call queues every buffer and starts
     /// streaming). Returns the bytes of the first plane and, for a two-plane format, of the
     /// second (each from the driver's data offset to its `bytesused`).
-    pub fn next(&mut self, wait: Duration) -> io::Result<(FrameMeta, &[u8], Option<&[u8]>)> {
+    pub fn next(&mut self, wait: Duration) -> io::Result<Planes<'_>> {
         if !self.streaming {
             for index in 0..self.buffers.len() as u32 {
                 self.queue(index)?;
