@@ -283,7 +283,8 @@ pub enum Command {
         /// Run every stage even when its inputs are unchanged.
         #[arg(long)]
         force: bool,
-        /// Where fine-tuning computes (cpu, cuda or cuda:N); default: the config's `device`.
+        /// Where the backbone computes (refine's embeddings, fine-tuning): cpu, cuda or
+        /// cuda:N; default: the config's `device`.
         #[arg(long)]
         device: Option<linesight_trainer::device::DeviceChoice>,
     },
@@ -783,6 +784,10 @@ pub struct RefineArgs {
     /// A verified image counts this many times in the confusion estimate.
     #[arg(long, default_value_t = linesight_trainer::near::confusion::ConfusionSettings::default().anchor_weight, allow_negative_numbers = true, value_parser = parser::<f32>(Bound::POSITIVE))]
     pub anchor_weight: f32,
+    /// Where the image embeddings are computed: cpu, cuda or cuda:N (cuda needs a build
+    /// with the trainer's `cuda` feature); they are cached, so only new images cost.
+    #[arg(long, default_value = "cpu")]
+    pub device: linesight_trainer::device::DeviceChoice,
 }
 
 /// Arguments of `train`.
@@ -867,8 +872,8 @@ pub struct TrainArgs {
     /// Augment the fine-tuning views (true: the `[train.augment]` defaults; false: none).
     #[arg(long, value_name = "BOOL")]
     pub augment: Option<bool>,
-    /// Where fine-tuning computes: cpu, cuda or cuda:N (cuda needs a build with the
-    /// trainer's `cuda` feature).
+    /// Where fine-tuning and the embeddings the cache lacks are computed: cpu, cuda or
+    /// cuda:N (cuda needs a build with the trainer's `cuda` feature).
     #[arg(long, default_value = "cpu")]
     pub device: linesight_trainer::device::DeviceChoice,
     /// near: an expert-verified image (refine --verified) counts this many times in its

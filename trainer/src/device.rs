@@ -19,9 +19,9 @@ pub enum DeviceChoice {
 pub enum DeviceError {
     #[error("`{0}` is not a device; expected `cpu`, `cuda` or `cuda:N` (N = the GPU's ordinal)")]
     Parse(String),
-    #[error("`--device cuda:{0}` needs a trainer built with the `cuda` feature (`scripts/cuda.sh build`, or `cargo build --release --features linesight-trainer/cuda` on a host with the CUDA toolkit); this build computes on the CPU only (--device cpu)")]
+    #[error("device `cuda:{0}` needs a trainer built with the `cuda` feature (`scripts/cuda.sh build`, or `cargo build --release --features linesight-trainer/cuda` on a host with the CUDA toolkit); this build computes on the CPU only (`--device cpu`, or `device = \"cpu\"` in a pipeline config)")]
     NotBuilt(usize),
-    #[error("cannot open CUDA device {ordinal}: {source} (`nvidia-smi` lists the GPUs this host's driver sees; --device cpu trains on the CPU)")]
+    #[error("cannot open CUDA device {ordinal}: {source} (`nvidia-smi` lists the GPUs this host's driver sees; `--device cpu`, or `device = \"cpu\"` in a pipeline config, computes on the CPU)")]
     Open {
         ordinal: usize,
         source: candle_core::Error,

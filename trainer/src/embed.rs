@@ -187,8 +187,9 @@ impl EmbeddingCache {
         Ok(())
     }
 
-    /// Embeds what the cache lacks and returns `[N_ok, D]` embeddings for `paths` (whose
-    /// contents hash to `shas`), in order, with unreadable images skipped and listed.
+    /// Embeds what the cache lacks on `compute` (the device `encoder` was loaded on) and
+    /// returns `[N_ok, D]` embeddings for `paths` (whose contents hash to `shas`), in order,
+    /// on the CPU, with unreadable images skipped and listed.
     pub fn embed(
         &mut self,
         encoder: &dyn ImageEncoder,
@@ -196,7 +197,7 @@ impl EmbeddingCache {
         paths: &[PathBuf],
         shas: &[String],
         batch: usize,
-        device: &Device,
+        compute: &Device,
     ) -> Result<Embedded> {
         let known: std::collections::HashMap<&str, usize> = self
             .shas
@@ -217,7 +218,7 @@ impl EmbeddingCache {
                 "embedding"
             );
             let todo: Vec<PathBuf> = missing.iter().map(|&i| paths[i].clone()).collect();
-            let got = embed_paths(encoder, &todo, batch, device)?;
+            let got = embed_paths(encoder, &todo, batch, compute)?;
             let values = got
                 .embeddings
                 .to_dtype(candle_core::DType::F32)?
@@ -250,7 +251,7 @@ impl EmbeddingCache {
                 });
             }
         }
-        let embeddings = Tensor::from_vec(flat, (rows.len(), self.dim), device)?;
+        let embeddings = Tensor::from_vec(flat, (rows.len(), self.dim), &Device::Cpu)?;
         Ok(Embedded {
             embeddings,
             rows,

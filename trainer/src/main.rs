@@ -455,6 +455,7 @@ fn refine_settings(a: cli::RefineArgs) -> refine::RefineSettings {
             }
         }),
         verified: a.verified,
+        device: a.device,
     }
 }
 

@@ -28,10 +28,11 @@ use std::time::Instant;
 pub struct PipelineConfig {
     /// Where every stage writes (labels.jsonl, refined.json, checkpoint/, model.lsb, ...).
     pub work_dir: PathBuf,
-    /// Where fine-tuning (`[train] trainable_blocks > 0`) computes: `cpu`, `cuda` or
-    /// `cuda:N` (a trainer built with the `cuda` feature). Labelling, refine, the head
-    /// methods and the export run on the CPU. Not part of the train stage's input hash: a
-    /// run resumed on another host keeps a finished stage.
+    /// Where the backbone computes: `cpu`, `cuda` or `cuda:N` (a trainer built with the
+    /// `cuda` feature): refine's image embeddings, train's fine-tuning (`[train]
+    /// trainable_blocks > 0`) and any embeddings the cache lacks. Labelling, the k-NN, the
+    /// head methods, the export and eval (tract) run on the CPU. Not part of any stage's
+    /// input hash: a run resumed on another host keeps its finished stages.
     #[serde(default)]
     pub device: crate::device::DeviceChoice,
     pub images: ImagesConfig,
@@ -434,6 +435,19 @@ fn read_state(path: &Path) -> Result<State> {
 
 pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
     let c = read_config(&s.config)?;
+    let device = s.device.unwrap_or(c.device);
+    // A device this build or host cannot open stops the run here, before any MLLM call,
+    // not at refine after the labelling was paid for.
+    device.open().with_context(|| {
+        format!(
+            "the pipeline's device `{device}` ({})",
+            if s.device.is_some() {
+                "--device".to_string()
+            } else {
+                format!("`device` in {}", s.config.display())
+            }
+        )
+    })?;
     let w = &c.work_dir;
     fs_err::create_dir_all(w)?;
     let state_path = w.join("pipeline-state.json");
@@ -627,6 +641,7 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
                 .refine
                 .correct_confusion
                 .then(|| c.refine.confusion.clone()),
+            device,
         })?;
         Ok(serde_json::json!({
             "classes": report.classes.len(),
@@ -653,7 +668,7 @@ pub fn run(s: &PipelineSettings) -> Result<PipelineReport> {
             eval: None,
             sentence_model: None,
             batch: 8,
-            device: s.device.unwrap_or(c.device),
+            device,
         })?;
         Ok(serde_json::to_value(&report)?)
     })?;

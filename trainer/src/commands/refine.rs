@@ -47,6 +47,9 @@ pub struct RefineSettings {
     /// Estimate the MLLM's confusion and correct the candidate weights for it; `None`:
     /// only when `verified` is given (with the defaults).
     pub confusion: Option<ConfusionSettings>,
+    /// Where the image embeddings of the neighbour backbone(s) are computed (`--device`;
+    /// they are cached, so only new images cost); the rest of refine runs on the CPU.
+    pub device: crate::device::DeviceChoice,
 }
 
 #[derive(Debug, Serialize)]
@@ -166,6 +169,8 @@ pub fn run(s: &RefineSettings) -> Result<RefineReport> {
     inputs.extend(s.verified.as_deref().map(|p| ("the verified manifest", p)));
     linesight_shared::output::refuse_each(&[&s.out], &inputs)?;
     let t0 = Instant::now();
+    // Image embeddings on `compute`, the sentence encoder and the k-NN on the CPU.
+    let compute = s.device.open()?;
     let device = Device::Cpu;
     let answers = read_answers(&s.labels, s.model.as_deref(), s.prompt.as_deref())?;
     if answers.by_sha.is_empty() {
@@ -206,7 +211,7 @@ pub fn run(s: &RefineSettings) -> Result<RefineReport> {
     let mut rows: Option<Vec<usize>> = None;
     let mut first = String::new();
     for (kind, weights) in &knn {
-        let encoder = backbone::load(*kind, weights, &device)?;
+        let encoder = backbone::load(*kind, weights, &compute)?;
         let sha = if *weights == s.weights {
             weights_sha.clone()
         } else {
@@ -214,7 +219,7 @@ pub fn run(s: &RefineSettings) -> Result<RefineReport> {
                 .with_context(|| format!("cannot read backbone weights `{}`", weights.display()))?
         };
         let mut cache = EmbeddingCache::open(&s.cache, encoder.name(), &sha, encoder.embed_dim())?;
-        let emb = cache.embed(encoder.as_ref(), &sha, &ok_paths, &shas, s.batch, &device)?;
+        let emb = cache.embed(encoder.as_ref(), &sha, &ok_paths, &shas, s.batch, &compute)?;
         match &rows {
             // Every backbone decodes the same files the same way: the first one's skips
             // are everybody's.

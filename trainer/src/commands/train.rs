@@ -33,7 +33,8 @@ pub struct TrainCmdSettings {
     /// all-MiniLM-L6-v2 folder for sACC in the evaluation (skipped when missing).
     pub sentence_model: Option<PathBuf>,
     pub batch: usize,
-    /// Where fine-tuning computes (`--device`); the head methods run on the CPU.
+    /// Where fine-tuning and the frozen embeddings the cache lacks are computed
+    /// (`--device`); the head methods run on the CPU.
     pub device: crate::device::DeviceChoice,
 }
 
@@ -63,7 +64,9 @@ pub struct TrainReport {
     pub habits: Vec<(String, String, f32)>,
 }
 
-/// Embeddings of `paths`, cached; returns normalized rows and which paths they belong to.
+/// Embeddings of `paths`, cached (what the cache lacks is computed on `compute`); returns
+/// normalized rows and which paths they belong to.
+#[allow(clippy::too_many_arguments)]
 pub fn embed_normalized(
     kind: BackboneKind,
     weights: &Path,
@@ -71,9 +74,9 @@ pub fn embed_normalized(
     cache_dir: &Path,
     paths: &[PathBuf],
     batch: usize,
+    compute: &Device,
 ) -> Result<(Vec<f32>, Vec<usize>, usize)> {
-    let device = Device::Cpu;
-    let encoder = backbone::load(kind, weights, &device)?;
+    let encoder = backbone::load(kind, weights, compute)?;
     let pb = progress_bar(paths.len() as u64, "hash");
     let hashes = images::hash_files(paths, &pb);
     pb.finish_and_clear();
@@ -91,7 +94,7 @@ pub fn embed_normalized(
     let sub: Vec<PathBuf> = idx.iter().map(|&i| paths[i].clone()).collect();
     let mut cache =
         EmbeddingCache::open(cache_dir, encoder.name(), weights_sha, encoder.embed_dim())?;
-    let emb = cache.embed(encoder.as_ref(), weights_sha, &sub, &shas, batch, &device)?;
+    let emb = cache.embed(encoder.as_ref(), weights_sha, &sub, &shas, batch, compute)?;
     let dim = encoder.embed_dim();
     let mut x = emb.embeddings.flatten_all()?.to_vec1::<f32>()?;
     normalize_rows(&mut x, dim);
@@ -132,10 +135,19 @@ pub fn eval_head(
     split: &str,
     sentence_model: Option<&Path>,
     batch: usize,
+    compute: &Device,
 ) -> Result<NameScores> {
     let entries = dataset::read_split(manifest, split)?;
     let paths: Vec<PathBuf> = entries.iter().map(|e| e.path.clone()).collect();
-    let (x, rows, dim) = embed_normalized(kind, weights, weights_sha, cache_dir, &paths, batch)?;
+    let (x, rows, dim) = embed_normalized(
+        kind,
+        weights,
+        weights_sha,
+        cache_dir,
+        &paths,
+        batch,
+        compute,
+    )?;
     score_embeddings(head, classes, &x, &rows, dim, &entries, sentence_model)
 }
 
@@ -165,6 +177,7 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
         );
     }
     let paths = refined.image_paths();
+    let device = s.device.open()?;
     let (x, rows, dim) = embed_normalized(
         refined.backbone,
         &s.weights,
@@ -172,6 +185,7 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
         &s.cache,
         &paths,
         s.batch,
+        &device,
     )?;
     if rows.len() != paths.len() {
         bail!(
@@ -202,7 +216,6 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
         neighbours: &nbs,
         verified: &refined.verified,
     };
-    let device = s.device.open()?;
     let t0 = Instant::now();
     let mut trained = train(&data, &s.train, &Device::Cpu)?;
     let train_seconds = t0.elapsed().as_secs_f64();
@@ -322,6 +335,7 @@ pub fn run(s: &TrainCmdSettings) -> Result<TrainReport> {
             split,
             s.sentence_model.as_deref(),
             s.batch,
+            &device,
         )?),
         (None, _) => None,
     };

@@ -1,7 +1,8 @@
 //! The trainer's `cuda` build (issue 19; `scripts/cuda.sh check` builds it with
 //! `--features linesight-trainer/cuda` and runs these). On a host with an NVIDIA GPU: the
 //! GPU embeds what the CPU embeds, a tail's gradients match, and a fine-tuning run on the
-//! GPU comes back with a CPU head and exports within the 1e-4 parity gate. On a host without
+//! GPU comes back with a CPU head and exports within the 1e-4 parity gate, and the demo
+//! pipeline refines on the GPU to the CPU's targets. On a host without
 //! one: asking for the GPU is an error that names the device, never a silent run on the CPU,
 //! and the GPU comparisons say SKIPPED, unless `LINESIGHT_REQUIRE_GPU=1` (a GPU host's check)
 //! turns a missing GPU into a failure. The default build (CI) compiles and runs them too: its
@@ -13,10 +14,12 @@ use linesight_shared::preprocess::{Preprocessor, RgbImage};
 use linesight_trainer::backbone::{self, BackboneKind, ImageEncoder};
 use linesight_trainer::checkpoint::{self, CheckpointMeta, CHECKPOINT_VERSION};
 use linesight_trainer::commands::export::{self, ExportSettings};
+use linesight_trainer::commands::pipeline::{self, PipelineSettings};
 use linesight_trainer::device::DeviceChoice;
 use linesight_trainer::embed::file_sha256;
 use linesight_trainer::finetune::{finetune, FinetuneImages};
 use linesight_trainer::head::CosineHead;
+use linesight_trainer::near::refined::Refined;
 use linesight_trainer::near::train::TrainSettings;
 use std::path::PathBuf;
 
@@ -231,7 +234,9 @@ fn finetuning_on_the_gpu_exports_within_parity() {
         gpu_head.weight.device().is_cpu(),
         "the head comes back on the CPU"
     );
-    // Same seed, same augmented views: the losses follow the CPU's.
+    // Same seed, same augmented views: the losses follow the CPU's, epoch by epoch.
+    assert!(!cpu_log.is_empty());
+    assert_eq!(cpu_log.len(), gpu_log.len(), "epochs logged");
     for (a, b) in cpu_log.iter().zip(&gpu_log) {
         assert!(
             (a.loss - b.loss).abs() <= 1e-3 * a.loss.abs().max(1.0),
@@ -283,4 +288,85 @@ fn finetuning_on_the_gpu_exports_within_parity() {
     eprintln!("GPU-tuned export: {:?}", r.export);
     assert!(r.export.max_abs_logit_diff <= 1e-4, "{:?}", r.export);
     assert_eq!(r.export.top1_agreement, 1.0);
+}
+
+/// `pipeline --device`: refine's image embeddings and train's fine-tuning follow the device.
+/// On a GPU host the demo pipeline (fine-tuning one stage) refines on the GPU to the CPU's
+/// classes and targets and scores alike, and a rerun on the other device skips every stage
+/// (the device is in no stage hash); without one it stops before labelling with the
+/// device's error and writes nothing (never a silent run on the CPU).
+#[test]
+fn a_pipeline_on_the_gpu_refines_like_the_cpu_or_names_the_device() {
+    let test = "a_pipeline_on_the_gpu_refines_like_the_cpu_or_names_the_device";
+    let Some(w) = weights("mobilenet_v2.safetensors", test) else {
+        return;
+    };
+    if weights("all-MiniLM-L6-v2/model.safetensors", test).is_none() {
+        return;
+    }
+    let weights_dir = w.parent().unwrap().to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    let run_on = |device: DeviceChoice| {
+        let work = tmp.path().join(device.to_string().replace(':', "-"));
+        let cfg = tmp.path().join(format!("{device}.toml").replace(':', "-"));
+        let text = crate::pipeline::config(&work, "near").replace(
+            "method = \"near\"",
+            "method = \"near\"\ntrainable_blocks = 1\nfinetune_epochs = 3\nfinetune_views = 2",
+        );
+        assert!(text.contains("trainable_blocks = 1"));
+        std::fs::write(&cfg, text).unwrap();
+        let r = pipeline::run(&PipelineSettings {
+            config: cfg,
+            weights_dir: weights_dir.clone(),
+            force: false,
+            device: Some(device),
+        });
+        (r, work)
+    };
+    let Some(_) = gpu(test) else {
+        let (r, work) = run_on(DeviceChoice::Cuda(0));
+        let e = format!(
+            "{:#}",
+            r.expect_err("a pipeline on a missing GPU must fail")
+        );
+        let want = DeviceChoice::Cuda(0).open().unwrap_err().to_string();
+        assert!(
+            e.contains(&want) && e.contains("--device"),
+            "{e}\n(wanted: {want})"
+        );
+        for out in ["labels.jsonl", "refined.json", "checkpoint"] {
+            assert!(
+                !work.join(out).exists(),
+                "{out} written before the device failed"
+            );
+        }
+        return;
+    };
+    let (cpu, cpu_work) = run_on(DeviceChoice::Cpu);
+    let (gpu_run, gpu_work) = run_on(DeviceChoice::Cuda(0));
+    let (cpu, gpu_run) = (cpu.unwrap(), gpu_run.unwrap());
+    let read = |w: &std::path::Path| Refined::read(&w.join("refined.json")).unwrap();
+    let (a, b) = (read(&cpu_work), read(&gpu_work));
+    assert_eq!(a.classes, b.classes);
+    let targets = |r: &Refined| r.images.iter().map(|i| i.target).collect::<Vec<_>>();
+    assert_eq!(targets(&a), targets(&b), "refine's votes differ on the GPU");
+    let cacc = |r: &linesight_trainer::commands::pipeline::PipelineReport| {
+        r.eval.as_ref().unwrap()["cacc"].as_f64().unwrap()
+    };
+    eprintln!("demo cACC: cpu {}, gpu {}", cacc(&cpu), cacc(&gpu_run));
+    // 15 test photos: one may fall either side of a near-tie.
+    assert!((cacc(&cpu) - cacc(&gpu_run)).abs() <= 1.0 / 15.0 + 1e-9);
+    // The CPU's work folder, rerun on the GPU: nothing to redo.
+    let again = pipeline::run(&PipelineSettings {
+        config: tmp.path().join("cpu.toml"),
+        weights_dir: weights_dir.clone(),
+        force: false,
+        device: Some(DeviceChoice::Cuda(0)),
+    })
+    .unwrap();
+    assert!(
+        again.stages.iter().all(|s| s.status.starts_with("skipped")),
+        "{:?}",
+        again.stages
+    );
 }

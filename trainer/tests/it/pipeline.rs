@@ -6,7 +6,8 @@ use crate::weights::{repo_root, weights};
 use linesight_trainer::commands::pipeline::{run, PipelineSettings};
 use linesight_trainer::device::DeviceChoice;
 
-fn config(work: &std::path::Path, method: &str) -> String {
+/// The demo pipeline (30 photos, 5 species) against the simulator at 0.7, training `method`.
+pub(crate) fn config(work: &std::path::Path, method: &str) -> String {
     let demo = repo_root().join("models/demo/manifest.csv");
     let demo = demo.display();
     format!(
