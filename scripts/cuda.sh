@@ -20,7 +20,8 @@
 # NVVM, CRT, runtime headers, CCCL, cuBLAS, cuRAND, NVRTC: about 700 MB to download).
 # Linking needs the driver's libcuda.so. A GPU host has it from its NVIDIA driver; on a host
 # without a driver (a build-only check), INSTALL_LIBCUDA=1 installs Debian bookworm's
-# `libcuda1` from its non-free component (as root; adds that component to apt's sources).
+# `libcuda1` from its non-free component (as root; adds contrib and non-free, where its
+# dependencies live, to apt's sources).
 #
 # Env: CUDA_COMPUTE_CAP (the GPU's, from nvidia-smi; else 90, H100 and H200), TARGET,
 #      DEVICES (measure; default "cpu cuda"), DATA (default ../shared/data/cub26: the set
@@ -156,8 +157,8 @@ libcuda() {
   cat >/etc/apt/sources.list.d/linesight-nonfree.sources <<'EOF'
 Types: deb
 URIs: http://deb.debian.org/debian
-Suites: bookworm
-Components: non-free
+Suites: bookworm bookworm-updates
+Components: contrib non-free
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
   apt-get update -qq

@@ -78,7 +78,20 @@ impl DeviceChoice {
 
 #[cfg(feature = "cuda")]
 fn open_cuda(ordinal: usize) -> Result<candle_core::Device, DeviceError> {
-    candle_core::Device::new_cuda(ordinal).map_err(|source| DeviceError::Open { ordinal, source })
+    candle_core::Device::new_cuda(ordinal).map_err(|e| DeviceError::Open {
+        ordinal,
+        source: without_backtrace(e),
+    })
+}
+
+/// The cause without the stack trace candle attaches under `RUST_BACKTRACE` (a screenful of
+/// cudarc frames): a missing GPU is the user's to fix, not a bug to debug.
+#[cfg(feature = "cuda")]
+fn without_backtrace(e: candle_core::Error) -> candle_core::Error {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => without_backtrace(*inner),
+        e => e,
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
