@@ -102,7 +102,10 @@ fn asking_for_a_gpu_opens_it_or_names_it() {
     // candle stack trace under RUST_BACKTRACE=1, which this machine's shell sets).
     let e = DeviceChoice::Cuda(99).open().unwrap_err().to_string();
     assert!(e.contains("CUDA device 99") || e.contains("cuda:99"), "{e}");
-    assert!(!e.contains('\n'), "a device error carries a stack trace: {e}");
+    assert!(
+        !e.contains('\n'),
+        "a device error carries a stack trace: {e}"
+    );
 }
 
 #[test]
