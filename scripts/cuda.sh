@@ -93,7 +93,7 @@ toolkit() {
       if [ -n "$drv" ] && newer "$WHEELS_CUDA" "$drv"; then
         die "no CUDA toolkit on this host, and the driver runs CUDA $drv, older than the CUDA $WHEELS_CUDA wheels this script fetches (their PTX would be refused). Install the CUDA $drv toolkit (NVIDIA's installer or your distribution's nvidia-cuda-toolkit) and rerun with CUDA_HOME set to it, or update the driver to one for CUDA $WHEELS_CUDA or later."
       fi
-      log "no CUDA toolkit on this host: fetching NVIDIA's CUDA 13.4 wheels into $TOOLKIT_DIR"
+      log "no CUDA toolkit on this host: fetching NVIDIA's CUDA $WHEELS_CUDA wheels into $TOOLKIT_DIR"
       rm -rf "$TOOLKIT_DIR"
       mkdir -p "$TOOLKIT_DIR/wheels"
       python3 -m pip download -q --no-deps -d "$TOOLKIT_DIR/wheels" "${CUDA_WHEELS[@]}"

@@ -12,8 +12,6 @@ use crate::weights::{fixture, weights};
 use candle_core::{Device, Tensor};
 use linesight_shared::preprocess::{Preprocessor, RgbImage};
 use linesight_trainer::backbone::{self, BackboneKind, ImageEncoder};
-use linesight_trainer::checkpoint::{self, CheckpointMeta, CHECKPOINT_VERSION};
-use linesight_trainer::commands::export::{self, ExportSettings};
 use linesight_trainer::commands::pipeline::{self, PipelineSettings};
 use linesight_trainer::device::DeviceChoice;
 use linesight_trainer::embed::file_sha256;
@@ -256,43 +254,19 @@ fn finetuning_on_the_gpu_exports_within_parity() {
 
     // The GPU's tuned tensors through the checkpoint and export: within 1e-4 of candle.
     let tmp = tempfile::tempdir().unwrap();
-    let ckpt = tmp.path().join("ckpt");
-    let meta = CheckpointMeta {
-        version: CHECKPOINT_VERSION,
-        backbone: BackboneKind::MobilenetV2,
-        weights: w.clone(),
-        weights_sha256: file_sha256(&w).unwrap(),
-        trainable: "last-1-stages".into(),
-        classes: vec!["cat".into(), "coffee".into()],
-        scale: gpu_head.scale,
-        settings: s.clone(),
-        refined_sha256: "0".repeat(64),
-        mllm_model: None,
-        prompt_sha256: None,
-        train_images: 2,
-        check_images: paths.clone(),
-        history: gpu_log,
-        train_seconds: 0.0,
-        eval: None,
-    };
-    let tensors: Vec<(String, Tensor)> = gpu_net
-        .tail_vars(1)
-        .into_iter()
-        .map(|(n, v)| (n, v.as_tensor().clone()))
-        .collect();
-    checkpoint::save(&ckpt, &gpu_head, &tensors, &meta).unwrap();
-    let r = export::run(&ExportSettings {
-        checkpoint: ckpt,
-        out: tmp.path().join("gpu-tuned.lsb"),
-        weights: None,
-        model_id: "gpu-tuned".into(),
-        sign: None,
-        int8: None,
-    })
-    .unwrap();
-    eprintln!("GPU-tuned export: {:?}", r.export);
-    assert!(r.export.max_abs_logit_diff <= 1e-4, "{:?}", r.export);
-    assert_eq!(r.export.top1_agreement, 1.0);
+    let (_, export) = crate::finetune::export_last_stage(
+        tmp.path(),
+        &w,
+        &gpu_head,
+        gpu_net.tail_vars(1),
+        &s,
+        gpu_log,
+        &paths,
+        "gpu-tuned",
+    );
+    eprintln!("GPU-tuned export: {export:?}");
+    assert!(export.max_abs_logit_diff <= 1e-4, "{export:?}");
+    assert_eq!(export.top1_agreement, 1.0);
 }
 
 /// `pipeline --device`: refine's image embeddings and train's fine-tuning follow the device.
@@ -303,17 +277,14 @@ fn finetuning_on_the_gpu_exports_within_parity() {
 #[test]
 fn a_pipeline_on_the_gpu_refines_like_the_cpu_or_names_the_device() {
     let test = "a_pipeline_on_the_gpu_refines_like_the_cpu_or_names_the_device";
-    let Some(w) = weights("mobilenet_v2.safetensors", test) else {
+    let Some(weights_dir) = crate::pipeline::demo_weights(test) else {
         return;
     };
-    if weights("all-MiniLM-L6-v2/model.safetensors", test).is_none() {
-        return;
-    }
-    let weights_dir = w.parent().unwrap().to_path_buf();
     let tmp = tempfile::tempdir().unwrap();
-    let run_on = |device: DeviceChoice| {
-        let work = tmp.path().join(device.to_string().replace(':', "-"));
-        let cfg = tmp.path().join(format!("{device}.toml").replace(':', "-"));
+    // The demo with one stage fine-tuned, in work folder `name`, on `device`.
+    let run_on = |device: DeviceChoice, name: &str| {
+        let work = tmp.path().join(name);
+        let cfg = tmp.path().join(format!("{name}.toml"));
         let text = crate::pipeline::config(&work, "near").replace(
             "method = \"near\"",
             "method = \"near\"\ntrainable_blocks = 1\nfinetune_epochs = 3\nfinetune_views = 2",
@@ -329,7 +300,7 @@ fn a_pipeline_on_the_gpu_refines_like_the_cpu_or_names_the_device() {
         (r, work)
     };
     let Some(_) = gpu(test) else {
-        let (r, work) = run_on(DeviceChoice::Cuda(0));
+        let (r, work) = run_on(DeviceChoice::Cuda(0), "gpu");
         let e = format!(
             "{:#}",
             r.expect_err("a pipeline on a missing GPU must fail")
@@ -347,8 +318,8 @@ fn a_pipeline_on_the_gpu_refines_like_the_cpu_or_names_the_device() {
         }
         return;
     };
-    let (cpu, cpu_work) = run_on(DeviceChoice::Cpu);
-    let (gpu_run, gpu_work) = run_on(DeviceChoice::Cuda(0));
+    let (cpu, cpu_work) = run_on(DeviceChoice::Cpu, "cpu");
+    let (gpu_run, gpu_work) = run_on(DeviceChoice::Cuda(0), "gpu");
     let (cpu, gpu_run) = (cpu.unwrap(), gpu_run.unwrap());
     let read = |w: &std::path::Path| Refined::read(&w.join("refined.json")).unwrap();
     let (a, b) = (read(&cpu_work), read(&gpu_work));
@@ -362,13 +333,7 @@ fn a_pipeline_on_the_gpu_refines_like_the_cpu_or_names_the_device() {
     // 15 test photos: one may fall either side of a near-tie.
     assert!((cacc(&cpu) - cacc(&gpu_run)).abs() <= 1.0 / 15.0 + 1e-9);
     // The CPU's work folder, rerun on the GPU: nothing to redo.
-    let again = pipeline::run(&PipelineSettings {
-        config: tmp.path().join("cpu.toml"),
-        weights_dir: weights_dir.clone(),
-        force: false,
-        device: Some(DeviceChoice::Cuda(0)),
-    })
-    .unwrap();
+    let again = run_on(DeviceChoice::Cuda(0), "cpu").0.unwrap();
     assert!(
         again.stages.iter().all(|s| s.status.starts_with("skipped")),
         "{:?}",

@@ -11,10 +11,62 @@ use linesight_trainer::backbone::{BackboneKind, ImageEncoder};
 use linesight_trainer::checkpoint::{self, CheckpointMeta, CHECKPOINT_VERSION};
 use linesight_trainer::commands::export::{self, ExportSettings};
 use linesight_trainer::embed::file_sha256;
+use linesight_trainer::export::ExportReport;
 use linesight_trainer::finetune::{finetune, FinetuneImages, ViewCacheAt};
 use linesight_trainer::head::CosineHead;
-use linesight_trainer::near::train::TrainSettings;
-use std::path::PathBuf;
+use linesight_trainer::near::train::{EpochLog, TrainSettings};
+use std::path::{Path, PathBuf};
+
+/// MobileNetV2 (weights `w`) with its last stage tuned (`tail`: the stage's variables, on
+/// any device) and `head`, saved as a checkpoint under `dir` and exported to
+/// `dir/{model_id}.lsb`; returns the bundle's path and the export's parity report.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn export_last_stage(
+    dir: &Path,
+    w: &Path,
+    head: &CosineHead,
+    tail: Vec<(String, candle_core::Var)>,
+    settings: &TrainSettings,
+    history: Vec<EpochLog>,
+    check_images: &[PathBuf],
+    model_id: &str,
+) -> (PathBuf, ExportReport) {
+    let ckpt = dir.join(format!("{model_id}-ckpt"));
+    let meta = CheckpointMeta {
+        version: CHECKPOINT_VERSION,
+        backbone: BackboneKind::MobilenetV2,
+        weights: w.to_path_buf(),
+        weights_sha256: file_sha256(w).unwrap(),
+        trainable: "last-1-stages".into(),
+        classes: vec!["cat".into(), "coffee".into()],
+        scale: head.scale,
+        settings: settings.clone(),
+        refined_sha256: "0".repeat(64),
+        mllm_model: None,
+        prompt_sha256: None,
+        train_images: 2,
+        check_images: check_images.to_vec(),
+        history,
+        train_seconds: 0.0,
+        eval: None,
+    };
+    let tensors: Vec<(String, Tensor)> = tail
+        .into_iter()
+        .map(|(n, v)| (n, v.as_tensor().clone()))
+        .collect();
+    checkpoint::save(&ckpt, head, &tensors, &meta).unwrap();
+    let out = dir.join(format!("{model_id}.lsb"));
+    let r = export::run(&ExportSettings {
+        checkpoint: ckpt,
+        out: out.clone(),
+        weights: None,
+        model_id: model_id.into(),
+        sign: None,
+        int8: None,
+    })
+    .unwrap();
+    (out, r.export)
+}
 
 fn tail_values(net: &MobileNetV2, blocks: usize) -> Vec<f32> {
     net.tail_vars(blocks)
@@ -109,44 +161,19 @@ fn finetuned_checkpoint_exports_within_parity() {
     );
 
     // Checkpoint -> export: the bundle carries the tuned weights and passes parity.
-    let ckpt = tmp.path().join("ckpt");
-    let meta = CheckpointMeta {
-        version: CHECKPOINT_VERSION,
-        backbone: BackboneKind::MobilenetV2,
-        weights: w.clone(),
-        weights_sha256: weights_sha.clone(),
-        trainable: "last-1-stages".into(),
-        classes: vec!["cat".into(), "coffee".into()],
-        scale: tuned_head.scale,
-        settings: s.clone(),
-        refined_sha256: "0".repeat(64),
-        mllm_model: None,
-        prompt_sha256: None,
-        train_images: 2,
-        check_images: paths.clone(),
-        history: log,
-        train_seconds: 0.0,
-        eval: None,
-    };
-    let tensors: Vec<(String, Tensor)> = net
-        .tail_vars(1)
-        .into_iter()
-        .map(|(n, v)| (n, v.as_tensor().clone()))
-        .collect();
-    checkpoint::save(&ckpt, &tuned_head, &tensors, &meta).unwrap();
-    let out = tmp.path().join("tuned.lsb");
-    let r = export::run(&ExportSettings {
-        checkpoint: ckpt,
-        out: out.clone(),
-        weights: None,
-        model_id: "tuned".into(),
-        sign: None,
-        int8: None,
-    })
-    .unwrap();
-    eprintln!("fine-tuned export: {:?}", r.export);
-    assert!(r.export.max_abs_logit_diff <= 1e-4, "{:?}", r.export);
-    assert_eq!(r.export.top1_agreement, 1.0);
+    let (out, export) = export_last_stage(
+        tmp.path(),
+        &w,
+        &tuned_head,
+        net.tail_vars(1),
+        &s,
+        log,
+        &paths,
+        "tuned",
+    );
+    eprintln!("fine-tuned export: {export:?}");
+    assert!(export.max_abs_logit_diff <= 1e-4, "{export:?}");
+    assert_eq!(export.top1_agreement, 1.0);
     // The bundle computes the tuned model, not the ImageNet one.
     let bundle = linesight_shared::bundle::Bundle::read(&out).unwrap();
     let mut engine = linesight_edge::engine::Engine::from_bundle(&bundle).unwrap();

@@ -6,6 +6,14 @@ use crate::weights::{repo_root, weights};
 use linesight_trainer::commands::pipeline::{run, PipelineSettings};
 use linesight_trainer::device::DeviceChoice;
 
+/// The weights folder the demo pipeline needs (MobileNetV2 and MiniLM), or `None` with
+/// the SKIPPED note of [`weights`].
+pub(crate) fn demo_weights(test: &str) -> Option<std::path::PathBuf> {
+    let w = weights("mobilenet_v2.safetensors", test)?;
+    weights("all-MiniLM-L6-v2/model.safetensors", test)?;
+    Some(w.parent()?.to_path_buf())
+}
+
 /// The demo pipeline (30 photos, 5 species) against the simulator at 0.7, training `method`.
 pub(crate) fn config(work: &std::path::Path, method: &str) -> String {
     let demo = repo_root().join("models/demo/manifest.csv");
@@ -41,13 +49,9 @@ split = "test"
 #[test]
 fn pipeline_runs_end_to_end_and_skips_unchanged_stages() {
     let test = "pipeline_runs_end_to_end_and_skips_unchanged_stages";
-    let Some(w) = weights("mobilenet_v2.safetensors", test) else {
+    let Some(weights_dir) = demo_weights(test) else {
         return;
     };
-    if weights("all-MiniLM-L6-v2/model.safetensors", test).is_none() {
-        return;
-    }
-    let weights_dir = w.parent().unwrap().to_path_buf();
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("work");
     let cfg = tmp.path().join("p.toml");
@@ -129,13 +133,9 @@ fn bad_pipeline_configs_are_refused_with_the_reason() {
 #[test]
 fn levers_sampled_answers_hint_and_verified_labels_reach_training() {
     let test = "levers_sampled_answers_hint_and_verified_labels_reach_training";
-    let Some(w) = weights("mobilenet_v2.safetensors", test) else {
+    let Some(weights_dir) = demo_weights(test) else {
         return;
     };
-    if weights("all-MiniLM-L6-v2/model.safetensors", test).is_none() {
-        return;
-    }
-    let weights_dir = w.parent().unwrap().to_path_buf();
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("work");
     let demo = repo_root().join("models/demo/manifest.csv");
